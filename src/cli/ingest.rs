@@ -1,0 +1,41 @@
+//! `segdb ingest events|profiles|consent FILE…`: load, then report what was loaded and which rows
+//! were rejected (by file and row number, never by value).
+
+use crate::config::{GlobalOpts, IngestArgs};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::ingest::IngestOptions;
+
+pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
+    let engine = Engine::open(&global.engine_config()).await?;
+    let opts = IngestOptions { format: args.format, strict: args.strict, progress: true };
+    let report = match engine.ingest(args.kind, &args.files, &opts).await {
+        Ok(r) => r,
+        Err(Error::Ingest(msg)) if args.strict && msg.contains("--strict") => {
+            eprintln!("Error: ingest: {msg}");
+            return Ok(3);
+        }
+        Err(e) => return Err(e),
+    };
+    let secs = report.took_ms as f64 / 1000.0;
+    match report.version {
+        Some(v) => println!(
+            "loaded {} rows into {} from {} file(s), {} new users, in {secs:.2} s (table version {v})",
+            report.rows_loaded,
+            report.kind.name(),
+            report.files,
+            report.new_users
+        ),
+        None => println!("loaded 0 rows into {} from {} file(s); nothing committed", report.kind.name(), report.files),
+    }
+    if !report.rejected.is_empty() {
+        eprintln!("rejected {} rows:", report.rejected.len());
+        for b in report.rejected.iter().take(args.show_rejected) {
+            eprintln!("  {b}");
+        }
+        if report.rejected.len() > args.show_rejected {
+            eprintln!("  … and {} more", report.rejected.len() - args.show_rejected);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,209 @@
+//! `segdb sql`: run statements from -c / -f, from piped stdin, or interactively (history,
+//! multi-line statements ending in `;`).
+
+use std::io::{IsTerminal, Read, Write};
+use std::time::Instant;
+
+use crate::cli::output;
+use crate::config::{GlobalOpts, OutputFormat, SqlArgs};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+pub async fn run(global: &GlobalOpts, args: SqlArgs) -> Result<i32> {
+    let engine = Engine::open(&global.engine_config()).await?;
+    let mut scripts: Vec<String> = args.command.clone();
+    for f in &args.file {
+        scripts.push(std::fs::read_to_string(f).map_err(|e| Error::invalid(format!("cannot read {}: {e}", f.display())))?);
+    }
+    if scripts.is_empty() && !std::io::stdin().is_terminal() {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        scripts.push(s);
+    }
+    if scripts.is_empty() {
+        return repl(&engine, args.format, args.timing).await;
+    }
+    for script in &scripts {
+        for stmt in split_statements(script) {
+            if let Err(e) = execute(&engine, &stmt, args.format, args.timing).await {
+                eprintln!("Error: {}", one_line(&e));
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Run one statement and print its result.
+pub(crate) async fn execute(engine: &Engine, stmt: &str, format: OutputFormat, timing: bool) -> Result<()> {
+    let started = Instant::now();
+    let result = engine.sql(stmt).await;
+    let elapsed = started.elapsed();
+    let result = result?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    output::print(&mut out, &result, format)?;
+    out.flush()?;
+    if timing {
+        eprintln!("Time: {:.3} ms", elapsed.as_secs_f64() * 1000.0);
+    }
+    Ok(())
+}
+
+pub(crate) fn one_line(e: &Error) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn repl(engine: &Engine, format: OutputFormat, timing: bool) -> Result<i32> {
+    use rustyline::error::ReadlineError;
+    let mut rl = rustyline::DefaultEditor::new().map_err(|e| Error::invalid(format!("cannot start the shell: {e}")))?;
+    let history = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".segdb_history"));
+    if let Some(h) = &history {
+        let _ = rl.load_history(h);
+    }
+    println!("segdb {} on {} — end statements with ';', \\q to quit", env!("CARGO_PKG_VERSION"), engine.database().location());
+    let mut buf = String::new();
+    loop {
+        let prompt = if buf.is_empty() { "segdb> " } else { "   ...> " };
+        match rl.readline(prompt) {
+            Ok(line) => {
+                let t = line.trim();
+                if buf.is_empty() && matches!(t, "\\q" | "quit" | "exit" | ".quit" | "quit;" | "exit;") {
+                    break;
+                }
+                if !buf.is_empty() {
+                    buf.push('\n');
+                }
+                buf.push_str(&line);
+                if !ends_statement(&buf) {
+                    continue;
+                }
+                let _ = rl.add_history_entry(buf.as_str());
+                for stmt in split_statements(&buf) {
+                    if let Err(e) = execute(engine, &stmt, format, timing).await {
+                        eprintln!("Error: {}", one_line(&e));
+                    }
+                }
+                buf.clear();
+            }
+            Err(ReadlineError::Interrupted) => buf.clear(),
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(Error::invalid(format!("shell: {e}"))),
+        }
+    }
+    if let Some(h) = &history {
+        let _ = rl.save_history(h);
+    }
+    Ok(0)
+}
+
+/// Lexical state while scanning SQL text.
+#[derive(Clone, Copy, PartialEq)]
+enum Lex {
+    Code,
+    Single,
+    Double,
+    LineComment,
+    BlockComment,
+}
+
+/// Split a script into statements on `;` outside quotes and comments; blank statements and
+/// comment-only statements are dropped.
+pub fn split_statements(script: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut state = Lex::Code;
+    let mut chars = script.chars().peekable();
+    let mut has_code = false;
+    while let Some(c) = chars.next() {
+        match state {
+            Lex::Code => match c {
+                ';' => {
+                    if has_code {
+                        out.push(cur.trim().to_string());
+                    }
+                    cur.clear();
+                    has_code = false;
+                    continue;
+                }
+                '\'' => state = Lex::Single,
+                '"' => state = Lex::Double,
+                '-' if chars.peek() == Some(&'-') => state = Lex::LineComment,
+                '/' if chars.peek() == Some(&'*') => state = Lex::BlockComment,
+                _ => {}
+            },
+            Lex::Single if c == '\'' => state = Lex::Code,
+            Lex::Double if c == '"' => state = Lex::Code,
+            Lex::LineComment if c == '\n' => state = Lex::Code,
+            Lex::BlockComment if c == '*' && chars.peek() == Some(&'/') => {
+                cur.push(c);
+                cur.push(chars.next().expect("peeked"));
+                state = Lex::Code;
+                continue;
+            }
+            _ => {}
+        }
+        if state == Lex::Code && !c.is_whitespace() || matches!(state, Lex::Single | Lex::Double) {
+            has_code = true;
+        }
+        cur.push(c);
+    }
+    if has_code {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+/// Does the buffer end with a `;` outside quotes and comments (so the statement is complete)?
+fn ends_statement(buf: &str) -> bool {
+    let mut state = Lex::Code;
+    let mut last_code = ' ';
+    let mut chars = buf.chars().peekable();
+    while let Some(c) = chars.next() {
+        match state {
+            Lex::Code => {
+                match c {
+                    '\'' => state = Lex::Single,
+                    '"' => state = Lex::Double,
+                    '-' if chars.peek() == Some(&'-') => state = Lex::LineComment,
+                    '/' if chars.peek() == Some(&'*') => state = Lex::BlockComment,
+                    _ => {}
+                }
+                if state == Lex::Code && !c.is_whitespace() {
+                    last_code = c;
+                }
+            }
+            Lex::Single if c == '\'' => state = Lex::Code,
+            Lex::Double if c == '"' => state = Lex::Code,
+            Lex::LineComment if c == '\n' => state = Lex::Code,
+            Lex::BlockComment if c == '*' && chars.peek() == Some(&'/') => {
+                chars.next();
+                state = Lex::Code;
+            }
+            _ => {}
+        }
+    }
+    matches!(state, Lex::Code | Lex::LineComment) && last_code == ';'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_outside_quotes_and_comments() {
+        let s = "SELECT 'a;b'; -- c; d\nSELECT \"x;y\" /* ; */ FROM t;\n;  ; -- only a comment\n";
+        assert_eq!(split_statements(s), vec!["SELECT 'a;b'", "-- c; d\nSELECT \"x;y\" /* ; */ FROM t"]);
+        assert_eq!(split_statements("SELECT 1"), vec!["SELECT 1"]);
+        assert!(split_statements("  -- nothing\n").is_empty());
+    }
+
+    #[test]
+    fn statement_end_detection() {
+        assert!(ends_statement("SELECT 1;"));
+        assert!(ends_statement("SELECT 1; -- done"));
+        assert!(!ends_statement("SELECT ';'"));
+        assert!(!ends_statement("SELECT 1"));
+        assert!(!ends_statement("SELECT 1 /* ; */"));
+    }
+}

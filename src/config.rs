@@ -1,0 +1,136 @@
+//! Command-line configuration (clap derive). Every option has a `SEGDB_*` environment twin; doc
+//! comments are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ingest::{Format, Kind};
+
+/// segdb: an embedded analytical database for audience segments.
+#[derive(Debug, Parser)]
+#[command(name = "segdb", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Database location: a path, file:///… or s3://bucket/prefix (AWS_* variables configure S3).
+    #[arg(long, global = true, env = "SEGDB_DATA", default_value = "./segdb-data")]
+    pub data: String,
+    /// Keyring file with the pseudonymisation keys; created (mode 0600) on first use. Must not
+    /// live under the data location.
+    #[arg(long, global = true, env = "SEGDB_KEYRING", default_value = "./segdb.keyring")]
+    pub keyring: PathBuf,
+    /// Log level filter for stderr (error, warn, info, debug, trace or a tracing directive).
+    #[arg(long, global = true, env = "SEGDB_LOG", default_value = "warn")]
+    pub log: String,
+}
+
+impl GlobalOpts {
+    pub fn engine_config(&self) -> crate::engine::Config {
+        crate::engine::Config { data: self.data.clone(), keyring: self.keyring.clone() }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run SQL: an interactive shell, or the statements of -c / -f.
+    Sql(SqlArgs),
+    /// Load files into events, profiles or consent (user ids are pseudonymised on the way in).
+    Ingest(IngestArgs),
+    /// Write a synthetic e-commerce dataset (profiles, events, consent).
+    Generate(GenerateArgs),
+    /// Generate a small dataset into the database if it is empty, then run example queries.
+    Demo(DemoArgs),
+}
+
+/// Result output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Run these statements (repeatable; each may hold several statements separated by ';').
+    #[arg(short = 'c', long = "command", env = "SEGDB_COMMAND")]
+    pub command: Vec<String>,
+    /// Run the statements in this file (repeatable).
+    #[arg(short = 'f', long = "file", env = "SEGDB_FILE")]
+    pub file: Vec<PathBuf>,
+    /// Output format of results.
+    #[arg(long, value_enum, default_value_t, env = "SEGDB_FORMAT")]
+    pub format: OutputFormat,
+    /// Print "Time: <ms> ms" to stderr after each statement.
+    #[arg(long, env = "SEGDB_TIMING")]
+    pub timing: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Target table.
+    #[arg(value_enum)]
+    pub kind: Kind,
+    /// Input files (format from the extension unless --format is given).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Format of all inputs.
+    #[arg(long, value_enum, env = "SEGDB_INGEST_FORMAT")]
+    pub format: Option<Format>,
+    /// Commit nothing (and exit 3) if any row is rejected.
+    #[arg(long, env = "SEGDB_INGEST_STRICT")]
+    pub strict: bool,
+    /// How many rejected rows to list (all are counted).
+    #[arg(long, default_value_t = 20, env = "SEGDB_INGEST_SHOW_REJECTED")]
+    pub show_rejected: usize,
+}
+
+/// Output format of the generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum GenFormat {
+    #[default]
+    Parquet,
+    Csv,
+    Ndjson,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Number of users.
+    #[arg(long, env = "SEGDB_GEN_USERS")]
+    pub users: u64,
+    /// Days of activity (ending at --end).
+    #[arg(long, env = "SEGDB_GEN_DAYS")]
+    pub days: u32,
+    /// Output directory (created).
+    #[arg(long, env = "SEGDB_GEN_OUT")]
+    pub out: PathBuf,
+    /// Random seed: the same seed, sizes and end give the same files.
+    #[arg(long, default_value_t = 42, env = "SEGDB_GEN_SEED")]
+    pub seed: u64,
+    /// File format.
+    #[arg(long, value_enum, default_value_t, env = "SEGDB_GEN_FORMAT")]
+    pub format: GenFormat,
+    /// Exclusive end of the activity window (UTC date).
+    #[arg(long, default_value = "2026-02-01", env = "SEGDB_GEN_END")]
+    pub end: String,
+    /// Mean events per user.
+    #[arg(long, default_value_t = 20.0, env = "SEGDB_GEN_EVENTS_PER_USER")]
+    pub events_per_user: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Users to generate when the database is empty.
+    #[arg(long, default_value_t = 5000, env = "SEGDB_DEMO_USERS")]
+    pub users: u64,
+}

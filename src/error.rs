@@ -1,0 +1,51 @@
+//! The crate error type. Every module folds its failures into [`Error`]; messages say what was
+//! wrong and what to do about it, and never contain a raw identifier or a key.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in segdb, by area.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The database location could not be opened or is not a segdb database.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The keyring file is missing, unreadable or malformed.
+    #[error("keyring: {0}")]
+    Keyring(String),
+    /// An input file could not be read or does not meet the ingest contract.
+    #[error("ingest: {0}")]
+    Ingest(String),
+    /// A user-facing argument was invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A query failed to plan or run.
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// A Delta Lake operation failed.
+    #[error("delta: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+    /// An Arrow operation failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A Parquet file could not be read or written.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// A local file operation failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn storage(msg: impl Into<String>) -> Self {
+        Error::Storage(msg.into())
+    }
+    pub(crate) fn ingest(msg: impl Into<String>) -> Self {
+        Error::Ingest(msg.into())
+    }
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+}

@@ -1,0 +1,3 @@
+//! Privacy functions: pseudonyms (and, later, hashing and consent-string decoders).
+
+pub mod pseudonymize;

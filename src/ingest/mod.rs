@@ -1,0 +1,341 @@
+//! Ingest: files in, Delta commits out. Readers (`read`) stream batches with row numbers, the
+//! normaliser validates them and pseudonymises `user_id` at the door, `identity` hands out user
+//! ordinals. One load is one commit of the target table, preceded by one commit of any new
+//! identities (a crash between the two leaves unused ordinals, never rows without an identity).
+//! Bad rows are counted and reported by file and row number, and never echo a raw identifier.
+
+mod identity;
+mod normalize;
+mod read;
+mod timestamp;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+
+use crate::error::{Error, Result};
+use crate::privacy::Keyring;
+use crate::privacy::pseudonym::Pseudonymizer;
+use crate::storage::{Database, Table};
+
+
+/// What is being loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Events,
+    Profiles,
+    Consent,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        self.table().name()
+    }
+    pub fn table(self) -> Table {
+        match self {
+            Kind::Events => Table::Events,
+            Kind::Profiles => Table::Profiles,
+            Kind::Consent => Table::Consent,
+        }
+    }
+}
+
+/// Input file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Parquet,
+    Ndjson,
+}
+
+/// A rejected input row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    pub file: String,
+    /// 1-based data row (the CSV header is not a row; blank NDJSON lines are not rows).
+    pub row: u64,
+    pub reason: String,
+}
+
+impl BadRow {
+    pub(crate) fn new(file: &str, row: u64, reason: String) -> Self {
+        BadRow { file: file.to_string(), row, reason }
+    }
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} row {}: {}", self.file, self.row, self.reason)
+    }
+}
+
+/// Options of one load.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// Format of every file; `None` picks it from each file's extension.
+    pub format: Option<Format>,
+    /// Commit nothing if any row is rejected.
+    pub strict: bool,
+    /// Draw a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+/// What a load did.
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    pub kind: Kind,
+    pub files: usize,
+    pub rows_loaded: u64,
+    pub rejected: Vec<BadRow>,
+    pub new_users: usize,
+    /// Table version the load committed (`None` when there was nothing to commit).
+    pub version: Option<u64>,
+    pub took_ms: u128,
+}
+
+/// Name of the environment variable that makes a load stop dead between writing its data files
+/// and committing them (crash-safety tests only).
+pub const FAILPOINT_ENV: &str = "SEGDB_FAILPOINT";
+
+fn failpoint(name: &str) {
+    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Load `files` into the table of `kind`.
+pub async fn ingest(db: &Database, keyring: &Keyring, kind: Kind, files: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
+    let started = Instant::now();
+    if files.is_empty() {
+        return Err(Error::invalid("no input files given"));
+    }
+    let mut inputs = Vec::new();
+    let mut total_bytes = 0u64;
+    for f in files {
+        let meta = std::fs::metadata(f).map_err(|e| Error::ingest(format!("cannot read {}: {e}", f.display())))?;
+        if !meta.is_file() {
+            return Err(Error::ingest(format!("{} is not a file", f.display())));
+        }
+        total_bytes += meta.len();
+        inputs.push((f.clone(), read::detect_format(f, opts.format)?));
+    }
+
+    let mut table = db.load(kind.table()).await?;
+    let table_schema = table.snapshot()?.snapshot().arrow_schema();
+    let mut identity = identity::Identity::load(db).await?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let pseudo = Pseudonymizer::new(keyring, crate::privacy::keyring::USER_DOMAIN);
+    let mut norm = normalize::Normalizer::new(kind, pseudo, table_schema.clone(), now);
+
+    let progress = progress_bar(opts.progress, total_bytes);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(usize, read::SourceBatch)>>(4);
+    let text = normalize::text_columns(kind);
+    let reader_inputs = inputs.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        for (idx, (path, format)) in reader_inputs.iter().enumerate() {
+            let mut sink = |b: read::SourceBatch| -> Result<()> {
+                tx.blocking_send(Ok((idx, b))).map_err(|_| Error::ingest("load cancelled"))
+            };
+            if let Err(e) = read::read_file(path, *format, &text, &mut sink) {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    });
+
+    let mut writer = match kind {
+        Kind::Profiles => None,
+        _ => Some(RecordBatchWriter::for_table(&table)?),
+    };
+    let mut held: Vec<RecordBatch> = Vec::new();
+    let mut rejected = Vec::new();
+    let mut rows_loaded = 0u64;
+    let mut checked = vec![false; inputs.len()];
+    while let Some(msg) = rx.recv().await {
+        let (idx, sb) = msg?;
+        let name = display_name(&inputs[idx].0);
+        if !checked[idx] {
+            norm.check_columns(&sb.batch.schema(), &name)?;
+            checked[idx] = true;
+        }
+        progress.inc(sb.bytes);
+        let out = norm.normalize(sb, &mut identity, &mut rejected, &name)?;
+        norm.note_schema(&out.schema());
+        if out.num_rows() == 0 {
+            continue;
+        }
+        rows_loaded += out.num_rows() as u64;
+        match writer.as_mut() {
+            Some(w) => w.write_with_mode(out, WriteMode::MergeSchema).await?,
+            None => held.push(out),
+        }
+    }
+    reader.await.map_err(|e| Error::ingest(format!("reader failed: {e}")))?;
+    progress.finish_and_clear();
+    rejected.sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
+
+    if opts.strict && !rejected.is_empty() {
+        return Err(Error::ingest(format!(
+            "{} rows rejected and --strict is set; nothing was committed (first: {})",
+            rejected.len(),
+            rejected[0]
+        )));
+    }
+    let new_users = identity.fresh_count();
+    if rows_loaded == 0 {
+        return Ok(IngestReport { kind, files: inputs.len(), rows_loaded, rejected, new_users: 0, version: None, took_ms: started.elapsed().as_millis() });
+    }
+
+    // 1. Identities first: rows must never reference an ordinal that is not committed.
+    if let Some(batch) = identity.fresh_batch(now)? {
+        let mut id_table = db.load(Table::Identity).await?;
+        if id_table.version() != identity.version {
+            return Err(Error::ingest("another load assigned user ordinals at the same time; nothing was committed, run this load again"));
+        }
+        let mut w = RecordBatchWriter::for_table(&id_table)?
+            .with_commit_properties(CommitProperties::default().with_max_retries(0));
+        w.write(batch).await?;
+        w.flush_and_commit(&mut id_table).await.map_err(|e| match e {
+            deltalake::DeltaTableError::VersionAlreadyExists(_) | deltalake::DeltaTableError::Transaction { .. } => {
+                Error::ingest("another load assigned user ordinals at the same time; nothing was committed, run this load again")
+            }
+            other => other.into(),
+        })?;
+    }
+
+    // 2. The load itself, in one commit.
+    let version = match writer {
+        Some(w) => commit_append(&mut table, w).await?,
+        None => {
+            failpoint("ingest-before-commit");
+            upsert_profiles(table, held).await?
+        }
+    };
+    let took_ms = started.elapsed().as_millis();
+    tracing::info!(table = kind.name(), rows = rows_loaded, rejected = rejected.len(), new_users, version, took_ms, "ingested");
+    Ok(IngestReport { kind, files: inputs.len(), rows_loaded, rejected, new_users, version: Some(version), took_ms })
+}
+
+pub(crate) fn display_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+}
+
+fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})")
+            .expect("valid template"),
+    );
+    pb
+}
+
+/// Finish the data files, then commit them (with the grown schema, if any) as one append.
+async fn commit_append(table: &mut DeltaTable, mut w: RecordBatchWriter) -> Result<u64> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+    use deltalake::kernel::transaction::CommitBuilder;
+    use deltalake::kernel::{Action, MetadataExt, StructType};
+    use deltalake::protocol::{DeltaOperation, SaveMode};
+
+    let grown = w.arrow_schema();
+    let before = table.snapshot()?.snapshot().arrow_schema();
+    let adds = w.flush().await?;
+    // Every data file of the load is on storage now; nothing is visible until the commit.
+    failpoint("ingest-before-commit");
+    let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+    let names = |s: &Schema| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    if names(&grown) != names(&before) {
+        let kernel: StructType = grown.as_ref().try_into_kernel()?;
+        let meta = MetadataExt::with_schema(table.snapshot()?.metadata().clone(), &kernel).map_err(|e| Error::storage(format!("cannot grow the schema: {e}")))?;
+        actions.push(Action::Metadata(meta));
+    }
+    let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
+    let done = CommitBuilder::default().with_actions(actions).build(Some(table.snapshot()?), table.log_store(), op).await?;
+    Ok(done.version())
+}
+
+/// Profiles are upserts: the latest row of a user in this load replaces their stored row whole
+/// (attributes the new row lacks become NULL). One MERGE, one commit.
+async fn upsert_profiles(table: DeltaTable, held: Vec<RecordBatch>) -> Result<u64> {
+    use datafusion::common::Column;
+    use datafusion::logical_expr::Expr;
+
+    // The source carries every target column (NULL where this load lacks it: the row is
+    // replaced whole) plus any new ones, so the MERGE only copies source columns.
+    let target_schema = table.snapshot()?.snapshot().arrow_schema();
+    let target_plain = Schema::new(target_schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>());
+    let merged = Arc::new(Schema::try_merge(
+        std::iter::once(target_plain).chain(held.iter().map(|b| b.schema().as_ref().clone())),
+    )?);
+    let batches: Vec<RecordBatch> = held.iter().map(|b| conform(b, &merged)).collect::<Result<_>>()?;
+    // Last row per user wins within the load.
+    let mut last: HashMap<i64, (usize, usize)> = HashMap::new();
+    for (bi, b) in batches.iter().enumerate() {
+        let uids = b.column(1).as_any().downcast_ref::<arrow::array::Int64Array>().expect("uid is Int64");
+        for r in 0..b.num_rows() {
+            last.insert(uids.value(r), (bi, r));
+        }
+    }
+    let mut keep: Vec<Vec<u32>> = vec![Vec::new(); batches.len()];
+    for (bi, r) in last.into_values() {
+        keep[bi].push(r as u32);
+    }
+    let mut source = Vec::new();
+    for (b, mut rows) in batches.iter().zip(keep) {
+        rows.sort_unstable();
+        let idx = UInt32Array::from(rows);
+        let cols = b.columns().iter().map(|c| arrow::compute::take(c, &idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+        source.push(RecordBatch::try_new(merged.clone(), cols)?);
+    }
+
+    let ctx = SessionContext::new();
+    let df = ctx.read_batches(source)?;
+    let src = |c: &str| Expr::Column(Column::new(Some("source"), c));
+    let predicate = Expr::Column(Column::new(Some("target"), "uid")).eq(src("uid"));
+    let cols: Vec<String> = merged.fields().iter().map(|f| f.name().clone()).collect();
+    let (table, metrics) = table
+        .merge(df, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_merge_schema(true)
+        .when_matched_update(|mut u| {
+            for c in &cols {
+                u = u.update(Column::new_unqualified(c), src(c));
+            }
+            u
+        })?
+        .when_not_matched_insert(|mut i| {
+            for c in &cols {
+                i = i.set(Column::new_unqualified(c), src(c));
+            }
+            i
+        })?
+        .await?;
+    tracing::debug!(inserted = metrics.num_target_rows_inserted, updated = metrics.num_target_rows_updated, "profiles merged");
+    Ok(table.version().unwrap_or(0))
+}
+
+/// Reorder / null-fill `b` to `schema`.
+fn conform(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| match b.schema().index_of(f.name()) {
+            Ok(i) => Ok(b.column(i).clone()),
+            Err(_) => Ok(arrow::array::new_null_array(f.data_type(), b.num_rows())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}

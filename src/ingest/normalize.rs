@@ -1,0 +1,409 @@
+//! Validation and shaping of one input batch into rows of a segdb table: required columns are
+//! checked, `user_id` is pseudonymised and given its ordinal, timestamps are parsed, property
+//! columns get Delta-compatible types (and the table's type where the column already exists).
+//! Rows that fail are reported by row number and dropped; nothing here ever echoes a raw id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder, Int64Builder,
+};
+use arrow::compute::{cast, filter};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use super::identity::Identity;
+use super::read::{SourceBatch, TextColumns, type_word};
+use super::timestamp::parse_micros;
+use super::{BadRow, Kind};
+use crate::error::{Error, Result};
+use crate::privacy::pseudonym::Pseudonymizer;
+use crate::storage::ts_type;
+
+/// Columns each kind reads as text before validating them itself.
+pub(crate) fn text_columns(kind: Kind) -> TextColumns {
+    let mut t: TextColumns = ["user_id"].into_iter().collect();
+    match kind {
+        Kind::Events => t.extend(["event", "ts"]),
+        Kind::Profiles => {}
+        Kind::Consent => t.extend(["tc_string", "us_privacy", "gpp", "purpose", "granted", "expires_at", "recorded_at", "ts"]),
+    }
+    t
+}
+
+/// Shapes batches of one load.
+pub(crate) struct Normalizer {
+    kind: Kind,
+    pseudo: Pseudonymizer,
+    /// raw id → (pseudonym, ordinal), for this load only (memory, never persisted or logged).
+    cache: HashMap<String, (Arc<str>, i64)>,
+    /// The target table's schema before this load (existing columns keep their type).
+    table: SchemaRef,
+    now: i64,
+}
+
+impl Normalizer {
+    pub(crate) fn new(kind: Kind, pseudo: Pseudonymizer, table: SchemaRef, now: i64) -> Self {
+        Normalizer { kind, pseudo, cache: HashMap::new(), table, now }
+    }
+
+    /// Remember the types of columns first seen in this load, so later batches (and later files)
+    /// are cast to the same type.
+    pub(crate) fn note_schema(&mut self, out: &Schema) {
+        let new: Vec<Field> = out
+            .fields()
+            .iter()
+            .filter(|f| self.table.column_with_name(f.name()).is_none())
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if !new.is_empty() {
+            let mut fields: Vec<Field> = self.table.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.extend(new);
+            self.table = Arc::new(Schema::new(fields));
+        }
+    }
+
+    /// File-level checks: required and reserved columns.
+    pub(crate) fn check_columns(&self, schema: &Schema, file: &str) -> Result<()> {
+        let has = |n: &str| schema.column_with_name(n).is_some();
+        let mut required = vec!["user_id"];
+        if self.kind == Kind::Events {
+            required.extend(["event", "ts"]);
+        }
+        for r in required {
+            if !has(r) {
+                return Err(Error::ingest(format!(
+                    "{file} has no {r:?} column; {} need {}",
+                    self.kind.name(),
+                    match self.kind {
+                        Kind::Events => "user_id, event and ts",
+                        _ => "user_id",
+                    }
+                )));
+            }
+        }
+        if self.kind == Kind::Consent
+            && !["tc_string", "us_privacy", "gpp", "purpose"].iter().any(|c| has(c))
+        {
+            return Err(Error::ingest(format!(
+                "{file} has none of tc_string, us_privacy, gpp or purpose (+ granted); consent rows need one"
+            )));
+        }
+        let reserved: &[&str] = match self.kind {
+            Kind::Profiles => &["uid", "updated_at"],
+            Kind::Consent => &["uid"],
+            Kind::Events => &["uid"],
+        };
+        for r in reserved {
+            if has(r) {
+                return Err(Error::ingest(format!("{file}: column {r:?} is reserved (segdb fills it); drop it from the input")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validate and shape one batch. Bad rows are appended to `bad`.
+    pub(crate) fn normalize(&mut self, sb: SourceBatch, identity: &mut Identity, bad: &mut Vec<BadRow>, file: &str) -> Result<RecordBatch> {
+        let SourceBatch { batch, rows, bad: parse_bad, .. } = sb;
+        bad.extend(parse_bad);
+        let n = batch.num_rows();
+        let mut ok: Vec<bool> = rows.iter().map(|&r| r != 0).collect();
+        let mut reject = |ok: &mut Vec<bool>, i: usize, why: String| {
+            if ok[i] {
+                ok[i] = false;
+                bad.push(BadRow::new(file, rows[i], why));
+            }
+        };
+        let schema = batch.schema();
+        let col = |name: &str| schema.index_of(name).ok().map(|i| batch.column(i).clone());
+
+        let raw_ids = as_text(&col("user_id").expect("checked"))?;
+        for i in 0..n {
+            if raw_ids.is_null(i) || raw_ids.value(i).trim().is_empty() {
+                reject(&mut ok, i, "user_id is missing".into());
+            }
+        }
+
+        let mut fixed: Vec<(Field, ArrayRef)> = Vec::new();
+        let mut consumed: Vec<&str> = vec!["user_id"];
+        match self.kind {
+            Kind::Events => {
+                let ev = as_text(&col("event").expect("checked"))?;
+                for i in 0..n {
+                    if ev.is_null(i) || ev.value(i).is_empty() {
+                        reject(&mut ok, i, "event is missing".into());
+                    }
+                }
+                let (ts, errs) = to_micros(&col("ts").expect("checked"))?;
+                for (i, e) in errs {
+                    reject(&mut ok, i, format!("ts {e}"));
+                }
+                fixed.push((Field::new("event", DataType::Utf8, true), Arc::new(ev)));
+                fixed.push((Field::new("ts", ts_type(), true), Arc::new(ts)));
+                consumed.extend(["event", "ts"]);
+            }
+            Kind::Profiles => {
+                let now = TimestampMicrosecondArray::from(vec![self.now; n]).with_timezone("UTC");
+                fixed.push((Field::new("updated_at", ts_type(), true), Arc::new(now)));
+            }
+            Kind::Consent => {
+                let text = |c: &str| -> Result<StringArray> {
+                    Ok(match col(c) {
+                        Some(a) => as_text(&a)?,
+                        None => StringArray::new_null(n),
+                    })
+                };
+                let tc = text("tc_string")?;
+                let usp = text("us_privacy")?;
+                let gpp = text("gpp")?;
+                let purpose = text("purpose")?;
+                let (granted, gerrs) = match col("granted") {
+                    Some(a) => to_bool(&a)?,
+                    None => (BooleanArray::new_null(n), Vec::new()),
+                };
+                for (i, e) in gerrs {
+                    reject(&mut ok, i, format!("granted {e}"));
+                }
+                let (expires, eerrs) = match col("expires_at") {
+                    Some(a) => to_micros(&a)?,
+                    None => (TimestampMicrosecondArray::new_null(n).with_timezone("UTC"), Vec::new()),
+                };
+                for (i, e) in eerrs.into_iter().filter(|(i, _)| !is_blank(&col("expires_at"), *i)) {
+                    reject(&mut ok, i, format!("expires_at {e}"));
+                }
+                let rec_col = col("recorded_at").or_else(|| col("ts"));
+                let recorded = match rec_col.clone() {
+                    Some(a) => {
+                        let (t, errs) = to_micros(&a)?;
+                        for (i, e) in errs.into_iter().filter(|(i, _)| !is_blank(&rec_col, *i)) {
+                            reject(&mut ok, i, format!("recorded_at {e}"));
+                        }
+                        // A missing time means "now".
+                        let filled: TimestampMicrosecondArray =
+                            (0..n).map(|i| Some(if t.is_valid(i) { t.value(i) } else { self.now })).collect();
+                        filled.with_timezone("UTC")
+                    }
+                    None => TimestampMicrosecondArray::from(vec![self.now; n]).with_timezone("UTC"),
+                };
+                let present = |a: &StringArray, i: usize| a.is_valid(i) && !a.value(i).trim().is_empty();
+                for i in 0..n {
+                    let has_purpose = present(&purpose, i);
+                    if has_purpose && granted.is_null(i) {
+                        reject(&mut ok, i, "has a purpose but no granted value".into());
+                    } else if !has_purpose && granted.is_valid(i) && !(present(&tc, i) || present(&usp, i) || present(&gpp, i)) {
+                        reject(&mut ok, i, "has granted but no purpose".into());
+                    } else if !(has_purpose || present(&tc, i) || present(&usp, i) || present(&gpp, i)) {
+                        reject(&mut ok, i, "has no tc_string, us_privacy, gpp or purpose".into());
+                    }
+                }
+                for (name, a) in [("tc_string", tc), ("us_privacy", usp), ("gpp", gpp), ("purpose", purpose)] {
+                    fixed.push((Field::new(name, DataType::Utf8, true), Arc::new(a)));
+                }
+                fixed.push((Field::new("granted", DataType::Boolean, true), Arc::new(granted)));
+                fixed.push((Field::new("expires_at", ts_type(), true), Arc::new(expires)));
+                fixed.push((Field::new("recorded_at", ts_type(), true), Arc::new(recorded)));
+                consumed.extend(["tc_string", "us_privacy", "gpp", "purpose", "granted", "expires_at", "recorded_at"]);
+                if schema.column_with_name("recorded_at").is_none() {
+                    consumed.push("ts");
+                }
+            }
+        }
+
+        // Properties / attributes: every other column.
+        let mut props: Vec<(Field, ArrayRef)> = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            if consumed.contains(&f.name().as_str()) {
+                continue;
+            }
+            let (arr, errs) = self.property(f.name(), batch.column(i))?;
+            for r in errs {
+                reject(&mut ok, r, format!("column {:?} does not hold a {}", f.name(), type_word(arr.data_type())));
+            }
+            props.push((Field::new(f.name(), arr.data_type().clone(), true), arr));
+        }
+
+        // Keep the good rows, then pseudonymise and assign ordinals (bad rows create no identity).
+        let mask = BooleanArray::from(ok);
+        let raw_ids = filter(&raw_ids, &mask)?;
+        let raw_ids = raw_ids.as_string::<i32>();
+        let kept = raw_ids.len();
+        let mut pseudo = StringBuilder::with_capacity(kept, kept * 25);
+        let mut uids = Int64Builder::with_capacity(kept);
+        for i in 0..kept {
+            let raw = raw_ids.value(i);
+            let (p, u) = match self.cache.get(raw) {
+                Some((p, u)) => (p.clone(), *u),
+                None => {
+                    let p: Arc<str> = self.pseudo.pseudonymize(raw).into();
+                    let u = identity.ordinal(&p)?;
+                    self.cache.insert(raw.to_string(), (p.clone(), u));
+                    (p, u)
+                }
+            };
+            pseudo.append_value(&*p);
+            uids.append_value(u);
+        }
+        let mut fields = vec![Field::new("user_id", DataType::Utf8, true), Field::new("uid", DataType::Int64, true)];
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(pseudo.finish()), Arc::new(uids.finish())];
+        for (f, a) in fixed.into_iter().chain(props) {
+            fields.push(f);
+            cols.push(filter(&a, &mask)?);
+        }
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+    }
+
+    /// Give a property column a Delta-compatible type: the table's type if the column exists,
+    /// else a widened common type. Returns the rows whose value could not be converted.
+    fn property(&self, name: &str, a: &ArrayRef) -> Result<(ArrayRef, Vec<usize>)> {
+        let target = match self.table.column_with_name(name) {
+            Some((_, f)) => f.data_type().clone(),
+            None => storage_type(a.data_type()),
+        };
+        if a.data_type() == &target {
+            return Ok((a.clone(), Vec::new()));
+        }
+        let out = if matches!(target, DataType::Timestamp(..)) && is_text(a.data_type()) {
+            let (t, _) = to_micros(a)?;
+            Arc::new(t) as ArrayRef
+        } else {
+            cast(a, &target).map_err(|_| {
+                Error::ingest(format!("column {name:?} ({}) cannot be stored as {target}", a.data_type()))
+            })?
+        };
+        let errs = (0..a.len()).filter(|&i| a.is_valid(i) && out.is_null(i)).collect();
+        Ok((out, errs))
+    }
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn is_blank(a: &Option<ArrayRef>, i: usize) -> bool {
+    match a {
+        None => true,
+        Some(a) => {
+            if a.is_null(i) {
+                return true;
+            }
+            if is_text(a.data_type()) {
+                if let Ok(s) = cast(a, &DataType::Utf8) {
+                    return s.as_string::<i32>().value(i).trim().is_empty();
+                }
+            }
+            false
+        }
+    }
+}
+
+/// The type a new property column is stored with.
+fn storage_type(t: &DataType) -> DataType {
+    use DataType::*;
+    match t {
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => Int64,
+        Float16 | Float32 | Float64 => Float64,
+        Decimal128(..) | Boolean | Date32 | Binary | Utf8 => t.clone(),
+        Decimal256(..) => Float64,
+        Date64 => Date32,
+        Timestamp(..) => ts_type(),
+        LargeBinary | BinaryView | FixedSizeBinary(_) => Binary,
+        List(f) | LargeList(f) | ListView(f) | LargeListView(f) | FixedSizeList(f, _) => {
+            List(Arc::new(Field::new("element", storage_type(f.data_type()), true)))
+        }
+        Struct(fs) => Struct(fs.iter().map(|f| Arc::new(Field::new(f.name(), storage_type(f.data_type()), true))).collect()),
+        _ => Utf8,
+    }
+}
+
+/// Any column as text (ids may arrive as numbers).
+fn as_text(a: &ArrayRef) -> Result<StringArray> {
+    let s = cast(a, &DataType::Utf8).map_err(|_| Error::ingest(format!("a {} column cannot be read as text", a.data_type())))?;
+    Ok(s.as_string::<i32>().clone())
+}
+
+/// A timestamp column in any accepted representation → UTC microseconds, with per-row errors
+/// (missing values included).
+fn to_micros(a: &ArrayRef) -> Result<(TimestampMicrosecondArray, Vec<(usize, &'static str)>)> {
+    let n = a.len();
+    let mut errs = Vec::new();
+    let mut b = TimestampMicrosecondBuilder::with_capacity(n);
+    match a.data_type() {
+        t if is_text(t) => {
+            let s = cast(a, &DataType::Utf8)?;
+            let s = s.as_string::<i32>();
+            for i in 0..n {
+                if s.is_null(i) || s.value(i).trim().is_empty() {
+                    errs.push((i, "is missing"));
+                    b.append_null();
+                } else {
+                    match parse_micros(s.value(i)) {
+                        Some(v) => b.append_value(v),
+                        None => {
+                            errs.push((i, "is not an ISO-8601 timestamp or epoch milliseconds"));
+                            b.append_null();
+                        }
+                    }
+                }
+            }
+        }
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 | DataType::Float32 | DataType::Float64 => {
+            let ms = cast(a, &DataType::Float64)?;
+            let ms = ms.as_primitive::<arrow::datatypes::Float64Type>();
+            for i in 0..n {
+                if ms.is_null(i) {
+                    errs.push((i, "is missing"));
+                    b.append_null();
+                } else {
+                    let v = ms.value(i) * 1000.0;
+                    if v.is_finite() && v.abs() < 9.0e18 {
+                        b.append_value(v as i64);
+                    } else {
+                        errs.push((i, "is out of range"));
+                        b.append_null();
+                    }
+                }
+            }
+        }
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+            let t = cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let t = t.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            for i in 0..n {
+                if t.is_null(i) {
+                    errs.push((i, "is missing"));
+                    b.append_null();
+                } else {
+                    b.append_value(t.value(i));
+                }
+            }
+        }
+        other => return Err(Error::ingest(format!("a {other} column cannot be read as a timestamp"))),
+    }
+    Ok((b.finish().with_timezone("UTC"), errs))
+}
+
+/// A boolean column from booleans, 0/1 or text (true/false, t/f, yes/no, 1/0).
+fn to_bool(a: &ArrayRef) -> Result<(BooleanArray, Vec<(usize, &'static str)>)> {
+    if a.data_type() == &DataType::Boolean {
+        return Ok((a.as_boolean().clone(), Vec::new()));
+    }
+    let s = cast(a, &DataType::Utf8)?;
+    let s = s.as_string::<i32>();
+    let mut b = BooleanBuilder::with_capacity(s.len());
+    let mut errs = Vec::new();
+    for i in 0..s.len() {
+        if s.is_null(i) || s.value(i).trim().is_empty() {
+            b.append_null();
+            continue;
+        }
+        match s.value(i).trim().to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "y" | "1" => b.append_value(true),
+            "false" | "f" | "no" | "n" | "0" => b.append_value(false),
+            _ => {
+                errs.push((i, "is not a boolean"));
+                b.append_null();
+            }
+        }
+    }
+    Ok((b.finish(), errs))
+}

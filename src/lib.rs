@@ -1,0 +1,28 @@
+//! segdb: an embedded analytical database for audience segments.
+//!
+//! ```text
+//!  files ──► ingest (read → validate → pseudonymise → identity ordinals) ──► Delta tables
+//!                                                                          (events, profiles,
+//!  SQL ──► engine (DataFusion session, segdb functions) ◄── latest snapshot   consent, identity)
+//!                                                                          on a local path,
+//!                                                                          file:// or s3://
+//! ```
+//!
+//! Raw user identifiers stop at the ingest door: only keyed pseudonyms (`p1_…`) and dense user
+//! ordinals (`uid`) are stored. See `ARCHITECTURE.md` for the walk-through.
+
+#![deny(unreachable_pub, clippy::dbg_macro, clippy::todo)]
+
+pub mod cli;
+pub mod config;
+pub mod datagen;
+pub mod engine;
+pub mod error;
+pub mod functions;
+pub mod ingest;
+pub mod logging;
+pub mod privacy;
+pub mod storage;
+
+pub use engine::{Config, Engine, QueryResult};
+pub use error::{Error, Result};

