@@ -27,8 +27,9 @@ pub struct GlobalOpts {
     /// live under the data location.
     #[arg(long, global = true, env = "SEGDB_KEYRING", default_value = "./segdb.keyring")]
     pub keyring: PathBuf,
-    /// Log level filter for stderr (error, warn, info, debug, trace or a tracing directive).
-    #[arg(long, global = true, env = "SEGDB_LOG", default_value = "warn")]
+    /// Log filter for stderr: a level (error, warn, info, debug, trace) or tracing directives.
+    /// The default shows segdb's warnings and other components' errors.
+    #[arg(long, global = true, env = "SEGDB_LOG", default_value = "error,segdb=warn")]
     pub log: String,
 }
 
@@ -48,6 +49,15 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Generate a small dataset into the database if it is empty, then run example queries.
     Demo(DemoArgs),
+    /// Maintain the event index.
+    #[command(subcommand)]
+    Index(IndexCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Recreate the per-(event, day) bitmap index from the events table.
+    Rebuild,
 }
 
 /// Result output format.

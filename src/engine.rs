@@ -20,6 +20,8 @@ use tokio::sync::Mutex;
 use crate::error::Result;
 use crate::ingest::{IngestOptions, IngestReport, Kind};
 use crate::privacy::Keyring;
+use crate::functions::segment::{IdentityMap, Prefetched};
+use crate::segment::Segments;
 use crate::storage::{Database, Location, Table};
 
 /// Default catalog and schema names users see.
@@ -59,6 +61,12 @@ pub struct Engine {
     ctx: SessionContext,
     db: Database,
     keyring: Arc<Keyring>,
+    segments: Arc<Segments>,
+    prefetched: Arc<Prefetched>,
+    /// `SET segdb.as_of`: the reference time of segment windows (None: now).
+    as_of: std::sync::Mutex<Option<i64>>,
+    /// `SET segdb.use_index`: answer DID leaves from the event index when possible.
+    use_index: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -85,7 +93,146 @@ impl Engine {
         let catalog = ctx.catalog(CATALOG).expect("default catalog exists");
         catalog.register_schema(SCHEMA, schema)?;
         crate::functions::register_all(&ctx, keyring.clone());
-        Ok(Engine { ctx, db, keyring })
+        let prefetched = Arc::new(Prefetched::default());
+        crate::functions::register_segment_functions(&ctx, prefetched.clone());
+        let segments = Arc::new(Segments::new(db.clone()));
+        Ok(Engine {
+            ctx,
+            db,
+            keyring,
+            segments,
+            prefetched,
+            as_of: std::sync::Mutex::new(None),
+            use_index: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    /// The reference time of segment windows: `SET segdb.as_of`, else now.
+    pub fn as_of(&self) -> i64 {
+        self.as_of.lock().expect("not poisoned").unwrap_or_else(|| chrono::Utc::now().timestamp_micros())
+    }
+
+    fn use_index(&self) -> bool {
+        self.use_index.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The segment service (library users: evaluate segments directly).
+    pub fn segments(&self) -> &Segments {
+        &self.segments
+    }
+
+    /// The members of segment `name` at `as_of` (default: the session's) as a bitmap of ordinals.
+    pub async fn segment_members(&self, name: &str, as_of: Option<i64>) -> Result<roaring::RoaringBitmap> {
+        self.segments.members(&self.ctx, name, as_of.unwrap_or_else(|| self.as_of()), self.use_index()).await
+    }
+
+    /// Recreate the event index from `events`; returns (keys, bytes).
+    pub async fn rebuild_index(&self) -> Result<(usize, usize)> {
+        let idx = self.segments.rebuild_index(&self.ctx).await?;
+        Ok((idx.days.len(), idx.bytes()))
+    }
+
+    /// `SET segdb.…` statements; `None` when `sql` is not one.
+    fn set_option(&self, sql: &str) -> Option<Result<QueryResult>> {
+        let t = sql.trim().trim_end_matches(';').trim();
+        if !t.get(..4)?.eq_ignore_ascii_case("set ") {
+            return None;
+        }
+        let rest = t[4..].trim_start();
+        let key_end = rest.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(rest.len());
+        let key = rest[..key_end].to_ascii_lowercase();
+        if !key.starts_with("segdb.") {
+            return None;
+        }
+        let mut value = rest[key_end..].trim_start();
+        if let Some(v) = value.strip_prefix('=') {
+            value = v.trim_start();
+        } else if value.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("to ")) {
+            value = value[3..].trim_start();
+        }
+        let unquoted = value.trim().trim_matches('\'');
+        let key = key.as_str();
+        let empty = || Ok(QueryResult { schema: Arc::new(arrow::datatypes::Schema::empty()), batches: vec![] });
+        Some(match key {
+            "segdb.as_of" => {
+                if unquoted.eq_ignore_ascii_case("now") || unquoted.eq_ignore_ascii_case("default") || unquoted.is_empty() {
+                    *self.as_of.lock().expect("not poisoned") = None;
+                    empty()
+                } else {
+                    match crate::ingest::parse_micros(unquoted) {
+                        Some(t) => {
+                            *self.as_of.lock().expect("not poisoned") = Some(t);
+                            empty()
+                        }
+                        None => Err(crate::Error::invalid(format!(
+                            "segdb.as_of must be an ISO-8601 timestamp such as '2026-01-31T00:00:00Z' (or 'now'), got '{unquoted}'"
+                        ))),
+                    }
+                }
+            }
+            "segdb.use_index" => match unquoted.to_ascii_lowercase().as_str() {
+                "true" | "on" | "1" => {
+                    self.use_index.store(true, std::sync::atomic::Ordering::Relaxed);
+                    empty()
+                }
+                "false" | "off" | "0" => {
+                    self.use_index.store(false, std::sync::atomic::Ordering::Relaxed);
+                    empty()
+                }
+                _ => Err(crate::Error::invalid("segdb.use_index must be true or false")),
+            },
+            other => Err(crate::Error::invalid(format!("unknown setting {other}; segdb has segdb.as_of and segdb.use_index"))),
+        })
+    }
+
+    /// Evaluate the segments a SQL statement names in segment functions, before planning it.
+    async fn prefetch(&self, sql: &str) -> Result<()> {
+        self.prefetched.clear();
+        let calls = scan_segment_calls(sql);
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let as_of = self.as_of();
+        let mut needs_identity = false;
+        for (f, names, at) in calls {
+            needs_identity |= f == "in_segment" || f == "segment_members";
+            for n in names {
+                if self.prefetched.has(&n, at) {
+                    continue;
+                }
+                let bm = self.segments.members(&self.ctx, &n, at.unwrap_or(as_of), self.use_index()).await?;
+                self.prefetched.put(&n, at, bm);
+            }
+        }
+        if needs_identity {
+            self.prefetched.set_identity(self.identity_map().await?);
+        }
+        Ok(())
+    }
+
+    async fn identity_map(&self) -> Result<Arc<IdentityMap>> {
+        use arrow::array::{Array, AsArray};
+        let r = self.ctx.sql("SELECT uid, user_id FROM identity").await?.collect().await?;
+        let mut m = IdentityMap::default();
+        for b in r {
+            let u = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)?;
+            let u = u.as_primitive::<arrow::datatypes::Int64Type>();
+            let p = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
+            let p = p.as_string::<i32>();
+            for i in 0..b.num_rows() {
+                if p.is_null(i) {
+                    continue;
+                }
+                let uid = u.value(i) as usize;
+                if m.by_uid.len() <= uid {
+                    m.by_uid.resize(uid + 1, None);
+                }
+                let s: Arc<str> = p.value(i).into();
+                m.by_uid[uid] = Some(s.clone());
+                m.by_pseudonym.insert(s, uid as u32);
+            }
+        }
+        Ok(Arc::new(m))
     }
 
     /// The DataFusion session (for library users who want DataFrames).
@@ -103,17 +250,31 @@ impl Engine {
         &self.keyring
     }
 
-    /// Run one SQL statement and collect its result.
+    /// Run one statement (SQL, a segment statement, or `SET segdb.…`) and collect its result.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        if let Some(r) = self.set_option(sql) {
+            return r;
+        }
+        if crate::segment::parser::is_segment_statement(sql) {
+            let stmt = crate::segment::parser::parse_statement(sql).map_err(|e| crate::Error::invalid(format!("segment statement: {e}")))?;
+            return self.segments.execute(&self.ctx, stmt, self.as_of(), self.use_index()).await;
+        }
+        self.prefetch(sql).await?;
         let df = self.ctx.sql(sql).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         Ok(QueryResult { schema, batches })
     }
 
-    /// Load files into `events`, `profiles` or `consent`.
+    /// Load files into `events`, `profiles` or `consent`. An events load also appends its counts
+    /// to the event index.
     pub async fn ingest(&self, kind: Kind, files: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
-        crate::ingest::ingest(&self.db, &self.keyring, kind, files, opts).await
+        let (report, days) = crate::ingest::ingest_collecting(&self.db, &self.keyring, kind, files, opts).await?;
+        match (days, report.version) {
+            (Some(days), Some(v)) => self.segments.index_append(&days, v).await?,
+            _ => self.segments.invalidate().await,
+        }
+        Ok(report)
     }
 }
 
@@ -180,4 +341,56 @@ impl SchemaProvider for TablesSchema {
     fn table_exist(&self, name: &str) -> bool {
         Table::from_name(name).is_some() || self.extra.table_exist(name)
     }
+}
+
+/// Find `segment_*` / `in_segment` calls with literal segment names (and `as_of`) in SQL text.
+fn scan_segment_calls(sql: &str) -> Vec<(String, Vec<String>, Option<i64>)> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = sqlparser::dialect::GenericDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else { return Vec::new() };
+    let toks: Vec<Token> = tokens.into_iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    let mut out = Vec::new();
+    for i in 0..toks.len() {
+        let Token::Word(w) = &toks[i] else { continue };
+        let f = w.value.to_ascii_lowercase();
+        if !crate::functions::segment::FUNCTIONS.contains(&f.as_str()) || toks.get(i + 1) != Some(&Token::LParen) {
+            continue;
+        }
+        let mut j = i + 2;
+        let mut strings = Vec::new();
+        let mut at = None;
+        // Read the literal arguments: names, then (for size/bitmap/members) an optional as_of.
+        loop {
+            match toks.get(j) {
+                Some(Token::SingleQuotedString(s)) => strings.push(s.clone()),
+                Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("TIMESTAMP") => {
+                    if let Some(Token::SingleQuotedString(s)) = toks.get(j + 1) {
+                        at = crate::ingest::parse_micros(s);
+                        j += 1;
+                    }
+                }
+                _ => break,
+            }
+            j += 1;
+            if toks.get(j) != Some(&Token::Comma) {
+                break;
+            }
+            j += 1;
+        }
+        if strings.is_empty() {
+            continue;
+        }
+        let names = match f.as_str() {
+            "segment_overlap" => strings,
+            "in_segment" => vec![strings[0].clone()],
+            _ => {
+                if strings.len() > 1 {
+                    at = crate::ingest::parse_micros(&strings[1]);
+                }
+                vec![strings[0].clone()]
+            }
+        };
+        out.push((f, names, at));
+    }
+    out
 }

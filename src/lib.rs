@@ -19,9 +19,11 @@ pub mod datagen;
 pub mod engine;
 pub mod error;
 pub mod functions;
+pub mod index;
 pub mod ingest;
 pub mod logging;
 pub mod privacy;
+pub mod segment;
 pub mod storage;
 
 pub use engine::{Config, Engine, QueryResult};

@@ -16,5 +16,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ingest(args) => ingest::run(&cli.global, args).await,
         Command::Generate(args) => generate::run(args),
         Command::Demo(args) => demo::run(&cli.global, args).await,
+        Command::Index(crate::config::IndexCommand::Rebuild) => {
+            let engine = crate::engine::Engine::open(&cli.global.engine_config()).await?;
+            let started = std::time::Instant::now();
+            let (keys, bytes) = engine.rebuild_index().await?;
+            println!("rebuilt the event index: {keys} (event, day) entries, {} KB, in {:.2} s", bytes / 1000, started.elapsed().as_secs_f64());
+            Ok(0)
+        }
     }
 }

@@ -1,18 +1,55 @@
 //! SQL functions, one file each, grouped by area. `register_all` is the one place they are added
 //! to a session; a test guards against two functions sharing a name.
 
+pub mod bitmap;
 pub mod privacy;
+pub mod segment;
 
 use std::sync::Arc;
 
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 use crate::privacy::Keyring;
 
 /// Every scalar function segdb adds.
 pub fn scalar_functions(keyring: Arc<Keyring>) -> Vec<ScalarUDF> {
-    vec![ScalarUDF::from(privacy::pseudonymize::Pseudonymize::new(keyring))]
+    use privacy::*;
+    vec![
+        ScalarUDF::from(pseudonymize::Pseudonymize::new(keyring)),
+        ScalarUDF::from(hash_email::HashEmail::new()),
+        ScalarUDF::from(hash_phone::HashPhone::new()),
+        ScalarUDF::from(tcf_purpose_consent::udf()),
+        ScalarUDF::from(tcf_purpose_li::udf()),
+        ScalarUDF::from(tcf_vendor_consent::udf()),
+        ScalarUDF::from(tcf_vendor_li::udf()),
+        ScalarUDF::from(tcf_special_feature::udf()),
+        ScalarUDF::from(tcf_decode::TcfDecode::new()),
+        ScalarUDF::from(tcf_error::TcfError::new()),
+        ScalarUDF::from(usp_opted_out::UspOptedOut::new()),
+        ScalarUDF::from(gpp_section_ids::GppSectionIds::new()),
+        ScalarUDF::from(gpp_sale_opted_out::GppSaleOptedOut::new()),
+        ScalarUDF::from(bitmap::rb_and::udf()),
+        ScalarUDF::from(bitmap::rb_or::udf()),
+        ScalarUDF::from(bitmap::rb_andnot::udf()),
+        ScalarUDF::from(bitmap::rb_xor::udf()),
+        ScalarUDF::from(bitmap::rb_and::cardinality_udf()),
+        ScalarUDF::from(bitmap::rb_or::cardinality_udf()),
+        ScalarUDF::from(bitmap::rb_andnot::cardinality_udf()),
+        ScalarUDF::from(bitmap::rb_xor::cardinality_udf()),
+        ScalarUDF::from(bitmap::rb_cardinality::RbCardinality::new()),
+        ScalarUDF::from(bitmap::rb_contains::RbContains::new()),
+        ScalarUDF::from(bitmap::rb_to_array::RbToArray::new()),
+    ]
+}
+
+/// Every aggregate function segdb adds.
+pub fn aggregate_functions() -> Vec<AggregateUDF> {
+    vec![
+        AggregateUDF::from(bitmap::rb_build_agg::udaf()),
+        AggregateUDF::from(bitmap::rb_or_agg::udaf()),
+        AggregateUDF::from(bitmap::rb_and_agg::udaf()),
+    ]
 }
 
 /// Register every segdb function on `ctx`.
@@ -20,6 +57,18 @@ pub fn register_all(ctx: &SessionContext, keyring: Arc<Keyring>) {
     for f in scalar_functions(keyring) {
         ctx.register_udf(f);
     }
+    for f in aggregate_functions() {
+        ctx.register_udaf(f);
+    }
+}
+
+/// Register the segment functions, which read segments evaluated before each statement.
+pub fn register_segment_functions(ctx: &SessionContext, cache: Arc<segment::Prefetched>) {
+    ctx.register_udf(ScalarUDF::from(segment::segment_size::SegmentSize::new(cache.clone())));
+    ctx.register_udf(ScalarUDF::from(segment::segment_bitmap::SegmentBitmap::new(cache.clone())));
+    ctx.register_udf(ScalarUDF::from(segment::in_segment::InSegment::new(cache.clone())));
+    ctx.register_udtf("segment_members", Arc::new(segment::segment_members::SegmentMembers::new(cache.clone())));
+    ctx.register_udtf("segment_overlap", Arc::new(segment::segment_overlap::SegmentOverlap::new(cache)));
 }
 
 #[cfg(test)]
@@ -30,6 +79,7 @@ mod tests {
     fn names_are_unique() {
         let ring = Arc::new(Keyring::from_keys([("user".to_string(), [1u8; 32])]).unwrap());
         let mut names: Vec<String> = scalar_functions(ring).iter().map(|f| f.name().to_string()).collect();
+        names.extend(aggregate_functions().iter().map(|f| f.name().to_string()));
         let n = names.len();
         names.sort();
         names.dedup();

@@ -26,6 +26,8 @@ use crate::privacy::Keyring;
 use crate::privacy::pseudonym::Pseudonymizer;
 use crate::storage::{Database, Table};
 
+pub(crate) use timestamp::parse_micros;
+
 
 /// What is being loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,6 +116,20 @@ fn failpoint(name: &str) {
 
 /// Load `files` into the table of `kind`.
 pub async fn ingest(db: &Database, keyring: &Keyring, kind: Kind, files: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
+    Ok(ingest_collecting(db, keyring, kind, files, opts).await?.0)
+}
+
+/// Per-(event, day) counts of the rows an events load committed.
+pub(crate) type IndexDays = std::collections::HashMap<(String, i32), crate::index::bsi::Bsi>;
+
+/// [`ingest`], also returning the index counts of an events load.
+pub(crate) async fn ingest_collecting(
+    db: &Database,
+    keyring: &Keyring,
+    kind: Kind,
+    files: &[PathBuf],
+    opts: &IngestOptions,
+) -> Result<(IngestReport, Option<IndexDays>)> {
     let started = Instant::now();
     if files.is_empty() {
         return Err(Error::invalid("no input files given"));
@@ -160,6 +176,7 @@ pub async fn ingest(db: &Database, keyring: &Keyring, kind: Kind, files: &[PathB
     let mut rejected = Vec::new();
     let mut rows_loaded = 0u64;
     let mut checked = vec![false; inputs.len()];
+    let mut collector = (kind == Kind::Events).then(crate::index::store::EventIndex::collector);
     while let Some(msg) = rx.recv().await {
         let (idx, sb) = msg?;
         let name = display_name(&inputs[idx].0);
@@ -174,6 +191,9 @@ pub async fn ingest(db: &Database, keyring: &Keyring, kind: Kind, files: &[PathB
             continue;
         }
         rows_loaded += out.num_rows() as u64;
+        if let Some(c) = collector.as_mut() {
+            c.add_batch(&out)?;
+        }
         match writer.as_mut() {
             Some(w) => w.write_with_mode(out, WriteMode::MergeSchema).await?,
             None => held.push(out),
@@ -192,7 +212,7 @@ pub async fn ingest(db: &Database, keyring: &Keyring, kind: Kind, files: &[PathB
     }
     let new_users = identity.fresh_count();
     if rows_loaded == 0 {
-        return Ok(IngestReport { kind, files: inputs.len(), rows_loaded, rejected, new_users: 0, version: None, took_ms: started.elapsed().as_millis() });
+        return Ok((IngestReport { kind, files: inputs.len(), rows_loaded, rejected, new_users: 0, version: None, took_ms: started.elapsed().as_millis() }, None));
     }
 
     // 1. Identities first: rows must never reference an ordinal that is not committed.
@@ -222,7 +242,8 @@ pub async fn ingest(db: &Database, keyring: &Keyring, kind: Kind, files: &[PathB
     };
     let took_ms = started.elapsed().as_millis();
     tracing::info!(table = kind.name(), rows = rows_loaded, rejected = rejected.len(), new_users, version, took_ms, "ingested");
-    Ok(IngestReport { kind, files: inputs.len(), rows_loaded, rejected, new_users, version: Some(version), took_ms })
+    let report = IngestReport { kind, files: inputs.len(), rows_loaded, rejected, new_users, version: Some(version), took_ms };
+    Ok((report, collector.map(|c| c.finish())))
 }
 
 pub(crate) fn display_name(p: &Path) -> String {

@@ -78,7 +78,7 @@ impl Database {
                 tracing::info!(location = %db.location, "created a new database");
             }
         }
-        for t in Table::BASE {
+        for t in Table::BASE.into_iter().chain(Table::ENGINE) {
             db.ensure_table(t).await?;
         }
         Ok(db)
@@ -108,11 +108,18 @@ impl Database {
         if let Some(root) = self.location.local_path() {
             std::fs::create_dir_all(root.join(table.path()))?;
         }
-        let url = self.location.table_url(table.path())?;
-        let t = DeltaTable::try_from_url_with_storage_options(url, self.location.storage_options()).await?;
-        if t.version().is_some() {
+        // A table exists once its log has a commit; look before asking delta-rs, which logs an
+        // error for every missing table it is asked to load.
+        use futures::StreamExt;
+        let log = ObjPath::from(format!("{}/_delta_log/", table.path()));
+        if let Some(entry) = self.store.list(Some(&log)).next().await {
+            entry.map_err(|e| self.unreachable(e))?;
             return Ok(());
         }
+        let url = self.location.table_url(table.path())?;
+        let t = deltalake::DeltaTableBuilder::from_url(url)?
+            .with_storage_options(self.location.storage_options())
+            .build()?;
         tables::create(t, table).await
     }
 

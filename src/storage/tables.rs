@@ -18,11 +18,17 @@ pub enum Table {
     Profiles,
     Consent,
     Identity,
+    /// `_segdb/segments`: segment definitions.
+    Segments,
+    /// `_segdb/event_index`: per-(event, day) bit-sliced counts.
+    EventIndex,
 }
 
 impl Table {
     /// The tables every database has from creation.
     pub const BASE: [Table; 4] = [Table::Events, Table::Profiles, Table::Consent, Table::Identity];
+    /// The engine's own tables under `_segdb/`.
+    pub const ENGINE: [Table; 2] = [Table::Segments, Table::EventIndex];
 
     /// Its SQL name (and directory under the root).
     pub fn name(self) -> &'static str {
@@ -31,12 +37,18 @@ impl Table {
             Table::Profiles => "profiles",
             Table::Consent => "consent",
             Table::Identity => "identity",
+            Table::Segments => "segments",
+            Table::EventIndex => "event_index",
         }
     }
 
     /// Directory relative to the database root.
     pub fn path(self) -> &'static str {
-        self.name()
+        match self {
+            Table::Segments => "_segdb/segments",
+            Table::EventIndex => "_segdb/event_index",
+            other => other.name(),
+        }
     }
 
     /// Look a table up by SQL name.
@@ -69,6 +81,22 @@ pub fn base_schema(table: Table) -> SchemaRef {
             Field::new("recorded_at", ts_type(), true),
         ],
         Table::Identity => vec![pseudo, uid, Field::new("first_seen", ts_type(), true)],
+        Table::Segments => vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("definition", DataType::Utf8, true),
+            Field::new("purposes", DataType::Utf8, true),
+            Field::new("comment", DataType::Utf8, true),
+            Field::new("materialized", DataType::Boolean, true),
+            Field::new("refresh", DataType::Utf8, true),
+            Field::new("created_at", ts_type(), true),
+        ],
+        Table::EventIndex => vec![
+            Field::new("event", DataType::Utf8, true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("slice", DataType::Int32, true),
+            Field::new("bitmap", DataType::Binary, true),
+            Field::new("events_version", DataType::Int64, true),
+        ],
     };
     Arc::new(Schema::new(fields))
 }

@@ -1,9 +1,13 @@
 //! IAB TCF v2.x TC strings, as plain Rust (no DataFusion types). This file holds the core-segment
-//! model and the bit writer; `encode` turns a [`CoreSegment`] into the base64url core segment a CMP
-//! would emit. The generator uses it to produce realistic consent strings.
+//! model; `decode` is the strict decoder, `encode` turns a [`CoreSegment`] into the base64url core
+//! segment a CMP would emit (the generator uses it for realistic consent strings).
 
+mod decode;
 mod encode;
+#[cfg(test)]
+mod tests;
 
+pub use decode::{PublisherTc, TcString, TcfError, decode};
 pub use encode::encode_core;
 
 /// A publisher restriction: purpose, restriction type (0 not allowed, 1 require consent,

@@ -1,0 +1,147 @@
+//! Bit-sliced counts: per user a small integer (how often they did something), stored as one
+//! bitmap per binary digit. Slices add with ripple-carry bitmap algebra, so the per-day counts of
+//! the index sum over any window without touching individual users, and `count >= n` is a
+//! comparison over slices.
+
+use roaring::RoaringBitmap;
+
+/// Counts per user, one bitmap per bit (slice 0 = least significant).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bsi {
+    pub slices: Vec<RoaringBitmap>,
+}
+
+impl Bsi {
+    /// Build from (user, count) pairs; zero counts are absent.
+    pub fn from_counts(counts: impl IntoIterator<Item = (u32, u64)>) -> Bsi {
+        let mut slices: Vec<RoaringBitmap> = Vec::new();
+        for (u, c) in counts {
+            let mut c = c;
+            let mut k = 0;
+            while c > 0 {
+                if slices.len() <= k {
+                    slices.push(RoaringBitmap::new());
+                }
+                if c & 1 == 1 {
+                    slices[k].insert(u);
+                }
+                c >>= 1;
+                k += 1;
+            }
+        }
+        Bsi { slices }
+    }
+
+    /// Users with a non-zero count.
+    pub fn present(&self) -> RoaringBitmap {
+        let mut out = RoaringBitmap::new();
+        for s in &self.slices {
+            out |= s;
+        }
+        out
+    }
+
+    /// `self += other`, ripple carry.
+    pub fn add(&mut self, other: &Bsi) {
+        let mut carry = RoaringBitmap::new();
+        let n = self.slices.len().max(other.slices.len());
+        for k in 0..n {
+            if self.slices.len() <= k {
+                self.slices.push(RoaringBitmap::new());
+            }
+            let a = &self.slices[k];
+            let empty = RoaringBitmap::new();
+            let b = other.slices.get(k).unwrap_or(&empty);
+            let sum = &(a ^ b) ^ &carry;
+            let new_carry = &(a & b) | &(&carry & &(a ^ b));
+            self.slices[k] = sum;
+            carry = new_carry;
+        }
+        if !carry.is_empty() {
+            self.slices.push(carry);
+        }
+    }
+
+    /// Users whose count is at least `n` (n ≥ 1).
+    pub fn at_least(&self, n: u64) -> RoaringBitmap {
+        if n == 0 {
+            return self.present();
+        }
+        // count >= n  ⇔  count > n - 1
+        self.greater_than(n - 1)
+    }
+
+    /// Users whose count is greater than `n`.
+    pub fn greater_than(&self, n: u64) -> RoaringBitmap {
+        let bits = self.slices.len();
+        if bits < 64 && n >> bits != 0 {
+            return RoaringBitmap::new();
+        }
+        // Scan from the most significant slice: gt = users already known greater,
+        // eq = users equal so far (start: everyone present).
+        let mut gt = RoaringBitmap::new();
+        let mut eq = self.present();
+        for k in (0..bits).rev() {
+            let s = &self.slices[k];
+            if (n >> k) & 1 == 1 {
+                eq &= s;
+            } else {
+                gt |= &eq & s;
+                eq -= s;
+            }
+        }
+        gt
+    }
+
+    /// Users whose count is exactly `n` (n ≥ 1).
+    pub fn equals(&self, n: u64) -> RoaringBitmap {
+        let mut out = self.at_least(n);
+        out -= self.greater_than(n);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn counts(b: &Bsi, users: u32) -> HashMap<u32, u64> {
+        (0..users)
+            .map(|u| (u, b.slices.iter().enumerate().filter(|(_, s)| s.contains(u)).map(|(k, _)| 1u64 << k).sum()))
+            .filter(|(_, c)| *c > 0)
+            .collect()
+    }
+
+    #[test]
+    fn add_and_compare_match_plain_arithmetic() {
+        // Deterministic pseudo-random counts for 500 users over 6 "days".
+        let mut total: HashMap<u32, u64> = HashMap::new();
+        let mut acc = Bsi::default();
+        let mut x: u64 = 12345;
+        for _day in 0..6 {
+            let mut day = Vec::new();
+            for u in 0..500u32 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let c = (x >> 59) % 7; // 0..6
+                if c > 0 {
+                    day.push((u, c));
+                    *total.entry(u).or_default() += c;
+                }
+            }
+            acc.add(&Bsi::from_counts(day));
+        }
+        assert_eq!(counts(&acc, 500), total);
+        for n in 0..45u64 {
+            let want_ge: RoaringBitmap = total.iter().filter(|(_, c)| **c >= n.max(1)).map(|(u, _)| *u).collect();
+            assert_eq!(acc.at_least(n), want_ge, "at_least {n}");
+            let want_gt: RoaringBitmap = total.iter().filter(|(_, c)| **c > n).map(|(u, _)| *u).collect();
+            assert_eq!(acc.greater_than(n), want_gt, "greater_than {n}");
+            if n > 0 {
+                let want_eq: RoaringBitmap = total.iter().filter(|(_, c)| **c == n).map(|(u, _)| *u).collect();
+                assert_eq!(acc.equals(n), want_eq, "equals {n}");
+            }
+        }
+        assert!(acc.greater_than(u64::MAX).is_empty());
+    }
+}

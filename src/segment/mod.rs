@@ -1,0 +1,322 @@
+//! The segment language: syntax (`ast`, `parser`), stored definitions (`catalog`), consent rules
+//! (`consent`), and compilation to bitmap plans (`eval`). [`Segments`] runs segment statements and
+//! evaluates segments for the SQL functions; it caches the universe of known users and the event
+//! index, each tagged with the table version it reflects.
+
+pub mod ast;
+pub mod catalog;
+pub mod consent;
+pub mod eval;
+pub mod parser;
+mod sqlgen;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::prelude::SessionContext;
+use roaring::RoaringBitmap;
+use tokio::sync::Mutex;
+
+use crate::engine::QueryResult;
+use crate::error::{Error, Result};
+use crate::index::store::{self, EventIndex};
+use crate::storage::{Database, Table};
+use ast::{EventRef, Expr, Leaf, Statement};
+use catalog::SegmentDef;
+use eval::{Evaluator, suggest};
+
+/// Segment state shared by an engine.
+pub struct Segments {
+    db: Database,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    universe: Option<(Option<u64>, Arc<RoaringBitmap>)>,
+    index: Option<Arc<EventIndex>>,
+}
+
+fn result(schema: SchemaRef, cols: Vec<ArrayRef>) -> Result<QueryResult> {
+    let batch = RecordBatch::try_new(schema.clone(), cols)?;
+    Ok(QueryResult { schema, batches: vec![batch] })
+}
+
+fn walk_leaves<'e>(e: &'e Expr, out: &mut Vec<&'e Leaf>) {
+    match e {
+        Expr::Leaf(l) => out.push(l),
+        Expr::Not(x) => walk_leaves(x, out),
+        Expr::And(a, b) | Expr::Or(a, b) => {
+            walk_leaves(a, out);
+            walk_leaves(b, out);
+        }
+    }
+}
+
+impl Segments {
+    pub fn new(db: Database) -> Self {
+        Segments { db, cache: Mutex::new(Cache::default()) }
+    }
+
+    /// Every known, non-erased user.
+    pub async fn universe(&self, ctx: &SessionContext) -> Result<Arc<RoaringBitmap>> {
+        let version = self.db.load(Table::Identity).await?.version();
+        let mut c = self.cache.lock().await;
+        if let Some((v, u)) = &c.universe {
+            if *v == version {
+                return Ok(u.clone());
+            }
+        }
+        let u = Arc::new(eval::uid_bitmap(ctx, "SELECT uid FROM identity WHERE user_id IS NOT NULL").await?);
+        c.universe = Some((version, u.clone()));
+        Ok(u)
+    }
+
+    /// The event index, caught up with the events table.
+    pub async fn index(&self, ctx: &SessionContext) -> Result<Arc<EventIndex>> {
+        let current = store::events_version(&self.db).await?;
+        let mut c = self.cache.lock().await;
+        if let Some(i) = &c.index {
+            if i.events_version == current {
+                return Ok(i.clone());
+            }
+        }
+        let mut idx = store::load(&self.db).await?;
+        if idx.events_version != current {
+            tracing::info!(index_version = ?idx.events_version, events_version = ?current, "event index behind its data; rebuilding");
+            idx = store::rebuild(&self.db, ctx).await?;
+        }
+        let idx = Arc::new(idx);
+        c.index = Some(idx.clone());
+        Ok(idx)
+    }
+
+    /// Rebuild the event index from `events`.
+    pub async fn rebuild_index(&self, ctx: &SessionContext) -> Result<Arc<EventIndex>> {
+        let idx = Arc::new(store::rebuild(&self.db, ctx).await?);
+        self.cache.lock().await.index = Some(idx.clone());
+        Ok(idx)
+    }
+
+    /// Forget cached derived state (after a load).
+    pub async fn invalidate(&self) {
+        let mut c = self.cache.lock().await;
+        c.universe = None;
+        c.index = None;
+    }
+
+    /// Append a load's index counts (called after the events commit at `events_version`). The
+    /// append happens only when the persisted index reflects the version just before; otherwise
+    /// the index is left behind and the next reader rebuilds it.
+    pub async fn index_append(&self, days: &HashMap<(String, i32), crate::index::bsi::Bsi>, events_version: u64) -> Result<()> {
+        let persisted = store::persisted_version(&self.db).await?;
+        let mut c = self.cache.lock().await;
+        c.universe = None;
+        if persisted + 1 != events_version {
+            tracing::info!(persisted, events_version, "event index is behind; it will be rebuilt on next use");
+            c.index = None;
+            return Ok(());
+        }
+        store::append(&self.db, days, events_version).await?;
+        match c.index.take() {
+            Some(idx) if idx.events_version.unwrap_or(0) + 1 == events_version => {
+                let mut next = (*idx).clone();
+                for (k, bsi) in days {
+                    next.days.entry(k.clone()).or_default().add(bsi);
+                }
+                next.events_version = Some(events_version);
+                c.index = Some(Arc::new(next));
+            }
+            _ => c.index = None,
+        }
+        Ok(())
+    }
+
+    async fn defs(&self) -> Result<HashMap<String, SegmentDef>> {
+        Ok(catalog::load(&self.db).await?.into_iter().map(|d| (d.name.clone(), d)).collect())
+    }
+
+    /// Find a stored segment by name (exact, then case-insensitive).
+    fn resolve<'d>(defs: &'d HashMap<String, SegmentDef>, name: &str) -> Result<&'d SegmentDef> {
+        defs.get(name)
+            .or_else(|| defs.values().find(|d| d.name.eq_ignore_ascii_case(name)))
+            .ok_or_else(|| Error::invalid(format!("segment '{name}' does not exist{}", suggest(name, defs.keys()))))
+    }
+
+    /// The members of a stored segment at `as_of` (consent and erasure applied).
+    pub async fn members(&self, ctx: &SessionContext, name: &str, as_of: i64, use_index: bool) -> Result<RoaringBitmap> {
+        let defs = self.defs().await?;
+        let name = Self::resolve(&defs, name)?.name.clone();
+        let universe = self.universe(ctx).await?;
+        let index = if use_index { Some(self.index(ctx).await?) } else { None };
+        let mut ev = Evaluator::new(ctx, &universe, index.as_deref(), &defs, as_of);
+        ev.segment(&name).await
+    }
+
+    /// Run a segment statement.
+    pub async fn execute(&self, ctx: &SessionContext, stmt: Statement, as_of: i64, use_index: bool) -> Result<QueryResult> {
+        match stmt {
+            Statement::Create { name, or_replace, if_not_exists, materialized, refresh, purposes, comment, definition, expr } => {
+                let mut defs = self.defs().await?;
+                let exists = defs.contains_key(&name);
+                let schema = Arc::new(Schema::new(vec![Field::new("segment", DataType::Utf8, false), Field::new("size", DataType::UInt64, false)]));
+                if exists && if_not_exists {
+                    let size = self.members(ctx, &name, as_of, use_index).await?.len();
+                    return result(schema, vec![Arc::new(StringArray::from(vec![name])), Arc::new(UInt64Array::from(vec![size]))]);
+                }
+                if exists && !or_replace {
+                    return Err(Error::invalid(format!("segment '{name}' already exists; use CREATE OR REPLACE SEGMENT or DROP SEGMENT first")));
+                }
+                for p in &purposes {
+                    consent::purpose_query(p, as_of).map_err(Error::invalid)?;
+                }
+                let universe = self.universe(ctx).await?;
+                let index = self.index(ctx).await?;
+                self.check_events(&expr, &index)?;
+                let def = SegmentDef {
+                    name: name.clone(),
+                    definition,
+                    purposes,
+                    comment,
+                    materialized,
+                    refresh: refresh.map(|r| match r {
+                        ast::Refresh::Every(s) => format!("EVERY '{s}'"),
+                        ast::Refresh::Cron(s) => format!("CRON '{s}'"),
+                    }),
+                    created_at: chrono::Utc::now().timestamp_micros(),
+                };
+                defs.insert(name.clone(), def);
+                // Compiling it once checks every embedded predicate and query and rejects cycles.
+                let size = {
+                    let mut ev = Evaluator::new(ctx, &universe, use_index.then_some(&*index), &defs, as_of);
+                    ev.segment(&name).await?.len()
+                };
+                let mut all: Vec<SegmentDef> = defs.into_values().collect();
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                catalog::save(&self.db, &all).await?;
+                result(schema, vec![Arc::new(StringArray::from(vec![name])), Arc::new(UInt64Array::from(vec![size]))])
+            }
+            Statement::Drop { name, if_exists } => {
+                let mut defs = self.defs().await?;
+                if defs.remove(&name).is_none() {
+                    if if_exists {
+                        return Ok(QueryResult { schema: Arc::new(Schema::empty()), batches: vec![] });
+                    }
+                    return Err(Error::invalid(format!("segment '{name}' does not exist{}", suggest(&name, defs.keys()))));
+                }
+                for d in defs.values() {
+                    if let Ok(e) = parser::parse_expr(&d.definition) {
+                        let mut leaves = Vec::new();
+                        walk_leaves(&e, &mut leaves);
+                        if leaves.iter().any(|l| matches!(l, Leaf::InSegment(n, _) if *n == name)) {
+                            return Err(Error::invalid(format!("segment '{name}' is used by segment '{}' (IN SEGMENT); drop or replace that one first", d.name)));
+                        }
+                    }
+                }
+                let mut all: Vec<SegmentDef> = defs.into_values().collect();
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                catalog::save(&self.db, &all).await?;
+                Ok(QueryResult { schema: Arc::new(Schema::empty()), batches: vec![] })
+            }
+            Statement::Show => {
+                let defs = self.defs().await?;
+                let mut names: Vec<&String> = defs.keys().collect();
+                names.sort();
+                let mut sizes = Vec::new();
+                for n in &names {
+                    sizes.push(self.members(ctx, n, as_of, use_index).await?.len());
+                }
+                let d = |f: &dyn Fn(&SegmentDef) -> Option<String>| -> ArrayRef { Arc::new(names.iter().map(|n| f(&defs[*n])).collect::<StringArray>()) };
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("name", DataType::Utf8, false),
+                    Field::new("purposes", DataType::Utf8, true),
+                    Field::new("definition", DataType::Utf8, false),
+                    Field::new("comment", DataType::Utf8, true),
+                    Field::new("materialized", DataType::Boolean, false),
+                    Field::new("size", DataType::UInt64, false),
+                ]));
+                let purposes = d(&|s| (!s.purposes.is_empty()).then(|| s.purposes.iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", ")));
+                result(
+                    schema,
+                    vec![
+                        d(&|s| Some(s.name.clone())),
+                        purposes,
+                        d(&|s| Some(s.definition.clone())),
+                        d(&|s| s.comment.clone()),
+                        Arc::new(names.iter().map(|n| Some(defs[*n].materialized)).collect::<BooleanArray>()),
+                        Arc::new(UInt64Array::from(sizes)),
+                    ],
+                )
+            }
+            Statement::Describe(name) => {
+                let defs = self.defs().await?;
+                let def = Self::resolve(&defs, &name)?.clone();
+                let size = self.members(ctx, &def.name, as_of, use_index).await?.len();
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("name", DataType::Utf8, false),
+                    Field::new("purposes", DataType::Utf8, true),
+                    Field::new("definition", DataType::Utf8, false),
+                    Field::new("comment", DataType::Utf8, true),
+                    Field::new("materialized", DataType::Boolean, false),
+                    Field::new("refresh", DataType::Utf8, true),
+                    Field::new("created_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+                    Field::new("size", DataType::UInt64, false),
+                ]));
+                let purposes = (!def.purposes.is_empty()).then(|| def.purposes.iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", "));
+                result(
+                    schema,
+                    vec![
+                        Arc::new(StringArray::from(vec![def.name.clone()])),
+                        Arc::new(StringArray::from(vec![purposes])),
+                        Arc::new(StringArray::from(vec![def.definition.clone()])),
+                        Arc::new(StringArray::from(vec![def.comment.clone()])),
+                        Arc::new(BooleanArray::from(vec![def.materialized])),
+                        Arc::new(StringArray::from(vec![def.refresh.clone()])),
+                        Arc::new(TimestampMicrosecondArray::from(vec![def.created_at]).with_timezone("UTC")),
+                        Arc::new(UInt64Array::from(vec![size])),
+                    ],
+                )
+            }
+            Statement::Explain(name) => {
+                let defs = self.defs().await?;
+                let name = Self::resolve(&defs, &name)?.name.clone();
+                let universe = self.universe(ctx).await?;
+                let index = if use_index { Some(self.index(ctx).await?) } else { None };
+                let mut ev = Evaluator::new(ctx, &universe, index.as_deref(), &defs, as_of);
+                ev.explain = Some(Vec::new());
+                let size = ev.segment(&name).await?.len();
+                let mut lines = vec![format!("segment {name}: {size} members of {} known users, as of {}", universe.len(), sqlgen::ts_text(as_of))];
+                lines.extend(ev.explain.take().unwrap_or_default());
+                let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
+                result(schema, vec![Arc::new(StringArray::from(lines))])
+            }
+        }
+    }
+
+    /// Unknown event names are errors (with the closest known name) once events exist.
+    fn check_events(&self, e: &Expr, index: &EventIndex) -> Result<()> {
+        let known = index.event_names();
+        if known.is_empty() {
+            return Ok(());
+        }
+        let mut leaves = Vec::new();
+        walk_leaves(e, &mut leaves);
+        for l in leaves {
+            let (specs, pos) = match l {
+                Leaf::Did { what, pos, .. } => (vec![what], *pos),
+                Leaf::Sequence { first, then, pos, .. } => (vec![first, then], *pos),
+                _ => continue,
+            };
+            for s in specs {
+                if let EventRef::Named(n) = &s.event {
+                    if !known.iter().any(|k| k == n) {
+                        return Err(Error::invalid(format!("DID at {pos}: no event named '{n}' has been ingested{}", suggest(n, known.iter()))));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

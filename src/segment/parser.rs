@@ -1,0 +1,544 @@
+//! The segment-language parser. SQL's tokenizer (sqlparser, as DataFusion uses it) splits the text;
+//! a small recursive-descent parser reads the segment grammar and cuts out embedded SQL
+//! (predicates, queries) by position, to be parsed and type-checked by DataFusion later.
+//!
+//! Where an embedded predicate ends: at a closing parenthesis or the end, at `AND`/`OR` followed by
+//! a leaf (`PROFILE`, `DID`, `IN SEGMENT`, `USERS IN`, `ALL USERS`, possibly after `(` or `NOT`),
+//! and, inside `DID … WHERE`, at `THEN`, `WITHIN`, a frequency (`AT LEAST`, `AT MOST`, `EXACTLY`,
+//! `BETWEEN n AND m TIMES`) or a window (`IN THE LAST`, `SINCE`, `BETWEEN '…' AND '…'` at the end
+//! of the leaf). A SQL `BETWEEN` over two string literals at the very end of a `WHERE` therefore
+//! reads as a window: parenthesise it to keep it in the predicate.
+
+use sqlparser::dialect::GenericDialect;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+use super::ast::*;
+
+/// A syntax error with its position and, when there is one, a hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub message: String,
+    pub pos: Pos,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (at {})", self.message, self.pos)
+    }
+}
+
+struct Tok {
+    token: Token,
+    start: usize,
+    end: usize,
+    pos: Pos,
+}
+
+/// Does `sql` start a segment statement (so it must not go to the SQL planner)?
+pub fn is_segment_statement(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty())
+        .take(4)
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    match w(0) {
+        "CREATE" => {
+            let mut i = 1;
+            if w(i) == "OR" && w(i + 1) == "REPLACE" {
+                i += 2;
+            }
+            if w(i) == "MATERIALIZED" {
+                i += 1;
+            }
+            w(i) == "SEGMENT"
+        }
+        "DROP" | "DESCRIBE" | "EXPLAIN" | "REFRESH" => w(1) == "SEGMENT",
+        "SHOW" => w(1) == "SEGMENTS",
+        _ => false,
+    }
+}
+
+/// Parse one segment statement.
+pub fn parse_statement(src: &str) -> Result<Statement, ParseError> {
+    let mut p = Parser::new(src)?;
+    let stmt = p.statement()?;
+    p.eat_punct(&Token::SemiColon);
+    if !p.at_end() {
+        return Err(p.error_here("expected the end of the statement"));
+    }
+    Ok(stmt)
+}
+
+/// Parse a bare segment expression (what follows `AS`).
+pub fn parse_expr(src: &str) -> Result<Expr, ParseError> {
+    let mut p = Parser::new(src)?;
+    let e = p.expr()?;
+    p.eat_punct(&Token::SemiColon);
+    if !p.at_end() {
+        return Err(p.error_here("expected AND, OR or the end of the segment expression"));
+    }
+    Ok(e)
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    toks: Vec<Tok>,
+    i: usize,
+}
+
+fn byte_offsets(src: &str) -> Vec<usize> {
+    let mut starts = vec![0];
+    for (i, c) in src.char_indices() {
+        if c == '\n' {
+            starts.push(i + 1);
+        }
+    }
+    starts
+}
+
+fn offset_of(src: &str, lines: &[usize], line: u64, column: u64) -> usize {
+    let Some(&ls) = lines.get(line.saturating_sub(1) as usize) else { return src.len() };
+    src[ls..].char_indices().nth(column.saturating_sub(1) as usize).map(|(o, _)| ls + o).unwrap_or(src.len())
+}
+
+impl<'a> Parser<'a> {
+    fn new(src: &'a str) -> Result<Self, ParseError> {
+        let dialect = GenericDialect {};
+        let raw = Tokenizer::new(&dialect, src).tokenize_with_location().map_err(|e| ParseError {
+            message: e.message.clone(),
+            pos: Pos { line: e.location.line, column: e.location.column },
+        })?;
+        let lines = byte_offsets(src);
+        let toks = raw
+            .into_iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .map(|t| Tok {
+                start: offset_of(src, &lines, t.span.start.line, t.span.start.column),
+                end: offset_of(src, &lines, t.span.end.line, t.span.end.column),
+                pos: Pos { line: t.span.start.line, column: t.span.start.column },
+                token: t.token,
+            })
+            .collect();
+        Ok(Parser { src, toks, i: 0 })
+    }
+
+    fn at_end(&self) -> bool {
+        self.i >= self.toks.len()
+    }
+    fn tok(&self, j: usize) -> Option<&Token> {
+        self.toks.get(j).map(|t| &t.token)
+    }
+    fn pos_at(&self, j: usize) -> Pos {
+        self.toks.get(j).map(|t| t.pos).unwrap_or_else(|| {
+            self.toks.last().map(|t| Pos { line: t.pos.line, column: t.pos.column + (t.end - t.start) as u64 }).unwrap_or(Pos { line: 1, column: 1 })
+        })
+    }
+    fn describe(&self, j: usize) -> String {
+        match self.toks.get(j) {
+            None => "the end".to_string(),
+            Some(t) => format!("'{}'", &self.src[t.start..t.end]),
+        }
+    }
+    fn error_here(&self, expected: &str) -> ParseError {
+        ParseError { message: format!("{expected}, found {}", self.describe(self.i)), pos: self.pos_at(self.i) }
+    }
+    fn is_kw_at(&self, j: usize, kw: &str) -> bool {
+        matches!(self.tok(j), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
+    }
+    fn is_kw(&self, kw: &str) -> bool {
+        self.is_kw_at(self.i, kw)
+    }
+    fn eat_kw(&mut self, kw: &str) -> bool {
+        if self.is_kw(kw) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn expect_kw(&mut self, kw: &str) -> Result<(), ParseError> {
+        if self.eat_kw(kw) { Ok(()) } else { Err(self.error_here(&format!("expected {kw}"))) }
+    }
+    fn eat_punct(&mut self, t: &Token) -> bool {
+        if self.tok(self.i) == Some(t) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn expect_punct(&mut self, t: &Token, what: &str) -> Result<(), ParseError> {
+        if self.eat_punct(t) { Ok(()) } else { Err(self.error_here(&format!("expected {what}"))) }
+    }
+    fn string(&mut self, what: &str) -> Result<String, ParseError> {
+        match self.tok(self.i) {
+            Some(Token::SingleQuotedString(s)) => {
+                let s = s.clone();
+                self.i += 1;
+                Ok(s)
+            }
+            _ => Err(self.error_here(&format!("expected {what} (a quoted string)"))),
+        }
+    }
+    fn number(&mut self, what: &str) -> Result<u64, ParseError> {
+        match self.tok(self.i) {
+            Some(Token::Number(n, _)) => {
+                let v = n.parse::<u64>().map_err(|_| ParseError { message: format!("{what} must be a whole number"), pos: self.pos_at(self.i) })?;
+                self.i += 1;
+                Ok(v)
+            }
+            _ => Err(self.error_here(&format!("expected {what} (a whole number)"))),
+        }
+    }
+    fn name(&mut self, what: &str) -> Result<String, ParseError> {
+        match self.tok(self.i) {
+            Some(Token::Word(w)) => {
+                let n = if w.quote_style.is_some() { w.value.clone() } else { w.value.to_lowercase() };
+                self.i += 1;
+                Ok(n)
+            }
+            Some(Token::SingleQuotedString(s)) => {
+                let s = s.clone();
+                self.i += 1;
+                Ok(s)
+            }
+            _ => Err(self.error_here(&format!("expected {what}"))),
+        }
+    }
+    fn timestamp(&mut self, what: &str) -> Result<i64, ParseError> {
+        let pos = self.pos_at(self.i);
+        let s = self.string(what)?;
+        crate::ingest::parse_micros(&s).ok_or(ParseError {
+            message: format!("{what} is not an ISO-8601 timestamp (e.g. '2026-01-31T00:00:00Z'; no zone means UTC)"),
+            pos,
+        })
+    }
+
+    fn statement(&mut self) -> Result<Statement, ParseError> {
+        if self.eat_kw("CREATE") {
+            let or_replace = if self.eat_kw("OR") {
+                self.expect_kw("REPLACE")?;
+                true
+            } else {
+                false
+            };
+            let materialized = self.eat_kw("MATERIALIZED");
+            self.expect_kw("SEGMENT")?;
+            let if_not_exists = if self.eat_kw("IF") {
+                self.expect_kw("NOT")?;
+                self.expect_kw("EXISTS")?;
+                true
+            } else {
+                false
+            };
+            let name = self.name("a segment name")?;
+            let (mut purposes, mut comment, mut refresh) = (Vec::new(), None, None);
+            loop {
+                if self.eat_kw("FOR") {
+                    self.expect_kw("PURPOSE")?;
+                    purposes.push(self.string("a purpose")?);
+                    while self.eat_punct(&Token::Comma) {
+                        purposes.push(self.string("a purpose")?);
+                    }
+                } else if self.eat_kw("COMMENT") {
+                    comment = Some(self.string("a comment")?);
+                } else if self.eat_kw("REFRESH") {
+                    if self.eat_kw("EVERY") {
+                        refresh = Some(Refresh::Every(self.string("an interval such as '1 hour'")?));
+                    } else if self.eat_kw("CRON") {
+                        refresh = Some(Refresh::Cron(self.string("a cron expression such as '0 * * * *'")?));
+                    } else {
+                        return Err(self.error_here("expected EVERY or CRON"));
+                    }
+                } else {
+                    break;
+                }
+            }
+            if or_replace && if_not_exists {
+                return Err(ParseError { message: "OR REPLACE and IF NOT EXISTS cannot be combined".into(), pos: self.pos_at(0) });
+            }
+            self.expect_kw("AS")?;
+            let start = self.toks.get(self.i).map(|t| t.start).unwrap_or(self.src.len());
+            let expr = self.expr()?;
+            let end = self.toks.get(self.i.saturating_sub(1)).map(|t| t.end).unwrap_or(start);
+            let definition = self.src[start..end.max(start)].trim().to_string();
+            return Ok(Statement::Create { name, or_replace, if_not_exists, materialized, refresh, purposes, comment, definition, expr });
+        }
+        if self.eat_kw("DROP") {
+            self.expect_kw("SEGMENT")?;
+            let if_exists = if self.eat_kw("IF") {
+                self.expect_kw("EXISTS")?;
+                true
+            } else {
+                false
+            };
+            return Ok(Statement::Drop { name: self.name("a segment name")?, if_exists });
+        }
+        if self.eat_kw("SHOW") {
+            self.expect_kw("SEGMENTS")?;
+            return Ok(Statement::Show);
+        }
+        if self.eat_kw("DESCRIBE") {
+            self.expect_kw("SEGMENT")?;
+            return Ok(Statement::Describe(self.name("a segment name")?));
+        }
+        if self.eat_kw("EXPLAIN") {
+            self.expect_kw("SEGMENT")?;
+            return Ok(Statement::Explain(self.name("a segment name")?));
+        }
+        Err(self.error_here("expected CREATE, DROP, SHOW, DESCRIBE or EXPLAIN SEGMENT"))
+    }
+
+    fn expr(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.and()?;
+        while self.eat_kw("OR") {
+            let right = self.and()?;
+            left = Expr::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.not()?;
+        while self.eat_kw("AND") {
+            let right = self.not()?;
+            left = Expr::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<Expr, ParseError> {
+        if self.eat_kw("NOT") {
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        if self.eat_punct(&Token::LParen) {
+            let e = self.expr()?;
+            self.expect_punct(&Token::RParen, "')'")?;
+            return Ok(e);
+        }
+        Ok(Expr::Leaf(self.leaf()?))
+    }
+
+    /// Does a leaf start at token `j` (after any `(` and `NOT`)?
+    fn starts_leaf(&self, mut j: usize) -> bool {
+        while self.tok(j) == Some(&Token::LParen) || self.is_kw_at(j, "NOT") {
+            j += 1;
+        }
+        self.is_kw_at(j, "PROFILE")
+            || self.is_kw_at(j, "DID")
+            || (self.is_kw_at(j, "IN") && self.is_kw_at(j + 1, "SEGMENT"))
+            || (self.is_kw_at(j, "USERS") && self.is_kw_at(j + 1, "IN"))
+            || (self.is_kw_at(j, "ALL") && self.is_kw_at(j + 1, "USERS"))
+    }
+
+    fn is_number_at(&self, j: usize) -> bool {
+        matches!(self.tok(j), Some(Token::Number(..)))
+    }
+    fn is_string_at(&self, j: usize) -> bool {
+        matches!(self.tok(j), Some(Token::SingleQuotedString(_)))
+    }
+
+    /// Is token `j` where a leaf's tail may end (end, `;`, `)`, AND/OR + leaf, a frequency)?
+    fn leaf_boundary(&self, j: usize) -> bool {
+        match self.tok(j) {
+            None | Some(Token::SemiColon) | Some(Token::RParen) => true,
+            _ => {
+                ((self.is_kw_at(j, "AND") || self.is_kw_at(j, "OR")) && self.starts_leaf(j + 1))
+                    || self.freq_at(j)
+                    || self.is_kw_at(j, "THEN")
+                    || self.is_kw_at(j, "WITHIN")
+            }
+        }
+    }
+
+    fn freq_at(&self, j: usize) -> bool {
+        (self.is_kw_at(j, "AT") && (self.is_kw_at(j + 1, "LEAST") || self.is_kw_at(j + 1, "MOST")))
+            || self.is_kw_at(j, "EXACTLY")
+            || (self.is_kw_at(j, "BETWEEN") && self.is_number_at(j + 1) && self.is_kw_at(j + 2, "AND") && self.is_number_at(j + 3) && self.is_kw_at(j + 4, "TIMES"))
+    }
+
+    fn window_at(&self, j: usize) -> bool {
+        (self.is_kw_at(j, "IN") && self.is_kw_at(j + 1, "THE"))
+            || self.is_kw_at(j, "SINCE")
+            || (self.is_kw_at(j, "BETWEEN") && self.is_string_at(j + 1) && self.is_kw_at(j + 2, "AND") && self.is_string_at(j + 3) && self.leaf_boundary(j + 4))
+    }
+
+    /// Cut out embedded SQL up to the next boundary.
+    fn sql(&mut self, in_did: bool, what: &str) -> Result<Sql, ParseError> {
+        let start = self.i;
+        let (mut depth, mut case) = (0usize, 0usize);
+        while let Some(t) = self.tok(self.i) {
+            match t {
+                Token::SemiColon if depth == 0 => break,
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    if depth == 0 {
+                        break;
+                    }
+                    depth -= 1;
+                }
+                _ if depth == 0 => {
+                    if self.is_kw("CASE") {
+                        case += 1;
+                    } else if self.is_kw("END") {
+                        case = case.saturating_sub(1);
+                    } else if (self.is_kw("AND") || self.is_kw("OR")) && self.starts_leaf(self.i + 1) {
+                        break;
+                    } else if in_did && case == 0 && (self.is_kw("THEN") || self.is_kw("WITHIN") || self.freq_at(self.i) || self.window_at(self.i)) {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            self.i += 1;
+        }
+        if self.i == start {
+            return Err(self.error_here(&format!("expected {what}")));
+        }
+        let text = self.src[self.toks[start].start..self.toks[self.i - 1].end].to_string();
+        Ok(Sql { text, pos: self.toks[start].pos })
+    }
+
+    fn event(&mut self) -> Result<EventRef, ParseError> {
+        if self.eat_kw("ANY") {
+            self.expect_kw("EVENT")?;
+            return Ok(EventRef::Any);
+        }
+        Ok(EventRef::Named(self.string("an event name or ANY EVENT")?))
+    }
+
+    fn event_spec(&mut self) -> Result<EventSpec, ParseError> {
+        let event = self.event()?;
+        let filter = if self.eat_kw("WHERE") { Some(self.sql(true, "a predicate after WHERE")?) } else { None };
+        Ok(EventSpec { event, filter })
+    }
+
+    fn unit(&mut self) -> Result<Unit, ParseError> {
+        let u = match self.tok(self.i) {
+            Some(Token::Word(w)) => match w.value.to_ascii_uppercase().as_str() {
+                "MINUTE" | "MINUTES" => Some(Unit::Minute),
+                "HOUR" | "HOURS" => Some(Unit::Hour),
+                "DAY" | "DAYS" => Some(Unit::Day),
+                "WEEK" | "WEEKS" => Some(Unit::Week),
+                _ => None,
+            },
+            _ => None,
+        };
+        match u {
+            Some(u) => {
+                self.i += 1;
+                Ok(u)
+            }
+            None => Err(self.error_here("expected MINUTES, HOURS, DAYS or WEEKS")),
+        }
+    }
+
+    fn times(&mut self) {
+        let _ = self.eat_kw("TIMES") || self.eat_kw("TIME");
+    }
+
+    fn freq(&mut self) -> Result<Option<Freq>, ParseError> {
+        if !self.freq_at(self.i) {
+            return Ok(None);
+        }
+        let f = if self.eat_kw("AT") {
+            if self.eat_kw("LEAST") {
+                Freq::AtLeast(self.number("a count")?)
+            } else {
+                self.expect_kw("MOST")?;
+                Freq::AtMost(self.number("a count")?)
+            }
+        } else if self.eat_kw("EXACTLY") {
+            Freq::Exactly(self.number("a count")?)
+        } else {
+            self.expect_kw("BETWEEN")?;
+            let pos = self.pos_at(self.i);
+            let a = self.number("a count")?;
+            self.expect_kw("AND")?;
+            let b = self.number("a count")?;
+            if a > b {
+                return Err(ParseError { message: format!("BETWEEN {a} AND {b} TIMES is empty: the lower bound is above the upper"), pos });
+            }
+            Freq::Between(a, b)
+        };
+        self.times();
+        Ok(Some(f))
+    }
+
+    fn window(&mut self) -> Result<Option<Window>, ParseError> {
+        if self.eat_kw("IN") {
+            self.expect_kw("THE")?;
+            self.expect_kw("LAST")?;
+            let n = self.number("a count")?;
+            return Ok(Some(Window::Last(n, self.unit()?)));
+        }
+        if self.eat_kw("SINCE") {
+            return Ok(Some(Window::Since(self.timestamp("the start")?)));
+        }
+        if self.is_kw("BETWEEN") && self.is_string_at(self.i + 1) {
+            self.i += 1;
+            let pos = self.pos_at(self.i);
+            let a = self.timestamp("the start")?;
+            self.expect_kw("AND")?;
+            let b = self.timestamp("the end")?;
+            if b < a {
+                return Err(ParseError { message: "the window's end is before its start".into(), pos });
+            }
+            return Ok(Some(Window::Between(a, b)));
+        }
+        Ok(None)
+    }
+
+    fn leaf(&mut self) -> Result<Leaf, ParseError> {
+        let pos = self.pos_at(self.i);
+        if self.eat_kw("PROFILE") {
+            return Ok(Leaf::Profile(self.sql(false, "a predicate over profile columns")?));
+        }
+        if self.eat_kw("DID") {
+            let first = self.event_spec()?;
+            if self.eat_kw("THEN") {
+                let then = self.event_spec()?;
+                let within = if self.eat_kw("WITHIN") {
+                    let n = self.number("a duration")?;
+                    Some((n, self.unit()?))
+                } else {
+                    None
+                };
+                let window = self.window()?;
+                if self.freq_at(self.i) {
+                    return Err(self.error_here("a sequence (DID … THEN …) takes no frequency; expected a window or the end of the leaf"));
+                }
+                return Ok(Leaf::Sequence { first, then, within, window, pos });
+            }
+            // Frequency and window, in either order.
+            let mut freq = self.freq()?;
+            let window = self.window()?;
+            if freq.is_none() {
+                freq = self.freq()?;
+            }
+            return Ok(Leaf::Did { what: first, freq, window, pos });
+        }
+        if self.is_kw("IN") && self.is_kw_at(self.i + 1, "SEGMENT") {
+            self.i += 2;
+            let p = self.pos_at(self.i);
+            return Ok(Leaf::InSegment(self.name("a segment name")?, p));
+        }
+        if self.is_kw("USERS") && self.is_kw_at(self.i + 1, "IN") {
+            self.i += 2;
+            self.expect_punct(&Token::LParen, "'(' and a query returning user_id")?;
+            let q = self.sql(false, "a query returning user_id")?;
+            self.expect_punct(&Token::RParen, "')'")?;
+            return Ok(Leaf::UsersIn(q));
+        }
+        if self.is_kw("ALL") && self.is_kw_at(self.i + 1, "USERS") {
+            self.i += 2;
+            return Ok(Leaf::AllUsers);
+        }
+        Err(self.error_here("expected PROFILE, DID, IN SEGMENT, USERS IN, ALL USERS, NOT or '('"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
