@@ -191,6 +191,9 @@ impl Segments {
                 // Compiling it once checks every embedded predicate and query and rejects cycles.
                 let size = {
                     let mut ev = Evaluator::new(ctx, &universe, use_index.then_some(&*index), &defs, as_of);
+                    // First the statement's own expression, so errors point into the statement;
+                    // then the stored segment (purposes, cycles), sharing the computed leaves.
+                    ev.eval(&expr).await?;
                     ev.segment(&name).await?.len()
                 };
                 let mut all: Vec<SegmentDef> = defs.into_values().collect();

@@ -6,3 +6,4 @@ mod crash;
 mod ingest;
 mod privacy;
 mod s3;
+mod segments;
