@@ -252,6 +252,7 @@ impl Engine {
 
     /// Run one statement (SQL, a segment statement, or `SET segdb.…`) and collect its result.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let sql = strip_leading_comments(sql);
         if let Some(r) = self.set_option(sql) {
             return r;
         }
@@ -340,6 +341,20 @@ impl SchemaProvider for TablesSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         Table::from_name(name).is_some() || self.extra.table_exist(name)
+    }
+}
+
+/// `sql` without the comments and blank space before its first token.
+fn strip_leading_comments(mut sql: &str) -> &str {
+    loop {
+        sql = sql.trim_start();
+        if let Some(rest) = sql.strip_prefix("--") {
+            sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
+        } else if let Some(rest) = sql.strip_prefix("/*") {
+            sql = rest.find("*/").map_or("", |i| &rest[i + 2..]);
+        } else {
+            return sql;
+        }
     }
 }
 

@@ -14,6 +14,8 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("sql/examples/01_overview.sql", include_str!("../../sql/examples/01_overview.sql")),
     ("sql/examples/02_funnel.sql", include_str!("../../sql/examples/02_funnel.sql")),
     ("sql/examples/03_lookup_by_raw_id.sql", include_str!("../../sql/examples/03_lookup_by_raw_id.sql")),
+    ("sql/examples/04_segments.sql", include_str!("../../sql/examples/04_segments.sql")),
+    ("sql/examples/05_segment_queries.sql", include_str!("../../sql/examples/05_segment_queries.sql")),
 ];
 
 pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
