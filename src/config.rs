@@ -52,6 +52,23 @@ pub enum Command {
     /// Maintain the event index.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Remove superseded data files and old log entries from every table (after FORGET, no byte
+    /// of a forgotten pseudonym remains).
+    Vacuum,
+    /// Manage pseudonymisation keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Replace a partner domain's key with a new random one (ids made with the old key stop
+    /// matching). The `user` key cannot be rotated: stored pseudonyms depend on it.
+    Rotate {
+        /// The domain, e.g. partner_x.
+        #[arg(long, env = "SEGDB_KEYS_DOMAIN")]
+        domain: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

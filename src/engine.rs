@@ -67,6 +67,8 @@ pub struct Engine {
     as_of: std::sync::Mutex<Option<i64>>,
     /// `SET segdb.use_index`: answer DID leaves from the event index when possible.
     use_index: std::sync::atomic::AtomicBool,
+    /// Ordinals of forgotten users, filtered out of every base-table scan.
+    suppressed: Arc<std::sync::RwLock<roaring::RoaringBitmap>>,
 }
 
 impl Engine {
@@ -89,7 +91,13 @@ impl Engine {
         // Make the database's object store known to the session (needed for s3://).
         let probe = db.load(Table::Events).await?;
         probe.update_datafusion_session(&ctx.state())?;
-        let schema = Arc::new(TablesSchema { db: db.clone(), cache: Mutex::new(HashMap::new()), extra: MemorySchemaProvider::new() });
+        let suppressed = Arc::new(std::sync::RwLock::new(crate::erasure::load_suppression(&db).await?.uids));
+        let schema = Arc::new(TablesSchema {
+            db: db.clone(),
+            cache: Mutex::new(HashMap::new()),
+            extra: MemorySchemaProvider::new(),
+            suppressed: suppressed.clone(),
+        });
         let catalog = ctx.catalog(CATALOG).expect("default catalog exists");
         catalog.register_schema(SCHEMA, schema)?;
         crate::functions::register_all(&ctx, keyring.clone());
@@ -102,6 +110,7 @@ impl Engine {
             keyring,
             segments,
             prefetched,
+            suppressed,
             as_of: std::sync::Mutex::new(None),
             use_index: std::sync::atomic::AtomicBool::new(true),
         })
@@ -130,6 +139,61 @@ impl Engine {
     pub async fn rebuild_index(&self) -> Result<(usize, usize)> {
         let idx = self.segments.rebuild_index(&self.ctx).await?;
         Ok((idx.days.len(), idx.bytes()))
+    }
+
+    /// `FORGET USER '…'`, `FORGET USERS IN (…)` and `VACUUM`; `None` when `sql` is none of them.
+    async fn erasure_statement(&self, sql: &str) -> Option<Result<QueryResult>> {
+        use arrow::array::UInt64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let t = sql.trim().trim_end_matches(';').trim();
+        let upper = t.to_ascii_uppercase();
+        let words: Vec<&str> = upper.split_whitespace().take(3).collect();
+        let one = |name: &str, v: u64| -> Result<QueryResult> {
+            let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::UInt64, false)]));
+            let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![v]))])?;
+            Ok(QueryResult { schema, batches: vec![b] })
+        };
+        match words.as_slice() {
+            ["FORGET", "USER", ..] => {
+                let rest = t[t.to_ascii_uppercase().find("USER").expect("matched") + 4..].trim();
+                let Some(id) = rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) else {
+                    return Some(Err(crate::Error::invalid("FORGET USER takes one quoted id: FORGET USER 'raw-id-or-pseudonym'")));
+                };
+                let id = id.replace("''", "'");
+                let r = crate::erasure::forget(&self.db, &self.ctx, &self.keyring, crate::erasure::Target::One(id)).await;
+                self.after_forget().await;
+                Some(r.and_then(|n| one("forgotten", n)))
+            }
+            ["FORGET", "USERS", "IN", ..] | ["FORGET", "USERS", ..] => {
+                let at = upper.find(" IN").map(|i| i + 3).unwrap_or(upper.len());
+                let rest = t[at..].trim();
+                let Some(q) = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')) else {
+                    return Some(Err(crate::Error::invalid("FORGET USERS IN takes a parenthesised query returning user_id")));
+                };
+                let r = crate::erasure::forget(&self.db, &self.ctx, &self.keyring, crate::erasure::Target::Query(q.to_string())).await;
+                self.after_forget().await;
+                Some(r.and_then(|n| one("forgotten", n)))
+            }
+            ["VACUUM", ..] => {
+                let r = crate::erasure::vacuum(&self.db).await;
+                Some(r.and_then(|(files, logs)| {
+                    let schema = Arc::new(Schema::new(vec![
+                        Field::new("files_removed", DataType::UInt64, false),
+                        Field::new("log_entries_removed", DataType::UInt64, false),
+                    ]));
+                    let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![files as u64])), Arc::new(UInt64Array::from(vec![logs as u64]))])?;
+                    Ok(QueryResult { schema, batches: vec![b] })
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    async fn after_forget(&self) {
+        self.segments.invalidate().await;
+        if let Ok(s) = crate::erasure::load_suppression(&self.db).await {
+            *self.suppressed.write().expect("not poisoned") = s.uids;
+        }
     }
 
     /// `SET segdb.…` statements; `None` when `sql` is not one.
@@ -189,11 +253,19 @@ impl Engine {
     async fn prefetch(&self, sql: &str) -> Result<()> {
         self.prefetched.clear();
         let calls = scan_segment_calls(sql);
-        if calls.is_empty() {
+        let consent = scan_consent_calls(sql);
+        if calls.is_empty() && consent.is_empty() {
             return Ok(());
         }
         let as_of = self.as_of();
-        let mut needs_identity = false;
+        let mut needs_identity = !consent.is_empty();
+        for (purpose, at) in consent {
+            let key = crate::functions::segment::has_consent::cache_key(&purpose);
+            if !self.prefetched.has(&key, at) {
+                let bm = self.segments.consent_holders(&self.ctx, &purpose, at.unwrap_or(as_of)).await?;
+                self.prefetched.put(&key, at, bm);
+            }
+        }
         for (f, names, at) in calls {
             needs_identity |= f == "in_segment" || f == "segment_members";
             for n in names {
@@ -256,6 +328,9 @@ impl Engine {
         if let Some(r) = self.set_option(sql) {
             return r;
         }
+        if let Some(r) = self.erasure_statement(sql).await {
+            return r;
+        }
         if crate::segment::parser::is_segment_statement(sql) {
             let stmt = crate::segment::parser::parse_statement(sql).map_err(|e| crate::Error::invalid(format!("segment statement: {e}")))?;
             return self.segments.execute(&self.ctx, stmt, self.as_of(), self.use_index()).await;
@@ -285,6 +360,7 @@ struct TablesSchema {
     db: Database,
     cache: Mutex<HashMap<Table, DeltaTable>>,
     extra: MemorySchemaProvider,
+    suppressed: Arc<std::sync::RwLock<roaring::RoaringBitmap>>,
 }
 
 impl std::fmt::Debug for TablesSchema {
@@ -306,7 +382,18 @@ impl TablesSchema {
                 cache.entry(t).or_insert(table)
             }
         };
-        Ok(table.table_provider().await?)
+        let provider = table.table_provider().await?;
+        let suppressed = self.suppressed.read().expect("not poisoned").clone();
+        if suppressed.is_empty() {
+            return Ok(provider);
+        }
+        // Forgotten users are filtered out of every scan until their rows are gone.
+        use datafusion::logical_expr::{LogicalPlanBuilder, ScalarUDF, col, lit, not};
+        let contains = Arc::new(ScalarUDF::from(crate::functions::bitmap::rb_contains::RbContains::new()));
+        let bytes = lit(datafusion::scalar::ScalarValue::Binary(Some(crate::index::codec::to_bytes(&suppressed))));
+        let keep = not(contains.call(vec![bytes, col("uid")]));
+        let plan = LogicalPlanBuilder::scan(t.name(), datafusion::datasource::provider_as_source(provider), None)?.filter(keep)?.build()?;
+        Ok(Arc::new(datafusion::datasource::ViewTable::new(plan, None)))
     }
 }
 
@@ -356,6 +443,48 @@ fn strip_leading_comments(mut sql: &str) -> &str {
             return sql;
         }
     }
+}
+
+/// Find `has_consent(user, 'purpose' [, at])` calls with a literal purpose (and `at`).
+fn scan_consent_calls(sql: &str) -> Vec<(String, Option<i64>)> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = sqlparser::dialect::GenericDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else { return Vec::new() };
+    let toks: Vec<Token> = tokens.into_iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    let mut out = Vec::new();
+    for i in 0..toks.len() {
+        match &toks[i] {
+            Token::Word(w) if w.value.eq_ignore_ascii_case("has_consent") && toks.get(i + 1) == Some(&Token::LParen) => {}
+            _ => continue,
+        }
+        // Skip the user argument up to the first top-level comma.
+        let (mut j, mut depth) = (i + 2, 0usize);
+        while let Some(t) = toks.get(j) {
+            match t {
+                Token::LParen => depth += 1,
+                Token::RParen if depth == 0 => break,
+                Token::RParen => depth -= 1,
+                Token::Comma if depth == 0 => break,
+                _ => {}
+            }
+            j += 1;
+        }
+        let Some(Token::SingleQuotedString(purpose)) = toks.get(j + 1) else { continue };
+        let mut at = None;
+        if toks.get(j + 2) == Some(&Token::Comma) {
+            match toks.get(j + 3) {
+                Some(Token::SingleQuotedString(s)) => at = crate::ingest::parse_micros(s),
+                Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("TIMESTAMP") => {
+                    if let Some(Token::SingleQuotedString(s)) = toks.get(j + 4) {
+                        at = crate::ingest::parse_micros(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push((purpose.clone(), at));
+    }
+    out
 }
 
 /// Find `segment_*` / `in_segment` calls with literal segment names (and `as_of`) in SQL text.

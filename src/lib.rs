@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod datagen;
 pub mod engine;
+pub mod erasure;
 pub mod error;
 pub mod functions;
 pub mod index;

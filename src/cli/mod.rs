@@ -23,5 +23,22 @@ pub async fn run(cli: Cli) -> Result<i32> {
             println!("rebuilt the event index: {keys} (event, day) entries, {} KB, in {:.2} s", bytes / 1000, started.elapsed().as_secs_f64());
             Ok(0)
         }
+        Command::Vacuum => {
+            let engine = crate::engine::Engine::open(&cli.global.engine_config()).await?;
+            let r = engine.sql("VACUUM").await?;
+            crate::cli::output::print(&mut std::io::stdout(), &r, crate::config::OutputFormat::Table)?;
+            Ok(0)
+        }
+        Command::Keys(crate::config::KeysCommand::Rotate { domain }) => {
+            if domain == crate::privacy::keyring::USER_DOMAIN {
+                return Err(crate::Error::invalid(
+                    "the user key cannot be rotated: every stored pseudonym is made with it (rotate partner domains instead)",
+                ));
+            }
+            let mut ring = crate::privacy::Keyring::open(&cli.global.keyring)?;
+            ring.rotate(&domain)?;
+            println!("rotated the key of domain {domain:?} in {}", cli.global.keyring.display());
+            Ok(0)
+        }
     }
 }

@@ -67,6 +67,7 @@ pub fn register_segment_functions(ctx: &SessionContext, cache: Arc<segment::Pref
     ctx.register_udf(ScalarUDF::from(segment::segment_size::SegmentSize::new(cache.clone())));
     ctx.register_udf(ScalarUDF::from(segment::segment_bitmap::SegmentBitmap::new(cache.clone())));
     ctx.register_udf(ScalarUDF::from(segment::in_segment::InSegment::new(cache.clone())));
+    ctx.register_udf(ScalarUDF::from(segment::has_consent::HasConsent::new(cache.clone())));
     ctx.register_udtf("segment_members", Arc::new(segment::segment_members::SegmentMembers::new(cache.clone())));
     ctx.register_udtf("segment_overlap", Arc::new(segment::segment_overlap::SegmentOverlap::new(cache)));
 }

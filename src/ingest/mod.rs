@@ -150,7 +150,9 @@ pub(crate) async fn ingest_collecting(
     let mut identity = identity::Identity::load(db).await?;
     let now = chrono::Utc::now().timestamp_micros();
     let pseudo = Pseudonymizer::new(keyring, crate::privacy::keyring::USER_DOMAIN);
-    let mut norm = normalize::Normalizer::new(kind, pseudo, table_schema.clone(), now);
+    let forgotten = crate::erasure::load_suppression(db).await?.key_hashes;
+    let mut norm = normalize::Normalizer::new(kind, pseudo, table_schema.clone(), now)
+        .with_forgotten(forgotten, Pseudonymizer::new(keyring, crate::erasure::FORGET_DOMAIN));
 
     let progress = progress_bar(opts.progress, total_bytes);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(usize, read::SourceBatch)>>(4);

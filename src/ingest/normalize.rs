@@ -36,8 +36,11 @@ pub(crate) fn text_columns(kind: Kind) -> TextColumns {
 pub(crate) struct Normalizer {
     kind: Kind,
     pseudo: Pseudonymizer,
-    /// raw id → (pseudonym, ordinal), for this load only (memory, never persisted or logged).
-    cache: HashMap<String, (Arc<str>, i64)>,
+    /// raw id → (pseudonym, forgotten?), for this load only (memory, never persisted or logged).
+    cache: HashMap<String, (Arc<str>, bool)>,
+    /// Keyed hashes of forgotten pseudonyms, and the hasher that makes them.
+    forgotten: std::collections::HashSet<String>,
+    forget_hasher: Option<Pseudonymizer>,
     /// The target table's schema before this load (existing columns keep their type).
     table: SchemaRef,
     now: i64,
@@ -45,7 +48,24 @@ pub(crate) struct Normalizer {
 
 impl Normalizer {
     pub(crate) fn new(kind: Kind, pseudo: Pseudonymizer, table: SchemaRef, now: i64) -> Self {
-        Normalizer { kind, pseudo, cache: HashMap::new(), table, now }
+        Normalizer { kind, pseudo, cache: HashMap::new(), forgotten: Default::default(), forget_hasher: None, table, now }
+    }
+
+    /// Reject rows of users who were forgotten (their keyed hashes, and the hasher).
+    pub(crate) fn with_forgotten(mut self, hashes: std::collections::HashSet<String>, hasher: Pseudonymizer) -> Self {
+        self.forgotten = hashes;
+        self.forget_hasher = Some(hasher);
+        self
+    }
+
+    fn pseudonym(&mut self, raw: &str) -> (Arc<str>, bool) {
+        if let Some(v) = self.cache.get(raw) {
+            return v.clone();
+        }
+        let p: Arc<str> = self.pseudo.pseudonymize(raw).into();
+        let forgotten = !self.forgotten.is_empty() && self.forget_hasher.as_ref().is_some_and(|h| self.forgotten.contains(&h.pseudonymize(&p)));
+        self.cache.insert(raw.to_string(), (p.clone(), forgotten));
+        (p, forgotten)
     }
 
     /// Remember the types of columns first seen in this load, so later batches (and later files)
@@ -223,6 +243,15 @@ impl Normalizer {
             props.push((Field::new(f.name(), arr.data_type().clone(), true), arr));
         }
 
+        // Forgotten users stay forgotten: a load that brings one back rejects those rows.
+        if self.forget_hasher.is_some() {
+            for i in 0..n {
+                if ok[i] && self.pseudonym(raw_ids.value(i)).1 {
+                    ok[i] = false;
+                    bad.push(BadRow::new(file, rows[i], "belongs to a forgotten user (FORGET USER); not loaded".into()));
+                }
+            }
+        }
         // Keep the good rows, then pseudonymise and assign ordinals (bad rows create no identity).
         let mask = BooleanArray::from(ok);
         let raw_ids = filter(&raw_ids, &mask)?;
@@ -231,16 +260,8 @@ impl Normalizer {
         let mut pseudo = StringBuilder::with_capacity(kept, kept * 25);
         let mut uids = Int64Builder::with_capacity(kept);
         for i in 0..kept {
-            let raw = raw_ids.value(i);
-            let (p, u) = match self.cache.get(raw) {
-                Some((p, u)) => (p.clone(), *u),
-                None => {
-                    let p: Arc<str> = self.pseudo.pseudonymize(raw).into();
-                    let u = identity.ordinal(&p)?;
-                    self.cache.insert(raw.to_string(), (p.clone(), u));
-                    (p, u)
-                }
-            };
+            let (p, _) = self.pseudonym(raw_ids.value(i));
+            let u = identity.ordinal(&p)?;
             pseudo.append_value(&*p);
             uids.append_value(u);
         }

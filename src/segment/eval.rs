@@ -375,3 +375,19 @@ fn strsim_distance(a: &str, b: &str) -> usize {
     }
     prev[b.len()]
 }
+
+/// Every identity row: (uid, pseudonym or None when forgotten).
+pub async fn identity_rows(ctx: &SessionContext) -> Result<Vec<(u32, Option<String>)>> {
+    let batches = ctx.sql("SELECT uid, user_id FROM identity").await?.collect().await?;
+    let mut out = Vec::new();
+    for b in batches {
+        let u = arrow::compute::cast(b.column(0), &DataType::Int64)?;
+        let u = u.as_primitive::<Int64Type>();
+        let p = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
+        let p = p.as_string::<i32>();
+        for i in 0..b.num_rows() {
+            out.push((u.value(i) as u32, p.is_valid(i).then(|| p.value(i).to_string())));
+        }
+    }
+    Ok(out)
+}

@@ -69,7 +69,10 @@ impl Segments {
                 return Ok(u.clone());
             }
         }
-        let u = Arc::new(eval::uid_bitmap(ctx, "SELECT uid FROM identity WHERE user_id IS NOT NULL").await?);
+        let mut u = eval::uid_bitmap(ctx, "SELECT uid FROM identity WHERE user_id IS NOT NULL").await?;
+        // Forgotten users leave at once, even before their identity row is cleared.
+        u -= crate::erasure::load_suppression(&self.db).await?.uids;
+        let u = Arc::new(u);
         c.universe = Some((version, u.clone()));
         Ok(u)
     }
@@ -91,6 +94,13 @@ impl Segments {
         let idx = Arc::new(idx);
         c.index = Some(idx.clone());
         Ok(idx)
+    }
+
+    /// Users holding consent for `purpose` at `at` (known, non-erased users only).
+    pub async fn consent_holders(&self, ctx: &SessionContext, purpose: &str, at: i64) -> Result<RoaringBitmap> {
+        let q = consent::purpose_query(purpose, at).map_err(Error::invalid)?;
+        let universe = self.universe(ctx).await?;
+        Ok(eval::uid_bitmap(ctx, &q).await? & &*universe)
     }
 
     /// Rebuild the event index from `events`.

@@ -22,13 +22,17 @@ pub enum Table {
     Segments,
     /// `_segdb/event_index`: per-(event, day) bit-sliced counts.
     EventIndex,
+    /// `_segdb/suppression`: forgotten users (ordinal + keyed hash of the pseudonym).
+    Suppression,
+    /// `_segdb/audit`: one row per FORGET, without identifiers in clear.
+    Audit,
 }
 
 impl Table {
     /// The tables every database has from creation.
     pub const BASE: [Table; 4] = [Table::Events, Table::Profiles, Table::Consent, Table::Identity];
     /// The engine's own tables under `_segdb/`.
-    pub const ENGINE: [Table; 2] = [Table::Segments, Table::EventIndex];
+    pub const ENGINE: [Table; 4] = [Table::Segments, Table::EventIndex, Table::Suppression, Table::Audit];
 
     /// Its SQL name (and directory under the root).
     pub fn name(self) -> &'static str {
@@ -39,6 +43,8 @@ impl Table {
             Table::Identity => "identity",
             Table::Segments => "segments",
             Table::EventIndex => "event_index",
+            Table::Suppression => "suppression",
+            Table::Audit => "audit",
         }
     }
 
@@ -47,6 +53,8 @@ impl Table {
         match self {
             Table::Segments => "_segdb/segments",
             Table::EventIndex => "_segdb/event_index",
+            Table::Suppression => "_segdb/suppression",
+            Table::Audit => "_segdb/audit",
             other => other.name(),
         }
     }
@@ -96,6 +104,17 @@ pub fn base_schema(table: Table) -> SchemaRef {
             Field::new("slice", DataType::Int32, true),
             Field::new("bitmap", DataType::Binary, true),
             Field::new("events_version", DataType::Int64, true),
+        ],
+        Table::Suppression => vec![
+            Field::new("uid", DataType::Int64, true),
+            Field::new("key_hash", DataType::Utf8, true),
+            Field::new("forgotten_at", ts_type(), true),
+        ],
+        Table::Audit => vec![
+            Field::new("at", ts_type(), true),
+            Field::new("action", DataType::Utf8, true),
+            Field::new("users", DataType::Int64, true),
+            Field::new("key_hashes", DataType::Utf8, true),
         ],
     };
     Arc::new(Schema::new(fields))

@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod crash;
+mod erasure;
 mod examples;
 mod ingest;
 mod privacy;

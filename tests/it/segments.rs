@@ -234,6 +234,23 @@ async fn for_purpose_filters_members_by_consent() {
     assert!(rows(&e, &members("both_")).await.is_empty());
     // Before e's consent expired, e was a member.
     assert_eq!(count(&e, "SELECT segment_size('mk', '2026-01-12T00:00:00Z')").await, 2);
+    // has_consent reads the same rules, per user.
+    assert_eq!(count(&e, "SELECT count(*) FROM identity WHERE has_consent(user_id, 'marketing')").await, 1);
+    assert_eq!(count(&e, "SELECT count(*) FROM identity WHERE has_consent(uid, 'tcf:1')").await, 1);
+    assert_eq!(count(&e, "SELECT count(*) FROM identity WHERE has_consent(user_id, 'marketing', '2026-01-12T00:00:00Z')").await, 2);
+    assert_eq!(count(&e, "SELECT count(*) FROM identity WHERE has_consent(user_id, 'sale')").await, 0);
+    // No way around FOR PURPOSE: subqueries, CTEs, joins and bitmap functions all see the same members.
+    for q in [
+        "SELECT count(*) FROM (SELECT * FROM segment_members('t1')) s",
+        "WITH m AS (SELECT user_id FROM segment_members('t1')) SELECT count(*) FROM m",
+        "SELECT count(*) FROM identity i JOIN segment_members('outer_') m ON i.user_id = m.user_id",
+        "SELECT rb_cardinality(rb_or(segment_bitmap('t1'), segment_bitmap('outer_')))",
+        "SELECT count(*) FROM identity WHERE in_segment('t1', user_id)",
+        "SELECT segment_size('t1')",
+    ] {
+        assert_eq!(count(&e, q).await, 1, "{q}");
+    }
+    assert!(e.sql("SET segdb.consent = off").await.is_err());
     let err = e.sql("CREATE SEGMENT bad FOR PURPOSE 'tcf:99' AS ALL USERS").await.unwrap_err().to_string();
     assert!(err.contains("tcf:1"), "{err}");
 }

@@ -7,6 +7,7 @@
 //! them. Consent (`FOR PURPOSE`) and erasure are part of that evaluation, so no function can see a
 //! member the segment's rules exclude.
 
+pub mod has_consent;
 pub mod in_segment;
 pub mod segment_bitmap;
 pub mod segment_members;

@@ -19,6 +19,7 @@ pub enum TcfError {
     BadRange { field: &'static str },
     UnknownSegment(u8),
     DuplicateSegment(u8),
+    BadLetters { field: &'static str },
 }
 
 impl std::fmt::Display for TcfError {
@@ -31,6 +32,7 @@ impl std::fmt::Display for TcfError {
             TcfError::BadRange { field } => write!(f, "invalid vendor range in {field}"),
             TcfError::UnknownSegment(t) => write!(f, "unknown segment type {t}"),
             TcfError::DuplicateSegment(t) => write!(f, "segment type {t} appears twice"),
+            TcfError::BadLetters { field } => write!(f, "{field} is not two letters A–Z"),
         }
     }
 }
@@ -86,6 +88,9 @@ impl<'a> Bits<'a> {
     fn letters(&mut self, field: &'static str) -> Result<[u8; 2], TcfError> {
         let a = self.read(6, field)? as u8;
         let b = self.read(6, field)? as u8;
+        if a > 25 || b > 25 {
+            return Err(TcfError::BadLetters { field });
+        }
         Ok([b'A' + a, b'A' + b])
     }
     /// A fixed-width bit field of ids 1..=width.

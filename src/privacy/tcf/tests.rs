@@ -133,3 +133,43 @@ fn encoder_round_trips_through_the_decoder() {
     };
     assert_eq!(decode(&encode_core(&c)).unwrap().core, c);
 }
+
+/// A quick property test in the suite (the cargo-fuzz target in fuzz/ runs the same checks
+/// longer): random strings, mutated valid strings and random core segments never panic, and
+/// whatever decodes round-trips through the encoder.
+#[test]
+fn property_random_and_mutated_inputs() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x7cf);
+    let valid: Vec<String> = vectors("tcf_valid.json").values().map(|v| v["string"].as_str().unwrap().to_string()).collect();
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=";
+    let mut decoded = 0;
+    for i in 0..20_000 {
+        let s: String = if i % 2 == 0 {
+            let n = rng.random_range(0..120);
+            (0..n).map(|_| B64[rng.random_range(0..B64.len())] as char).collect()
+        } else {
+            let mut b = valid[rng.random_range(0..valid.len())].clone().into_bytes();
+            for _ in 0..rng.random_range(1..4) {
+                match rng.random_range(0..3) {
+                    0 if !b.is_empty() => {
+                        let k = rng.random_range(0..b.len());
+                        b[k] = B64[rng.random_range(0..B64.len())];
+                    }
+                    1 if !b.is_empty() => {
+                        let k = rng.random_range(0..b.len());
+                        b.truncate(k);
+                    }
+                    _ => b.push(B64[rng.random_range(0..B64.len())]),
+                }
+            }
+            String::from_utf8(b).unwrap()
+        };
+        if let Ok(tc) = decode(&s) {
+            decoded += 1;
+            let again = decode(&encode_core(&tc.core)).unwrap();
+            assert_eq!(again.core, tc.core, "{s}");
+        }
+    }
+    assert!(decoded > 100, "mutations should still decode sometimes ({decoded})");
+}
