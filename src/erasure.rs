@@ -200,5 +200,6 @@ pub async fn vacuum(db: &Database) -> Result<(usize, usize)> {
             logs += deltalake::checkpoints::cleanup_expired_logs_for(version, table.log_store().as_ref(), cutoff, None).await?;
         }
     }
+    db.forget_handles().await;
     Ok((files, logs))
 }

@@ -52,7 +52,7 @@ const PLANS: &[(&str, f64)] = &[("free", 0.72), ("plus", 0.20), ("premium", 0.08
 const CATEGORIES: &[&str] = &["shoes", "apparel", "electronics", "home", "beauty", "sports", "books", "toys"];
 const PRODUCTS: u32 = 5000;
 /// Mean events per session of the funnel below (measured; used to turn events/user into sessions).
-const EVENTS_PER_SESSION: f64 = 4.6;
+const EVENTS_PER_SESSION: f64 = 4.48;
 const ROWS: usize = 65_536;
 
 fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [(T, f64)]) -> &'a T {

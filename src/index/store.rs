@@ -138,7 +138,7 @@ pub async fn append(db: &Database, days: &HashMap<(String, i32), Bsi>, events_ve
 
 /// The latest committed version of `events`.
 pub async fn events_version(db: &Database) -> Result<Option<u64>> {
-    let t = db.load(Table::Events).await?;
+    let t = db.latest(Table::Events).await?;
     // Version 0 is the table's creation (no rows).
     Ok(t.version().filter(|v| *v > 0))
 }

@@ -34,6 +34,8 @@ pub struct Evaluator<'a> {
     /// EXPLAIN lines, when explaining.
     pub explain: Option<Vec<String>>,
     depth: usize,
+    /// The segment service, for cached PROFILE leaves.
+    pub service: Option<&'a super::Segments>,
 }
 
 /// Run a query whose first column is `uid` and collect it as a bitmap.
@@ -152,7 +154,7 @@ fn leaf_error(e: impl std::fmt::Display, pos: Pos, what: &str) -> Error {
 
 impl<'a> Evaluator<'a> {
     pub fn new(ctx: &'a SessionContext, universe: &'a RoaringBitmap, index: Option<&'a EventIndex>, defs: &'a HashMap<String, SegmentDef>, as_of: i64) -> Self {
-        Evaluator { ctx, universe, index, defs, as_of, memo: HashMap::new(), stack: Vec::new(), explain: None, depth: 0 }
+        Evaluator { ctx, universe, index, defs, as_of, memo: HashMap::new(), stack: Vec::new(), explain: None, depth: 0, service: None }
     }
 
     fn note(&mut self, line: String) {
@@ -258,9 +260,25 @@ impl<'a> Evaluator<'a> {
         let (bm, path) = match l {
             Leaf::AllUsers => (self.universe.clone(), "universe".to_string()),
             Leaf::Profile(sql) => {
-                let q = format!("SELECT uid FROM profiles WHERE ({})", sql.text);
-                let bm = uid_bitmap(self.ctx, &q).await.map_err(|e| leaf_error(e, sql.pos, "PROFILE predicate"))?;
-                (bm & self.universe, "scan profiles".to_string())
+                let versions = match self.service {
+                    Some(s) => Some(s.profile_versions().await?),
+                    None => None,
+                };
+                let cached = match (self.service, versions) {
+                    (Some(s), Some(v)) => s.cached_profile(&sql.text, v).await,
+                    _ => None,
+                };
+                match cached {
+                    Some(bm) => (bm & self.universe, "profile bitmap cached for this profiles version".to_string()),
+                    None => {
+                        let q = format!("SELECT uid FROM profiles WHERE ({})", sql.text);
+                        let bm = uid_bitmap(self.ctx, &q).await.map_err(|e| leaf_error(e, sql.pos, "PROFILE predicate"))?;
+                        if let (Some(s), Some(v)) = (self.service, versions) {
+                            s.store_profile(&sql.text, v, bm.clone()).await;
+                        }
+                        (bm & self.universe, "scan profiles".to_string())
+                    }
+                }
             }
             Leaf::Did { what, freq, window, pos } => {
                 let (lo, hi) = self.window_bounds(window.as_ref());

@@ -37,7 +37,14 @@ pub struct Segments {
 struct Cache {
     universe: Option<(Option<u64>, Arc<RoaringBitmap>)>,
     index: Option<Arc<EventIndex>>,
+    defs: Option<(Option<u64>, Arc<HashMap<String, SegmentDef>>)>,
+    /// PROFILE leaf bitmaps by (predicate, profiles version, identity version): a profile
+    /// attribute index that a new profiles or identity commit invalidates.
+    profile_leaves: HashMap<(String, Option<u64>, Option<u64>), RoaringBitmap>,
 }
+
+/// Versions of the tables a PROFILE leaf reads.
+pub(crate) type ProfileVersions = (Option<u64>, Option<u64>);
 
 fn result(schema: SchemaRef, cols: Vec<ArrayRef>) -> Result<QueryResult> {
     let batch = RecordBatch::try_new(schema.clone(), cols)?;
@@ -62,7 +69,7 @@ impl Segments {
 
     /// Every known, non-erased user.
     pub async fn universe(&self, ctx: &SessionContext) -> Result<Arc<RoaringBitmap>> {
-        let version = self.db.load(Table::Identity).await?.version();
+        let version = self.db.latest(Table::Identity).await?.version();
         let mut c = self.cache.lock().await;
         if let Some((v, u)) = &c.universe {
             if *v == version {
@@ -115,6 +122,7 @@ impl Segments {
         let mut c = self.cache.lock().await;
         c.universe = None;
         c.index = None;
+        c.profile_leaves.clear();
     }
 
     /// Append a load's index counts (called after the events commit at `events_version`). The
@@ -145,7 +153,34 @@ impl Segments {
     }
 
     async fn defs(&self) -> Result<HashMap<String, SegmentDef>> {
-        Ok(catalog::load(&self.db).await?.into_iter().map(|d| (d.name.clone(), d)).collect())
+        let version = self.db.latest(Table::Segments).await?.version();
+        if let Some((v, d)) = &self.cache.lock().await.defs {
+            if *v == version {
+                return Ok((**d).clone());
+            }
+        }
+        let d: HashMap<String, SegmentDef> = catalog::load(&self.db).await?.into_iter().map(|d| (d.name.clone(), d)).collect();
+        self.cache.lock().await.defs = Some((version, Arc::new(d.clone())));
+        Ok(d)
+    }
+
+    /// The versions PROFILE leaf results depend on.
+    pub(crate) async fn profile_versions(&self) -> Result<ProfileVersions> {
+        Ok((self.db.latest(Table::Profiles).await?.version(), self.db.latest(Table::Identity).await?.version()))
+    }
+
+    /// A cached PROFILE leaf bitmap.
+    pub(crate) async fn cached_profile(&self, sql: &str, v: ProfileVersions) -> Option<RoaringBitmap> {
+        self.cache.lock().await.profile_leaves.get(&(sql.to_string(), v.0, v.1)).cloned()
+    }
+
+    /// Remember a PROFILE leaf bitmap (older versions are dropped).
+    pub(crate) async fn store_profile(&self, sql: &str, v: ProfileVersions, bm: RoaringBitmap) {
+        let mut c = self.cache.lock().await;
+        c.profile_leaves.retain(|(_, a, b), _| *a == v.0 && *b == v.1);
+        if c.profile_leaves.len() < 256 {
+            c.profile_leaves.insert((sql.to_string(), v.0, v.1), bm);
+        }
     }
 
     /// Find a stored segment by name (exact, then case-insensitive).
@@ -162,6 +197,7 @@ impl Segments {
         let universe = self.universe(ctx).await?;
         let index = if use_index { Some(self.index(ctx).await?) } else { None };
         let mut ev = Evaluator::new(ctx, &universe, index.as_deref(), &defs, as_of);
+        ev.service = Some(self);
         ev.segment(&name).await
     }
 

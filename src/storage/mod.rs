@@ -38,6 +38,8 @@ struct Marker {
 pub struct Database {
     location: Location,
     store: Arc<dyn ObjectStore>,
+    /// Open tables, brought up to date incrementally by [`Database::latest`].
+    handles: Arc<tokio::sync::Mutex<std::collections::HashMap<Table, DeltaTable>>>,
 }
 
 impl Database {
@@ -48,7 +50,7 @@ impl Database {
         location.check_keyring_outside(keyring)?;
         location.prepare_local()?;
         let store = location.object_store()?;
-        let db = Database { location, store };
+        let db = Database { location, store, handles: Default::default() };
         let fingerprint = Pseudonymizer::fingerprint(keyring);
         match db.read_marker().await? {
             Some(m) => {
@@ -102,6 +104,25 @@ impl Database {
             .load()
             .await?;
         Ok(t)
+    }
+
+    /// The latest committed version of a table, reusing an open handle (only new log entries are
+    /// read). For reads; writers load afresh with [`Database::load`].
+    pub async fn latest(&self, table: Table) -> Result<DeltaTable> {
+        let mut handles = self.handles.lock().await;
+        if let Some(t) = handles.get_mut(&table) {
+            if t.update_incremental(None).await.is_ok() {
+                return Ok(t.clone());
+            }
+        }
+        let t = self.load(table).await?;
+        handles.insert(table, t.clone());
+        Ok(t)
+    }
+
+    /// Drop open handles (after log entries were removed).
+    pub async fn forget_handles(&self) {
+        self.handles.lock().await.clear();
     }
 
     async fn ensure_table(&self, table: Table) -> Result<()> {
