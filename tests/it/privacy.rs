@@ -124,3 +124,24 @@ fn a_new_keyring_is_created_private() {
     assert!(dir.path().join("segdb-data/_segdb/segdb.json").exists());
     assert!(dir.path().join("segdb-data/events/_delta_log").exists());
 }
+
+#[test]
+fn rotating_a_partner_key_changes_partner_ids_only() {
+    let db = TestDb::new();
+    let f = db.input("e.csv", "user_id,event,ts\nalice,a,2026-01-01\n");
+    assert!(db.cli(&["ingest", "events", f.to_str().unwrap()]).status.success());
+    let q = ["sql", "--format", "csv", "-c", "SELECT user_id, pseudonymize(user_id, 'partner_x') AS partner FROM events"];
+    let before = stdout(&db.cli(&q));
+    let o = db.cli(&["keys", "rotate", "--domain", "partner_x"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = stdout(&db.cli(&q));
+    let (b, a): (Vec<&str>, Vec<&str>) = (before.lines().nth(1).unwrap().split(',').collect(), after.lines().nth(1).unwrap().split(',').collect());
+    assert_eq!(a[0], b[0], "stored pseudonyms must not change");
+    assert_eq!(a[0], expected_pseudonym("alice"));
+    assert_ne!(a[1], b[1], "the partner id must change after rotation");
+    // The user key cannot be rotated, and the database still opens with the keyring.
+    let o = db.cli(&["keys", "rotate", "--domain", "user"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot be rotated"));
+    assert!(db.cli(&["sql", "-c", "SELECT 1"]).status.success());
+}

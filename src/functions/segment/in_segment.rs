@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::array::ArrayRef;
+use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 
-use super::{Prefetched, literal_name};
+use super::{Prefetched, literal_name, membership};
 
 #[derive(Debug)]
 pub struct InSegment {
@@ -50,30 +50,8 @@ impl ScalarUDFImpl for InSegment {
         let scalar = matches!(args.args[1], ColumnarValue::Scalar(_));
         let rows = if scalar { 1 } else { args.number_rows };
         let users = args.args[1].to_array(rows)?;
-        let mut out = BooleanBuilder::with_capacity(rows);
-        if matches!(users.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) {
-            let ids = self.cache.identity()?;
-            let s = arrow::compute::cast(&users, &DataType::Utf8)?;
-            let s = s.as_string::<i32>();
-            for i in 0..rows {
-                if s.is_null(i) {
-                    out.append_null();
-                } else {
-                    out.append_value(ids.by_pseudonym.get(s.value(i)).is_some_and(|u| bm.contains(*u)));
-                }
-            }
-        } else {
-            let u = arrow::compute::cast(&users, &DataType::Int64)?;
-            let u = u.as_primitive::<Int64Type>();
-            for i in 0..rows {
-                if u.is_null(i) {
-                    out.append_null();
-                } else {
-                    out.append_value(u32::try_from(u.value(i)).is_ok_and(|v| bm.contains(v)));
-                }
-            }
-        }
-        let arr: ArrayRef = Arc::new(out.finish());
+        let out = membership(&self.cache, &users, &bm, None)?;
+        let arr: ArrayRef = Arc::new(out);
         if scalar { Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?)) } else { Ok(ColumnarValue::Array(arr)) }
     }
 }

@@ -68,6 +68,40 @@ impl Prefetched {
     }
 }
 
+/// Per row: is this user (a stored pseudonym, or a `uid`) in `bm`? NULL users give `null_as`
+/// (None keeps NULL).
+pub(crate) fn membership(
+    cache: &Prefetched,
+    users: &arrow::array::ArrayRef,
+    bm: &RoaringBitmap,
+    null_as: Option<bool>,
+) -> Result<arrow::array::BooleanArray> {
+    use arrow::array::{Array, AsArray, BooleanBuilder};
+    use arrow::datatypes::{DataType, Int64Type};
+    let rows = users.len();
+    let mut out = BooleanBuilder::with_capacity(rows);
+    let mut push = |valid: bool, member: bool| match (valid, null_as) {
+        (true, _) => out.append_value(member),
+        (false, Some(v)) => out.append_value(v),
+        (false, None) => out.append_null(),
+    };
+    if matches!(users.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) {
+        let ids = cache.identity()?;
+        let s = arrow::compute::cast(users, &DataType::Utf8)?;
+        let s = s.as_string::<i32>();
+        for i in 0..rows {
+            push(s.is_valid(i), s.is_valid(i) && ids.by_pseudonym.get(s.value(i)).is_some_and(|u| bm.contains(*u)));
+        }
+    } else {
+        let u = arrow::compute::cast(users, &DataType::Int64)?;
+        let u = u.as_primitive::<Int64Type>();
+        for i in 0..rows {
+            push(u.is_valid(i), u.is_valid(i) && u32::try_from(u.value(i)).is_ok_and(|v| bm.contains(v)));
+        }
+    }
+    Ok(out.finish())
+}
+
 /// A literal segment name argument.
 pub(crate) fn literal_name(f: &str, v: &ColumnarValue) -> Result<String> {
     match v {
