@@ -27,6 +27,11 @@ use ast::{EventRef, Expr, Leaf, Statement};
 use catalog::SegmentDef;
 use eval::{Evaluator, suggest};
 
+/// Bytes of event index kept in memory between statements (`SEGDB_INDEX_CACHE_MB`).
+fn index_budget() -> usize {
+    std::env::var("SEGDB_INDEX_CACHE_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1024) * 1_000_000
+}
+
 /// Segment state shared by an engine.
 pub struct Segments {
     db: Database,
@@ -99,7 +104,13 @@ impl Segments {
             idx = store::rebuild(&self.db, ctx).await?;
         }
         let idx = Arc::new(idx);
-        c.index = Some(idx.clone());
+        // Keep it only within the memory budget (SEGDB_INDEX_CACHE_MB, default 1024).
+        if idx.bytes() <= index_budget() {
+            c.index = Some(idx.clone());
+        } else {
+            tracing::warn!(bytes = idx.bytes(), budget = index_budget(), "event index exceeds its cache budget; it is reloaded per statement");
+            c.index = None;
+        }
         Ok(idx)
     }
 

@@ -9,3 +9,4 @@ mod ingest;
 mod privacy;
 mod s3;
 mod segments;
+mod slt;

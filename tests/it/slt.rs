@@ -1,0 +1,135 @@
+//! A sqllogictest runner for `tests/sql/*.slt` (a fresh engine per file, on the generated demo
+//! dataset). Supported records: `statement ok`, `statement error <substring>`, and
+//! `query <types> [rowsort]` followed by SQL, `----` and the expected rows (cells separated by a
+//! space, NULL as `NULL`). `SEGDB_SLT_COMPLETE=1` rewrites the expectations from actual results.
+
+use segdb::config::GenFormat;
+use segdb::datagen::{GenConfig, generate};
+use segdb::ingest::{IngestOptions, Kind};
+
+use crate::common::*;
+
+enum Record {
+    Statement { sql: String, error: Option<String>, line: usize },
+    Query { header: String, sql: String, expected: Vec<String>, rowsort: bool, line: usize },
+}
+
+fn parse(text: &str) -> Vec<Record> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i].trim();
+        if l.is_empty() || l.starts_with('#') {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut sql = Vec::new();
+        i += 1;
+        if let Some(rest) = l.strip_prefix("statement") {
+            let rest = rest.trim();
+            let error = rest.strip_prefix("error").map(|e| e.trim().to_string());
+            while i < lines.len() && !lines[i].trim().is_empty() {
+                sql.push(lines[i]);
+                i += 1;
+            }
+            out.push(Record::Statement { sql: sql.join("\n"), error, line: start });
+        } else if l.starts_with("query") {
+            while i < lines.len() && lines[i].trim() != "----" {
+                sql.push(lines[i]);
+                i += 1;
+            }
+            i += 1;
+            let mut expected = Vec::new();
+            while i < lines.len() && !lines[i].trim().is_empty() {
+                expected.push(lines[i].trim_end().to_string());
+                i += 1;
+            }
+            out.push(Record::Query { header: l.to_string(), sql: sql.join("\n"), expected, rowsort: l.contains("rowsort"), line: start });
+        } else {
+            panic!("line {start}: unknown record {l:?}");
+        }
+    }
+    out
+}
+
+fn render(r: &segdb::QueryResult) -> Vec<String> {
+    use arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for b in &r.batches {
+        let cols: Vec<_> = b.columns().iter().map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap()).collect();
+        for i in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| {
+                        let s = c.as_string::<i32>();
+                        if s.is_null(i) { "NULL".to_string() } else if s.value(i).is_empty() { "(empty)".to_string() } else { s.value(i).replace(' ', "_") }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
+    let complete = std::env::var("SEGDB_SLT_COMPLETE").is_ok();
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "slt")).collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        let db = TestDb::new();
+        let stats = generate(&GenConfig {
+            users: 2000,
+            days: 30,
+            out: db.dir.path().join("src"),
+            seed: 42,
+            format: GenFormat::Parquet,
+            end: chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
+            events_per_user: 20.0,
+        })
+        .unwrap();
+        let e = db.engine().await;
+        for (k, f) in [(Kind::Profiles, &stats.profile_files), (Kind::Events, &stats.event_files), (Kind::Consent, &stats.consent_files)] {
+            e.ingest(k, f, &IngestOptions::default()).await.unwrap();
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let mut rewritten: String = text.lines().take_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+        if !rewritten.is_empty() {
+            rewritten.push('\n');
+        }
+        for rec in parse(&text) {
+            match rec {
+                Record::Statement { sql, error, line } => {
+                    let r = e.sql(&sql).await;
+                    match (&error, r) {
+                        (None, Err(err)) => panic!("{name}:{line}: statement failed: {err}\n{sql}"),
+                        (Some(want), Ok(_)) => panic!("{name}:{line}: expected an error containing {want:?}\n{sql}"),
+                        (Some(want), Err(err)) => assert!(err.to_string().contains(want.as_str()), "{name}:{line}: error {err} does not contain {want:?}"),
+                        (None, Ok(_)) => {}
+                    }
+                    rewritten.push_str(&format!("statement {}\n{sql}\n\n", error.map_or("ok".to_string(), |e| format!("error {e}"))));
+                }
+                Record::Query { header, sql, expected, rowsort, line } => {
+                    let r = e.sql(&sql).await.unwrap_or_else(|err| panic!("{name}:{line}: query failed: {err}\n{sql}"));
+                    let mut got = render(&r);
+                    if rowsort {
+                        got.sort();
+                    }
+                    if !complete {
+                        assert_eq!(got, expected, "{name}:{line}: {sql}");
+                    }
+                    rewritten.push_str(&format!("{header}\n{sql}\n----\n{}\n\n", got.join("\n")));
+                }
+            }
+        }
+        if complete {
+            std::fs::write(&file, rewritten.trim_end().to_string() + "\n").unwrap();
+        }
+    }
+}
