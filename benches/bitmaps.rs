@@ -116,6 +116,11 @@ fn index_build(c: &mut Criterion) {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary too: only measure under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("bitmaps bench: run with `cargo bench --bench bitmaps`");
+        return;
+    }
     let mut c = Criterion { samples: 10 };
     println!("{:<45} {:>15}", "case", "median");
     codec(&mut c);

@@ -134,6 +134,66 @@ pub(crate) async fn ingest_collecting(
     if files.is_empty() {
         return Err(Error::invalid("no input files given"));
     }
+    // URLs (file://, s3://) become local paths; remote objects are fetched to a scratch directory
+    // that lives until the load ends.
+    let scratch = tempfile_dir()?;
+    let mut local = Vec::new();
+    for f in files {
+        local.push(fetch_input(f, &scratch).await?);
+    }
+    let result = ingest_local(db, keyring, kind, &local, opts, started).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("segdb-ingest-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// A local path for an input given as a path, `file://` URL or `s3://bucket/key` URL.
+async fn fetch_input(f: &Path, scratch: &Path) -> Result<PathBuf> {
+    use object_store::ObjectStoreExt;
+    let Some(s) = f.to_str() else { return Ok(f.to_path_buf()) };
+    let Some((scheme, _)) = s.split_once("://") else { return Ok(f.to_path_buf()) };
+    let url = url::Url::parse(s).map_err(|e| Error::ingest(format!("{s} is not a valid URL: {e}")))?;
+    match scheme {
+        "file" => url.to_file_path().map_err(|_| Error::ingest(format!("{s} is not a local file URL"))),
+        "s3" | "s3a" => {
+            let bucket = url.host_str().unwrap_or_default().to_string();
+            let key = url.path().trim_start_matches('/').to_string();
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
+            if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
+                b = b.with_allow_http(true);
+            }
+            let store = b.build().map_err(|e| Error::ingest(format!("cannot reach s3://{bucket}: {}", e.to_string().lines().next().unwrap_or(""))))?;
+            let bytes = store
+                .get(&object_store::path::Path::from(key.as_str()))
+                .await
+                .map_err(|e| Error::ingest(format!("cannot read {s}: {}", e.to_string().lines().next().unwrap_or(""))))?
+                .bytes()
+                .await
+                .map_err(|e| Error::ingest(format!("cannot read {s}: {e}")))?;
+            let name = key.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("input");
+            let dir = scratch.join(uuid::Uuid::new_v4().to_string());
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(name);
+            std::fs::write(&path, &bytes)?;
+            Ok(path)
+        }
+        other => Err(Error::ingest(format!("input scheme {other:?} is not supported; use a path, file:// or s3://"))),
+    }
+}
+
+async fn ingest_local(
+    db: &Database,
+    keyring: &Keyring,
+    kind: Kind,
+    files: &[PathBuf],
+    opts: &IngestOptions,
+    started: Instant,
+) -> Result<(IngestReport, Option<IndexDays>)> {
     let mut inputs = Vec::new();
     let mut total_bytes = 0u64;
     for f in files {

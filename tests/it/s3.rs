@@ -47,6 +47,16 @@ fn http(port: u16, method: &str, path: &str) -> Option<u16> {
     head.split_whitespace().nth(1)?.parse().ok()
 }
 
+fn http_put(port: u16, path: &str, body: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).ok()?;
+    s.write_all(body).ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n]).split_whitespace().nth(1)?.parse().ok()
+}
+
 fn start_weed(bin: &PathBuf) -> Weed {
     let dir = tempfile::tempdir().unwrap();
     let s3_port = free_port();
@@ -139,6 +149,16 @@ fn s3_and_local_path_give_identical_results() {
         assert!(a.lines().count() > 1, "{q} returned nothing: {a}");
         assert_eq!(a, b, "local and S3 differ for {q}");
     }
+
+    // Inputs can be read from the bucket too (s3:// URLs), and from file:// URLs.
+    assert_eq!(http_put(weed.s3_port, "/segdb-test/inputs/extra.csv", b"user_id,plan\nfrom-s3,premium\n"), Some(200));
+    on(true, &["ingest", "profiles", "s3://segdb-test/inputs/extra.csv"]);
+    let url = format!("file://{}", src.join("consent.parquet").display());
+    on(false, &["ingest", "consent", &url]);
+    let got = on(true, &["sql", "--format", "csv", "-c", &format!("SELECT plan FROM profiles WHERE user_id = '{}'", expected_pseudonym("from-s3"))]);
+    assert_eq!(got, "plan\npremium\n");
+    let o = local.cli_env(&["--data", s3_url, "ingest", "profiles", "s3://segdb-test/inputs/missing.csv"], &s3_env);
+    assert!(!o.status.success() && stderr(&o).contains("cannot read s3://segdb-test/inputs/missing.csv"), "{}", stderr(&o));
 
     // An unreachable bucket is a clear one-line error.
     let o = local.cli_env(&["--data", "s3://no-such-bucket-here/x", "sql", "-c", "SELECT 1"], &s3_env);
