@@ -174,6 +174,21 @@ impl Engine {
                 self.after_forget().await;
                 Some(r.and_then(|n| one("forgotten", n)))
             }
+            ["ALTER", "TABLE", ..] if upper.contains(" SET RETENTION") || upper.contains(" RESET RETENTION") => {
+                let w: Vec<&str> = upper.split_whitespace().collect();
+                if w.get(2) != Some(&"EVENTS") {
+                    return Some(Err(crate::Error::invalid("retention applies to the events table: ALTER TABLE events SET RETENTION n DAYS")));
+                }
+                let days = if upper.contains(" RESET RETENTION") {
+                    None
+                } else {
+                    match (w.get(5).and_then(|n| n.parse::<u32>().ok()), w.get(6)) {
+                        (Some(n), Some(&"DAYS" | &"DAY")) if n > 0 => Some(n),
+                        _ => return Some(Err(crate::Error::invalid("expected ALTER TABLE events SET RETENTION <n> DAYS (n ≥ 1) or RESET RETENTION"))),
+                    }
+                };
+                Some(crate::erasure::set_retention_days(&self.db, days).await.map(|_| QueryResult { schema: Arc::new(Schema::empty()), batches: vec![] }))
+            }
             ["VACUUM", ..] => {
                 let r = crate::erasure::vacuum(&self.db).await;
                 Some(r.and_then(|(files, logs)| {

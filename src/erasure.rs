@@ -163,6 +163,7 @@ pub async fn forget(db: &Database, ctx: &SessionContext, keyring: &Keyring, targ
     )?;
     db.load(Table::Audit).await?.write(vec![audit]).with_save_mode(SaveMode::Append).await?;
 
+    crate::ingest::failpoint("forget-after-suppression");
     // 2. Delete their rows (by ordinal: the log records the predicate, never a pseudonym).
     let uids: Vec<datafusion::logical_expr::Expr> = pairs.iter().map(|(u, _)| lit(ScalarValue::Int64(Some(i64::from(*u))))).collect();
     let pred = col("uid").in_list(uids, false);
@@ -178,10 +179,44 @@ pub async fn forget(db: &Database, ctx: &SessionContext, keyring: &Keyring, targ
     Ok(pairs.len() as u64)
 }
 
-/// `VACUUM`: per table, delete data files no longer referenced, write a checkpoint, and remove
-/// the log entries before it. Returns (files removed, log entries removed).
+const SETTINGS: &str = "_segdb/settings.json";
+
+/// Event retention in days (`ALTER TABLE events SET RETENTION n DAYS`), if set.
+pub async fn retention_days(db: &Database) -> Result<Option<u32>> {
+    use object_store::ObjectStoreExt;
+    match db.store().get(&object_store::path::Path::from(SETTINGS)).await {
+        Ok(r) => {
+            let bytes = r.bytes().await.map_err(|e| Error::storage(format!("cannot read {SETTINGS}: {e}")))?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| Error::storage(format!("{SETTINGS} is damaged")))?;
+            Ok(v["events_retention_days"].as_u64().map(|d| d as u32))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::storage(format!("cannot read {SETTINGS}: {}", e.to_string().lines().next().unwrap_or("")))),
+    }
+}
+
+/// Set (or with `None`, clear) the event retention.
+pub async fn set_retention_days(db: &Database, days: Option<u32>) -> Result<()> {
+    use object_store::ObjectStoreExt;
+    let body = serde_json::json!({ "events_retention_days": days });
+    db.store()
+        .put(&object_store::path::Path::from(SETTINGS), object_store::PutPayload::from(serde_json::to_vec_pretty(&body).expect("json")))
+        .await
+        .map_err(|e| Error::storage(format!("cannot write {SETTINGS}: {}", e.to_string().lines().next().unwrap_or(""))))?;
+    Ok(())
+}
+
+/// `VACUUM`: drop events older than the retention (if set), then per table delete data files no
+/// longer referenced, write a checkpoint, and remove the log entries before it. Returns (files
+/// removed, log entries removed).
 pub async fn vacuum(db: &Database) -> Result<(usize, usize)> {
     let (mut files, mut logs) = (0usize, 0usize);
+    if let Some(days) = retention_days(db).await? {
+        let cutoff = chrono::Utc::now().timestamp_micros() - i64::from(days) * 86_400_000_000;
+        let pred = col("ts").lt(lit(ScalarValue::TimestampMicrosecond(Some(cutoff), Some("UTC".into()))));
+        let (_t, m) = db.load(Table::Events).await?.delete().with_predicate(pred).await?;
+        tracing::info!(days, deleted = m.num_deleted_rows, "retention: dropped old events");
+    }
     for t in Table::BASE.into_iter().chain(Table::ENGINE) {
         let table = db.load(t).await?;
         let (table, metrics) = table

@@ -107,7 +107,7 @@ pub struct IngestReport {
 /// and committing them (crash-safety tests only).
 pub const FAILPOINT_ENV: &str = "SEGDB_FAILPOINT";
 
-fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();

@@ -93,3 +93,43 @@ e,free
     let err = e.sql("FORGET USERS IN (SELECT plan FROM profiles)").await.unwrap_err().to_string();
     assert!(err.contains("user_id"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_events_at_vacuum() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let now = chrono::Utc::now();
+    let old = (now - chrono::Duration::days(400)).to_rfc3339();
+    let recent = (now - chrono::Duration::days(10)).to_rfc3339();
+    let f = db.input("e.csv", &format!("user_id,event,ts\na,x,{old}\nb,x,{recent}\nc,x,{old}\n"));
+    e.ingest(Kind::Events, &[f], &IngestOptions::default()).await.unwrap();
+    assert!(e.sql("ALTER TABLE profiles SET RETENTION 30 DAYS").await.is_err());
+    assert!(e.sql("ALTER TABLE events SET RETENTION 0 DAYS").await.is_err());
+    e.sql("ALTER TABLE events SET RETENTION 395 DAYS").await.unwrap();
+    assert_eq!(count(&e, "SELECT count(*) FROM events").await, 3, "retention acts at vacuum, not before");
+    e.sql("VACUUM").await.unwrap();
+    assert_eq!(rows(&e, "SELECT user_id FROM events").await, vec![expected_pseudonym("b")]);
+    // The settings survive a restart; RESET stops further drops.
+    e.sql("ALTER TABLE events RESET RETENTION").await.unwrap();
+}
+
+#[test]
+fn a_forget_interrupted_by_a_crash_completes_when_rerun() {
+    let db = TestDb::new();
+    let f = db.input("e.csv", "user_id,event,ts\nvictim@example.com,x,2026-01-01\nkeep,x,2026-01-02\n");
+    assert!(db.cli(&["ingest", "events", f.to_str().unwrap()]).status.success());
+    let p = expected_pseudonym("victim@example.com");
+    let o = db.cli_env(&["sql", "-c", "FORGET USER 'victim@example.com'"], &[("SEGDB_FAILPOINT", "forget-after-suppression")]);
+    assert!(!o.status.success() && stderr(&o).contains("failpoint forget-after-suppression"), "{}", stderr(&o));
+    // Already suppressed: gone from results although its rows are still stored.
+    let o = db.cli(&["sql", "--format", "csv", "-c", "SELECT count(*) AS n FROM events"]);
+    assert_eq!(stdout(&o), "n\n1\n");
+    assert!(!files_containing(&db.data, &p).is_empty());
+    // Re-running completes it; vacuum then leaves nothing.
+    let o = db.cli(&["sql", "--format", "csv", "-c", "FORGET USER 'victim@example.com'; VACUUM"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("forgotten\n1\n"), "{}", stdout(&o));
+    assert!(files_containing(&db.data, &p).is_empty());
+    let o = db.cli(&["sql", "--format", "csv", "-c", "SELECT count(*) AS n FROM events"]);
+    assert_eq!(stdout(&o), "n\n1\n");
+}
