@@ -251,8 +251,33 @@ async fn for_purpose_filters_members_by_consent() {
         assert_eq!(count(&e, q).await, 1, "{q}");
     }
     assert!(e.sql("SET segdb.consent = off").await.is_err());
+    // An external table over the raw Delta files exposes no membership of a FOR PURPOSE segment,
+    // and a prepared statement either sees the filtered members or fails — never more.
+    let raw = db.data.join("events");
+    e.sql(&format!("CREATE EXTERNAL TABLE raw_events STORED AS PARQUET LOCATION '{}/'", raw.display())).await.unwrap();
+    assert_eq!(count(&e, "SELECT count(*) FROM raw_events r WHERE in_segment('t1', r.user_id)").await, 1);
+    e.sql("PREPARE members AS SELECT count(*) FROM segment_members('t1')").await.unwrap();
+    match e.sql("EXECUTE members").await {
+        Ok(r) => assert_eq!(rows_of(&r), vec!["1"]),
+        Err(err) => assert!(err.to_string().contains("was not evaluated"), "{err}"),
+    }
+    e.sql("PREPARE sized AS SELECT segment_size($1)").await.ok();
+    if let Ok(r) = e.sql("EXECUTE sized('t1')").await {
+        assert_eq!(rows_of(&r), vec!["1"]);
+    }
     let err = e.sql("CREATE SEGMENT bad FOR PURPOSE 'tcf:99' AS ALL USERS").await.unwrap_err().to_string();
     assert!(err.contains("tcf:1"), "{err}");
+}
+
+fn rows_of(r: &segdb::QueryResult) -> Vec<String> {
+    use arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for b in &r.batches {
+        let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let c = c.as_string::<i32>();
+        out.extend((0..c.len()).map(|i| if c.is_null(i) { "NULL".to_string() } else { c.value(i).to_string() }));
+    }
+    out
 }
 
 fn tc(purposes: &[u8]) -> String {
