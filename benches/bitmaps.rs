@@ -44,7 +44,9 @@ use segdb::index::bsi::Bsi;
 use segdb::index::codec::{from_bytes, to_bytes};
 
 fn lcg(x: &mut u64) -> u64 {
-    *x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *x = x
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     *x >> 33
 }
 
@@ -56,23 +58,41 @@ fn random_bitmap(n: u32, every: u64, seed: u64) -> RoaringBitmap {
 fn codec(c: &mut Criterion) {
     let bm = random_bitmap(10_000_000, 2, 1);
     let bytes = to_bytes(&bm);
-    c.bench_function("codec/serialise 5M of 10M", |b| b.iter(|| to_bytes(black_box(&bm))));
-    c.bench_function("codec/deserialise 5M of 10M", |b| b.iter(|| from_bytes(black_box(&bytes))));
+    c.bench_function("codec/serialise 5M of 10M", |b| {
+        b.iter(|| to_bytes(black_box(&bm)))
+    });
+    c.bench_function("codec/deserialise 5M of 10M", |b| {
+        b.iter(|| from_bytes(black_box(&bytes)))
+    });
 }
 
 fn set_ops(c: &mut Criterion) {
     let a = random_bitmap(1_000_000, 3, 2);
     let b = random_bitmap(1_000_000, 5, 3);
-    c.bench_function("setop/and then count (materialised)", |bn| bn.iter(|| (black_box(&a) & black_box(&b)).len()));
-    c.bench_function("setop/and_cardinality (fused)", |bn| bn.iter(|| black_box(&a).intersection_len(black_box(&b))));
-    c.bench_function("setop/or_cardinality (fused)", |bn| bn.iter(|| black_box(&a).union_len(black_box(&b))));
+    c.bench_function("setop/and then count (materialised)", |bn| {
+        bn.iter(|| (black_box(&a) & black_box(&b)).len())
+    });
+    c.bench_function("setop/and_cardinality (fused)", |bn| {
+        bn.iter(|| black_box(&a).intersection_len(black_box(&b)))
+    });
+    c.bench_function("setop/or_cardinality (fused)", |bn| {
+        bn.iter(|| black_box(&a).union_len(black_box(&b)))
+    });
 }
 
 fn bsi(c: &mut Criterion) {
     // 30 days of per-user purchase counts over 1M users (most users 0, a long tail).
     let mut x = 7;
     let days: Vec<Bsi> = (0..30)
-        .map(|_| Bsi::from_counts((0..1_000_000u32).filter_map(|u| if lcg(&mut x) % 40 == 0 { Some((u, 1 + lcg(&mut x) % 3)) } else { None })))
+        .map(|_| {
+            Bsi::from_counts((0..1_000_000u32).filter_map(|u| {
+                if lcg(&mut x) % 40 == 0 {
+                    Some((u, 1 + lcg(&mut x) % 3))
+                } else {
+                    None
+                }
+            }))
+        })
         .collect();
     c.bench_function("bsi/sum 30 days, 1M users", |b| {
         b.iter(|| {
@@ -87,7 +107,9 @@ fn bsi(c: &mut Criterion) {
     for d in &days {
         total.add(d);
     }
-    c.bench_function("bsi/at_least 3", |b| b.iter(|| black_box(&total).at_least(3)));
+    c.bench_function("bsi/at_least 3", |b| {
+        b.iter(|| black_box(&total).at_least(3))
+    });
 }
 
 fn index_build(c: &mut Criterion) {
@@ -96,14 +118,28 @@ fn index_build(c: &mut Criterion) {
     // One load's worth of events: 1M rows over 8 event names and 30 days.
     let n = 1_000_000usize;
     let mut x = 11;
-    let names = ["page_view", "view_item", "add_to_cart", "begin_checkout", "purchase", "search", "app_open", "newsletter_signup"];
+    let names = [
+        "page_view",
+        "view_item",
+        "add_to_cart",
+        "begin_checkout",
+        "purchase",
+        "search",
+        "app_open",
+        "newsletter_signup",
+    ];
     let uid: Vec<i64> = (0..n).map(|_| (lcg(&mut x) % 200_000) as i64).collect();
     let ev: Vec<&str> = (0..n).map(|_| names[(lcg(&mut x) % 8) as usize]).collect();
-    let ts: Vec<i64> = (0..n).map(|_| 1_767_225_600_000_000 + (lcg(&mut x) % (30 * 86_400)) as i64 * 1_000_000).collect();
+    let ts: Vec<i64> = (0..n)
+        .map(|_| 1_767_225_600_000_000 + (lcg(&mut x) % (30 * 86_400)) as i64 * 1_000_000)
+        .collect();
     let batch = RecordBatch::try_from_iter(vec![
         ("uid", Arc::new(Int64Array::from(uid)) as _),
         ("event", Arc::new(StringArray::from(ev)) as _),
-        ("ts", Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")) as _),
+        (
+            "ts",
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")) as _,
+        ),
     ])
     .unwrap();
     c.bench_function("index/collect + build counts, 1M events", |b| {

@@ -21,21 +21,39 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
     /// Database location: a path, file:///… or s3://bucket/prefix (AWS_* variables configure S3).
-    #[arg(long, global = true, env = "SEGDB_DATA", default_value = "./segdb-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "SEGDB_DATA",
+        default_value = "./segdb-data"
+    )]
     pub data: String,
     /// Keyring file with the pseudonymisation keys; created (mode 0600) on first use. Must not
     /// live under the data location.
-    #[arg(long, global = true, env = "SEGDB_KEYRING", default_value = "./segdb.keyring")]
+    #[arg(
+        long,
+        global = true,
+        env = "SEGDB_KEYRING",
+        default_value = "./segdb.keyring"
+    )]
     pub keyring: PathBuf,
     /// Log filter for stderr: a level (error, warn, info, debug, trace) or tracing directives.
     /// The default shows segdb's warnings and other components' errors.
-    #[arg(long, global = true, env = "SEGDB_LOG", default_value = "error,segdb=warn")]
+    #[arg(
+        long,
+        global = true,
+        env = "SEGDB_LOG",
+        default_value = "error,segdb=warn"
+    )]
     pub log: String,
 }
 
 impl GlobalOpts {
     pub fn engine_config(&self) -> crate::engine::Config {
-        crate::engine::Config { data: self.data.clone(), keyring: self.keyring.clone() }
+        crate::engine::Config {
+            data: self.data.clone(),
+            keyring: self.keyring.clone(),
+        }
     }
 }
 

@@ -18,9 +18,9 @@ use deltalake::DeltaTable;
 use tokio::sync::Mutex;
 
 use crate::error::Result;
+use crate::functions::segment::{IdentityMap, Prefetched};
 use crate::ingest::{IngestOptions, IngestReport, Kind};
 use crate::privacy::Keyring;
-use crate::functions::segment::{IdentityMap, Prefetched};
 use crate::segment::Segments;
 use crate::storage::{Database, Location, Table};
 
@@ -39,7 +39,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { data: "./segdb-data".into(), keyring: PathBuf::from("./segdb.keyring") }
+        Config {
+            data: "./segdb-data".into(),
+            keyring: PathBuf::from("./segdb.keyring"),
+        }
     }
 }
 
@@ -91,7 +94,9 @@ impl Engine {
         // Make the database's object store known to the session (needed for s3://).
         let probe = db.load(Table::Events).await?;
         probe.update_datafusion_session(&ctx.state())?;
-        let suppressed = Arc::new(std::sync::RwLock::new(crate::erasure::load_suppression(&db).await?.uids));
+        let suppressed = Arc::new(std::sync::RwLock::new(
+            crate::erasure::load_suppression(&db).await?.uids,
+        ));
         let schema = Arc::new(TablesSchema {
             db: db.clone(),
             cache: Mutex::new(HashMap::new()),
@@ -118,7 +123,10 @@ impl Engine {
 
     /// The reference time of segment windows: `SET segdb.as_of`, else now.
     pub fn as_of(&self) -> i64 {
-        self.as_of.lock().expect("not poisoned").unwrap_or_else(|| chrono::Utc::now().timestamp_micros())
+        self.as_of
+            .lock()
+            .expect("not poisoned")
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_micros())
     }
 
     fn use_index(&self) -> bool {
@@ -131,8 +139,19 @@ impl Engine {
     }
 
     /// The members of segment `name` at `as_of` (default: the session's) as a bitmap of ordinals.
-    pub async fn segment_members(&self, name: &str, as_of: Option<i64>) -> Result<roaring::RoaringBitmap> {
-        self.segments.members(&self.ctx, name, as_of.unwrap_or_else(|| self.as_of()), self.use_index()).await
+    pub async fn segment_members(
+        &self,
+        name: &str,
+        as_of: Option<i64>,
+    ) -> Result<roaring::RoaringBitmap> {
+        self.segments
+            .members(
+                &self.ctx,
+                name,
+                as_of.unwrap_or_else(|| self.as_of()),
+                self.use_index(),
+            )
+            .await
     }
 
     /// Recreate the event index from `events`; returns (keys, bytes).
@@ -150,17 +169,29 @@ impl Engine {
         let words: Vec<&str> = upper.split_whitespace().take(3).collect();
         let one = |name: &str, v: u64| -> Result<QueryResult> {
             let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::UInt64, false)]));
-            let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![v]))])?;
-            Ok(QueryResult { schema, batches: vec![b] })
+            let b =
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![v]))])?;
+            Ok(QueryResult {
+                schema,
+                batches: vec![b],
+            })
         };
         match words.as_slice() {
             ["FORGET", "USER", ..] => {
                 let rest = t[t.to_ascii_uppercase().find("USER").expect("matched") + 4..].trim();
                 let Some(id) = rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) else {
-                    return Some(Err(crate::Error::invalid("FORGET USER takes one quoted id: FORGET USER 'raw-id-or-pseudonym'")));
+                    return Some(Err(crate::Error::invalid(
+                        "FORGET USER takes one quoted id: FORGET USER 'raw-id-or-pseudonym'",
+                    )));
                 };
                 let id = id.replace("''", "'");
-                let r = crate::erasure::forget(&self.db, &self.ctx, &self.keyring, crate::erasure::Target::One(id)).await;
+                let r = crate::erasure::forget(
+                    &self.db,
+                    &self.ctx,
+                    &self.keyring,
+                    crate::erasure::Target::One(id),
+                )
+                .await;
                 self.after_forget().await;
                 Some(r.and_then(|n| one("forgotten", n)))
             }
@@ -168,26 +199,49 @@ impl Engine {
                 let at = upper.find(" IN").map(|i| i + 3).unwrap_or(upper.len());
                 let rest = t[at..].trim();
                 let Some(q) = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')) else {
-                    return Some(Err(crate::Error::invalid("FORGET USERS IN takes a parenthesised query returning user_id")));
+                    return Some(Err(crate::Error::invalid(
+                        "FORGET USERS IN takes a parenthesised query returning user_id",
+                    )));
                 };
-                let r = crate::erasure::forget(&self.db, &self.ctx, &self.keyring, crate::erasure::Target::Query(q.to_string())).await;
+                let r = crate::erasure::forget(
+                    &self.db,
+                    &self.ctx,
+                    &self.keyring,
+                    crate::erasure::Target::Query(q.to_string()),
+                )
+                .await;
                 self.after_forget().await;
                 Some(r.and_then(|n| one("forgotten", n)))
             }
-            ["ALTER", "TABLE", ..] if upper.contains(" SET RETENTION") || upper.contains(" RESET RETENTION") => {
+            ["ALTER", "TABLE", ..]
+                if upper.contains(" SET RETENTION") || upper.contains(" RESET RETENTION") =>
+            {
                 let w: Vec<&str> = upper.split_whitespace().collect();
                 if w.get(2) != Some(&"EVENTS") {
-                    return Some(Err(crate::Error::invalid("retention applies to the events table: ALTER TABLE events SET RETENTION n DAYS")));
+                    return Some(Err(crate::Error::invalid(
+                        "retention applies to the events table: ALTER TABLE events SET RETENTION n DAYS",
+                    )));
                 }
                 let days = if upper.contains(" RESET RETENTION") {
                     None
                 } else {
                     match (w.get(5).and_then(|n| n.parse::<u32>().ok()), w.get(6)) {
                         (Some(n), Some(&"DAYS" | &"DAY")) if n > 0 => Some(n),
-                        _ => return Some(Err(crate::Error::invalid("expected ALTER TABLE events SET RETENTION <n> DAYS (n ≥ 1) or RESET RETENTION"))),
+                        _ => {
+                            return Some(Err(crate::Error::invalid(
+                                "expected ALTER TABLE events SET RETENTION <n> DAYS (n ≥ 1) or RESET RETENTION",
+                            )));
+                        }
                     }
                 };
-                Some(crate::erasure::set_retention_days(&self.db, days).await.map(|_| QueryResult { schema: Arc::new(Schema::empty()), batches: vec![] }))
+                Some(
+                    crate::erasure::set_retention_days(&self.db, days)
+                        .await
+                        .map(|_| QueryResult {
+                            schema: Arc::new(Schema::empty()),
+                            batches: vec![],
+                        }),
+                )
             }
             ["VACUUM", ..] => {
                 let r = crate::erasure::vacuum(&self.db).await;
@@ -196,8 +250,17 @@ impl Engine {
                         Field::new("files_removed", DataType::UInt64, false),
                         Field::new("log_entries_removed", DataType::UInt64, false),
                     ]));
-                    let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![files as u64])), Arc::new(UInt64Array::from(vec![logs as u64]))])?;
-                    Ok(QueryResult { schema, batches: vec![b] })
+                    let b = RecordBatch::try_new(
+                        schema.clone(),
+                        vec![
+                            Arc::new(UInt64Array::from(vec![files as u64])),
+                            Arc::new(UInt64Array::from(vec![logs as u64])),
+                        ],
+                    )?;
+                    Ok(QueryResult {
+                        schema,
+                        batches: vec![b],
+                    })
                 }))
             }
             _ => None,
@@ -218,7 +281,9 @@ impl Engine {
             return None;
         }
         let rest = t[4..].trim_start();
-        let key_end = rest.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(rest.len());
+        let key_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
         let key = rest[..key_end].to_ascii_lowercase();
         if !key.starts_with("segdb.") {
             return None;
@@ -226,15 +291,26 @@ impl Engine {
         let mut value = rest[key_end..].trim_start();
         if let Some(v) = value.strip_prefix('=') {
             value = v.trim_start();
-        } else if value.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("to ")) {
+        } else if value
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case("to "))
+        {
             value = value[3..].trim_start();
         }
         let unquoted = value.trim().trim_matches('\'');
         let key = key.as_str();
-        let empty = || Ok(QueryResult { schema: Arc::new(arrow::datatypes::Schema::empty()), batches: vec![] });
+        let empty = || {
+            Ok(QueryResult {
+                schema: Arc::new(arrow::datatypes::Schema::empty()),
+                batches: vec![],
+            })
+        };
         Some(match key {
             "segdb.as_of" => {
-                if unquoted.eq_ignore_ascii_case("now") || unquoted.eq_ignore_ascii_case("default") || unquoted.is_empty() {
+                if unquoted.eq_ignore_ascii_case("now")
+                    || unquoted.eq_ignore_ascii_case("default")
+                    || unquoted.is_empty()
+                {
                     *self.as_of.lock().expect("not poisoned") = None;
                     empty()
                 } else {
@@ -251,16 +327,22 @@ impl Engine {
             }
             "segdb.use_index" => match unquoted.to_ascii_lowercase().as_str() {
                 "true" | "on" | "1" => {
-                    self.use_index.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.use_index
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     empty()
                 }
                 "false" | "off" | "0" => {
-                    self.use_index.store(false, std::sync::atomic::Ordering::Relaxed);
+                    self.use_index
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     empty()
                 }
-                _ => Err(crate::Error::invalid("segdb.use_index must be true or false")),
+                _ => Err(crate::Error::invalid(
+                    "segdb.use_index must be true or false",
+                )),
             },
-            other => Err(crate::Error::invalid(format!("unknown setting {other}; segdb has segdb.as_of and segdb.use_index"))),
+            other => Err(crate::Error::invalid(format!(
+                "unknown setting {other}; segdb has segdb.as_of and segdb.use_index"
+            ))),
         })
     }
 
@@ -277,7 +359,10 @@ impl Engine {
         for (purpose, at) in consent {
             let key = crate::functions::segment::has_consent::cache_key(&purpose);
             if !self.prefetched.has(&key, at) {
-                let bm = self.segments.consent_holders(&self.ctx, &purpose, at.unwrap_or(as_of)).await?;
+                let bm = self
+                    .segments
+                    .consent_holders(&self.ctx, &purpose, at.unwrap_or(as_of))
+                    .await?;
                 self.prefetched.put(&key, at, bm);
             }
         }
@@ -287,7 +372,10 @@ impl Engine {
                 if self.prefetched.has(&n, at) {
                     continue;
                 }
-                let bm = self.segments.members(&self.ctx, &n, at.unwrap_or(as_of), self.use_index()).await?;
+                let bm = self
+                    .segments
+                    .members(&self.ctx, &n, at.unwrap_or(as_of), self.use_index())
+                    .await?;
                 self.prefetched.put(&n, at, bm);
             }
         }
@@ -299,7 +387,12 @@ impl Engine {
 
     async fn identity_map(&self) -> Result<Arc<IdentityMap>> {
         use arrow::array::{Array, AsArray};
-        let r = self.ctx.sql("SELECT uid, user_id FROM identity").await?.collect().await?;
+        let r = self
+            .ctx
+            .sql("SELECT uid, user_id FROM identity")
+            .await?
+            .collect()
+            .await?;
         let mut m = IdentityMap::default();
         for b in r {
             let u = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)?;
@@ -347,8 +440,12 @@ impl Engine {
             return r;
         }
         if crate::segment::parser::is_segment_statement(sql) {
-            let stmt = crate::segment::parser::parse_statement(sql).map_err(|e| crate::Error::invalid(format!("segment statement: {e}")))?;
-            return self.segments.execute(&self.ctx, stmt, self.as_of(), self.use_index()).await;
+            let stmt = crate::segment::parser::parse_statement(sql)
+                .map_err(|e| crate::Error::invalid(format!("segment statement: {e}")))?;
+            return self
+                .segments
+                .execute(&self.ctx, stmt, self.as_of(), self.use_index())
+                .await;
         }
         self.prefetch(sql).await?;
         let df = self.ctx.sql(sql).await?;
@@ -359,8 +456,14 @@ impl Engine {
 
     /// Load files into `events`, `profiles` or `consent`. An events load also appends its counts
     /// to the event index.
-    pub async fn ingest(&self, kind: Kind, files: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
-        let (report, days) = crate::ingest::ingest_collecting(&self.db, &self.keyring, kind, files, opts).await?;
+    pub async fn ingest(
+        &self,
+        kind: Kind,
+        files: &[PathBuf],
+        opts: &IngestOptions,
+    ) -> Result<IngestReport> {
+        let (report, days) =
+            crate::ingest::ingest_collecting(&self.db, &self.keyring, kind, files, opts).await?;
         match (days, report.version) {
             (Some(days), Some(v)) => self.segments.index_append(&days, v).await?,
             _ => self.segments.invalidate().await,
@@ -380,7 +483,9 @@ struct TablesSchema {
 
 impl std::fmt::Debug for TablesSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TablesSchema").field("location", &self.db.location().to_string()).finish()
+        f.debug_struct("TablesSchema")
+            .field("location", &self.db.location().to_string())
+            .finish()
     }
 }
 
@@ -404,10 +509,20 @@ impl TablesSchema {
         }
         // Forgotten users are filtered out of every scan until their rows are gone.
         use datafusion::logical_expr::{LogicalPlanBuilder, ScalarUDF, col, lit, not};
-        let contains = Arc::new(ScalarUDF::from(crate::functions::bitmap::rb_contains::RbContains::new()));
-        let bytes = lit(datafusion::scalar::ScalarValue::Binary(Some(crate::index::codec::to_bytes(&suppressed))));
+        let contains = Arc::new(ScalarUDF::from(
+            crate::functions::bitmap::rb_contains::RbContains::new(),
+        ));
+        let bytes = lit(datafusion::scalar::ScalarValue::Binary(Some(
+            crate::index::codec::to_bytes(&suppressed),
+        )));
         let keep = not(contains.call(vec![bytes, col("uid")]));
-        let plan = LogicalPlanBuilder::scan(t.name(), datafusion::datasource::provider_as_source(provider), None)?.filter(keep)?.build()?;
+        let plan = LogicalPlanBuilder::scan(
+            t.name(),
+            datafusion::datasource::provider_as_source(provider),
+            None,
+        )?
+        .filter(keep)?
+        .build()?;
         Ok(Arc::new(datafusion::datasource::ViewTable::new(plan, None)))
     }
 }
@@ -420,21 +535,35 @@ impl SchemaProvider for TablesSchema {
         names
     }
 
-    async fn table(&self, name: &str) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
+    async fn table(
+        &self,
+        name: &str,
+    ) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
         match Table::from_name(name) {
-            Some(t) => self.latest(t).await.map(Some).map_err(|e| DataFusionError::External(Box::new(e))),
+            Some(t) => self
+                .latest(t)
+                .await
+                .map(Some)
+                .map_err(|e| DataFusionError::External(Box::new(e))),
             None => self.extra.table(name).await,
         }
     }
 
-    fn register_table(&self, name: String, table: Arc<dyn TableProvider>) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
         if Table::from_name(&name).is_some() {
             return datafusion::common::plan_err!("{name} is a segdb table; it cannot be replaced");
         }
         self.extra.register_table(name, table)
     }
 
-    fn deregister_table(&self, name: &str) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
+    fn deregister_table(
+        &self,
+        name: &str,
+    ) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
         if Table::from_name(name).is_some() {
             return datafusion::common::plan_err!("{name} is a segdb table; it cannot be dropped");
         }
@@ -464,12 +593,19 @@ fn strip_leading_comments(mut sql: &str) -> &str {
 fn scan_consent_calls(sql: &str) -> Vec<(String, Option<i64>)> {
     use sqlparser::tokenizer::{Token, Tokenizer};
     let dialect = sqlparser::dialect::GenericDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else { return Vec::new() };
-    let toks: Vec<Token> = tokens.into_iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return Vec::new();
+    };
+    let toks: Vec<Token> = tokens
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
     let mut out = Vec::new();
     for i in 0..toks.len() {
         match &toks[i] {
-            Token::Word(w) if w.value.eq_ignore_ascii_case("has_consent") && toks.get(i + 1) == Some(&Token::LParen) => {}
+            Token::Word(w)
+                if w.value.eq_ignore_ascii_case("has_consent")
+                    && toks.get(i + 1) == Some(&Token::LParen) => {}
             _ => continue,
         }
         // Skip the user argument up to the first top-level comma.
@@ -484,7 +620,9 @@ fn scan_consent_calls(sql: &str) -> Vec<(String, Option<i64>)> {
             }
             j += 1;
         }
-        let Some(Token::SingleQuotedString(purpose)) = toks.get(j + 1) else { continue };
+        let Some(Token::SingleQuotedString(purpose)) = toks.get(j + 1) else {
+            continue;
+        };
         let mut at = None;
         if toks.get(j + 2) == Some(&Token::Comma) {
             match toks.get(j + 3) {
@@ -506,13 +644,20 @@ fn scan_consent_calls(sql: &str) -> Vec<(String, Option<i64>)> {
 fn scan_segment_calls(sql: &str) -> Vec<(String, Vec<String>, Option<i64>)> {
     use sqlparser::tokenizer::{Token, Tokenizer};
     let dialect = sqlparser::dialect::GenericDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else { return Vec::new() };
-    let toks: Vec<Token> = tokens.into_iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return Vec::new();
+    };
+    let toks: Vec<Token> = tokens
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
     let mut out = Vec::new();
     for i in 0..toks.len() {
         let Token::Word(w) = &toks[i] else { continue };
         let f = w.value.to_ascii_lowercase();
-        if !crate::functions::segment::FUNCTIONS.contains(&f.as_str()) || toks.get(i + 1) != Some(&Token::LParen) {
+        if !crate::functions::segment::FUNCTIONS.contains(&f.as_str())
+            || toks.get(i + 1) != Some(&Token::LParen)
+        {
             continue;
         }
         let mut j = i + 2;

@@ -14,7 +14,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
@@ -47,7 +49,10 @@ pub async fn load_suppression(db: &Database) -> Result<Suppression> {
     let table = db.load(Table::Suppression).await?;
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
-    let batches = ctx.read_table(table.table_provider().await?)?.collect().await?;
+    let batches = ctx
+        .read_table(table.table_provider().await?)?
+        .collect()
+        .await?;
     let mut s = Suppression::default();
     for b in batches {
         let u = arrow::compute::cast(b.column(0), &DataType::Int64)?;
@@ -76,25 +81,40 @@ pub enum Target {
 
 /// Forget users; returns how many were forgotten (already-forgotten users count again: the
 /// statement is idempotent and completes any step a crash interrupted).
-pub async fn forget(db: &Database, ctx: &SessionContext, keyring: &Keyring, target: Target) -> Result<u64> {
+pub async fn forget(
+    db: &Database,
+    ctx: &SessionContext,
+    keyring: &Keyring,
+    target: Target,
+) -> Result<u64> {
     let now = chrono::Utc::now().timestamp_micros();
     // Resolve to (uid, keyed hash) pairs.
     let pseudonyms: Vec<String> = match &target {
         Target::One(v) => {
-            let p = if is_pseudonym(v) { v.clone() } else { Pseudonymizer::new(keyring, crate::privacy::keyring::USER_DOMAIN).pseudonymize(v) };
+            let p = if is_pseudonym(v) {
+                v.clone()
+            } else {
+                Pseudonymizer::new(keyring, crate::privacy::keyring::USER_DOMAIN).pseudonymize(v)
+            };
             vec![p]
         }
         Target::Query(q) => {
             let df = ctx.sql(q).await?;
             if !df.schema().has_column_with_unqualified_name("user_id") {
-                return Err(Error::invalid("FORGET USERS IN (…): the query must return a user_id column"));
+                return Err(Error::invalid(
+                    "FORGET USERS IN (…): the query must return a user_id column",
+                ));
             }
             let batches = df.select_columns(&["user_id"])?.collect().await?;
             let mut v = Vec::new();
             for b in batches {
                 let s = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
                 let s = s.as_string::<i32>();
-                v.extend((0..s.len()).filter(|&i| s.is_valid(i)).map(|i| s.value(i).to_string()));
+                v.extend(
+                    (0..s.len())
+                        .filter(|&i| s.is_valid(i))
+                        .map(|i| s.value(i).to_string()),
+                );
             }
             v
         }
@@ -116,14 +136,20 @@ pub async fn forget(db: &Database, ctx: &SessionContext, keyring: &Keyring, targ
     let table = db.load(Table::Suppression).await?;
     let sctx = SessionContext::new();
     table.update_datafusion_session(&sctx.state())?;
-    let prior = sctx.read_table(table.table_provider().await?)?.collect().await?;
+    let prior = sctx
+        .read_table(table.table_provider().await?)?
+        .collect()
+        .await?;
     for b in prior {
         let u = arrow::compute::cast(b.column(0), &DataType::Int64)?;
         let u = u.as_primitive::<Int64Type>();
         let h = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
         let h = h.as_string::<i32>();
         for i in 0..b.num_rows() {
-            if h.is_valid(i) && hashes.contains(h.value(i)) && !pairs.iter().any(|(x, _)| *x as i64 == u.value(i)) {
+            if h.is_valid(i)
+                && hashes.contains(h.value(i))
+                && !pairs.iter().any(|(x, _)| *x as i64 == u.value(i))
+            {
                 pairs.push((u.value(i) as u32, h.value(i).to_string()));
             }
         }
@@ -135,17 +161,30 @@ pub async fn forget(db: &Database, ctx: &SessionContext, keyring: &Keyring, targ
     pairs.dedup();
 
     // 1. Suppression (new users only) and the audit row.
-    let fresh: Vec<&(u32, String)> = pairs.iter().filter(|(u, _)| !before.uids.contains(*u)).collect();
+    let fresh: Vec<&(u32, String)> = pairs
+        .iter()
+        .filter(|(u, _)| !before.uids.contains(*u))
+        .collect();
     if !fresh.is_empty() {
         let batch = RecordBatch::try_new(
             base_schema(Table::Suppression),
             vec![
-                Arc::new(Int64Array::from_iter_values(fresh.iter().map(|(u, _)| i64::from(*u)))) as ArrayRef,
-                Arc::new(StringArray::from_iter_values(fresh.iter().map(|(_, h)| h.as_str()))),
-                Arc::new(TimestampMicrosecondArray::from(vec![now; fresh.len()]).with_timezone("UTC")),
+                Arc::new(Int64Array::from_iter_values(
+                    fresh.iter().map(|(u, _)| i64::from(*u)),
+                )) as ArrayRef,
+                Arc::new(StringArray::from_iter_values(
+                    fresh.iter().map(|(_, h)| h.as_str()),
+                )),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![now; fresh.len()]).with_timezone("UTC"),
+                ),
             ],
         )?;
-        db.load(Table::Suppression).await?.write(vec![batch]).with_save_mode(SaveMode::Append).await?;
+        db.load(Table::Suppression)
+            .await?
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .await?;
     }
     let mut hs: Vec<&str> = pairs.iter().map(|(_, h)| h.as_str()).collect();
     hs.sort();
@@ -158,23 +197,40 @@ pub async fn forget(db: &Database, ctx: &SessionContext, keyring: &Keyring, targ
                 Target::Query(_) => "FORGET USERS IN",
             }])),
             Arc::new(Int64Array::from(vec![pairs.len() as i64])),
-            Arc::new(StringArray::from(vec![serde_json::to_string(&hs).expect("strings serialise")])),
+            Arc::new(StringArray::from(vec![
+                serde_json::to_string(&hs).expect("strings serialise"),
+            ])),
         ],
     )?;
-    db.load(Table::Audit).await?.write(vec![audit]).with_save_mode(SaveMode::Append).await?;
+    db.load(Table::Audit)
+        .await?
+        .write(vec![audit])
+        .with_save_mode(SaveMode::Append)
+        .await?;
 
     crate::ingest::failpoint("forget-after-suppression");
     // 2. Delete their rows (by ordinal: the log records the predicate, never a pseudonym).
-    let uids: Vec<datafusion::logical_expr::Expr> = pairs.iter().map(|(u, _)| lit(ScalarValue::Int64(Some(i64::from(*u))))).collect();
+    let uids: Vec<datafusion::logical_expr::Expr> = pairs
+        .iter()
+        .map(|(u, _)| lit(ScalarValue::Int64(Some(i64::from(*u)))))
+        .collect();
     let pred = col("uid").in_list(uids, false);
     for t in [Table::Events, Table::Profiles, Table::Consent] {
         let table = db.load(t).await?;
         let (_t, metrics) = table.delete().with_predicate(pred.clone()).await?;
-        tracing::debug!(table = t.name(), deleted = metrics.num_deleted_rows, "forget: rows deleted");
+        tracing::debug!(
+            table = t.name(),
+            deleted = metrics.num_deleted_rows,
+            "forget: rows deleted"
+        );
     }
     // 3. Identity keeps the ordinal, loses the pseudonym.
     let table = db.load(Table::Identity).await?;
-    table.update().with_predicate(pred).with_update("user_id", lit(ScalarValue::Utf8(None))).await?;
+    table
+        .update()
+        .with_predicate(pred)
+        .with_update("user_id", lit(ScalarValue::Utf8(None)))
+        .await?;
     tracing::info!(users = pairs.len(), "forgot users");
     Ok(pairs.len() as u64)
 }
@@ -184,14 +240,25 @@ const SETTINGS: &str = "_segdb/settings.json";
 /// Event retention in days (`ALTER TABLE events SET RETENTION n DAYS`), if set.
 pub async fn retention_days(db: &Database) -> Result<Option<u32>> {
     use object_store::ObjectStoreExt;
-    match db.store().get(&object_store::path::Path::from(SETTINGS)).await {
+    match db
+        .store()
+        .get(&object_store::path::Path::from(SETTINGS))
+        .await
+    {
         Ok(r) => {
-            let bytes = r.bytes().await.map_err(|e| Error::storage(format!("cannot read {SETTINGS}: {e}")))?;
-            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| Error::storage(format!("{SETTINGS} is damaged")))?;
+            let bytes = r
+                .bytes()
+                .await
+                .map_err(|e| Error::storage(format!("cannot read {SETTINGS}: {e}")))?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|_| Error::storage(format!("{SETTINGS} is damaged")))?;
             Ok(v["events_retention_days"].as_u64().map(|d| d as u32))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::storage(format!("cannot read {SETTINGS}: {}", e.to_string().lines().next().unwrap_or("")))),
+        Err(e) => Err(Error::storage(format!(
+            "cannot read {SETTINGS}: {}",
+            e.to_string().lines().next().unwrap_or("")
+        ))),
     }
 }
 
@@ -200,9 +267,17 @@ pub async fn set_retention_days(db: &Database, days: Option<u32>) -> Result<()> 
     use object_store::ObjectStoreExt;
     let body = serde_json::json!({ "events_retention_days": days });
     db.store()
-        .put(&object_store::path::Path::from(SETTINGS), object_store::PutPayload::from(serde_json::to_vec_pretty(&body).expect("json")))
+        .put(
+            &object_store::path::Path::from(SETTINGS),
+            object_store::PutPayload::from(serde_json::to_vec_pretty(&body).expect("json")),
+        )
         .await
-        .map_err(|e| Error::storage(format!("cannot write {SETTINGS}: {}", e.to_string().lines().next().unwrap_or(""))))?;
+        .map_err(|e| {
+            Error::storage(format!(
+                "cannot write {SETTINGS}: {}",
+                e.to_string().lines().next().unwrap_or("")
+            ))
+        })?;
     Ok(())
 }
 
@@ -213,9 +288,21 @@ pub async fn vacuum(db: &Database) -> Result<(usize, usize)> {
     let (mut files, mut logs) = (0usize, 0usize);
     if let Some(days) = retention_days(db).await? {
         let cutoff = chrono::Utc::now().timestamp_micros() - i64::from(days) * 86_400_000_000;
-        let pred = col("ts").lt(lit(ScalarValue::TimestampMicrosecond(Some(cutoff), Some("UTC".into()))));
-        let (_t, m) = db.load(Table::Events).await?.delete().with_predicate(pred).await?;
-        tracing::info!(days, deleted = m.num_deleted_rows, "retention: dropped old events");
+        let pred = col("ts").lt(lit(ScalarValue::TimestampMicrosecond(
+            Some(cutoff),
+            Some("UTC".into()),
+        )));
+        let (_t, m) = db
+            .load(Table::Events)
+            .await?
+            .delete()
+            .with_predicate(pred)
+            .await?;
+        tracing::info!(
+            days,
+            deleted = m.num_deleted_rows,
+            "retention: dropped old events"
+        );
     }
     for t in Table::BASE.into_iter().chain(Table::ENGINE) {
         let table = db.load(t).await?;
@@ -232,7 +319,13 @@ pub async fn vacuum(db: &Database) -> Result<(usize, usize)> {
             deltalake::checkpoints::create_checkpoint(&table, None).await?;
             let version = table.version().unwrap_or(0);
             let cutoff = chrono::Utc::now().timestamp_millis() + 60_000;
-            logs += deltalake::checkpoints::cleanup_expired_logs_for(version, table.log_store().as_ref(), cutoff, None).await?;
+            logs += deltalake::checkpoints::cleanup_expired_logs_for(
+                version,
+                table.log_store().as_ref(),
+                cutoff,
+                None,
+            )
+            .await?;
         }
     }
     db.forget_handles().await;

@@ -11,20 +11,42 @@ use crate::ingest::{IngestOptions, Kind};
 
 /// The example scripts, in the order the demo runs them.
 pub const EXAMPLES: &[(&str, &str)] = &[
-    ("sql/examples/01_overview.sql", include_str!("../../sql/examples/01_overview.sql")),
-    ("sql/examples/02_funnel.sql", include_str!("../../sql/examples/02_funnel.sql")),
-    ("sql/examples/03_lookup_by_raw_id.sql", include_str!("../../sql/examples/03_lookup_by_raw_id.sql")),
-    ("sql/examples/04_segments.sql", include_str!("../../sql/examples/04_segments.sql")),
-    ("sql/examples/05_segment_queries.sql", include_str!("../../sql/examples/05_segment_queries.sql")),
+    (
+        "sql/examples/01_overview.sql",
+        include_str!("../../sql/examples/01_overview.sql"),
+    ),
+    (
+        "sql/examples/02_funnel.sql",
+        include_str!("../../sql/examples/02_funnel.sql"),
+    ),
+    (
+        "sql/examples/03_lookup_by_raw_id.sql",
+        include_str!("../../sql/examples/03_lookup_by_raw_id.sql"),
+    ),
+    (
+        "sql/examples/04_segments.sql",
+        include_str!("../../sql/examples/04_segments.sql"),
+    ),
+    (
+        "sql/examples/05_segment_queries.sql",
+        include_str!("../../sql/examples/05_segment_queries.sql"),
+    ),
 ];
 
 pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
     let engine = Engine::open(&global.engine_config()).await?;
     let events = engine.sql("SELECT count(*) AS n FROM events").await?;
-    let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(events.batches[0].column(0)).value(0);
+    let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+        events.batches[0].column(0),
+    )
+    .value(0);
     if n == 0 {
         let dir = tempfile_dir()?;
-        println!("empty database at {}: generating {} users × 30 days …", engine.database().location(), args.users);
+        println!(
+            "empty database at {}: generating {} users × 30 days …",
+            engine.database().location(),
+            args.users
+        );
         let cfg = GenConfig {
             users: args.users,
             days: 30,
@@ -35,19 +57,37 @@ pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
             events_per_user: 20.0,
         };
         let stats = generate(&cfg)?;
-        let opts = IngestOptions { progress: true, ..Default::default() };
-        for (kind, files) in [(Kind::Profiles, stats.profile_files), (Kind::Events, stats.event_files), (Kind::Consent, stats.consent_files)] {
+        let opts = IngestOptions {
+            progress: true,
+            ..Default::default()
+        };
+        for (kind, files) in [
+            (Kind::Profiles, stats.profile_files),
+            (Kind::Events, stats.event_files),
+            (Kind::Consent, stats.consent_files),
+        ] {
             let r = engine.ingest(kind, &files, &opts).await?;
-            println!("ingested {} rows into {} ({} ms)", r.rows_loaded, kind.name(), r.took_ms);
+            println!(
+                "ingested {} rows into {} ({} ms)",
+                r.rows_loaded,
+                kind.name(),
+                r.took_ms
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     } else {
-        println!("database at {} already holds {n} events; running the examples on it", engine.database().location());
+        println!(
+            "database at {} already holds {n} events; running the examples on it",
+            engine.database().location()
+        );
     }
     for (name, script) in EXAMPLES {
         println!("\n== {name}");
         for stmt in split_statements(script) {
-            let title = stmt.lines().find(|l| l.trim_start().starts_with("--")).map(|l| l.trim_start_matches(['-', ' ']));
+            let title = stmt
+                .lines()
+                .find(|l| l.trim_start().starts_with("--"))
+                .map(|l| l.trim_start_matches(['-', ' ']));
             if let Some(t) = title {
                 println!("-- {t}");
             }
@@ -55,7 +95,11 @@ pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
             let result = engine.sql(&stmt).await?;
             let stdout = std::io::stdout();
             output::print(&mut stdout.lock(), &result, OutputFormat::Table)?;
-            println!("({} rows, {:.1} ms)", result.num_rows(), started.elapsed().as_secs_f64() * 1000.0);
+            println!(
+                "({} rows, {:.1} ms)",
+                result.num_rows(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
         }
     }
     Ok(0)

@@ -8,7 +8,11 @@ use crate::ingest::IngestOptions;
 
 pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
     let engine = Engine::open(&global.engine_config()).await?;
-    let opts = IngestOptions { format: args.format, strict: args.strict, progress: true };
+    let opts = IngestOptions {
+        format: args.format,
+        strict: args.strict,
+        progress: true,
+    };
     let report = match engine.ingest(args.kind, &args.files, &opts).await {
         Ok(r) => r,
         Err(Error::Ingest(msg)) if args.strict && msg.contains("--strict") => {
@@ -26,7 +30,11 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
             report.files,
             report.new_users
         ),
-        None => println!("loaded 0 rows into {} from {} file(s); nothing committed", report.kind.name(), report.files),
+        None => println!(
+            "loaded 0 rows into {} from {} file(s); nothing committed",
+            report.kind.name(),
+            report.files
+        ),
     }
     if !report.rejected.is_empty() {
         eprintln!("rejected {} rows:", report.rejected.len());
@@ -34,7 +42,10 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
             eprintln!("  {b}");
         }
         if report.rejected.len() > args.show_rejected {
-            eprintln!("  … and {} more", report.rejected.len() - args.show_rejected);
+            eprintln!(
+                "  … and {} more",
+                report.rejected.len() - args.show_rejected
+            );
         }
     }
     Ok(0)

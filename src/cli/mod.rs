@@ -20,13 +20,21 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let engine = crate::engine::Engine::open(&cli.global.engine_config()).await?;
             let started = std::time::Instant::now();
             let (keys, bytes) = engine.rebuild_index().await?;
-            println!("rebuilt the event index: {keys} (event, day) entries, {} KB, in {:.2} s", bytes / 1000, started.elapsed().as_secs_f64());
+            println!(
+                "rebuilt the event index: {keys} (event, day) entries, {} KB, in {:.2} s",
+                bytes / 1000,
+                started.elapsed().as_secs_f64()
+            );
             Ok(0)
         }
         Command::Vacuum => {
             let engine = crate::engine::Engine::open(&cli.global.engine_config()).await?;
             let r = engine.sql("VACUUM").await?;
-            crate::cli::output::print(&mut std::io::stdout(), &r, crate::config::OutputFormat::Table)?;
+            crate::cli::output::print(
+                &mut std::io::stdout(),
+                &r,
+                crate::config::OutputFormat::Table,
+            )?;
             Ok(0)
         }
         Command::Keys(crate::config::KeysCommand::Rotate { domain }) => {
@@ -37,7 +45,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             let mut ring = crate::privacy::Keyring::open(&cli.global.keyring)?;
             ring.rotate(&domain)?;
-            println!("rotated the key of domain {domain:?} in {}", cli.global.keyring.display());
+            println!(
+                "rotated the key of domain {domain:?} in {}",
+                cli.global.keyring.display()
+            );
             Ok(0)
         }
     }

@@ -21,11 +21,16 @@ pub fn print(out: &mut dyn Write, result: &QueryResult, format: OutputFormat) ->
     };
     match format {
         OutputFormat::Table => {
-            let t = arrow::util::pretty::pretty_format_batches_with_schema(result.schema.clone(), &batches)?;
+            let t = arrow::util::pretty::pretty_format_batches_with_schema(
+                result.schema.clone(),
+                &batches,
+            )?;
             writeln!(out, "{t}")?;
         }
         OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
             for b in &batches {
                 w.write(b)?;
             }

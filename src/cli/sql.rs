@@ -13,7 +13,10 @@ pub async fn run(global: &GlobalOpts, args: SqlArgs) -> Result<i32> {
     let engine = Engine::open(&global.engine_config()).await?;
     let mut scripts: Vec<String> = args.command.clone();
     for f in &args.file {
-        scripts.push(std::fs::read_to_string(f).map_err(|e| Error::invalid(format!("cannot read {}: {e}", f.display())))?);
+        scripts.push(
+            std::fs::read_to_string(f)
+                .map_err(|e| Error::invalid(format!("cannot read {}: {e}", f.display())))?,
+        );
     }
     if scripts.is_empty() && !std::io::stdin().is_terminal() {
         let mut s = String::new();
@@ -35,7 +38,12 @@ pub async fn run(global: &GlobalOpts, args: SqlArgs) -> Result<i32> {
 }
 
 /// Run one statement and print its result.
-pub(crate) async fn execute(engine: &Engine, stmt: &str, format: OutputFormat, timing: bool) -> Result<()> {
+pub(crate) async fn execute(
+    engine: &Engine,
+    stmt: &str,
+    format: OutputFormat,
+    timing: bool,
+) -> Result<()> {
     let started = Instant::now();
     let result = engine.sql(stmt).await;
     let elapsed = started.elapsed();
@@ -51,24 +59,39 @@ pub(crate) async fn execute(engine: &Engine, stmt: &str, format: OutputFormat, t
 }
 
 pub(crate) fn one_line(e: &Error) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn repl(engine: &Engine, format: OutputFormat, timing: bool) -> Result<i32> {
     use rustyline::error::ReadlineError;
-    let mut rl = rustyline::DefaultEditor::new().map_err(|e| Error::invalid(format!("cannot start the shell: {e}")))?;
-    let history = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".segdb_history"));
+    let mut rl = rustyline::DefaultEditor::new()
+        .map_err(|e| Error::invalid(format!("cannot start the shell: {e}")))?;
+    let history =
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".segdb_history"));
     if let Some(h) = &history {
         let _ = rl.load_history(h);
     }
-    println!("segdb {} on {} — end statements with ';', \\q to quit", env!("CARGO_PKG_VERSION"), engine.database().location());
+    println!(
+        "segdb {} on {} — end statements with ';', \\q to quit",
+        env!("CARGO_PKG_VERSION"),
+        engine.database().location()
+    );
     let mut buf = String::new();
     loop {
-        let prompt = if buf.is_empty() { "segdb> " } else { "   ...> " };
+        let prompt = if buf.is_empty() {
+            "segdb> "
+        } else {
+            "   ...> "
+        };
         match rl.readline(prompt) {
             Ok(line) => {
                 let t = line.trim();
-                if buf.is_empty() && matches!(t, "\\q" | "quit" | "exit" | ".quit" | "quit;" | "exit;") {
+                if buf.is_empty()
+                    && matches!(t, "\\q" | "quit" | "exit" | ".quit" | "quit;" | "exit;")
+                {
                     break;
                 }
                 if !buf.is_empty() {
@@ -193,7 +216,10 @@ mod tests {
     #[test]
     fn splits_outside_quotes_and_comments() {
         let s = "SELECT 'a;b'; -- c; d\nSELECT \"x;y\" /* ; */ FROM t;\n;  ; -- only a comment\n";
-        assert_eq!(split_statements(s), vec!["SELECT 'a;b'", "-- c; d\nSELECT \"x;y\" /* ; */ FROM t"]);
+        assert_eq!(
+            split_statements(s),
+            vec!["SELECT 'a;b'", "-- c; d\nSELECT \"x;y\" /* ; */ FROM t"]
+        );
         assert_eq!(split_statements("SELECT 1"), vec!["SELECT 1"]);
         assert!(split_statements("  -- nothing\n").is_empty());
     }

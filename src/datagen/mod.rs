@@ -43,7 +43,15 @@ impl GenConfig {
         if !(a.events_per_user > 0.0 && a.events_per_user < 10_000.0) {
             return Err(Error::invalid("--events-per-user must be positive"));
         }
-        Ok(GenConfig { users: a.users, days: a.days, out: a.out.clone(), seed: a.seed, format: a.format, end, events_per_user: a.events_per_user })
+        Ok(GenConfig {
+            users: a.users,
+            days: a.days,
+            out: a.out.clone(),
+            seed: a.seed,
+            format: a.format,
+            end,
+            events_per_user: a.events_per_user,
+        })
     }
 }
 

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::NaiveDate;
@@ -16,19 +17,34 @@ use crate::error::Result;
 use crate::privacy::tcf::{CoreSegment, encode_core};
 
 /// Every event name the generator emits.
-pub const EVENT_NAMES: &[&str] =
-    &["app_open", "page_view", "search", "view_item", "add_to_cart", "begin_checkout", "purchase", "newsletter_signup"];
+pub const EVENT_NAMES: &[&str] = &[
+    "app_open",
+    "page_view",
+    "search",
+    "view_item",
+    "add_to_cart",
+    "begin_checkout",
+    "purchase",
+    "newsletter_signup",
+];
 
 const FIRST: &[&str] = &[
-    "anna", "ben", "clara", "david", "emma", "felix", "greta", "hugo", "ines", "jonas", "karla", "leon", "mia", "noah",
-    "olivia", "paul", "quinn", "rosa", "sam", "tara", "uwe", "vera", "will", "xenia", "yusuf", "zoe", "lucas", "sofia",
-    "mateo", "amelie",
+    "anna", "ben", "clara", "david", "emma", "felix", "greta", "hugo", "ines", "jonas", "karla",
+    "leon", "mia", "noah", "olivia", "paul", "quinn", "rosa", "sam", "tara", "uwe", "vera", "will",
+    "xenia", "yusuf", "zoe", "lucas", "sofia", "mateo", "amelie",
 ];
 const LAST: &[&str] = &[
-    "schmidt", "mueller", "smith", "jones", "garcia", "martin", "rossi", "dubois", "novak", "kowalski", "jansen",
-    "silva", "tanaka", "nguyen", "brown", "weber", "moreau", "lopez", "fischer", "wagner",
+    "schmidt", "mueller", "smith", "jones", "garcia", "martin", "rossi", "dubois", "novak",
+    "kowalski", "jansen", "silva", "tanaka", "nguyen", "brown", "weber", "moreau", "lopez",
+    "fischer", "wagner",
 ];
-const DOMAINS: &[&str] = &["example.com", "example.org", "example.net", "mail.example", "inbox.example"];
+const DOMAINS: &[&str] = &[
+    "example.com",
+    "example.org",
+    "example.net",
+    "mail.example",
+    "inbox.example",
+];
 
 /// (country, weight, consent regime): T = TCF, U = US Privacy, P = explicit purpose rows.
 const COUNTRIES: &[(&str, f64, char)] = &[
@@ -47,9 +63,25 @@ const COUNTRIES: &[(&str, f64, char)] = &[
     ("JP", 0.02, 'P'),
 ];
 const DEVICES: &[(&str, f64)] = &[("mobile", 0.58), ("desktop", 0.34), ("tablet", 0.08)];
-const AGE_BANDS: &[(&str, f64)] = &[("18-24", 0.16), ("25-34", 0.30), ("35-44", 0.24), ("45-54", 0.16), ("55-64", 0.09), ("65+", 0.05)];
+const AGE_BANDS: &[(&str, f64)] = &[
+    ("18-24", 0.16),
+    ("25-34", 0.30),
+    ("35-44", 0.24),
+    ("45-54", 0.16),
+    ("55-64", 0.09),
+    ("65+", 0.05),
+];
 const PLANS: &[(&str, f64)] = &[("free", 0.72), ("plus", 0.20), ("premium", 0.08)];
-const CATEGORIES: &[&str] = &["shoes", "apparel", "electronics", "home", "beauty", "sports", "books", "toys"];
+const CATEGORIES: &[&str] = &[
+    "shoes",
+    "apparel",
+    "electronics",
+    "home",
+    "beauty",
+    "sports",
+    "books",
+    "toys",
+];
 const PRODUCTS: u32 = 5000;
 /// Mean events per session of the funnel below (measured; used to turn events/user into sessions).
 const EVENTS_PER_SESSION: f64 = 4.48;
@@ -161,7 +193,15 @@ impl EventRows {
             n: 0,
         }
     }
-    fn push(&mut self, user: &str, event: &str, ts: i64, session: &str, product: Option<u32>, with_price: bool) {
+    fn push(
+        &mut self,
+        user: &str,
+        event: &str,
+        ts: i64,
+        session: &str,
+        product: Option<u32>,
+        with_price: bool,
+    ) {
         self.user.append_value(user);
         self.event.append_value(event);
         self.ts.append_value(ts);
@@ -169,7 +209,8 @@ impl EventRows {
         match product {
             Some(p) => {
                 self.product.append_value(format!("P{p:05}"));
-                self.category.append_value(CATEGORIES[(p as usize * 7 + 3) % CATEGORIES.len()]);
+                self.category
+                    .append_value(CATEGORIES[(p as usize * 7 + 3) % CATEGORIES.len()]);
                 if with_price {
                     self.price.append_value(product_price(p));
                 } else {
@@ -203,7 +244,8 @@ const DAY_US: i64 = 86_400_000_000;
 
 /// Hour-of-day weights: quiet nights, a lunch bump, busy evenings.
 const HOURS: [f64; 24] = [
-    0.6, 0.4, 0.3, 0.2, 0.2, 0.3, 0.6, 1.0, 1.4, 1.6, 1.7, 1.8, 2.0, 1.9, 1.7, 1.7, 1.8, 2.0, 2.4, 2.8, 3.0, 2.7, 2.0, 1.2,
+    0.6, 0.4, 0.3, 0.2, 0.2, 0.3, 0.6, 1.0, 1.4, 1.6, 1.7, 1.8, 2.0, 1.9, 1.7, 1.7, 1.8, 2.0, 2.4,
+    2.8, 3.0, 2.7, 2.0, 1.2,
 ];
 
 fn tc_string(rng: &mut ChaCha8Rng, country: &str, when_us: i64) -> String {
@@ -216,7 +258,13 @@ fn tc_string(rng: &mut ChaCha8Rng, country: &str, when_us: i64) -> String {
     } else {
         let mut c = vec![1];
         c.extend((2..=11).filter(|_| rng.random::<f64>() < 0.5));
-        (c, vec![2, 7, 8].into_iter().filter(|_| rng.random::<f64>() < 0.6).collect())
+        (
+            c,
+            vec![2, 7, 8]
+                .into_iter()
+                .filter(|_| rng.random::<f64>() < 0.6)
+                .collect(),
+        )
     };
     let vendors: Vec<u16> = if consent.is_empty() {
         Vec::new()
@@ -248,12 +296,20 @@ fn tc_string(rng: &mut ChaCha8Rng, country: &str, when_us: i64) -> String {
         tcf_policy_version: 4,
         is_service_specific: true,
         use_non_standard_texts: false,
-        special_feature_optins: if consent.len() == 11 { vec![1] } else { Vec::new() },
+        special_feature_optins: if consent.len() == 11 {
+            vec![1]
+        } else {
+            Vec::new()
+        },
         purposes_consent: consent,
         purposes_li: li,
         purpose_one_treatment: false,
         publisher_cc: [cc[0], cc[1]],
-        vendor_li: if vendors.is_empty() { Vec::new() } else { vec![755] },
+        vendor_li: if vendors.is_empty() {
+            Vec::new()
+        } else {
+            vec![755]
+        },
         vendor_consent: vendors,
         pub_restrictions: Vec::new(),
     };
@@ -263,7 +319,12 @@ fn tc_string(rng: &mut ChaCha8Rng, country: &str, when_us: i64) -> String {
 pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
     let (p_schema, e_schema, c_schema) = schemas();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let end_us = cfg.end.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros();
+    let end_us = cfg
+        .end
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp_micros();
     let start_us = end_us - i64::from(cfg.days) * DAY_US;
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     let end_day = (cfg.end - epoch).num_days() as i32;
@@ -274,7 +335,13 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
     let sessions_per_user = cfg.events_per_user / EVENTS_PER_SESSION;
 
     let mut profiles = Sink::new(&cfg.out, "profiles", cfg.format, p_schema.clone(), None);
-    let mut events = Sink::new(&cfg.out, "events", cfg.format, e_schema.clone(), Some(2_000_000));
+    let mut events = Sink::new(
+        &cfg.out,
+        "events",
+        cfg.format,
+        e_schema.clone(),
+        Some(2_000_000),
+    );
     let mut consent = Sink::new(&cfg.out, "consent", cfg.format, c_schema.clone(), None);
     let mut stats = GenStats::default();
 
@@ -286,7 +353,14 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
         StringBuilder::new(),
         StringBuilder::new(),
     );
-    let mut cb = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), BooleanBuilder::new(), TimestampMicrosecondBuilder::new());
+    let mut cb = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        BooleanBuilder::new(),
+        TimestampMicrosecondBuilder::new(),
+    );
     let mut c_rows = 0usize;
     let mut p_rows = 0usize;
     let mut ev = EventRows::new();
@@ -350,7 +424,10 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
                         }
                         x -= hw;
                     }
-                    first_day_us + day * DAY_US + hour * 3_600_000_000 + rng.random_range(0..3_600_000_000)
+                    first_day_us
+                        + day * DAY_US
+                        + hour * 3_600_000_000
+                        + rng.random_range(0..3_600_000_000)
                 })
                 .collect();
             starts.sort_unstable();
@@ -362,7 +439,14 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
                 use std::fmt::Write;
                 let _ = write!(session_buf, "s{u}-{k}");
                 if device == "mobile" && rng.random::<f64>() < 0.7 {
-                    ev.push(&raw, "app_open", start.min(end_us - 1), &session_buf, None, false);
+                    ev.push(
+                        &raw,
+                        "app_open",
+                        start.min(end_us - 1),
+                        &session_buf,
+                        None,
+                        false,
+                    );
                 }
                 let mut t = start;
                 let mut step = |rng: &mut ChaCha8Rng| {
@@ -414,7 +498,11 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
         // Consent: one record per user (a sixth of them changed their mind later: two records).
         let records = if rng.random::<f64>() < 0.17 { 2 } else { 1 };
         for r in 0..records {
-            let at = if r == 0 { consent_at.max(start_us - 30 * DAY_US) } else { consent_at + rng.random_range(DAY_US..10 * DAY_US) };
+            let at = if r == 0 {
+                consent_at.max(start_us - 30 * DAY_US)
+            } else {
+                consent_at + rng.random_range(DAY_US..10 * DAY_US)
+            };
             cb.0.append_value(&raw);
             match regime {
                 'T' => {
@@ -425,14 +513,22 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
                 }
                 'U' => {
                     cb.1.append_null();
-                    cb.2.append_value(if rng.random::<f64>() < 0.12 { "1YYN" } else { "1YNN" });
+                    cb.2.append_value(if rng.random::<f64>() < 0.12 {
+                        "1YYN"
+                    } else {
+                        "1YNN"
+                    });
                     cb.3.append_null();
                     cb.4.append_null();
                 }
                 _ => {
                     cb.1.append_null();
                     cb.2.append_null();
-                    cb.3.append_value(if rng.random::<f64>() < 0.5 { "marketing" } else { "analytics" });
+                    cb.3.append_value(if rng.random::<f64>() < 0.5 {
+                        "marketing"
+                    } else {
+                        "analytics"
+                    });
                     cb.4.append_value(rng.random::<f64>() < 0.74);
                 }
             }
@@ -472,8 +568,22 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
     Ok(stats)
 }
 
-type ProfileBuilders = (StringBuilder, StringBuilder, StringBuilder, Date32Builder, StringBuilder, StringBuilder);
-type ConsentBuilders = (StringBuilder, StringBuilder, StringBuilder, StringBuilder, BooleanBuilder, TimestampMicrosecondBuilder);
+type ProfileBuilders = (
+    StringBuilder,
+    StringBuilder,
+    StringBuilder,
+    Date32Builder,
+    StringBuilder,
+    StringBuilder,
+);
+type ConsentBuilders = (
+    StringBuilder,
+    StringBuilder,
+    StringBuilder,
+    StringBuilder,
+    BooleanBuilder,
+    TimestampMicrosecondBuilder,
+);
 
 fn flush_profiles(b: &mut ProfileBuilders, schema: &SchemaRef) -> Result<RecordBatch> {
     let cols: Vec<ArrayRef> = vec![

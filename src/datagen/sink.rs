@@ -33,7 +33,13 @@ pub(super) struct Sink {
 }
 
 impl Sink {
-    pub(super) fn new(dir: &Path, stem: &'static str, format: GenFormat, schema: SchemaRef, rows_per_file: Option<u64>) -> Self {
+    pub(super) fn new(
+        dir: &Path,
+        stem: &'static str,
+        format: GenFormat,
+        schema: SchemaRef,
+        rows_per_file: Option<u64>,
+    ) -> Self {
         Sink {
             dir: dir.to_path_buf(),
             stem,
@@ -52,7 +58,11 @@ impl Sink {
             GenFormat::Csv => "csv",
             GenFormat::Ndjson => "ndjson",
         };
-        let name = if self.split { format!("{}-{:05}.{ext}", self.stem, self.files.len()) } else { format!("{}.{ext}", self.stem) };
+        let name = if self.split {
+            format!("{}-{:05}.{ext}", self.stem, self.files.len())
+        } else {
+            format!("{}.{ext}", self.stem)
+        };
         let path = self.dir.join(name);
         let f = File::create(&path)?;
         self.files.push(path);
@@ -64,8 +74,14 @@ impl Sink {
                     .build();
                 Writer::Parquet(ArrowWriter::try_new(f, self.schema.clone(), Some(props))?)
             }
-            GenFormat::Csv => Writer::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(BufWriter::with_capacity(1 << 20, f))),
-            GenFormat::Ndjson => Writer::Json(arrow::json::LineDelimitedWriter::new(BufWriter::with_capacity(1 << 20, f))),
+            GenFormat::Csv => Writer::Csv(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(BufWriter::with_capacity(1 << 20, f)),
+            ),
+            GenFormat::Ndjson => Writer::Json(arrow::json::LineDelimitedWriter::new(
+                BufWriter::with_capacity(1 << 20, f),
+            )),
         })
     }
 
@@ -73,7 +89,11 @@ impl Sink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.current.as_ref().is_some_and(|(_, n)| *n >= self.rows_per_file) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(_, n)| *n >= self.rows_per_file)
+        {
             self.close_current()?;
         }
         if self.current.is_none() {

@@ -64,12 +64,26 @@ pub fn register_all(ctx: &SessionContext, keyring: Arc<Keyring>) {
 
 /// Register the segment functions, which read segments evaluated before each statement.
 pub fn register_segment_functions(ctx: &SessionContext, cache: Arc<segment::Prefetched>) {
-    ctx.register_udf(ScalarUDF::from(segment::segment_size::SegmentSize::new(cache.clone())));
-    ctx.register_udf(ScalarUDF::from(segment::segment_bitmap::SegmentBitmap::new(cache.clone())));
-    ctx.register_udf(ScalarUDF::from(segment::in_segment::InSegment::new(cache.clone())));
-    ctx.register_udf(ScalarUDF::from(segment::has_consent::HasConsent::new(cache.clone())));
-    ctx.register_udtf("segment_members", Arc::new(segment::segment_members::SegmentMembers::new(cache.clone())));
-    ctx.register_udtf("segment_overlap", Arc::new(segment::segment_overlap::SegmentOverlap::new(cache)));
+    ctx.register_udf(ScalarUDF::from(segment::segment_size::SegmentSize::new(
+        cache.clone(),
+    )));
+    ctx.register_udf(ScalarUDF::from(
+        segment::segment_bitmap::SegmentBitmap::new(cache.clone()),
+    ));
+    ctx.register_udf(ScalarUDF::from(segment::in_segment::InSegment::new(
+        cache.clone(),
+    )));
+    ctx.register_udf(ScalarUDF::from(segment::has_consent::HasConsent::new(
+        cache.clone(),
+    )));
+    ctx.register_udtf(
+        "segment_members",
+        Arc::new(segment::segment_members::SegmentMembers::new(cache.clone())),
+    );
+    ctx.register_udtf(
+        "segment_overlap",
+        Arc::new(segment::segment_overlap::SegmentOverlap::new(cache)),
+    );
 }
 
 #[cfg(test)]
@@ -79,7 +93,10 @@ mod tests {
     #[test]
     fn names_are_unique() {
         let ring = Arc::new(Keyring::from_keys([("user".to_string(), [1u8; 32])]).unwrap());
-        let mut names: Vec<String> = scalar_functions(ring).iter().map(|f| f.name().to_string()).collect();
+        let mut names: Vec<String> = scalar_functions(ring)
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
         names.extend(aggregate_functions().iter().map(|f| f.name().to_string()));
         let n = names.len();
         names.sort();

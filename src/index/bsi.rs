@@ -108,7 +108,17 @@ mod tests {
 
     fn counts(b: &Bsi, users: u32) -> HashMap<u32, u64> {
         (0..users)
-            .map(|u| (u, b.slices.iter().enumerate().filter(|(_, s)| s.contains(u)).map(|(k, _)| 1u64 << k).sum()))
+            .map(|u| {
+                (
+                    u,
+                    b.slices
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.contains(u))
+                        .map(|(k, _)| 1u64 << k)
+                        .sum(),
+                )
+            })
             .filter(|(_, c)| *c > 0)
             .collect()
     }
@@ -122,7 +132,9 @@ mod tests {
         for _day in 0..6 {
             let mut day = Vec::new();
             for u in 0..500u32 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let c = (x >> 59) % 7; // 0..6
                 if c > 0 {
                     day.push((u, c));
@@ -133,12 +145,24 @@ mod tests {
         }
         assert_eq!(counts(&acc, 500), total);
         for n in 0..45u64 {
-            let want_ge: RoaringBitmap = total.iter().filter(|(_, c)| **c >= n.max(1)).map(|(u, _)| *u).collect();
+            let want_ge: RoaringBitmap = total
+                .iter()
+                .filter(|(_, c)| **c >= n.max(1))
+                .map(|(u, _)| *u)
+                .collect();
             assert_eq!(acc.at_least(n), want_ge, "at_least {n}");
-            let want_gt: RoaringBitmap = total.iter().filter(|(_, c)| **c > n).map(|(u, _)| *u).collect();
+            let want_gt: RoaringBitmap = total
+                .iter()
+                .filter(|(_, c)| **c > n)
+                .map(|(u, _)| *u)
+                .collect();
             assert_eq!(acc.greater_than(n), want_gt, "greater_than {n}");
             if n > 0 {
-                let want_eq: RoaringBitmap = total.iter().filter(|(_, c)| **c == n).map(|(u, _)| *u).collect();
+                let want_eq: RoaringBitmap = total
+                    .iter()
+                    .filter(|(_, c)| **c == n)
+                    .map(|(u, _)| *u)
+                    .collect();
                 assert_eq!(acc.equals(n), want_eq, "equals {n}");
             }
         }

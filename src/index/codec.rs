@@ -8,7 +8,8 @@ pub fn to_bytes(bm: &RoaringBitmap) -> Vec<u8> {
     let mut bm = bm.clone();
     bm.optimize();
     let mut out = Vec::with_capacity(bm.serialized_size());
-    bm.serialize_into(&mut out).expect("writing to a Vec cannot fail");
+    bm.serialize_into(&mut out)
+        .expect("writing to a Vec cannot fail");
     out
 }
 
@@ -23,14 +24,20 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejects_garbage() {
-        let bm: RoaringBitmap = (0..100_000).step_by(3).chain(1_000_000..1_100_000).collect();
+        let bm: RoaringBitmap = (0..100_000)
+            .step_by(3)
+            .chain(1_000_000..1_100_000)
+            .collect();
         let bytes = to_bytes(&bm);
         assert_eq!(from_bytes(&bytes).unwrap(), bm);
         // Runs compress: 100k consecutive ids take a few bytes, not 12 KB.
         let run: RoaringBitmap = (0..100_000).collect();
         assert!(to_bytes(&run).len() < 64);
         assert!(from_bytes(b"not a bitmap").is_none());
-        assert_eq!(from_bytes(&to_bytes(&RoaringBitmap::new())).unwrap().len(), 0);
+        assert_eq!(
+            from_bytes(&to_bytes(&RoaringBitmap::new())).unwrap().len(),
+            0
+        );
     }
 
     #[test]

@@ -8,7 +8,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, Date32Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, Date32Builder, Int32Builder, Int64Builder,
+    RecordBatch, StringBuilder,
+};
 use arrow::datatypes::{DataType, Date32Type, Int32Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
@@ -53,7 +56,11 @@ impl EventIndex {
 
     /// Approximate bytes held.
     pub fn bytes(&self) -> usize {
-        self.days.values().flat_map(|b| &b.slices).map(|s| s.serialized_size()).sum()
+        self.days
+            .values()
+            .flat_map(|b| &b.slices)
+            .map(|s| s.serialized_size())
+            .sum()
     }
 
     /// Collects (event, day, uid) occurrences of a load, to append after the events commit.
@@ -71,7 +78,12 @@ pub struct Collector {
 impl Collector {
     /// Record the rows of a normalised events batch (`uid`, `event`, `ts` columns).
     pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<()> {
-        let col = |n: &str| batch.column_by_name(n).cloned().ok_or_else(|| Error::ingest(format!("index: batch has no {n}")));
+        let col = |n: &str| {
+            batch
+                .column_by_name(n)
+                .cloned()
+                .ok_or_else(|| Error::ingest(format!("index: batch has no {n}")))
+        };
         let uid = arrow::compute::cast(&col("uid")?, &DataType::Int64)?;
         let uid = uid.as_primitive::<Int64Type>();
         let ev = arrow::compute::cast(&col("event")?, &DataType::Utf8)?;
@@ -84,7 +96,10 @@ impl Collector {
             }
             let day = ts.value(i).div_euclid(DAY_US) as i32;
             let key = (ev.value(i).to_string(), day);
-            self.occurrences.entry(key).or_default().push(uid.value(i) as u32);
+            self.occurrences
+                .entry(key)
+                .or_default()
+                .push(uid.value(i) as u32);
         }
         Ok(())
     }
@@ -109,7 +124,13 @@ impl Collector {
 }
 
 fn to_batch(days: &HashMap<(String, i32), Bsi>, version: i64) -> Result<RecordBatch> {
-    let (mut e, mut d, mut s, mut b, mut v) = (StringBuilder::new(), Date32Builder::new(), Int32Builder::new(), BinaryBuilder::new(), Int64Builder::new());
+    let (mut e, mut d, mut s, mut b, mut v) = (
+        StringBuilder::new(),
+        Date32Builder::new(),
+        Int32Builder::new(),
+        BinaryBuilder::new(),
+        Int64Builder::new(),
+    );
     let mut keys: Vec<_> = days.keys().collect();
     keys.sort();
     for key in keys {
@@ -121,18 +142,31 @@ fn to_batch(days: &HashMap<(String, i32), Bsi>, version: i64) -> Result<RecordBa
             v.append_value(version);
         }
     }
-    let cols: Vec<ArrayRef> = vec![Arc::new(e.finish()), Arc::new(d.finish()), Arc::new(s.finish()), Arc::new(b.finish()), Arc::new(v.finish())];
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(e.finish()),
+        Arc::new(d.finish()),
+        Arc::new(s.finish()),
+        Arc::new(b.finish()),
+        Arc::new(v.finish()),
+    ];
     Ok(RecordBatch::try_new(base_schema(Table::EventIndex), cols)?)
 }
 
 /// Append the counts of one load that committed `events_version`.
-pub async fn append(db: &Database, days: &HashMap<(String, i32), Bsi>, events_version: u64) -> Result<()> {
+pub async fn append(
+    db: &Database,
+    days: &HashMap<(String, i32), Bsi>,
+    events_version: u64,
+) -> Result<()> {
     if days.is_empty() {
         return Ok(());
     }
     let batch = to_batch(days, events_version as i64)?;
     let table = db.load(Table::EventIndex).await?;
-    table.write(vec![batch]).with_save_mode(SaveMode::Append).await?;
+    table
+        .write(vec![batch])
+        .with_save_mode(SaveMode::Append)
+        .await?;
     Ok(())
 }
 
@@ -161,16 +195,23 @@ pub async fn load(db: &Database) -> Result<EventIndex> {
         let bin = crate::functions::bitmap::binary::as_binary(b.column(3))?;
         let ver = b.column(4).as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
-            let bm = from_bytes(bin.value(i)).ok_or_else(|| Error::storage("the event index holds a damaged bitmap; run `segdb index rebuild`"))?;
+            let bm = from_bytes(bin.value(i)).ok_or_else(|| {
+                Error::storage("the event index holds a damaged bitmap; run `segdb index rebuild`")
+            })?;
             let v = ver.value(i);
             idx.events_version = Some(idx.events_version.map_or(v as u64, |x| x.max(v as u64)));
-            parts.entry((ev.value(i).to_string(), day.value(i), v)).or_default().push((slice.value(i) as usize, bm));
+            parts
+                .entry((ev.value(i).to_string(), day.value(i), v))
+                .or_default()
+                .push((slice.value(i) as usize, bm));
         }
     }
     for ((event, day, _), mut slices) in parts {
         slices.sort_by_key(|(k, _)| *k);
         let n = slices.last().map(|(k, _)| k + 1).unwrap_or(0);
-        let mut bsi = Bsi { slices: vec![RoaringBitmap::new(); n] };
+        let mut bsi = Bsi {
+            slices: vec![RoaringBitmap::new(); n],
+        };
         for (k, bm) in slices {
             bsi.slices[k] = bm;
         }
@@ -198,14 +239,26 @@ pub async fn rebuild(db: &Database, ctx: &SessionContext) -> Result<EventIndex> 
         let c = arrow::compute::cast(b.column(3), &DataType::Int64)?;
         let c = c.as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
-            counts.entry((ev.value(i).to_string(), day.value(i))).or_default().push((uid.value(i) as u32, c.value(i) as u64));
+            counts
+                .entry((ev.value(i).to_string(), day.value(i)))
+                .or_default()
+                .push((uid.value(i) as u32, c.value(i) as u64));
         }
     }
-    let days: HashMap<(String, i32), Bsi> = counts.into_iter().map(|(k, v)| (k, Bsi::from_counts(v))).collect();
+    let days: HashMap<(String, i32), Bsi> = counts
+        .into_iter()
+        .map(|(k, v)| (k, Bsi::from_counts(v)))
+        .collect();
     let batch = to_batch(&days, version.unwrap_or(0) as i64)?;
     let table = db.load(Table::EventIndex).await?;
-    table.write(vec![batch]).with_save_mode(SaveMode::Overwrite).await?;
-    Ok(EventIndex { days, events_version: version })
+    table
+        .write(vec![batch])
+        .with_save_mode(SaveMode::Overwrite)
+        .await?;
+    Ok(EventIndex {
+        days,
+        events_version: version,
+    })
 }
 
 /// The highest events version the persisted index holds (0 when it is empty).
@@ -213,7 +266,16 @@ pub async fn persisted_version(db: &Database) -> Result<u64> {
     let table = db.load(Table::EventIndex).await?;
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
-    let batches = ctx.read_table(table.table_provider().await?)?.aggregate(vec![], vec![datafusion::functions_aggregate::expr_fn::max(datafusion::prelude::col("events_version"))])?.collect().await?;
+    let batches = ctx
+        .read_table(table.table_provider().await?)?
+        .aggregate(
+            vec![],
+            vec![datafusion::functions_aggregate::expr_fn::max(
+                datafusion::prelude::col("events_version"),
+            )],
+        )?
+        .collect()
+        .await?;
     let v = batches
         .first()
         .and_then(|b| arrow::compute::cast(b.column(0), &DataType::Int64).ok())

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray, Int64Array};
+use arrow::array::{
+    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 
@@ -45,7 +47,12 @@ impl Identity {
                 }
             }
         }
-        Ok(Identity { map, next, fresh: Vec::new(), version })
+        Ok(Identity {
+            map,
+            next,
+            fresh: Vec::new(),
+            version,
+        })
     }
 
     /// The ordinal of `pseudonym`, assigning the next one if it is new.
@@ -54,7 +61,9 @@ impl Identity {
             return Ok(u);
         }
         if self.next > i64::from(u32::MAX) {
-            return Err(Error::ingest("the identity space (2^32 users) is exhausted"));
+            return Err(Error::ingest(
+                "the identity space (2^32 users) is exhausted",
+            ));
         }
         let u = self.next;
         self.next += 1;
@@ -75,11 +84,15 @@ impl Identity {
         }
         let ids = StringArray::from_iter_values(self.fresh.iter().map(|(p, _)| p.as_str()));
         let uids = Int64Array::from_iter_values(self.fresh.iter().map(|(_, u)| *u));
-        let seen = TimestampMicrosecondArray::from(vec![now_micros; self.fresh.len()]).with_timezone("UTC");
-        Ok(Some(RecordBatch::try_new(base_schema(Table::Identity), vec![
-            std::sync::Arc::new(ids),
-            std::sync::Arc::new(uids),
-            std::sync::Arc::new(seen),
-        ])?))
+        let seen = TimestampMicrosecondArray::from(vec![now_micros; self.fresh.len()])
+            .with_timezone("UTC");
+        Ok(Some(RecordBatch::try_new(
+            base_schema(Table::Identity),
+            vec![
+                std::sync::Arc::new(ids),
+                std::sync::Arc::new(uids),
+                std::sync::Arc::new(seen),
+            ],
+        )?))
     }
 }

@@ -28,7 +28,6 @@ use crate::storage::{Database, Table};
 
 pub(crate) use timestamp::parse_micros;
 
-
 /// What is being loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -69,7 +68,11 @@ pub struct BadRow {
 
 impl BadRow {
     pub(crate) fn new(file: &str, row: u64, reason: String) -> Self {
-        BadRow { file: file.to_string(), row, reason }
+        BadRow {
+            file: file.to_string(),
+            row,
+            reason,
+        }
     }
 }
 
@@ -115,7 +118,13 @@ pub(crate) fn failpoint(name: &str) {
 }
 
 /// Load `files` into the table of `kind`.
-pub async fn ingest(db: &Database, keyring: &Keyring, kind: Kind, files: &[PathBuf], opts: &IngestOptions) -> Result<IngestReport> {
+pub async fn ingest(
+    db: &Database,
+    keyring: &Keyring,
+    kind: Kind,
+    files: &[PathBuf],
+    opts: &IngestOptions,
+) -> Result<IngestReport> {
     Ok(ingest_collecting(db, keyring, kind, files, opts).await?.0)
 }
 
@@ -155,11 +164,18 @@ fn tempfile_dir() -> Result<PathBuf> {
 /// A local path for an input given as a path, `file://` URL or `s3://bucket/key` URL.
 async fn fetch_input(f: &Path, scratch: &Path) -> Result<PathBuf> {
     use object_store::ObjectStoreExt;
-    let Some(s) = f.to_str() else { return Ok(f.to_path_buf()) };
-    let Some((scheme, _)) = s.split_once("://") else { return Ok(f.to_path_buf()) };
-    let url = url::Url::parse(s).map_err(|e| Error::ingest(format!("{s} is not a valid URL: {e}")))?;
+    let Some(s) = f.to_str() else {
+        return Ok(f.to_path_buf());
+    };
+    let Some((scheme, _)) = s.split_once("://") else {
+        return Ok(f.to_path_buf());
+    };
+    let url =
+        url::Url::parse(s).map_err(|e| Error::ingest(format!("{s} is not a valid URL: {e}")))?;
     match scheme {
-        "file" => url.to_file_path().map_err(|_| Error::ingest(format!("{s} is not a local file URL"))),
+        "file" => url
+            .to_file_path()
+            .map_err(|_| Error::ingest(format!("{s} is not a local file URL"))),
         "s3" | "s3a" => {
             let bucket = url.host_str().unwrap_or_default().to_string();
             let key = url.path().trim_start_matches('/').to_string();
@@ -167,22 +183,38 @@ async fn fetch_input(f: &Path, scratch: &Path) -> Result<PathBuf> {
             if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
                 b = b.with_allow_http(true);
             }
-            let store = b.build().map_err(|e| Error::ingest(format!("cannot reach s3://{bucket}: {}", e.to_string().lines().next().unwrap_or(""))))?;
+            let store = b.build().map_err(|e| {
+                Error::ingest(format!(
+                    "cannot reach s3://{bucket}: {}",
+                    e.to_string().lines().next().unwrap_or("")
+                ))
+            })?;
             let bytes = store
                 .get(&object_store::path::Path::from(key.as_str()))
                 .await
-                .map_err(|e| Error::ingest(format!("cannot read {s}: {}", e.to_string().lines().next().unwrap_or(""))))?
+                .map_err(|e| {
+                    Error::ingest(format!(
+                        "cannot read {s}: {}",
+                        e.to_string().lines().next().unwrap_or("")
+                    ))
+                })?
                 .bytes()
                 .await
                 .map_err(|e| Error::ingest(format!("cannot read {s}: {e}")))?;
-            let name = key.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("input");
+            let name = key
+                .rsplit('/')
+                .next()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("input");
             let dir = scratch.join(uuid::Uuid::new_v4().to_string());
             std::fs::create_dir_all(&dir)?;
             let path = dir.join(name);
             std::fs::write(&path, &bytes)?;
             Ok(path)
         }
-        other => Err(Error::ingest(format!("input scheme {other:?} is not supported; use a path, file:// or s3://"))),
+        other => Err(Error::ingest(format!(
+            "input scheme {other:?} is not supported; use a path, file:// or s3://"
+        ))),
     }
 }
 
@@ -197,7 +229,8 @@ async fn ingest_local(
     let mut inputs = Vec::new();
     let mut total_bytes = 0u64;
     for f in files {
-        let meta = std::fs::metadata(f).map_err(|e| Error::ingest(format!("cannot read {}: {e}", f.display())))?;
+        let meta = std::fs::metadata(f)
+            .map_err(|e| Error::ingest(format!("cannot read {}: {e}", f.display())))?;
         if !meta.is_file() {
             return Err(Error::ingest(format!("{} is not a file", f.display())));
         }
@@ -212,7 +245,10 @@ async fn ingest_local(
     let pseudo = Pseudonymizer::new(keyring, crate::privacy::keyring::USER_DOMAIN);
     let forgotten = crate::erasure::load_suppression(db).await?.key_hashes;
     let mut norm = normalize::Normalizer::new(kind, pseudo, table_schema.clone(), now)
-        .with_forgotten(forgotten, Pseudonymizer::new(keyring, crate::erasure::FORGET_DOMAIN));
+        .with_forgotten(
+            forgotten,
+            Pseudonymizer::new(keyring, crate::erasure::FORGET_DOMAIN),
+        );
 
     let progress = progress_bar(opts.progress, total_bytes);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(usize, read::SourceBatch)>>(4);
@@ -221,7 +257,8 @@ async fn ingest_local(
     let reader = tokio::task::spawn_blocking(move || {
         for (idx, (path, format)) in reader_inputs.iter().enumerate() {
             let mut sink = |b: read::SourceBatch| -> Result<()> {
-                tx.blocking_send(Ok((idx, b))).map_err(|_| Error::ingest("load cancelled"))
+                tx.blocking_send(Ok((idx, b)))
+                    .map_err(|_| Error::ingest("load cancelled"))
             };
             if let Err(e) = read::read_file(path, *format, &text, &mut sink) {
                 let _ = tx.blocking_send(Err(e));
@@ -261,7 +298,9 @@ async fn ingest_local(
             None => held.push(out),
         }
     }
-    reader.await.map_err(|e| Error::ingest(format!("reader failed: {e}")))?;
+    reader
+        .await
+        .map_err(|e| Error::ingest(format!("reader failed: {e}")))?;
     progress.finish_and_clear();
     rejected.sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
 
@@ -274,14 +313,27 @@ async fn ingest_local(
     }
     let new_users = identity.fresh_count();
     if rows_loaded == 0 {
-        return Ok((IngestReport { kind, files: inputs.len(), rows_loaded, rejected, new_users: 0, version: None, took_ms: started.elapsed().as_millis() }, None));
+        return Ok((
+            IngestReport {
+                kind,
+                files: inputs.len(),
+                rows_loaded,
+                rejected,
+                new_users: 0,
+                version: None,
+                took_ms: started.elapsed().as_millis(),
+            },
+            None,
+        ));
     }
 
     // 1. Identities first: rows must never reference an ordinal that is not committed.
     if let Some(batch) = identity.fresh_batch(now)? {
         let mut id_table = db.load(Table::Identity).await?;
         if id_table.version() != identity.version {
-            return Err(Error::ingest("another load assigned user ordinals at the same time; nothing was committed, run this load again"));
+            return Err(Error::ingest(
+                "another load assigned user ordinals at the same time; nothing was committed, run this load again",
+            ));
         }
         let mut w = RecordBatchWriter::for_table(&id_table)?
             .with_commit_properties(CommitProperties::default().with_max_retries(0));
@@ -303,13 +355,31 @@ async fn ingest_local(
         }
     };
     let took_ms = started.elapsed().as_millis();
-    tracing::info!(table = kind.name(), rows = rows_loaded, rejected = rejected.len(), new_users, version, took_ms, "ingested");
-    let report = IngestReport { kind, files: inputs.len(), rows_loaded, rejected, new_users, version: Some(version), took_ms };
+    tracing::info!(
+        table = kind.name(),
+        rows = rows_loaded,
+        rejected = rejected.len(),
+        new_users,
+        version,
+        took_ms,
+        "ingested"
+    );
+    let report = IngestReport {
+        kind,
+        files: inputs.len(),
+        rows_loaded,
+        rejected,
+        new_users,
+        version: Some(version),
+        took_ms,
+    };
     Ok((report, collector.map(|c| c.finish())))
 }
 
 pub(crate) fn display_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
@@ -338,14 +408,27 @@ async fn commit_append(table: &mut DeltaTable, mut w: RecordBatchWriter) -> Resu
     // Every data file of the load is on storage now; nothing is visible until the commit.
     failpoint("ingest-before-commit");
     let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
-    let names = |s: &Schema| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    let names = |s: &Schema| {
+        s.fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect::<Vec<_>>()
+    };
     if names(&grown) != names(&before) {
         let kernel: StructType = grown.as_ref().try_into_kernel()?;
-        let meta = MetadataExt::with_schema(table.snapshot()?.metadata().clone(), &kernel).map_err(|e| Error::storage(format!("cannot grow the schema: {e}")))?;
+        let meta = MetadataExt::with_schema(table.snapshot()?.metadata().clone(), &kernel)
+            .map_err(|e| Error::storage(format!("cannot grow the schema: {e}")))?;
         actions.push(Action::Metadata(meta));
     }
-    let op = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
-    let done = CommitBuilder::default().with_actions(actions).build(Some(table.snapshot()?), table.log_store(), op).await?;
+    let op = DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: None,
+        predicate: None,
+    };
+    let done = CommitBuilder::default()
+        .with_actions(actions)
+        .build(Some(table.snapshot()?), table.log_store(), op)
+        .await?;
     Ok(done.version())
 }
 
@@ -358,15 +441,28 @@ async fn upsert_profiles(table: DeltaTable, held: Vec<RecordBatch>) -> Result<u6
     // The source carries every target column (NULL where this load lacks it: the row is
     // replaced whole) plus any new ones, so the MERGE only copies source columns.
     let target_schema = table.snapshot()?.snapshot().arrow_schema();
-    let target_plain = Schema::new(target_schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>());
+    let target_plain = Schema::new(
+        target_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    );
     let merged = Arc::new(Schema::try_merge(
         std::iter::once(target_plain).chain(held.iter().map(|b| b.schema().as_ref().clone())),
     )?);
-    let batches: Vec<RecordBatch> = held.iter().map(|b| conform(b, &merged)).collect::<Result<_>>()?;
+    let batches: Vec<RecordBatch> = held
+        .iter()
+        .map(|b| conform(b, &merged))
+        .collect::<Result<_>>()?;
     // Last row per user wins within the load.
     let mut last: HashMap<i64, (usize, usize)> = HashMap::new();
     for (bi, b) in batches.iter().enumerate() {
-        let uids = b.column(1).as_any().downcast_ref::<arrow::array::Int64Array>().expect("uid is Int64");
+        let uids = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("uid is Int64");
         for r in 0..b.num_rows() {
             last.insert(uids.value(r), (bi, r));
         }
@@ -379,7 +475,11 @@ async fn upsert_profiles(table: DeltaTable, held: Vec<RecordBatch>) -> Result<u6
     for (b, mut rows) in batches.iter().zip(keep) {
         rows.sort_unstable();
         let idx = UInt32Array::from(rows);
-        let cols = b.columns().iter().map(|c| arrow::compute::take(c, &idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let cols = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::take(c, &idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         source.push(RecordBatch::try_new(merged.clone(), cols)?);
     }
 
@@ -406,7 +506,11 @@ async fn upsert_profiles(table: DeltaTable, held: Vec<RecordBatch>) -> Result<u6
             i
         })?
         .await?;
-    tracing::debug!(inserted = metrics.num_target_rows_inserted, updated = metrics.num_target_rows_updated, "profiles merged");
+    tracing::debug!(
+        inserted = metrics.num_target_rows_inserted,
+        updated = metrics.num_target_rows_updated,
+        "profiles merged"
+    );
     Ok(table.version().unwrap_or(0))
 }
 

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondArray, TimestampMicrosecondBuilder, Int64Builder,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Int64Builder, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use arrow::compute::{cast, filter};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -27,7 +27,16 @@ pub(crate) fn text_columns(kind: Kind) -> TextColumns {
     match kind {
         Kind::Events => t.extend(["event", "ts"]),
         Kind::Profiles => {}
-        Kind::Consent => t.extend(["tc_string", "us_privacy", "gpp", "purpose", "granted", "expires_at", "recorded_at", "ts"]),
+        Kind::Consent => t.extend([
+            "tc_string",
+            "us_privacy",
+            "gpp",
+            "purpose",
+            "granted",
+            "expires_at",
+            "recorded_at",
+            "ts",
+        ]),
     }
     t
 }
@@ -48,11 +57,23 @@ pub(crate) struct Normalizer {
 
 impl Normalizer {
     pub(crate) fn new(kind: Kind, pseudo: Pseudonymizer, table: SchemaRef, now: i64) -> Self {
-        Normalizer { kind, pseudo, cache: HashMap::new(), forgotten: Default::default(), forget_hasher: None, table, now }
+        Normalizer {
+            kind,
+            pseudo,
+            cache: HashMap::new(),
+            forgotten: Default::default(),
+            forget_hasher: None,
+            table,
+            now,
+        }
     }
 
     /// Reject rows of users who were forgotten (their keyed hashes, and the hasher).
-    pub(crate) fn with_forgotten(mut self, hashes: std::collections::HashSet<String>, hasher: Pseudonymizer) -> Self {
+    pub(crate) fn with_forgotten(
+        mut self,
+        hashes: std::collections::HashSet<String>,
+        hasher: Pseudonymizer,
+    ) -> Self {
         self.forgotten = hashes;
         self.forget_hasher = Some(hasher);
         self
@@ -63,7 +84,11 @@ impl Normalizer {
             return v.clone();
         }
         let p: Arc<str> = self.pseudo.pseudonymize(raw).into();
-        let forgotten = !self.forgotten.is_empty() && self.forget_hasher.as_ref().is_some_and(|h| self.forgotten.contains(&h.pseudonymize(&p)));
+        let forgotten = !self.forgotten.is_empty()
+            && self
+                .forget_hasher
+                .as_ref()
+                .is_some_and(|h| self.forgotten.contains(&h.pseudonymize(&p)));
         self.cache.insert(raw.to_string(), (p.clone(), forgotten));
         (p, forgotten)
     }
@@ -78,7 +103,12 @@ impl Normalizer {
             .map(|f| f.as_ref().clone())
             .collect();
         if !new.is_empty() {
-            let mut fields: Vec<Field> = self.table.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let mut fields: Vec<Field> = self
+                .table
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
             fields.extend(new);
             self.table = Arc::new(Schema::new(fields));
         }
@@ -104,7 +134,9 @@ impl Normalizer {
             }
         }
         if self.kind == Kind::Consent
-            && !["tc_string", "us_privacy", "gpp", "purpose"].iter().any(|c| has(c))
+            && !["tc_string", "us_privacy", "gpp", "purpose"]
+                .iter()
+                .any(|c| has(c))
         {
             return Err(Error::ingest(format!(
                 "{file} has none of tc_string, us_privacy, gpp or purpose (+ granted); consent rows need one"
@@ -117,15 +149,28 @@ impl Normalizer {
         };
         for r in reserved {
             if has(r) {
-                return Err(Error::ingest(format!("{file}: column {r:?} is reserved (segdb fills it); drop it from the input")));
+                return Err(Error::ingest(format!(
+                    "{file}: column {r:?} is reserved (segdb fills it); drop it from the input"
+                )));
             }
         }
         Ok(())
     }
 
     /// Validate and shape one batch. Bad rows are appended to `bad`.
-    pub(crate) fn normalize(&mut self, sb: SourceBatch, identity: &mut Identity, bad: &mut Vec<BadRow>, file: &str) -> Result<RecordBatch> {
-        let SourceBatch { batch, rows, bad: parse_bad, .. } = sb;
+    pub(crate) fn normalize(
+        &mut self,
+        sb: SourceBatch,
+        identity: &mut Identity,
+        bad: &mut Vec<BadRow>,
+        file: &str,
+    ) -> Result<RecordBatch> {
+        let SourceBatch {
+            batch,
+            rows,
+            bad: parse_bad,
+            ..
+        } = sb;
         bad.extend(parse_bad);
         let n = batch.num_rows();
         let mut ok: Vec<bool> = rows.iter().map(|&r| r != 0).collect();
@@ -187,9 +232,15 @@ impl Normalizer {
                 }
                 let (expires, eerrs) = match col("expires_at") {
                     Some(a) => to_micros(&a)?,
-                    None => (TimestampMicrosecondArray::new_null(n).with_timezone("UTC"), Vec::new()),
+                    None => (
+                        TimestampMicrosecondArray::new_null(n).with_timezone("UTC"),
+                        Vec::new(),
+                    ),
                 };
-                for (i, e) in eerrs.into_iter().filter(|(i, _)| !is_blank(&col("expires_at"), *i)) {
+                for (i, e) in eerrs
+                    .into_iter()
+                    .filter(|(i, _)| !is_blank(&col("expires_at"), *i))
+                {
                     reject(&mut ok, i, format!("expires_at {e}"));
                 }
                 let rec_col = col("recorded_at").or_else(|| col("ts"));
@@ -200,30 +251,62 @@ impl Normalizer {
                             reject(&mut ok, i, format!("recorded_at {e}"));
                         }
                         // A missing time means "now".
-                        let filled: TimestampMicrosecondArray =
-                            (0..n).map(|i| Some(if t.is_valid(i) { t.value(i) } else { self.now })).collect();
+                        let filled: TimestampMicrosecondArray = (0..n)
+                            .map(|i| Some(if t.is_valid(i) { t.value(i) } else { self.now }))
+                            .collect();
                         filled.with_timezone("UTC")
                     }
                     None => TimestampMicrosecondArray::from(vec![self.now; n]).with_timezone("UTC"),
                 };
-                let present = |a: &StringArray, i: usize| a.is_valid(i) && !a.value(i).trim().is_empty();
+                let present =
+                    |a: &StringArray, i: usize| a.is_valid(i) && !a.value(i).trim().is_empty();
                 for i in 0..n {
                     let has_purpose = present(&purpose, i);
                     if has_purpose && granted.is_null(i) {
                         reject(&mut ok, i, "has a purpose but no granted value".into());
-                    } else if !has_purpose && granted.is_valid(i) && !(present(&tc, i) || present(&usp, i) || present(&gpp, i)) {
+                    } else if !has_purpose
+                        && granted.is_valid(i)
+                        && !(present(&tc, i) || present(&usp, i) || present(&gpp, i))
+                    {
                         reject(&mut ok, i, "has granted but no purpose".into());
-                    } else if !(has_purpose || present(&tc, i) || present(&usp, i) || present(&gpp, i)) {
-                        reject(&mut ok, i, "has no tc_string, us_privacy, gpp or purpose".into());
+                    } else if !(has_purpose
+                        || present(&tc, i)
+                        || present(&usp, i)
+                        || present(&gpp, i))
+                    {
+                        reject(
+                            &mut ok,
+                            i,
+                            "has no tc_string, us_privacy, gpp or purpose".into(),
+                        );
                     }
                 }
-                for (name, a) in [("tc_string", tc), ("us_privacy", usp), ("gpp", gpp), ("purpose", purpose)] {
+                for (name, a) in [
+                    ("tc_string", tc),
+                    ("us_privacy", usp),
+                    ("gpp", gpp),
+                    ("purpose", purpose),
+                ] {
                     fixed.push((Field::new(name, DataType::Utf8, true), Arc::new(a)));
                 }
-                fixed.push((Field::new("granted", DataType::Boolean, true), Arc::new(granted)));
+                fixed.push((
+                    Field::new("granted", DataType::Boolean, true),
+                    Arc::new(granted),
+                ));
                 fixed.push((Field::new("expires_at", ts_type(), true), Arc::new(expires)));
-                fixed.push((Field::new("recorded_at", ts_type(), true), Arc::new(recorded)));
-                consumed.extend(["tc_string", "us_privacy", "gpp", "purpose", "granted", "expires_at", "recorded_at"]);
+                fixed.push((
+                    Field::new("recorded_at", ts_type(), true),
+                    Arc::new(recorded),
+                ));
+                consumed.extend([
+                    "tc_string",
+                    "us_privacy",
+                    "gpp",
+                    "purpose",
+                    "granted",
+                    "expires_at",
+                    "recorded_at",
+                ]);
                 if schema.column_with_name("recorded_at").is_none() {
                     consumed.push("ts");
                 }
@@ -238,7 +321,15 @@ impl Normalizer {
             }
             let (arr, errs) = self.property(f.name(), batch.column(i))?;
             for r in errs {
-                reject(&mut ok, r, format!("column {:?} does not hold a {}", f.name(), type_word(arr.data_type())));
+                reject(
+                    &mut ok,
+                    r,
+                    format!(
+                        "column {:?} does not hold a {}",
+                        f.name(),
+                        type_word(arr.data_type())
+                    ),
+                );
             }
             props.push((Field::new(f.name(), arr.data_type().clone(), true), arr));
         }
@@ -248,7 +339,11 @@ impl Normalizer {
             for i in 0..n {
                 if ok[i] && self.pseudonym(raw_ids.value(i)).1 {
                     ok[i] = false;
-                    bad.push(BadRow::new(file, rows[i], "belongs to a forgotten user (FORGET USER); not loaded".into()));
+                    bad.push(BadRow::new(
+                        file,
+                        rows[i],
+                        "belongs to a forgotten user (FORGET USER); not loaded".into(),
+                    ));
                 }
             }
         }
@@ -265,7 +360,10 @@ impl Normalizer {
             pseudo.append_value(&*p);
             uids.append_value(u);
         }
-        let mut fields = vec![Field::new("user_id", DataType::Utf8, true), Field::new("uid", DataType::Int64, true)];
+        let mut fields = vec![
+            Field::new("user_id", DataType::Utf8, true),
+            Field::new("uid", DataType::Int64, true),
+        ];
         let mut cols: Vec<ArrayRef> = vec![Arc::new(pseudo.finish()), Arc::new(uids.finish())];
         for (f, a) in fixed.into_iter().chain(props) {
             fields.push(f);
@@ -289,10 +387,15 @@ impl Normalizer {
             Arc::new(t) as ArrayRef
         } else {
             cast(a, &target).map_err(|_| {
-                Error::ingest(format!("column {name:?} ({}) cannot be stored as {target}", a.data_type()))
+                Error::ingest(format!(
+                    "column {name:?} ({}) cannot be stored as {target}",
+                    a.data_type()
+                ))
             })?
         };
-        let errs = (0..a.len()).filter(|&i| a.is_valid(i) && out.is_null(i)).collect();
+        let errs = (0..a.len())
+            .filter(|&i| a.is_valid(i) && out.is_null(i))
+            .collect();
         Ok((out, errs))
     }
 }
@@ -329,17 +432,22 @@ fn storage_type(t: &DataType) -> DataType {
         Date64 => Date32,
         Timestamp(..) => ts_type(),
         LargeBinary | BinaryView | FixedSizeBinary(_) => Binary,
-        List(f) | LargeList(f) | ListView(f) | LargeListView(f) | FixedSizeList(f, _) => {
-            List(Arc::new(Field::new("element", storage_type(f.data_type()), true)))
-        }
-        Struct(fs) => Struct(fs.iter().map(|f| Arc::new(Field::new(f.name(), storage_type(f.data_type()), true))).collect()),
+        List(f) | LargeList(f) | ListView(f) | LargeListView(f) | FixedSizeList(f, _) => List(
+            Arc::new(Field::new("element", storage_type(f.data_type()), true)),
+        ),
+        Struct(fs) => Struct(
+            fs.iter()
+                .map(|f| Arc::new(Field::new(f.name(), storage_type(f.data_type()), true)))
+                .collect(),
+        ),
         _ => Utf8,
     }
 }
 
 /// Any column as text (ids may arrive as numbers).
 fn as_text(a: &ArrayRef) -> Result<StringArray> {
-    let s = cast(a, &DataType::Utf8).map_err(|_| Error::ingest(format!("a {} column cannot be read as text", a.data_type())))?;
+    let s = cast(a, &DataType::Utf8)
+        .map_err(|_| Error::ingest(format!("a {} column cannot be read as text", a.data_type())))?;
     Ok(s.as_string::<i32>().clone())
 }
 
@@ -368,7 +476,16 @@ fn to_micros(a: &ArrayRef) -> Result<(TimestampMicrosecondArray, Vec<(usize, &'s
                 }
             }
         }
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 | DataType::Float32 | DataType::Float64 => {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Float32
+        | DataType::Float64 => {
             let ms = cast(a, &DataType::Float64)?;
             let ms = ms.as_primitive::<arrow::datatypes::Float64Type>();
             for i in 0..n {
@@ -398,7 +515,11 @@ fn to_micros(a: &ArrayRef) -> Result<(TimestampMicrosecondArray, Vec<(usize, &'s
                 }
             }
         }
-        other => return Err(Error::ingest(format!("a {other} column cannot be read as a timestamp"))),
+        other => {
+            return Err(Error::ingest(format!(
+                "a {other} column cannot be read as a timestamp"
+            )));
+        }
     }
     Ok((b.finish().with_timezone("UTC"), errs))
 }

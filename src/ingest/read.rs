@@ -9,7 +9,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::{BadRow, Format};
@@ -38,7 +40,11 @@ pub(crate) fn detect_format(path: &Path, forced: Option<Format>) -> Result<Forma
     if let Some(f) = forced {
         return Ok(f);
     }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     if name.ends_with(".csv") || name.ends_with(".tsv") {
         Ok(Format::Csv)
@@ -61,11 +67,17 @@ pub(crate) fn read_file(
     text: &TextColumns,
     sink: &mut dyn FnMut(SourceBatch) -> Result<()>,
 ) -> Result<()> {
-    let open = || File::open(path).map_err(|e| Error::ingest(format!("cannot open {}: {e}", path.display())));
+    let open = || {
+        File::open(path).map_err(|e| Error::ingest(format!("cannot open {}: {e}", path.display())))
+    };
     let file_name = super::display_name(path);
     match format {
         Format::Csv => {
-            let delim = if file_name.to_ascii_lowercase().ends_with(".tsv") { b'\t' } else { b',' };
+            let delim = if file_name.to_ascii_lowercase().ends_with(".tsv") {
+                b'\t'
+            } else {
+                b','
+            };
             let schema = infer_csv(open()?, delim, text, &file_name)?;
             read_csv(open()?, delim, schema, &file_name, sink)
         }
@@ -78,7 +90,11 @@ pub(crate) fn read_file(
 }
 
 fn csv_reader<R: Read>(r: R, delim: u8) -> csv::Reader<R> {
-    csv::ReaderBuilder::new().delimiter(delim).flexible(true).has_headers(true).from_reader(r)
+    csv::ReaderBuilder::new()
+        .delimiter(delim)
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(r)
 }
 
 #[derive(Clone, Copy)]
@@ -99,10 +115,21 @@ fn parse_bool(s: &str) -> Option<bool> {
 
 fn infer_csv(f: File, delim: u8, text: &TextColumns, file: &str) -> Result<SchemaRef> {
     let mut rdr = csv_reader(BufReader::with_capacity(1 << 20, f), delim);
-    let headers = rdr.headers().map_err(|e| Error::ingest(format!("{file}: cannot read the CSV header: {e}")))?.clone();
+    let headers = rdr
+        .headers()
+        .map_err(|e| Error::ingest(format!("{file}: cannot read the CSV header: {e}")))?
+        .clone();
     let names: Vec<String> = headers.iter().map(|h| h.trim().to_string()).collect();
     check_names(&names, file)?;
-    let mut kinds = vec![Kinds { int: true, float: true, boolean: true, seen: false }; names.len()];
+    let mut kinds = vec![
+        Kinds {
+            int: true,
+            float: true,
+            boolean: true,
+            seen: false
+        };
+        names.len()
+    ];
     let mut rec = csv::StringRecord::new();
     loop {
         match rdr.read_record(&mut rec) {
@@ -226,20 +253,36 @@ fn read_csv(
     sink: &mut dyn FnMut(SourceBatch) -> Result<()>,
 ) -> Result<()> {
     let mut rdr = csv_reader(BufReader::with_capacity(1 << 20, f), delim);
-    rdr.headers().map_err(|e| Error::ingest(format!("{file}: {e}")))?;
+    rdr.headers()
+        .map_err(|e| Error::ingest(format!("{file}: {e}")))?;
     let ncol = schema.fields().len();
-    let mut builders: Vec<ColBuilder> = schema.fields().iter().map(|f| ColBuilder::new(f.data_type())).collect();
+    let mut builders: Vec<ColBuilder> = schema
+        .fields()
+        .iter()
+        .map(|f| ColBuilder::new(f.data_type()))
+        .collect();
     let mut rows = Vec::with_capacity(BATCH_ROWS);
     let mut bad = Vec::new();
     let mut rec = csv::StringRecord::new();
     let mut row: u64 = 0;
     let mut last_pos = 0u64;
-    let flush = |builders: &mut Vec<ColBuilder>, rows: &mut Vec<u64>, bad: &mut Vec<BadRow>, pos: u64, last: &mut u64, sink: &mut dyn FnMut(SourceBatch) -> Result<()>| -> Result<()> {
+    let flush = |builders: &mut Vec<ColBuilder>,
+                 rows: &mut Vec<u64>,
+                 bad: &mut Vec<BadRow>,
+                 pos: u64,
+                 last: &mut u64,
+                 sink: &mut dyn FnMut(SourceBatch) -> Result<()>|
+     -> Result<()> {
         let cols: Vec<ArrayRef> = builders.iter_mut().map(|b| b.finish()).collect();
         let batch = RecordBatch::try_new(schema.clone(), cols)?;
         let bytes = pos - *last;
         *last = pos;
-        sink(SourceBatch { batch, rows: std::mem::take(rows), bad: std::mem::take(bad), bytes })
+        sink(SourceBatch {
+            batch,
+            rows: std::mem::take(rows),
+            bad: std::mem::take(bad),
+            bytes,
+        })
     };
     loop {
         let more = rdr.read_record(&mut rec);
@@ -248,7 +291,11 @@ fn read_csv(
             Ok(true) => {
                 row += 1;
                 if rec.len() != ncol {
-                    bad.push(BadRow::new(file, row, format!("has {} fields, the header has {ncol}", rec.len())));
+                    bad.push(BadRow::new(
+                        file,
+                        row,
+                        format!("has {} fields, the header has {ncol}", rec.len()),
+                    ));
                     continue;
                 }
                 // Parse into the builders; a value that does not fit poisons the row.
@@ -266,7 +313,14 @@ fn read_csv(
                     for b in builders.iter_mut().skip(ok_cols) {
                         b.push("");
                     }
-                    bad.push(BadRow::new(file, row, format!("column {name:?} does not hold a {}", type_word(schema.field(ok_cols).data_type()))));
+                    bad.push(BadRow::new(
+                        file,
+                        row,
+                        format!(
+                            "column {name:?} does not hold a {}",
+                            type_word(schema.field(ok_cols).data_type())
+                        ),
+                    ));
                     rows.push(0); // marker: filtered out below
                 } else {
                     rows.push(row);
@@ -350,13 +404,21 @@ fn infer_ndjson(f: File, text: &TextColumns, file: &str) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
-fn read_ndjson(f: File, schema: SchemaRef, file: &str, sink: &mut dyn FnMut(SourceBatch) -> Result<()>) -> Result<()> {
+fn read_ndjson(
+    f: File,
+    schema: SchemaRef,
+    file: &str,
+    sink: &mut dyn FnMut(SourceBatch) -> Result<()>,
+) -> Result<()> {
     let mut values = Vec::with_capacity(BATCH_ROWS);
     let mut rows = Vec::with_capacity(BATCH_ROWS);
     let mut bad = Vec::new();
     let mut bytes = 0u64;
     let mut row = 0u64;
-    let decode = |values: &mut Vec<serde_json::Value>, rows: &mut Vec<u64>, bad: &mut Vec<BadRow>| -> Result<(RecordBatch, Vec<u64>)> {
+    let decode = |values: &mut Vec<serde_json::Value>,
+                  rows: &mut Vec<u64>,
+                  bad: &mut Vec<BadRow>|
+     -> Result<(RecordBatch, Vec<u64>)> {
         let mk = || {
             arrow::json::ReaderBuilder::new(schema.clone())
                 .with_coerce_primitive(true)
@@ -375,12 +437,19 @@ fn read_ndjson(f: File, schema: SchemaRef, file: &str, sink: &mut dyn FnMut(Sour
         let mut parts = Vec::new();
         for (v, r) in values.drain(..).zip(rows.drain(..)) {
             let mut d = mk()?;
-            match d.serialize(std::slice::from_ref(&v)).and_then(|_| d.flush()) {
+            match d
+                .serialize(std::slice::from_ref(&v))
+                .and_then(|_| d.flush())
+            {
                 Ok(Some(b)) => {
                     parts.push(b);
                     good_rows.push(r);
                 }
-                _ => bad.push(BadRow::new(file, r, "has a value that does not fit its column's type".into())),
+                _ => bad.push(BadRow::new(
+                    file,
+                    r,
+                    "has a value that does not fit its column's type".into(),
+                )),
             }
         }
         let b = arrow::compute::concat_batches(&schema, &parts)?;
@@ -400,7 +469,12 @@ fn read_ndjson(f: File, schema: SchemaRef, file: &str, sink: &mut dyn FnMut(Sour
         }
         if values.len() == BATCH_ROWS {
             let (batch, rs) = decode(&mut values, &mut rows, &mut bad)?;
-            sink(SourceBatch { batch, rows: rs, bad: std::mem::take(&mut bad), bytes: std::mem::take(&mut bytes) })?;
+            sink(SourceBatch {
+                batch,
+                rows: rs,
+                bad: std::mem::take(&mut bad),
+                bytes: std::mem::take(&mut bytes),
+            })?;
         }
     }
     if !values.is_empty() || !bad.is_empty() {
@@ -409,18 +483,30 @@ fn read_ndjson(f: File, schema: SchemaRef, file: &str, sink: &mut dyn FnMut(Sour
         } else {
             decode(&mut values, &mut rows, &mut bad)?
         };
-        sink(SourceBatch { batch, rows: rs, bad, bytes })?;
+        sink(SourceBatch {
+            batch,
+            rows: rs,
+            bad,
+            bytes,
+        })?;
     }
     Ok(())
 }
 
-fn read_parquet(f: File, file: &str, sink: &mut dyn FnMut(SourceBatch) -> Result<()>) -> Result<()> {
+fn read_parquet(
+    f: File,
+    file: &str,
+    sink: &mut dyn FnMut(SourceBatch) -> Result<()>,
+) -> Result<()> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     let builder = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| Error::ingest(format!("{file} is not a readable Parquet file: {e}")))?;
     let total_rows = builder.metadata().file_metadata().num_rows().max(1) as u64;
-    let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| Error::ingest(format!("{file}: {e}")))?;
+    let reader = builder
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| Error::ingest(format!("{file}: {e}")))?;
     let mut row = 0u64;
     for b in reader {
         let batch = b.map_err(|e| Error::ingest(format!("{file}: cannot read: {e}")))?;
@@ -428,7 +514,12 @@ fn read_parquet(f: File, file: &str, sink: &mut dyn FnMut(SourceBatch) -> Result
         let rows: Vec<u64> = (row + 1..=row + n).collect();
         row += n;
         let bytes = size * n / total_rows;
-        sink(SourceBatch { batch, rows, bad: Vec::new(), bytes })?;
+        sink(SourceBatch {
+            batch,
+            rows,
+            bad: Vec::new(),
+            bytes,
+        })?;
     }
     Ok(())
 }

@@ -16,13 +16,22 @@ pub(crate) fn parse_micros(s: &str) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_micros());
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(s, f) {
             return Some(t.timestamp_micros());
         }
     }
     let naive = s.strip_suffix(" UTC").unwrap_or(s);
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(naive, f) {
             return Some(t.and_utc().timestamp_micros());
         }
@@ -54,8 +63,17 @@ mod tests {
         ] {
             assert_eq!(parse_micros(s), Some(t), "{s}");
         }
-        assert_eq!(parse_micros("2026-01-01T00:00:00.123456Z"), Some(t + 123_456));
-        for bad in ["", "yesterday", "2026-13-01", "2026-01-01T25:00:00Z", "12:00"] {
+        assert_eq!(
+            parse_micros("2026-01-01T00:00:00.123456Z"),
+            Some(t + 123_456)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-01-01T25:00:00Z",
+            "12:00",
+        ] {
             assert_eq!(parse_micros(bad), None, "{bad}");
         }
     }

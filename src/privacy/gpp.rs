@@ -21,13 +21,21 @@ impl Bits {
             }
             URL_SAFE_NO_PAD.decode(padded).ok()
         })?;
-        Some(Bits { bits: bytes.iter().flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1 == 1)).collect(), pos: 0 })
+        Some(Bits {
+            bits: bytes
+                .iter()
+                .flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1 == 1))
+                .collect(),
+            pos: 0,
+        })
     }
     fn read(&mut self, n: usize) -> Option<u64> {
         if self.pos + n > self.bits.len() {
             return None;
         }
-        let v = self.bits[self.pos..self.pos + n].iter().fold(0u64, |a, &b| a * 2 + b as u64);
+        let v = self.bits[self.pos..self.pos + n]
+            .iter()
+            .fold(0u64, |a, &b| a * 2 + b as u64);
         self.pos += n;
         Some(v)
     }
@@ -83,16 +91,18 @@ pub fn section_ids(gpp: &str) -> Option<Vec<u16>> {
 /// (0 = not applicable, 1 = opted out, 2 = did not opt out).
 fn sale_opt_out_offset(section: u16) -> Option<usize> {
     match section {
-        7 => Some(18),             // usnat: version, six notices
+        7 => Some(18),               // usnat: version, six notices
         8 | 9 | 10 | 12 => Some(12), // usca, usva, usco, usct: version, three notices
-        11 => Some(14),            // usut: version, four notices
+        11 => Some(14),              // usut: version, four notices
         _ => None,
     }
 }
 
 /// Does any US section of the string record a sale opt-out? `false` when the string is malformed.
 pub fn sale_opted_out(gpp: &str) -> bool {
-    let Some(ids) = section_ids(gpp) else { return false };
+    let Some(ids) = section_ids(gpp) else {
+        return false;
+    };
     let sections: Vec<&str> = gpp.trim().split('~').skip(1).collect();
     if sections.len() != ids.len() {
         return false;
@@ -101,7 +111,9 @@ pub fn sale_opted_out(gpp: &str) -> bool {
         if id == 6 {
             return super::usp::opted_out(body);
         }
-        let Some(offset) = sale_opt_out_offset(id) else { return false };
+        let Some(offset) = sale_opt_out_offset(id) else {
+            return false;
+        };
         let core = body.split('.').next().unwrap_or("");
         Bits::of(core).is_some_and(|mut b| b.read(offset).is_some() && b.read(2) == Some(1))
     })
@@ -114,8 +126,14 @@ mod tests {
     #[test]
     fn header_examples() {
         // The IAB GPP spec's example: TCF EU v2 (2) and US Privacy (6).
-        assert_eq!(section_ids("DBACNY~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA~1YNN"), Some(vec![2, 6]));
-        assert_eq!(section_ids("DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"), Some(vec![2]));
+        assert_eq!(
+            section_ids("DBACNY~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA~1YNN"),
+            Some(vec![2, 6])
+        );
+        assert_eq!(
+            section_ids("DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"),
+            Some(vec![2])
+        );
         assert_eq!(section_ids("DBABLA~BVVqAAEABgA.QA"), Some(vec![7]));
         assert_eq!(section_ids("not gpp"), None);
         assert_eq!(section_ids(""), None);
@@ -123,8 +141,12 @@ mod tests {
 
     #[test]
     fn sale_opt_outs() {
-        assert!(!sale_opted_out("DBACNY~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA~1YNN"));
-        assert!(sale_opted_out("DBACNY~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA~1YYN"));
+        assert!(!sale_opted_out(
+            "DBACNY~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA~1YNN"
+        ));
+        assert!(sale_opted_out(
+            "DBACNY~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA~1YYN"
+        ));
         // usnat with SaleOptOut = 1 (opted out) after six notices of 01.
         assert!(sale_opted_out("DBABLA~BVVVVAAAAAA.QA"));
         // usnat with SaleOptOut = 2 (did not opt out), as in the IAB spec's usnat example.

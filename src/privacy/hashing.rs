@@ -18,7 +18,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn normalize_email(s: &str) -> Option<String> {
     let e = s.trim().to_lowercase();
     let (local, domain) = e.split_once('@')?;
-    if local.is_empty() || domain.is_empty() || domain.contains('@') || e.chars().any(char::is_whitespace) {
+    if local.is_empty()
+        || domain.is_empty()
+        || domain.contains('@')
+        || e.chars().any(char::is_whitespace)
+    {
         return None;
     }
     Some(e)
@@ -82,7 +86,10 @@ pub fn normalize_phone(s: &str, default_country: Option<&str>) -> Option<String>
             format!("{cc}{national}")
         }
     };
-    (8..=15).contains(&full.len()).then_some(full).filter(|f| !f.starts_with('0'))
+    (8..=15)
+        .contains(&full.len())
+        .then_some(full)
+        .filter(|f| !f.starts_with('0'))
 }
 
 #[cfg(test)]
@@ -93,21 +100,39 @@ mod tests {
     /// (e-mail: trim + lowercase; phone: E.164 digits without `+`).
     #[test]
     fn shared_vectors() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/hash_vectors.json")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/vectors/hash_vectors.json"
+        ))
+        .unwrap();
         let all: Vec<(String, String, String)> = serde_json::from_str(&text).unwrap();
         let mut checked = 0;
         for (what, normalised, hash) in &all {
-            if what.starts_with("sha256_hex") || what.starts_with("email basic") || what.starts_with("phone meta") {
+            if what.starts_with("sha256_hex")
+                || what.starts_with("email basic")
+                || what.starts_with("phone meta")
+            {
                 assert_eq!(&sha256_hex(normalised.as_bytes()), hash, "{what}");
                 checked += 1;
             }
             // The raw input is quoted in the description: normalise it ourselves.
-            if let Some(raw) = what.split_once(": '").map(|(_, r)| r.trim_end_matches('\'')) {
+            if let Some(raw) = what
+                .split_once(": '")
+                .map(|(_, r)| r.trim_end_matches('\''))
+            {
                 if what.starts_with("email basic") {
-                    assert_eq!(normalize_email(raw).as_deref(), Some(normalised.as_str()), "{what}");
+                    assert_eq!(
+                        normalize_email(raw).as_deref(),
+                        Some(normalised.as_str()),
+                        "{what}"
+                    );
                     checked += 1;
                 } else if what.starts_with("phone meta") {
-                    assert_eq!(normalize_phone(raw, None).as_deref(), Some(normalised.as_str()), "{what}");
+                    assert_eq!(
+                        normalize_phone(raw, None).as_deref(),
+                        Some(normalised.as_str()),
+                        "{what}"
+                    );
                     checked += 1;
                 }
             }
@@ -117,9 +142,18 @@ mod tests {
 
     #[test]
     fn phone_forms() {
-        assert_eq!(normalize_phone("030 901820", Some("DE")).as_deref(), Some("4930901820"));
-        assert_eq!(normalize_phone("(800) 555-0100", Some("us")).as_deref(), Some("18005550100"));
-        assert_eq!(normalize_phone("1-800-555-0100", Some("US")).as_deref(), Some("18005550100"));
+        assert_eq!(
+            normalize_phone("030 901820", Some("DE")).as_deref(),
+            Some("4930901820")
+        );
+        assert_eq!(
+            normalize_phone("(800) 555-0100", Some("us")).as_deref(),
+            Some("18005550100")
+        );
+        assert_eq!(
+            normalize_phone("1-800-555-0100", Some("US")).as_deref(),
+            Some("18005550100")
+        );
         assert_eq!(normalize_phone("030 901820", None), None);
         assert_eq!(normalize_phone("call me", Some("DE")), None);
         assert_eq!(normalize_phone("+1 2", None), None);

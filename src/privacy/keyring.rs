@@ -37,7 +37,8 @@ impl std::fmt::Debug for Keyring {
 
 fn random_key() -> Result<[u8; 32]> {
     let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| Error::Keyring(format!("no randomness for a new key: {e}")))?;
+    getrandom::fill(&mut key)
+        .map_err(|e| Error::Keyring(format!("no randomness for a new key: {e}")))?;
     Ok(key)
 }
 
@@ -46,7 +47,9 @@ impl Keyring {
     pub fn from_keys(keys: impl IntoIterator<Item = (String, [u8; 32])>) -> Result<Self> {
         let keys: BTreeMap<_, _> = keys.into_iter().collect();
         if !keys.contains_key(USER_DOMAIN) {
-            return Err(Error::Keyring("a keyring needs a key for the \"user\" domain".into()));
+            return Err(Error::Keyring(
+                "a keyring needs a key for the \"user\" domain".into(),
+            ));
         }
         Ok(Keyring { keys, path: None })
     }
@@ -59,7 +62,10 @@ impl Keyring {
         }
         let mut keys = BTreeMap::new();
         keys.insert(USER_DOMAIN.to_string(), random_key()?);
-        let ring = Keyring { keys, path: Some(path.to_path_buf()) };
+        let ring = Keyring {
+            keys,
+            path: Some(path.to_path_buf()),
+        };
         ring.save()?;
         tracing::info!(path = %path.display(), "created a new keyring; back it up: without it raw ids cannot be matched to stored users");
         Ok(ring)
@@ -79,17 +85,29 @@ impl Keyring {
         let mut keys = BTreeMap::new();
         for (domain, b64) in file.keys {
             let bytes = STANDARD.decode(b64.trim()).map_err(|_| {
-                Error::Keyring(format!("key for domain {domain:?} in {} is not base64", path.display()))
+                Error::Keyring(format!(
+                    "key for domain {domain:?} in {} is not base64",
+                    path.display()
+                ))
             })?;
             let key: [u8; 32] = bytes.try_into().map_err(|_| {
-                Error::Keyring(format!("key for domain {domain:?} in {} is not 32 bytes", path.display()))
+                Error::Keyring(format!(
+                    "key for domain {domain:?} in {} is not 32 bytes",
+                    path.display()
+                ))
             })?;
             keys.insert(domain, key);
         }
         if !keys.contains_key(USER_DOMAIN) {
-            return Err(Error::Keyring(format!("{} has no key for the \"user\" domain", path.display())));
+            return Err(Error::Keyring(format!(
+                "{} has no key for the \"user\" domain",
+                path.display()
+            )));
         }
-        Ok(Keyring { keys, path: Some(path.to_path_buf()) })
+        Ok(Keyring {
+            keys,
+            path: Some(path.to_path_buf()),
+        })
     }
 
     /// Replace (or add) the key of `domain` with a fresh random key and save the file.
@@ -100,7 +118,9 @@ impl Keyring {
 
     /// The key used for `domain`: its own, else the `user` key.
     pub(crate) fn key_for(&self, domain: &str) -> &[u8; 32] {
-        self.keys.get(domain).unwrap_or_else(|| &self.keys[USER_DOMAIN])
+        self.keys
+            .get(domain)
+            .unwrap_or_else(|| &self.keys[USER_DOMAIN])
     }
 
     /// Where the keyring lives, if it is file backed.
@@ -109,9 +129,15 @@ impl Keyring {
     }
 
     fn save(&self) -> Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let file = KeyringFile {
-            keys: self.keys.iter().map(|(d, k)| (d.clone(), STANDARD.encode(k))).collect(),
+            keys: self
+                .keys
+                .iter()
+                .map(|(d, k)| (d.clone(), STANDARD.encode(k)))
+                .collect(),
         };
         let text = serde_json::to_string_pretty(&file).expect("keyring serialises");
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -128,7 +154,12 @@ impl Keyring {
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
@@ -152,7 +183,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let b = Keyring::open_or_create(&path).unwrap();
         assert_eq!(a.key_for("user"), b.key_for("user"));
@@ -165,8 +199,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.keyring");
         std::fs::write(&path, r#"{"keys":{"user":"AAAA"}}"#).unwrap();
-        assert!(Keyring::open(&path).unwrap_err().to_string().contains("not 32 bytes"));
+        assert!(
+            Keyring::open(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("not 32 bytes")
+        );
         std::fs::write(&path, r#"{"keys":{}}"#).unwrap();
-        assert!(Keyring::open(&path).unwrap_err().to_string().contains("no key for the \"user\""));
+        assert!(
+            Keyring::open(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("no key for the \"user\"")
+        );
     }
 }

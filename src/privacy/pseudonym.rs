@@ -23,7 +23,8 @@ pub struct Pseudonymizer {
 impl Pseudonymizer {
     /// A pseudonymiser for `domain` with that domain's key from `keyring`.
     pub fn new(keyring: &Keyring, domain: &str) -> Self {
-        let mut base = HmacSha256::new_from_slice(keyring.key_for(domain)).expect("HMAC takes any key length");
+        let mut base =
+            HmacSha256::new_from_slice(keyring.key_for(domain)).expect("HMAC takes any key length");
         base.update(b"segdb/v1");
         base.update(&[0]);
         base.update(domain.as_bytes());
@@ -58,7 +59,9 @@ impl Pseudonymizer {
 pub fn is_pseudonym(s: &str) -> bool {
     s.len() == PREFIX.len() + 22
         && s.starts_with(PREFIX)
-        && s[PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s[PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -66,7 +69,11 @@ mod tests {
     use super::*;
 
     fn ring() -> Keyring {
-        Keyring::from_keys([("user".to_string(), [7u8; 32]), ("partner_x".to_string(), [9u8; 32])]).unwrap()
+        Keyring::from_keys([
+            ("user".to_string(), [7u8; 32]),
+            ("partner_x".to_string(), [9u8; 32]),
+        ])
+        .unwrap()
     }
 
     #[test]

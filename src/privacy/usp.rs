@@ -23,7 +23,11 @@ pub fn parse(s: &str) -> Option<UsPrivacy> {
     if b.len() != 4 || b[0] != b'1' {
         return None;
     }
-    Some(UsPrivacy { notice: flag(b[1]).ok()?, opt_out_sale: flag(b[2]).ok()?, lspa_covered: flag(b[3]).ok()? })
+    Some(UsPrivacy {
+        notice: flag(b[1]).ok()?,
+        opt_out_sale: flag(b[2]).ok()?,
+        lspa_covered: flag(b[3]).ok()?,
+    })
 }
 
 /// Did the user opt out of the sale of their data? `false` for malformed strings and for `-`

@@ -98,8 +98,19 @@ pub struct EventSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leaf {
     Profile(Sql),
-    Did { what: EventSpec, freq: Option<Freq>, window: Option<Window>, pos: Pos },
-    Sequence { first: EventSpec, then: EventSpec, within: Option<(u64, Unit)>, window: Option<Window>, pos: Pos },
+    Did {
+        what: EventSpec,
+        freq: Option<Freq>,
+        window: Option<Window>,
+        pos: Pos,
+    },
+    Sequence {
+        first: EventSpec,
+        then: EventSpec,
+        within: Option<(u64, Unit)>,
+        window: Option<Window>,
+        pos: Pos,
+    },
     InSegment(String, Pos),
     UsersIn(Sql),
     AllUsers,
@@ -136,7 +147,10 @@ pub enum Statement {
         definition: String,
         expr: Expr,
     },
-    Drop { name: String, if_exists: bool },
+    Drop {
+        name: String,
+        if_exists: bool,
+    },
     Show,
     Describe(String),
     Explain(String),

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
@@ -29,13 +32,22 @@ pub async fn load(db: &Database) -> Result<Vec<SegmentDef>> {
     let table = db.load(Table::Segments).await?;
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
-    let batches = ctx.read_table(table.table_provider().await?)?.collect().await?;
+    let batches = ctx
+        .read_table(table.table_provider().await?)?
+        .collect()
+        .await?;
     let mut out = Vec::new();
     for b in batches {
         let text = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
-        let (name, def, purposes, comment, refresh) = (text(0)?, text(1)?, text(2)?, text(3)?, text(5)?);
         let (name, def, purposes, comment, refresh) =
-            (name.as_string::<i32>(), def.as_string::<i32>(), purposes.as_string::<i32>(), comment.as_string::<i32>(), refresh.as_string::<i32>());
+            (text(0)?, text(1)?, text(2)?, text(3)?, text(5)?);
+        let (name, def, purposes, comment, refresh) = (
+            name.as_string::<i32>(),
+            def.as_string::<i32>(),
+            purposes.as_string::<i32>(),
+            comment.as_string::<i32>(),
+            refresh.as_string::<i32>(),
+        );
         let mat = b.column(4).as_boolean();
         let created = arrow::compute::cast(b.column(6), &DataType::Int64)?;
         let created = created.as_primitive::<Int64Type>();
@@ -47,7 +59,11 @@ pub async fn load(db: &Database) -> Result<Vec<SegmentDef>> {
                 comment: comment.is_valid(i).then(|| comment.value(i).to_string()),
                 materialized: mat.is_valid(i) && mat.value(i),
                 refresh: refresh.is_valid(i).then(|| refresh.value(i).to_string()),
-                created_at: if created.is_valid(i) { created.value(i) } else { 0 },
+                created_at: if created.is_valid(i) {
+                    created.value(i)
+                } else {
+                    0
+                },
             });
         }
     }
@@ -86,6 +102,9 @@ pub async fn save(db: &Database, defs: &[SegmentDef]) -> Result<()> {
     ];
     let batch = RecordBatch::try_new(base_schema(Table::Segments), cols)?;
     let table = db.load(Table::Segments).await?;
-    table.write(vec![batch]).with_save_mode(SaveMode::Overwrite).await?;
+    table
+        .write(vec![batch])
+        .with_save_mode(SaveMode::Overwrite)
+        .await?;
     Ok(())
 }

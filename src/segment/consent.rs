@@ -10,9 +10,14 @@ use super::sqlgen::ts_lit;
 pub(crate) fn purpose_query(purpose: &str, as_of: i64) -> Result<String, String> {
     let at = ts_lit(as_of);
     if let Some(n) = purpose.strip_prefix("tcf:") {
-        let n: u32 = n.trim().parse().map_err(|_| format!("purpose '{purpose}': TCF purposes are 'tcf:1' … 'tcf:24'"))?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("purpose '{purpose}': TCF purposes are 'tcf:1' … 'tcf:24'"))?;
         if !(1..=24).contains(&n) {
-            return Err(format!("purpose '{purpose}': TCF purposes are 'tcf:1' … 'tcf:24'"));
+            return Err(format!(
+                "purpose '{purpose}': TCF purposes are 'tcf:1' … 'tcf:24'"
+            ));
         }
         return Ok(format!(
             "SELECT uid FROM (SELECT uid, tc_string, row_number() OVER (PARTITION BY uid ORDER BY recorded_at DESC) AS rn \

@@ -82,7 +82,11 @@ fn apply_freq(bsi: &Bsi, freq: Option<Freq>, universe: &RoaringBitmap) -> Roarin
         Freq::Exactly(0) => universe - &bsi.present(),
         Freq::Exactly(n) => bsi.equals(n),
         Freq::Between(a, b) => {
-            let low = if a == 0 { universe.clone() } else { bsi.at_least(a) };
+            let low = if a == 0 {
+                universe.clone()
+            } else {
+                bsi.at_least(a)
+            };
             &low - &bsi.greater_than(b)
         }
     }
@@ -116,7 +120,9 @@ fn spec_text(s: &EventSpec) -> String {
 pub fn leaf_text(l: &Leaf) -> String {
     match l {
         Leaf::Profile(s) => format!("PROFILE {}", s.text),
-        Leaf::Did { what, freq, window, .. } => {
+        Leaf::Did {
+            what, freq, window, ..
+        } => {
             let mut t = format!("DID {}", spec_text(what));
             if let Some(f) = freq {
                 t.push(' ');
@@ -128,7 +134,13 @@ pub fn leaf_text(l: &Leaf) -> String {
             }
             t
         }
-        Leaf::Sequence { first, then, within, window, .. } => {
+        Leaf::Sequence {
+            first,
+            then,
+            within,
+            window,
+            ..
+        } => {
             let mut t = format!("DID {} THEN {}", spec_text(first), spec_text(then));
             if let Some((n, u)) = within {
                 t.push_str(&format!(" WITHIN {n} {}", u.word()));
@@ -153,8 +165,25 @@ fn leaf_error(e: impl std::fmt::Display, pos: Pos, what: &str) -> Error {
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(ctx: &'a SessionContext, universe: &'a RoaringBitmap, index: Option<&'a EventIndex>, defs: &'a HashMap<String, SegmentDef>, as_of: i64) -> Self {
-        Evaluator { ctx, universe, index, defs, as_of, memo: HashMap::new(), stack: Vec::new(), explain: None, depth: 0, service: None }
+    pub fn new(
+        ctx: &'a SessionContext,
+        universe: &'a RoaringBitmap,
+        index: Option<&'a EventIndex>,
+        defs: &'a HashMap<String, SegmentDef>,
+        as_of: i64,
+    ) -> Self {
+        Evaluator {
+            ctx,
+            universe,
+            index,
+            defs,
+            as_of,
+            memo: HashMap::new(),
+            stack: Vec::new(),
+            explain: None,
+            depth: 0,
+            service: None,
+        }
     }
 
     fn note(&mut self, line: String) {
@@ -165,18 +194,30 @@ impl<'a> Evaluator<'a> {
 
     /// Evaluate a stored segment, consent filter included.
     pub async fn segment(&mut self, name: &str) -> Result<RoaringBitmap> {
-        let def = self.defs.get(name).ok_or_else(|| Error::invalid(format!("segment '{name}' does not exist")))?.clone();
+        let def = self
+            .defs
+            .get(name)
+            .ok_or_else(|| Error::invalid(format!("segment '{name}' does not exist")))?
+            .clone();
         if self.stack.iter().any(|s| s == name) {
-            return Err(Error::invalid(format!("segment '{name}' refers to itself through IN SEGMENT ({} → {name})", self.stack.join(" → "))));
+            return Err(Error::invalid(format!(
+                "segment '{name}' refers to itself through IN SEGMENT ({} → {name})",
+                self.stack.join(" → ")
+            )));
         }
         self.stack.push(name.to_string());
-        let expr = super::parser::parse_expr(&def.definition).map_err(|e| Error::invalid(format!("segment '{name}': {e}")))?;
+        let expr = super::parser::parse_expr(&def.definition)
+            .map_err(|e| Error::invalid(format!("segment '{name}': {e}")))?;
         let mut bm = Box::pin(self.eval(&expr)).await?;
         for p in &def.purposes {
             let q = purpose_query(p, self.as_of).map_err(Error::invalid)?;
             let consent = uid_bitmap(self.ctx, &q).await?;
             bm &= &consent;
-            self.note(format!("FOR PURPOSE '{p}'  [consent as of {}]  holders {}", ts_text(self.as_of), consent.len()));
+            self.note(format!(
+                "FOR PURPOSE '{p}'  [consent as of {}]  holders {}",
+                ts_text(self.as_of),
+                consent.len()
+            ));
         }
         self.stack.pop();
         Ok(bm)
@@ -208,7 +249,10 @@ impl<'a> Evaluator<'a> {
             Expr::And(..) => {
                 let mut parts = Vec::new();
                 flatten_and(e, &mut parts);
-                self.note(format!("AND ({} operands; smallest first, negations subtracted)", parts.len()));
+                self.note(format!(
+                    "AND ({} operands; smallest first, negations subtracted)",
+                    parts.len()
+                ));
                 self.depth += 1;
                 let mut pos = Vec::new();
                 let mut neg = Vec::new();
@@ -244,7 +288,13 @@ impl<'a> Evaluator<'a> {
     fn window_bounds(&self, w: Option<&Window>) -> (Option<i64>, i64) {
         match w {
             None => (None, self.as_of),
-            Some(Window::Last(n, u)) => (Some(self.as_of.saturating_sub((*n as i64).saturating_mul(u.micros()))), self.as_of),
+            Some(Window::Last(n, u)) => (
+                Some(
+                    self.as_of
+                        .saturating_sub((*n as i64).saturating_mul(u.micros())),
+                ),
+                self.as_of,
+            ),
             Some(Window::Since(t)) => (Some(*t), self.as_of),
             Some(Window::Between(a, b)) => (Some(*a), *b),
         }
@@ -269,10 +319,15 @@ impl<'a> Evaluator<'a> {
                     _ => None,
                 };
                 match cached {
-                    Some(bm) => (bm & self.universe, "profile bitmap cached for this profiles version".to_string()),
+                    Some(bm) => (
+                        bm & self.universe,
+                        "profile bitmap cached for this profiles version".to_string(),
+                    ),
                     None => {
                         let q = format!("SELECT uid FROM profiles WHERE ({})", sql.text);
-                        let bm = uid_bitmap(self.ctx, &q).await.map_err(|e| leaf_error(e, sql.pos, "PROFILE predicate"))?;
+                        let bm = uid_bitmap(self.ctx, &q)
+                            .await
+                            .map_err(|e| leaf_error(e, sql.pos, "PROFILE predicate"))?;
                         if let (Some(s), Some(v)) = (self.service, versions) {
                             s.store_profile(&sql.text, v, bm.clone()).await;
                         }
@@ -280,9 +335,15 @@ impl<'a> Evaluator<'a> {
                     }
                 }
             }
-            Leaf::Did { what, freq, window, pos } => {
+            Leaf::Did {
+                what,
+                freq,
+                window,
+                pos,
+            } => {
                 let (lo, hi) = self.window_bounds(window.as_ref());
-                let aligned = lo.is_none_or(|lo| lo.rem_euclid(DAY_US) == 0) && hi.rem_euclid(DAY_US) == 0;
+                let aligned =
+                    lo.is_none_or(|lo| lo.rem_euclid(DAY_US) == 0) && hi.rem_euclid(DAY_US) == 0;
                 let (bsi, path) = match self.index {
                     Some(idx) if what.filter.is_none() && aligned => {
                         let from = lo.map_or(i32::MIN, |lo| lo.div_euclid(DAY_US) as i32);
@@ -291,18 +352,46 @@ impl<'a> Evaluator<'a> {
                             EventRef::Named(n) => Some(n.as_str()),
                             EventRef::Any => None,
                         };
-                        let days = if lo.is_some() { format!("{} days", (to as i64 - from as i64).max(0)) } else { "all days".into() };
-                        (idx.counts(ev, from, to), format!("index: {days} of bit-sliced counts"))
+                        let days = if lo.is_some() {
+                            format!("{} days", (to as i64 - from as i64).max(0))
+                        } else {
+                            "all days".into()
+                        };
+                        (
+                            idx.counts(ev, from, to),
+                            format!("index: {days} of bit-sliced counts"),
+                        )
                     }
                     _ => {
-                        let q = format!("SELECT uid, count(*) FROM events WHERE ({}) AND {} GROUP BY uid", event_cond(what), window_cond(lo, hi));
-                        let why = if what.filter.is_some() { "WHERE" } else if self.index.is_none() { "index off" } else { "window not day-aligned" };
-                        (count_bsi(self.ctx, &q).await.map_err(|e| leaf_error(e, *pos, "DID leaf"))?, format!("scan events ({why})"))
+                        let q = format!(
+                            "SELECT uid, count(*) FROM events WHERE ({}) AND {} GROUP BY uid",
+                            event_cond(what),
+                            window_cond(lo, hi)
+                        );
+                        let why = if what.filter.is_some() {
+                            "WHERE"
+                        } else if self.index.is_none() {
+                            "index off"
+                        } else {
+                            "window not day-aligned"
+                        };
+                        (
+                            count_bsi(self.ctx, &q)
+                                .await
+                                .map_err(|e| leaf_error(e, *pos, "DID leaf"))?,
+                            format!("scan events ({why})"),
+                        )
                     }
                 };
                 (apply_freq(&bsi, *freq, self.universe) & self.universe, path)
             }
-            Leaf::Sequence { first, then, within, window, pos } => {
+            Leaf::Sequence {
+                first,
+                then,
+                within,
+                window,
+                pos,
+            } => {
                 let (lo, hi) = self.window_bounds(window.as_ref());
                 let w = window_cond(lo, hi);
                 let q = match within {
@@ -321,12 +410,17 @@ impl<'a> Evaluator<'a> {
                         d = (*n as i64).saturating_mul(u.micros())
                     ),
                 };
-                let bm = uid_bitmap(self.ctx, &q).await.map_err(|e| leaf_error(e, *pos, "sequence leaf"))?;
+                let bm = uid_bitmap(self.ctx, &q)
+                    .await
+                    .map_err(|e| leaf_error(e, *pos, "sequence leaf"))?;
                 (bm & self.universe, "scan events (sequence)".to_string())
             }
             Leaf::InSegment(name, pos) => {
                 if !self.defs.contains_key(name) {
-                    return Err(Error::invalid(format!("IN SEGMENT at {pos}: segment '{name}' does not exist{}", suggest(name, self.defs.keys()))));
+                    return Err(Error::invalid(format!(
+                        "IN SEGMENT at {pos}: segment '{name}' does not exist{}",
+                        suggest(name, self.defs.keys())
+                    )));
                 }
                 self.note(format!("IN SEGMENT {name}"));
                 self.depth += 1;
@@ -335,14 +429,27 @@ impl<'a> Evaluator<'a> {
                 (bm & self.universe, format!("segment {name}"))
             }
             Leaf::UsersIn(q) => {
-                let df = self.ctx.sql(&q.text).await.map_err(|e| leaf_error(e, q.pos, "USERS IN query"))?;
+                let df = self
+                    .ctx
+                    .sql(&q.text)
+                    .await
+                    .map_err(|e| leaf_error(e, q.pos, "USERS IN query"))?;
                 let col = if df.schema().has_column_with_unqualified_name("user_id") {
                     "user_id"
                 } else {
-                    return Err(Error::invalid(format!("USERS IN query at {}: it must return a user_id column", q.pos)));
+                    return Err(Error::invalid(format!(
+                        "USERS IN query at {}: it must return a user_id column",
+                        q.pos
+                    )));
                 };
-                let sql = format!("SELECT i.uid FROM ({}) q JOIN identity i ON q.{col} = i.user_id", q.text);
-                (uid_bitmap(self.ctx, &sql).await? & self.universe, "query joined to identity".to_string())
+                let sql = format!(
+                    "SELECT i.uid FROM ({}) q JOIN identity i ON q.{col} = i.user_id",
+                    q.text
+                );
+                (
+                    uid_bitmap(self.ctx, &sql).await? & self.universe,
+                    "query joined to identity".to_string(),
+                )
             }
         };
         self.note(format!("{key}  [{path}]  size {}", bm.len()));
@@ -381,7 +488,10 @@ pub fn suggest<'s>(name: &str, known: impl Iterator<Item = &'s String>) -> Strin
 }
 
 fn strsim_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
+    let (a, b): (Vec<char>, Vec<char>) = (
+        a.to_lowercase().chars().collect(),
+        b.to_lowercase().chars().collect(),
+    );
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for i in 1..=a.len() {
         let mut cur = vec![i; b.len() + 1];
@@ -396,7 +506,11 @@ fn strsim_distance(a: &str, b: &str) -> usize {
 
 /// Every identity row: (uid, pseudonym or None when forgotten).
 pub async fn identity_rows(ctx: &SessionContext) -> Result<Vec<(u32, Option<String>)>> {
-    let batches = ctx.sql("SELECT uid, user_id FROM identity").await?.collect().await?;
+    let batches = ctx
+        .sql("SELECT uid, user_id FROM identity")
+        .await?
+        .collect()
+        .await?;
     let mut out = Vec::new();
     for b in batches {
         let u = arrow::compute::cast(b.column(0), &DataType::Int64)?;
@@ -404,7 +518,10 @@ pub async fn identity_rows(ctx: &SessionContext) -> Result<Vec<(u32, Option<Stri
         let p = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
         let p = p.as_string::<i32>();
         for i in 0..b.num_rows() {
-            out.push((u.value(i) as u32, p.is_valid(i).then(|| p.value(i).to_string())));
+            out.push((
+                u.value(i) as u32,
+                p.is_valid(i).then(|| p.value(i).to_string()),
+            ));
         }
     }
     Ok(out)

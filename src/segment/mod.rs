@@ -13,7 +13,9 @@ mod sqlgen;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array};
+use arrow::array::{
+    ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
@@ -29,7 +31,11 @@ use eval::{Evaluator, suggest};
 
 /// Bytes of event index kept in memory between statements (`SEGDB_INDEX_CACHE_MB`).
 fn index_budget() -> usize {
-    std::env::var("SEGDB_INDEX_CACHE_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1024) * 1_000_000
+    std::env::var("SEGDB_INDEX_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1024)
+        * 1_000_000
 }
 
 /// Segment state shared by an engine.
@@ -53,7 +59,10 @@ pub(crate) type ProfileVersions = (Option<u64>, Option<u64>);
 
 fn result(schema: SchemaRef, cols: Vec<ArrayRef>) -> Result<QueryResult> {
     let batch = RecordBatch::try_new(schema.clone(), cols)?;
-    Ok(QueryResult { schema, batches: vec![batch] })
+    Ok(QueryResult {
+        schema,
+        batches: vec![batch],
+    })
 }
 
 fn walk_leaves<'e>(e: &'e Expr, out: &mut Vec<&'e Leaf>) {
@@ -69,7 +78,10 @@ fn walk_leaves<'e>(e: &'e Expr, out: &mut Vec<&'e Leaf>) {
 
 impl Segments {
     pub fn new(db: Database) -> Self {
-        Segments { db, cache: Mutex::new(Cache::default()) }
+        Segments {
+            db,
+            cache: Mutex::new(Cache::default()),
+        }
     }
 
     /// Every known, non-erased user.
@@ -81,7 +93,8 @@ impl Segments {
                 return Ok(u.clone());
             }
         }
-        let mut u = eval::uid_bitmap(ctx, "SELECT uid FROM identity WHERE user_id IS NOT NULL").await?;
+        let mut u =
+            eval::uid_bitmap(ctx, "SELECT uid FROM identity WHERE user_id IS NOT NULL").await?;
         // Forgotten users leave at once, even before their identity row is cleared.
         u -= crate::erasure::load_suppression(&self.db).await?.uids;
         let u = Arc::new(u);
@@ -108,14 +121,23 @@ impl Segments {
         if idx.bytes() <= index_budget() {
             c.index = Some(idx.clone());
         } else {
-            tracing::warn!(bytes = idx.bytes(), budget = index_budget(), "event index exceeds its cache budget; it is reloaded per statement");
+            tracing::warn!(
+                bytes = idx.bytes(),
+                budget = index_budget(),
+                "event index exceeds its cache budget; it is reloaded per statement"
+            );
             c.index = None;
         }
         Ok(idx)
     }
 
     /// Users holding consent for `purpose` at `at` (known, non-erased users only).
-    pub async fn consent_holders(&self, ctx: &SessionContext, purpose: &str, at: i64) -> Result<RoaringBitmap> {
+    pub async fn consent_holders(
+        &self,
+        ctx: &SessionContext,
+        purpose: &str,
+        at: i64,
+    ) -> Result<RoaringBitmap> {
         let q = consent::purpose_query(purpose, at).map_err(Error::invalid)?;
         let universe = self.universe(ctx).await?;
         Ok(eval::uid_bitmap(ctx, &q).await? & &*universe)
@@ -139,12 +161,20 @@ impl Segments {
     /// Append a load's index counts (called after the events commit at `events_version`). The
     /// append happens only when the persisted index reflects the version just before; otherwise
     /// the index is left behind and the next reader rebuilds it.
-    pub async fn index_append(&self, days: &HashMap<(String, i32), crate::index::bsi::Bsi>, events_version: u64) -> Result<()> {
+    pub async fn index_append(
+        &self,
+        days: &HashMap<(String, i32), crate::index::bsi::Bsi>,
+        events_version: u64,
+    ) -> Result<()> {
         let persisted = store::persisted_version(&self.db).await?;
         let mut c = self.cache.lock().await;
         c.universe = None;
         if persisted + 1 != events_version {
-            tracing::info!(persisted, events_version, "event index is behind; it will be rebuilt on next use");
+            tracing::info!(
+                persisted,
+                events_version,
+                "event index is behind; it will be rebuilt on next use"
+            );
             c.index = None;
             return Ok(());
         }
@@ -170,25 +200,42 @@ impl Segments {
                 return Ok((**d).clone());
             }
         }
-        let d: HashMap<String, SegmentDef> = catalog::load(&self.db).await?.into_iter().map(|d| (d.name.clone(), d)).collect();
+        let d: HashMap<String, SegmentDef> = catalog::load(&self.db)
+            .await?
+            .into_iter()
+            .map(|d| (d.name.clone(), d))
+            .collect();
         self.cache.lock().await.defs = Some((version, Arc::new(d.clone())));
         Ok(d)
     }
 
     /// The versions PROFILE leaf results depend on.
     pub(crate) async fn profile_versions(&self) -> Result<ProfileVersions> {
-        Ok((self.db.latest(Table::Profiles).await?.version(), self.db.latest(Table::Identity).await?.version()))
+        Ok((
+            self.db.latest(Table::Profiles).await?.version(),
+            self.db.latest(Table::Identity).await?.version(),
+        ))
     }
 
     /// A cached PROFILE leaf bitmap.
-    pub(crate) async fn cached_profile(&self, sql: &str, v: ProfileVersions) -> Option<RoaringBitmap> {
-        self.cache.lock().await.profile_leaves.get(&(sql.to_string(), v.0, v.1)).cloned()
+    pub(crate) async fn cached_profile(
+        &self,
+        sql: &str,
+        v: ProfileVersions,
+    ) -> Option<RoaringBitmap> {
+        self.cache
+            .lock()
+            .await
+            .profile_leaves
+            .get(&(sql.to_string(), v.0, v.1))
+            .cloned()
     }
 
     /// Remember a PROFILE leaf bitmap (older versions are dropped).
     pub(crate) async fn store_profile(&self, sql: &str, v: ProfileVersions, bm: RoaringBitmap) {
         let mut c = self.cache.lock().await;
-        c.profile_leaves.retain(|(_, a, b), _| *a == v.0 && *b == v.1);
+        c.profile_leaves
+            .retain(|(_, a, b), _| *a == v.0 && *b == v.1);
         if c.profile_leaves.len() < 256 {
             c.profile_leaves.insert((sql.to_string(), v.0, v.1), bm);
         }
@@ -198,33 +245,75 @@ impl Segments {
     fn resolve<'d>(defs: &'d HashMap<String, SegmentDef>, name: &str) -> Result<&'d SegmentDef> {
         defs.get(name)
             .or_else(|| defs.values().find(|d| d.name.eq_ignore_ascii_case(name)))
-            .ok_or_else(|| Error::invalid(format!("segment '{name}' does not exist{}", suggest(name, defs.keys()))))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "segment '{name}' does not exist{}",
+                    suggest(name, defs.keys())
+                ))
+            })
     }
 
     /// The members of a stored segment at `as_of` (consent and erasure applied).
-    pub async fn members(&self, ctx: &SessionContext, name: &str, as_of: i64, use_index: bool) -> Result<RoaringBitmap> {
+    pub async fn members(
+        &self,
+        ctx: &SessionContext,
+        name: &str,
+        as_of: i64,
+        use_index: bool,
+    ) -> Result<RoaringBitmap> {
         let defs = self.defs().await?;
         let name = Self::resolve(&defs, name)?.name.clone();
         let universe = self.universe(ctx).await?;
-        let index = if use_index { Some(self.index(ctx).await?) } else { None };
+        let index = if use_index {
+            Some(self.index(ctx).await?)
+        } else {
+            None
+        };
         let mut ev = Evaluator::new(ctx, &universe, index.as_deref(), &defs, as_of);
         ev.service = Some(self);
         ev.segment(&name).await
     }
 
     /// Run a segment statement.
-    pub async fn execute(&self, ctx: &SessionContext, stmt: Statement, as_of: i64, use_index: bool) -> Result<QueryResult> {
+    pub async fn execute(
+        &self,
+        ctx: &SessionContext,
+        stmt: Statement,
+        as_of: i64,
+        use_index: bool,
+    ) -> Result<QueryResult> {
         match stmt {
-            Statement::Create { name, or_replace, if_not_exists, materialized, refresh, purposes, comment, definition, expr } => {
+            Statement::Create {
+                name,
+                or_replace,
+                if_not_exists,
+                materialized,
+                refresh,
+                purposes,
+                comment,
+                definition,
+                expr,
+            } => {
                 let mut defs = self.defs().await?;
                 let exists = defs.contains_key(&name);
-                let schema = Arc::new(Schema::new(vec![Field::new("segment", DataType::Utf8, false), Field::new("size", DataType::UInt64, false)]));
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("segment", DataType::Utf8, false),
+                    Field::new("size", DataType::UInt64, false),
+                ]));
                 if exists && if_not_exists {
                     let size = self.members(ctx, &name, as_of, use_index).await?.len();
-                    return result(schema, vec![Arc::new(StringArray::from(vec![name])), Arc::new(UInt64Array::from(vec![size]))]);
+                    return result(
+                        schema,
+                        vec![
+                            Arc::new(StringArray::from(vec![name])),
+                            Arc::new(UInt64Array::from(vec![size])),
+                        ],
+                    );
                 }
                 if exists && !or_replace {
-                    return Err(Error::invalid(format!("segment '{name}' already exists; use CREATE OR REPLACE SEGMENT or DROP SEGMENT first")));
+                    return Err(Error::invalid(format!(
+                        "segment '{name}' already exists; use CREATE OR REPLACE SEGMENT or DROP SEGMENT first"
+                    )));
                 }
                 for p in &purposes {
                     consent::purpose_query(p, as_of).map_err(Error::invalid)?;
@@ -247,7 +336,8 @@ impl Segments {
                 defs.insert(name.clone(), def);
                 // Compiling it once checks every embedded predicate and query and rejects cycles.
                 let size = {
-                    let mut ev = Evaluator::new(ctx, &universe, use_index.then_some(&*index), &defs, as_of);
+                    let mut ev =
+                        Evaluator::new(ctx, &universe, use_index.then_some(&*index), &defs, as_of);
                     // First the statement's own expression, so errors point into the statement;
                     // then the stored segment (purposes, cycles), sharing the computed leaves.
                     ev.eval(&expr).await?;
@@ -256,29 +346,50 @@ impl Segments {
                 let mut all: Vec<SegmentDef> = defs.into_values().collect();
                 all.sort_by(|a, b| a.name.cmp(&b.name));
                 catalog::save(&self.db, &all).await?;
-                result(schema, vec![Arc::new(StringArray::from(vec![name])), Arc::new(UInt64Array::from(vec![size]))])
+                result(
+                    schema,
+                    vec![
+                        Arc::new(StringArray::from(vec![name])),
+                        Arc::new(UInt64Array::from(vec![size])),
+                    ],
+                )
             }
             Statement::Drop { name, if_exists } => {
                 let mut defs = self.defs().await?;
                 if defs.remove(&name).is_none() {
                     if if_exists {
-                        return Ok(QueryResult { schema: Arc::new(Schema::empty()), batches: vec![] });
+                        return Ok(QueryResult {
+                            schema: Arc::new(Schema::empty()),
+                            batches: vec![],
+                        });
                     }
-                    return Err(Error::invalid(format!("segment '{name}' does not exist{}", suggest(&name, defs.keys()))));
+                    return Err(Error::invalid(format!(
+                        "segment '{name}' does not exist{}",
+                        suggest(&name, defs.keys())
+                    )));
                 }
                 for d in defs.values() {
                     if let Ok(e) = parser::parse_expr(&d.definition) {
                         let mut leaves = Vec::new();
                         walk_leaves(&e, &mut leaves);
-                        if leaves.iter().any(|l| matches!(l, Leaf::InSegment(n, _) if *n == name)) {
-                            return Err(Error::invalid(format!("segment '{name}' is used by segment '{}' (IN SEGMENT); drop or replace that one first", d.name)));
+                        if leaves
+                            .iter()
+                            .any(|l| matches!(l, Leaf::InSegment(n, _) if *n == name))
+                        {
+                            return Err(Error::invalid(format!(
+                                "segment '{name}' is used by segment '{}' (IN SEGMENT); drop or replace that one first",
+                                d.name
+                            )));
                         }
                     }
                 }
                 let mut all: Vec<SegmentDef> = defs.into_values().collect();
                 all.sort_by(|a, b| a.name.cmp(&b.name));
                 catalog::save(&self.db, &all).await?;
-                Ok(QueryResult { schema: Arc::new(Schema::empty()), batches: vec![] })
+                Ok(QueryResult {
+                    schema: Arc::new(Schema::empty()),
+                    batches: vec![],
+                })
             }
             Statement::Show => {
                 let defs = self.defs().await?;
@@ -288,7 +399,9 @@ impl Segments {
                 for n in &names {
                     sizes.push(self.members(ctx, n, as_of, use_index).await?.len());
                 }
-                let d = |f: &dyn Fn(&SegmentDef) -> Option<String>| -> ArrayRef { Arc::new(names.iter().map(|n| f(&defs[*n])).collect::<StringArray>()) };
+                let d = |f: &dyn Fn(&SegmentDef) -> Option<String>| -> ArrayRef {
+                    Arc::new(names.iter().map(|n| f(&defs[*n])).collect::<StringArray>())
+                };
                 let schema = Arc::new(Schema::new(vec![
                     Field::new("name", DataType::Utf8, false),
                     Field::new("purposes", DataType::Utf8, true),
@@ -297,7 +410,15 @@ impl Segments {
                     Field::new("materialized", DataType::Boolean, false),
                     Field::new("size", DataType::UInt64, false),
                 ]));
-                let purposes = d(&|s| (!s.purposes.is_empty()).then(|| s.purposes.iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", ")));
+                let purposes = d(&|s| {
+                    (!s.purposes.is_empty()).then(|| {
+                        s.purposes
+                            .iter()
+                            .map(|p| format!("'{p}'"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                });
                 result(
                     schema,
                     vec![
@@ -305,7 +426,12 @@ impl Segments {
                         purposes,
                         d(&|s| Some(s.definition.clone())),
                         d(&|s| s.comment.clone()),
-                        Arc::new(names.iter().map(|n| Some(defs[*n].materialized)).collect::<BooleanArray>()),
+                        Arc::new(
+                            names
+                                .iter()
+                                .map(|n| Some(defs[*n].materialized))
+                                .collect::<BooleanArray>(),
+                        ),
                         Arc::new(UInt64Array::from(sizes)),
                     ],
                 )
@@ -321,10 +447,20 @@ impl Segments {
                     Field::new("comment", DataType::Utf8, true),
                     Field::new("materialized", DataType::Boolean, false),
                     Field::new("refresh", DataType::Utf8, true),
-                    Field::new("created_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+                    Field::new(
+                        "created_at",
+                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                        false,
+                    ),
                     Field::new("size", DataType::UInt64, false),
                 ]));
-                let purposes = (!def.purposes.is_empty()).then(|| def.purposes.iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", "));
+                let purposes = (!def.purposes.is_empty()).then(|| {
+                    def.purposes
+                        .iter()
+                        .map(|p| format!("'{p}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
                 result(
                     schema,
                     vec![
@@ -334,7 +470,10 @@ impl Segments {
                         Arc::new(StringArray::from(vec![def.comment.clone()])),
                         Arc::new(BooleanArray::from(vec![def.materialized])),
                         Arc::new(StringArray::from(vec![def.refresh.clone()])),
-                        Arc::new(TimestampMicrosecondArray::from(vec![def.created_at]).with_timezone("UTC")),
+                        Arc::new(
+                            TimestampMicrosecondArray::from(vec![def.created_at])
+                                .with_timezone("UTC"),
+                        ),
                         Arc::new(UInt64Array::from(vec![size])),
                     ],
                 )
@@ -343,11 +482,19 @@ impl Segments {
                 let defs = self.defs().await?;
                 let name = Self::resolve(&defs, &name)?.name.clone();
                 let universe = self.universe(ctx).await?;
-                let index = if use_index { Some(self.index(ctx).await?) } else { None };
+                let index = if use_index {
+                    Some(self.index(ctx).await?)
+                } else {
+                    None
+                };
                 let mut ev = Evaluator::new(ctx, &universe, index.as_deref(), &defs, as_of);
                 ev.explain = Some(Vec::new());
                 let size = ev.segment(&name).await?.len();
-                let mut lines = vec![format!("segment {name}: {size} members of {} known users, as of {}", universe.len(), sqlgen::ts_text(as_of))];
+                let mut lines = vec![format!(
+                    "segment {name}: {size} members of {} known users, as of {}",
+                    universe.len(),
+                    sqlgen::ts_text(as_of)
+                )];
                 lines.extend(ev.explain.take().unwrap_or_default());
                 let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
                 result(schema, vec![Arc::new(StringArray::from(lines))])
@@ -366,13 +513,18 @@ impl Segments {
         for l in leaves {
             let (specs, pos) = match l {
                 Leaf::Did { what, pos, .. } => (vec![what], *pos),
-                Leaf::Sequence { first, then, pos, .. } => (vec![first, then], *pos),
+                Leaf::Sequence {
+                    first, then, pos, ..
+                } => (vec![first, then], *pos),
                 _ => continue,
             };
             for s in specs {
                 if let EventRef::Named(n) = &s.event {
                     if !known.iter().any(|k| k == n) {
-                        return Err(Error::invalid(format!("DID at {pos}: no event named '{n}' has been ingested{}", suggest(n, known.iter()))));
+                        return Err(Error::invalid(format!(
+                            "DID at {pos}: no event named '{n}' has been ingested{}",
+                            suggest(n, known.iter())
+                        )));
                     }
                 }
             }

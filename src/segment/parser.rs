@@ -99,17 +99,28 @@ fn byte_offsets(src: &str) -> Vec<usize> {
 }
 
 fn offset_of(src: &str, lines: &[usize], line: u64, column: u64) -> usize {
-    let Some(&ls) = lines.get(line.saturating_sub(1) as usize) else { return src.len() };
-    src[ls..].char_indices().nth(column.saturating_sub(1) as usize).map(|(o, _)| ls + o).unwrap_or(src.len())
+    let Some(&ls) = lines.get(line.saturating_sub(1) as usize) else {
+        return src.len();
+    };
+    src[ls..]
+        .char_indices()
+        .nth(column.saturating_sub(1) as usize)
+        .map(|(o, _)| ls + o)
+        .unwrap_or(src.len())
 }
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Result<Self, ParseError> {
         let dialect = GenericDialect {};
-        let raw = Tokenizer::new(&dialect, src).tokenize_with_location().map_err(|e| ParseError {
-            message: e.message.clone(),
-            pos: Pos { line: e.location.line, column: e.location.column },
-        })?;
+        let raw = Tokenizer::new(&dialect, src)
+            .tokenize_with_location()
+            .map_err(|e| ParseError {
+                message: e.message.clone(),
+                pos: Pos {
+                    line: e.location.line,
+                    column: e.location.column,
+                },
+            })?;
         let lines = byte_offsets(src);
         let toks = raw
             .into_iter()
@@ -117,7 +128,10 @@ impl<'a> Parser<'a> {
             .map(|t| Tok {
                 start: offset_of(src, &lines, t.span.start.line, t.span.start.column),
                 end: offset_of(src, &lines, t.span.end.line, t.span.end.column),
-                pos: Pos { line: t.span.start.line, column: t.span.start.column },
+                pos: Pos {
+                    line: t.span.start.line,
+                    column: t.span.start.column,
+                },
                 token: t.token,
             })
             .collect();
@@ -132,7 +146,13 @@ impl<'a> Parser<'a> {
     }
     fn pos_at(&self, j: usize) -> Pos {
         self.toks.get(j).map(|t| t.pos).unwrap_or_else(|| {
-            self.toks.last().map(|t| Pos { line: t.pos.line, column: t.pos.column + (t.end - t.start) as u64 }).unwrap_or(Pos { line: 1, column: 1 })
+            self.toks
+                .last()
+                .map(|t| Pos {
+                    line: t.pos.line,
+                    column: t.pos.column + (t.end - t.start) as u64,
+                })
+                .unwrap_or(Pos { line: 1, column: 1 })
         })
     }
     fn describe(&self, j: usize) -> String {
@@ -142,7 +162,10 @@ impl<'a> Parser<'a> {
         }
     }
     fn error_here(&self, expected: &str) -> ParseError {
-        ParseError { message: format!("{expected}, found {}", self.describe(self.i)), pos: self.pos_at(self.i) }
+        ParseError {
+            message: format!("{expected}, found {}", self.describe(self.i)),
+            pos: self.pos_at(self.i),
+        }
     }
     fn is_kw_at(&self, j: usize, kw: &str) -> bool {
         matches!(self.tok(j), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
@@ -159,7 +182,11 @@ impl<'a> Parser<'a> {
         }
     }
     fn expect_kw(&mut self, kw: &str) -> Result<(), ParseError> {
-        if self.eat_kw(kw) { Ok(()) } else { Err(self.error_here(&format!("expected {kw}"))) }
+        if self.eat_kw(kw) {
+            Ok(())
+        } else {
+            Err(self.error_here(&format!("expected {kw}")))
+        }
     }
     fn eat_punct(&mut self, t: &Token) -> bool {
         if self.tok(self.i) == Some(t) {
@@ -170,7 +197,11 @@ impl<'a> Parser<'a> {
         }
     }
     fn expect_punct(&mut self, t: &Token, what: &str) -> Result<(), ParseError> {
-        if self.eat_punct(t) { Ok(()) } else { Err(self.error_here(&format!("expected {what}"))) }
+        if self.eat_punct(t) {
+            Ok(())
+        } else {
+            Err(self.error_here(&format!("expected {what}")))
+        }
     }
     fn string(&mut self, what: &str) -> Result<String, ParseError> {
         match self.tok(self.i) {
@@ -185,7 +216,10 @@ impl<'a> Parser<'a> {
     fn number(&mut self, what: &str) -> Result<u64, ParseError> {
         match self.tok(self.i) {
             Some(Token::Number(n, _)) => {
-                let v = n.parse::<u64>().map_err(|_| ParseError { message: format!("{what} must be a whole number"), pos: self.pos_at(self.i) })?;
+                let v = n.parse::<u64>().map_err(|_| ParseError {
+                    message: format!("{what} must be a whole number"),
+                    pos: self.pos_at(self.i),
+                })?;
                 self.i += 1;
                 Ok(v)
             }
@@ -195,7 +229,11 @@ impl<'a> Parser<'a> {
     fn name(&mut self, what: &str) -> Result<String, ParseError> {
         match self.tok(self.i) {
             Some(Token::Word(w)) => {
-                let n = if w.quote_style.is_some() { w.value.clone() } else { w.value.to_lowercase() };
+                let n = if w.quote_style.is_some() {
+                    w.value.clone()
+                } else {
+                    w.value.to_lowercase()
+                };
                 self.i += 1;
                 Ok(n)
             }
@@ -246,9 +284,12 @@ impl<'a> Parser<'a> {
                     comment = Some(self.string("a comment")?);
                 } else if self.eat_kw("REFRESH") {
                     if self.eat_kw("EVERY") {
-                        refresh = Some(Refresh::Every(self.string("an interval such as '1 hour'")?));
+                        refresh =
+                            Some(Refresh::Every(self.string("an interval such as '1 hour'")?));
                     } else if self.eat_kw("CRON") {
-                        refresh = Some(Refresh::Cron(self.string("a cron expression such as '0 * * * *'")?));
+                        refresh = Some(Refresh::Cron(
+                            self.string("a cron expression such as '0 * * * *'")?,
+                        ));
                     } else {
                         return Err(self.error_here("expected EVERY or CRON"));
                     }
@@ -257,14 +298,35 @@ impl<'a> Parser<'a> {
                 }
             }
             if or_replace && if_not_exists {
-                return Err(ParseError { message: "OR REPLACE and IF NOT EXISTS cannot be combined".into(), pos: self.pos_at(0) });
+                return Err(ParseError {
+                    message: "OR REPLACE and IF NOT EXISTS cannot be combined".into(),
+                    pos: self.pos_at(0),
+                });
             }
             self.expect_kw("AS")?;
-            let start = self.toks.get(self.i).map(|t| t.start).unwrap_or(self.src.len());
+            let start = self
+                .toks
+                .get(self.i)
+                .map(|t| t.start)
+                .unwrap_or(self.src.len());
             let expr = self.expr()?;
-            let end = self.toks.get(self.i.saturating_sub(1)).map(|t| t.end).unwrap_or(start);
+            let end = self
+                .toks
+                .get(self.i.saturating_sub(1))
+                .map(|t| t.end)
+                .unwrap_or(start);
             let definition = self.src[start..end.max(start)].trim().to_string();
-            return Ok(Statement::Create { name, or_replace, if_not_exists, materialized, refresh, purposes, comment, definition, expr });
+            return Ok(Statement::Create {
+                name,
+                or_replace,
+                if_not_exists,
+                materialized,
+                refresh,
+                purposes,
+                comment,
+                definition,
+                expr,
+            });
         }
         if self.eat_kw("DROP") {
             self.expect_kw("SEGMENT")?;
@@ -274,7 +336,10 @@ impl<'a> Parser<'a> {
             } else {
                 false
             };
-            return Ok(Statement::Drop { name: self.name("a segment name")?, if_exists });
+            return Ok(Statement::Drop {
+                name: self.name("a segment name")?,
+                if_exists,
+            });
         }
         if self.eat_kw("SHOW") {
             self.expect_kw("SEGMENTS")?;
@@ -356,13 +421,21 @@ impl<'a> Parser<'a> {
     fn freq_at(&self, j: usize) -> bool {
         (self.is_kw_at(j, "AT") && (self.is_kw_at(j + 1, "LEAST") || self.is_kw_at(j + 1, "MOST")))
             || self.is_kw_at(j, "EXACTLY")
-            || (self.is_kw_at(j, "BETWEEN") && self.is_number_at(j + 1) && self.is_kw_at(j + 2, "AND") && self.is_number_at(j + 3) && self.is_kw_at(j + 4, "TIMES"))
+            || (self.is_kw_at(j, "BETWEEN")
+                && self.is_number_at(j + 1)
+                && self.is_kw_at(j + 2, "AND")
+                && self.is_number_at(j + 3)
+                && self.is_kw_at(j + 4, "TIMES"))
     }
 
     fn window_at(&self, j: usize) -> bool {
         (self.is_kw_at(j, "IN") && self.is_kw_at(j + 1, "THE"))
             || self.is_kw_at(j, "SINCE")
-            || (self.is_kw_at(j, "BETWEEN") && self.is_string_at(j + 1) && self.is_kw_at(j + 2, "AND") && self.is_string_at(j + 3) && self.leaf_boundary(j + 4))
+            || (self.is_kw_at(j, "BETWEEN")
+                && self.is_string_at(j + 1)
+                && self.is_kw_at(j + 2, "AND")
+                && self.is_string_at(j + 3)
+                && self.leaf_boundary(j + 4))
     }
 
     /// Cut out embedded SQL up to the next boundary.
@@ -384,9 +457,17 @@ impl<'a> Parser<'a> {
                         case += 1;
                     } else if self.is_kw("END") {
                         case = case.saturating_sub(1);
-                    } else if (self.is_kw("AND") || self.is_kw("OR")) && self.starts_leaf(self.i + 1) {
+                    } else if (self.is_kw("AND") || self.is_kw("OR"))
+                        && self.starts_leaf(self.i + 1)
+                    {
                         break;
-                    } else if in_did && case == 0 && (self.is_kw("THEN") || self.is_kw("WITHIN") || self.freq_at(self.i) || self.window_at(self.i)) {
+                    } else if in_did
+                        && case == 0
+                        && (self.is_kw("THEN")
+                            || self.is_kw("WITHIN")
+                            || self.freq_at(self.i)
+                            || self.window_at(self.i))
+                    {
                         break;
                     }
                 }
@@ -398,7 +479,10 @@ impl<'a> Parser<'a> {
             return Err(self.error_here(&format!("expected {what}")));
         }
         let text = self.src[self.toks[start].start..self.toks[self.i - 1].end].to_string();
-        Ok(Sql { text, pos: self.toks[start].pos })
+        Ok(Sql {
+            text,
+            pos: self.toks[start].pos,
+        })
     }
 
     fn event(&mut self) -> Result<EventRef, ParseError> {
@@ -411,7 +495,11 @@ impl<'a> Parser<'a> {
 
     fn event_spec(&mut self) -> Result<EventSpec, ParseError> {
         let event = self.event()?;
-        let filter = if self.eat_kw("WHERE") { Some(self.sql(true, "a predicate after WHERE")?) } else { None };
+        let filter = if self.eat_kw("WHERE") {
+            Some(self.sql(true, "a predicate after WHERE")?)
+        } else {
+            None
+        };
         Ok(EventSpec { event, filter })
     }
 
@@ -459,7 +547,12 @@ impl<'a> Parser<'a> {
             self.expect_kw("AND")?;
             let b = self.number("a count")?;
             if a > b {
-                return Err(ParseError { message: format!("BETWEEN {a} AND {b} TIMES is empty: the lower bound is above the upper"), pos });
+                return Err(ParseError {
+                    message: format!(
+                        "BETWEEN {a} AND {b} TIMES is empty: the lower bound is above the upper"
+                    ),
+                    pos,
+                });
             }
             Freq::Between(a, b)
         };
@@ -484,7 +577,10 @@ impl<'a> Parser<'a> {
             self.expect_kw("AND")?;
             let b = self.timestamp("the end")?;
             if b < a {
-                return Err(ParseError { message: "the window's end is before its start".into(), pos });
+                return Err(ParseError {
+                    message: "the window's end is before its start".into(),
+                    pos,
+                });
             }
             return Ok(Some(Window::Between(a, b)));
         }
@@ -494,7 +590,9 @@ impl<'a> Parser<'a> {
     fn leaf(&mut self) -> Result<Leaf, ParseError> {
         let pos = self.pos_at(self.i);
         if self.eat_kw("PROFILE") {
-            return Ok(Leaf::Profile(self.sql(false, "a predicate over profile columns")?));
+            return Ok(Leaf::Profile(
+                self.sql(false, "a predicate over profile columns")?,
+            ));
         }
         if self.eat_kw("DID") {
             let first = self.event_spec()?;
@@ -510,7 +608,13 @@ impl<'a> Parser<'a> {
                 if self.freq_at(self.i) {
                     return Err(self.error_here("a sequence (DID … THEN …) takes no frequency; expected a window or the end of the leaf"));
                 }
-                return Ok(Leaf::Sequence { first, then, within, window, pos });
+                return Ok(Leaf::Sequence {
+                    first,
+                    then,
+                    within,
+                    window,
+                    pos,
+                });
             }
             // Frequency and window, in either order.
             let mut freq = self.freq()?;
@@ -518,7 +622,12 @@ impl<'a> Parser<'a> {
             if freq.is_none() {
                 freq = self.freq()?;
             }
-            return Ok(Leaf::Did { what: first, freq, window, pos });
+            return Ok(Leaf::Did {
+                what: first,
+                freq,
+                window,
+                pos,
+            });
         }
         if self.is_kw("IN") && self.is_kw_at(self.i + 1, "SEGMENT") {
             self.i += 2;

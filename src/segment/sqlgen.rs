@@ -7,12 +7,17 @@ use super::ast::{EventRef, EventSpec};
 /// A UTC timestamp literal for epoch microseconds.
 pub(crate) fn ts_lit(micros: i64) -> String {
     let t = DateTime::from_timestamp_micros(micros).unwrap_or_default();
-    format!("TIMESTAMP '{}'", t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    format!(
+        "TIMESTAMP '{}'",
+        t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    )
 }
 
 /// Human form of epoch microseconds.
 pub(crate) fn ts_text(micros: i64) -> String {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default().to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 fn quote(s: &str) -> String {

@@ -33,26 +33,34 @@ impl Location {
     pub fn parse(s: &str) -> Result<Location> {
         let s = s.trim();
         if s.is_empty() {
-            return Err(Error::invalid("--data is empty; give a path, file:///… or s3://bucket/prefix"));
+            return Err(Error::invalid(
+                "--data is empty; give a path, file:///… or s3://bucket/prefix",
+            ));
         }
         if let Some((scheme, _)) = s.split_once("://") {
-            let mut url = Url::parse(s).map_err(|e| Error::invalid(format!("--data {s:?} is not a valid URL: {e}")))?;
+            let mut url = Url::parse(s)
+                .map_err(|e| Error::invalid(format!("--data {s:?} is not a valid URL: {e}")))?;
             match scheme {
                 "file" => {
-                    let path = url
-                        .to_file_path()
-                        .map_err(|_| Error::invalid(format!("--data {s:?} is not a local file URL")))?;
+                    let path = url.to_file_path().map_err(|_| {
+                        Error::invalid(format!("--data {s:?} is not a local file URL"))
+                    })?;
                     return Self::local(path);
                 }
                 "s3" | "s3a" => {
                     if url.host_str().unwrap_or("").is_empty() {
-                        return Err(Error::invalid(format!("--data {s:?} names no bucket (s3://bucket/prefix)")));
+                        return Err(Error::invalid(format!(
+                            "--data {s:?} names no bucket (s3://bucket/prefix)"
+                        )));
                     }
                     if !url.path().ends_with('/') {
                         let p = format!("{}/", url.path());
                         url.set_path(&p);
                     }
-                    return Ok(Location { root: url, local: None });
+                    return Ok(Location {
+                        root: url,
+                        local: None,
+                    });
                 }
                 other => {
                     return Err(Error::invalid(format!(
@@ -65,11 +73,22 @@ impl Location {
     }
 
     fn local(path: PathBuf) -> Result<Location> {
-        let abs = if path.is_absolute() { path } else { std::env::current_dir()?.join(path) };
+        let abs = if path.is_absolute() {
+            path
+        } else {
+            std::env::current_dir()?.join(path)
+        };
         let abs = normalize(&abs);
-        let root = Url::from_directory_path(&abs)
-            .map_err(|_| Error::invalid(format!("{} cannot be used as a database path", abs.display())))?;
-        Ok(Location { root, local: Some(abs) })
+        let root = Url::from_directory_path(&abs).map_err(|_| {
+            Error::invalid(format!(
+                "{} cannot be used as a database path",
+                abs.display()
+            ))
+        })?;
+        Ok(Location {
+            root,
+            local: Some(abs),
+        })
     }
 
     /// The root URL (ends with `/`).
@@ -107,7 +126,10 @@ impl Location {
     pub(crate) fn prepare_local(&self) -> Result<()> {
         if let Some(p) = &self.local {
             if p.exists() && !p.is_dir() {
-                return Err(Error::storage(format!("{} exists and is not a directory", p.display())));
+                return Err(Error::storage(format!(
+                    "{} exists and is not a directory",
+                    p.display()
+                )));
             }
             std::fs::create_dir_all(p)
                 .map_err(|e| Error::storage(format!("cannot create {}: {e}", p.display())))?;
@@ -118,7 +140,11 @@ impl Location {
     /// The keyring is a secret: it must never live under the data location.
     pub(crate) fn check_keyring_outside(&self, keyring: &Keyring) -> Result<()> {
         if let (Some(root), Some(k)) = (&self.local, keyring.path()) {
-            let k = if k.is_absolute() { k.to_path_buf() } else { std::env::current_dir()?.join(k) };
+            let k = if k.is_absolute() {
+                k.to_path_buf()
+            } else {
+                std::env::current_dir()?.join(k)
+            };
             if normalize(&k).starts_with(root) {
                 return Err(Error::Keyring(format!(
                     "the keyring {} is inside the database {}; keys must never be stored under the data URL, move it elsewhere",
@@ -167,8 +193,16 @@ mod tests {
         assert_eq!(l.local_path().unwrap(), std::path::Path::new("/tmp/db"));
         let l = Location::parse("s3://bucket/some/prefix").unwrap();
         assert_eq!(l.root().as_str(), "s3://bucket/some/prefix/");
-        assert_eq!(l.table_url("events").unwrap().as_str(), "s3://bucket/some/prefix/events/");
-        assert!(Location::parse("gs://b/p").unwrap_err().to_string().contains("not supported"));
+        assert_eq!(
+            l.table_url("events").unwrap().as_str(),
+            "s3://bucket/some/prefix/events/"
+        );
+        assert!(
+            Location::parse("gs://b/p")
+                .unwrap_err()
+                .to_string()
+                .contains("not supported")
+        );
         assert!(Location::parse("s3:///p").is_err());
     }
 }

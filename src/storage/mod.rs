@@ -50,12 +50,19 @@ impl Database {
         location.check_keyring_outside(keyring)?;
         location.prepare_local()?;
         let store = location.object_store()?;
-        let db = Database { location, store, handles: Default::default() };
+        let db = Database {
+            location,
+            store,
+            handles: Default::default(),
+        };
         let fingerprint = Pseudonymizer::fingerprint(keyring);
         match db.read_marker().await? {
             Some(m) => {
                 if m.format != "segdb" {
-                    return Err(Error::storage(format!("{} is not a segdb database", db.location)));
+                    return Err(Error::storage(format!(
+                        "{} is not a segdb database",
+                        db.location
+                    )));
                 }
                 if m.key_fingerprint != fingerprint {
                     return Err(Error::Keyring(format!(
@@ -148,8 +155,9 @@ impl Database {
         match self.store.get(&ObjPath::from(MARKER)).await {
             Ok(r) => {
                 let bytes = r.bytes().await.map_err(|e| self.unreachable(e))?;
-                let m = serde_json::from_slice(&bytes)
-                    .map_err(|_| Error::storage(format!("{}/{MARKER} is damaged (not JSON)", self.location)))?;
+                let m = serde_json::from_slice(&bytes).map_err(|_| {
+                    Error::storage(format!("{}/{MARKER} is damaged (not JSON)", self.location))
+                })?;
                 Ok(Some(m))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),

@@ -30,9 +30,19 @@ pub enum Table {
 
 impl Table {
     /// The tables every database has from creation.
-    pub const BASE: [Table; 4] = [Table::Events, Table::Profiles, Table::Consent, Table::Identity];
+    pub const BASE: [Table; 4] = [
+        Table::Events,
+        Table::Profiles,
+        Table::Consent,
+        Table::Identity,
+    ];
     /// The engine's own tables under `_segdb/`.
-    pub const ENGINE: [Table; 4] = [Table::Segments, Table::EventIndex, Table::Suppression, Table::Audit];
+    pub const ENGINE: [Table; 4] = [
+        Table::Segments,
+        Table::EventIndex,
+        Table::Suppression,
+        Table::Audit,
+    ];
 
     /// Its SQL name (and directory under the root).
     pub fn name(self) -> &'static str {
@@ -75,7 +85,12 @@ pub fn base_schema(table: Table) -> SchemaRef {
     let pseudo = Field::new("user_id", DataType::Utf8, true);
     let uid = Field::new("uid", DataType::Int64, true);
     let fields = match table {
-        Table::Events => vec![pseudo, uid, Field::new("event", DataType::Utf8, true), Field::new("ts", ts_type(), true)],
+        Table::Events => vec![
+            pseudo,
+            uid,
+            Field::new("event", DataType::Utf8, true),
+            Field::new("ts", ts_type(), true),
+        ],
         Table::Profiles => vec![pseudo, uid, Field::new("updated_at", ts_type(), true)],
         Table::Consent => vec![
             pseudo,

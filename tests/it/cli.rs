@@ -7,10 +7,17 @@ use crate::common::*;
 
 fn loaded() -> TestDb {
     let db = TestDb::new();
-    let f = db.input("e.csv", "user_id,event,ts,price\na,view,2026-01-01T00:00:00Z,1.5\nb,buy,2026-01-02T12:00:00Z,\n");
+    let f = db.input(
+        "e.csv",
+        "user_id,event,ts,price\na,view,2026-01-01T00:00:00Z,1.5\nb,buy,2026-01-02T12:00:00Z,\n",
+    );
     let o = db.cli(&["ingest", "events", f.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).starts_with("loaded 2 rows into events from 1 file(s), 2 new users"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("loaded 2 rows into events from 1 file(s), 2 new users"),
+        "{}",
+        stdout(&o)
+    );
     db
 }
 
@@ -24,7 +31,10 @@ fn csv_json_and_table_output() {
 
     let o = db.cli(&["sql", "--format", "json", "-c", sql]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v, serde_json::json!([{"uid": 0, "event": "view", "price": 1.5}, {"uid": 1, "event": "buy", "price": null}]));
+    assert_eq!(
+        v,
+        serde_json::json!([{"uid": 0, "event": "view", "price": 1.5}, {"uid": 1, "event": "buy", "price": null}])
+    );
 
     let o = db.cli(&["sql", "-c", sql]);
     let t = stdout(&o);
@@ -32,23 +42,46 @@ fn csv_json_and_table_output() {
     assert!(t.contains("| 1   | buy   |       |"), "{t}");
 
     // Empty results still show their columns.
-    let o = db.cli(&["sql", "--format", "csv", "-c", "SELECT uid FROM events WHERE false"]);
+    let o = db.cli(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT uid FROM events WHERE false",
+    ]);
     assert_eq!(stdout(&o), "uid\n");
-    let o = db.cli(&["sql", "--format", "json", "-c", "SELECT uid FROM events WHERE false"]);
+    let o = db.cli(&[
+        "sql",
+        "--format",
+        "json",
+        "-c",
+        "SELECT uid FROM events WHERE false",
+    ]);
     assert_eq!(stdout(&o).trim(), "[]");
 }
 
 #[test]
 fn several_statements_files_timing_and_show_tables() {
     let db = loaded();
-    let o = db.cli(&["sql", "--format", "csv", "--timing", "-c", "SELECT 1 AS a; SELECT 'x;y' AS b;"]);
+    let o = db.cli(&[
+        "sql",
+        "--format",
+        "csv",
+        "--timing",
+        "-c",
+        "SELECT 1 AS a; SELECT 'x;y' AS b;",
+    ]);
     assert!(o.status.success());
     assert_eq!(stdout(&o), "a\n1\nb\nx;y\n");
     let err = stderr(&o);
     let timings: Vec<&str> = err.lines().filter(|l| l.starts_with("Time: ")).collect();
     assert_eq!(timings.len(), 2, "{}", stderr(&o));
     for t in timings {
-        let ms: f64 = t.trim_start_matches("Time: ").trim_end_matches(" ms").parse().unwrap();
+        let ms: f64 = t
+            .trim_start_matches("Time: ")
+            .trim_end_matches(" ms")
+            .parse()
+            .unwrap();
         assert!(ms >= 0.0);
     }
     let f = db.input("q.sql", "-- count\nSELECT count(*) AS n\nFROM events;\n");
@@ -58,7 +91,10 @@ fn several_statements_files_timing_and_show_tables() {
     let o = db.cli(&["sql", "--format", "csv", "-c", "SHOW TABLES"]);
     let out = stdout(&o);
     for t in ["events", "profiles", "consent", "identity"] {
-        assert!(out.contains(&format!("segdb,public,{t},BASE TABLE")), "{out}");
+        assert!(
+            out.contains(&format!("segdb,public,{t},BASE TABLE")),
+            "{out}"
+        );
     }
 }
 
@@ -71,7 +107,13 @@ fn errors_exit_non_zero_with_one_line() {
     assert!(err.starts_with("Error: ") && err.contains("nope"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     // Statements after a failing one do not run.
-    let o = db.cli(&["sql", "--format", "csv", "-c", "SELECT 1 AS a; SELECT nope; SELECT 2 AS b"]);
+    let o = db.cli(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT 1 AS a; SELECT nope; SELECT 2 AS b",
+    ]);
     assert_eq!(stdout(&o), "a\n1\n");
     // Unknown flags are usage errors.
     let o = db.cli(&["sql", "--format", "xml", "-c", "SELECT 1"]);
@@ -90,7 +132,12 @@ fn piped_stdin_runs_multi_line_statements() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"SELECT count(*)\n  AS n\nFROM events\n;\nSELECT 'done' AS s;\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT count(*)\n  AS n\nFROM events\n;\nSELECT 'done' AS s;\n")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "n\n2\ns\ndone\n");
@@ -101,7 +148,10 @@ fn generate_is_deterministic_for_a_seed() {
     let dir = tempfile::tempdir().unwrap();
     let run = |out: &str| {
         let o = Command::new(env!("CARGO_BIN_EXE_segdb"))
-            .args(["generate", "--users", "50", "--days", "5", "--format", "csv", "--seed", "3", "--out"])
+            .args([
+                "generate", "--users", "50", "--days", "5", "--format", "csv", "--seed", "3",
+                "--out",
+            ])
             .arg(dir.path().join(out))
             .output()
             .unwrap();
@@ -116,10 +166,15 @@ fn generate_is_deterministic_for_a_seed() {
         assert_eq!(a, b, "{f} differs between two runs with one seed");
     }
     let o = Command::new(env!("CARGO_BIN_EXE_segdb"))
-        .args(["generate", "--users", "50", "--days", "5", "--format", "csv", "--seed", "4", "--out"])
+        .args([
+            "generate", "--users", "50", "--days", "5", "--format", "csv", "--seed", "4", "--out",
+        ])
         .arg(dir.path().join("c"))
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert_ne!(std::fs::read(dir.path().join("a/events-00000.csv")).unwrap(), std::fs::read(dir.path().join("c/events-00000.csv")).unwrap());
+    assert_ne!(
+        std::fs::read(dir.path().join("a/events-00000.csv")).unwrap(),
+        std::fs::read(dir.path().join("c/events-00000.csv")).unwrap()
+    );
 }

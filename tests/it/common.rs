@@ -17,7 +17,10 @@ use sha2::Sha256;
 pub const KEY: [u8; 32] = [0x2a; 32];
 
 pub fn keyring_json() -> String {
-    format!(r#"{{"keys": {{"user": "{}"}}}}"#, base64::engine::general_purpose::STANDARD.encode(KEY))
+    format!(
+        r#"{{"keys": {{"user": "{}"}}}}"#,
+        base64::engine::general_purpose::STANDARD.encode(KEY)
+    )
 }
 
 /// The DESIGN.md §6 formula, written out here independently of segdb's code.
@@ -27,7 +30,10 @@ pub fn expected_pseudonym(value: &str) -> String {
     msg.extend_from_slice(value.as_bytes());
     mac.update(&msg);
     let d = mac.finalize().into_bytes();
-    format!("p1_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d[..16]))
+    format!(
+        "p1_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d[..16])
+    )
 }
 
 /// A temporary database directory with a keyring beside it (not under it).
@@ -48,7 +54,9 @@ impl TestDb {
 
     pub async fn engine(&self) -> Engine {
         let ring = Keyring::open(&self.keyring).unwrap();
-        Engine::open_with_keyring(Location::parse(self.data.to_str().unwrap()).unwrap(), ring).await.unwrap()
+        Engine::open_with_keyring(Location::parse(self.data.to_str().unwrap()).unwrap(), ring)
+            .await
+            .unwrap()
     }
 
     /// A path for an input file in the scratch directory.
@@ -65,7 +73,10 @@ impl TestDb {
 
     pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_segdb"));
-        c.args(args).env("SEGDB_DATA", &self.data).env("SEGDB_KEYRING", &self.keyring).env_remove("SEGDB_LOG");
+        c.args(args)
+            .env("SEGDB_DATA", &self.data)
+            .env("SEGDB_KEYRING", &self.keyring)
+            .env_remove("SEGDB_LOG");
         for (k, v) in env {
             c.env(k, v);
         }
@@ -82,16 +93,27 @@ pub fn stderr(o: &Output) -> String {
 
 /// Run a query and render every row as a `|`-joined string of cells (NULL as `∅`).
 pub async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
-    let r = engine.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let r = engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let mut out = Vec::new();
     for b in &r.batches {
-        let cols: Vec<_> = b.columns().iter().map(|c| arrow::compute::cast(c, &DataType::Utf8).unwrap()).collect();
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &DataType::Utf8).unwrap())
+            .collect();
         for i in 0..b.num_rows() {
             let cells: Vec<String> = cols
                 .iter()
                 .map(|c| {
                     let s = c.as_string::<i32>();
-                    if s.is_null(i) { "∅".to_string() } else { s.value(i).to_string() }
+                    if s.is_null(i) {
+                        "∅".to_string()
+                    } else {
+                        s.value(i).to_string()
+                    }
                 })
                 .collect();
             out.push(cells.join("|"));
@@ -117,7 +139,8 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
             }
             let bytes = std::fs::read(&p).unwrap();
             let found_raw = bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
-            let found_decoded = p.extension().is_some_and(|x| x == "parquet") && parquet_strings_contain(&p, needle);
+            let found_decoded = p.extension().is_some_and(|x| x == "parquet")
+                && parquet_strings_contain(&p, needle);
             if found_raw || found_decoded {
                 hits.push(p);
             }
@@ -128,7 +151,10 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
 
 fn parquet_strings_contain(p: &Path, needle: &str) -> bool {
     let f = std::fs::File::open(p).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
     for b in reader {
         let b = b.unwrap();
         for c in b.columns() {

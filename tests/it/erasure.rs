@@ -14,35 +14,103 @@ async fn forget_and_vacuum_leave_no_trace_and_nothing_else_changes() {
     let p = expected_pseudonym(canary);
     let mut events = String::from("user_id,event,ts,price\n");
     for i in 0..40 {
-        events.push_str(&format!("user{i},purchase,2026-01-{:02}T10:00:00Z,{i}.5\n", 1 + i % 28));
-        events.push_str(&format!("{canary},purchase,2026-01-{:02}T11:00:00Z,9.5\n", 1 + i % 28));
+        events.push_str(&format!(
+            "user{i},purchase,2026-01-{:02}T10:00:00Z,{i}.5\n",
+            1 + i % 28
+        ));
+        events.push_str(&format!(
+            "{canary},purchase,2026-01-{:02}T11:00:00Z,9.5\n",
+            1 + i % 28
+        ));
     }
     let ev = db.input("events.csv", &events);
-    let pr = db.input("profiles.csv", &format!("user_id,plan\n{canary},premium\nuser1,free\nuser2,premium\n"));
-    let co = db.input("consent.csv", &format!("user_id,purpose,granted\n{canary},marketing,true\nuser1,marketing,true\n"));
-    for (k, f) in [(Kind::Events, &ev), (Kind::Profiles, &pr), (Kind::Consent, &co)] {
-        e.ingest(k, &[f.clone()], &IngestOptions::default()).await.unwrap();
+    let pr = db.input(
+        "profiles.csv",
+        &format!("user_id,plan\n{canary},premium\nuser1,free\nuser2,premium\n"),
+    );
+    let co = db.input(
+        "consent.csv",
+        &format!("user_id,purpose,granted\n{canary},marketing,true\nuser1,marketing,true\n"),
+    );
+    for (k, f) in [
+        (Kind::Events, &ev),
+        (Kind::Profiles, &pr),
+        (Kind::Consent, &co),
+    ] {
+        e.ingest(k, &[f.clone()], &IngestOptions::default())
+            .await
+            .unwrap();
     }
     // A second events load, so older files of the canary exist in several versions.
-    e.ingest(Kind::Events, &[ev.clone()], &IngestOptions::default()).await.unwrap();
-    e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'").await.unwrap();
-    e.sql("CREATE SEGMENT buyers AS DID 'purchase'").await.unwrap();
+    e.ingest(Kind::Events, &[ev.clone()], &IngestOptions::default())
+        .await
+        .unwrap();
+    e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'")
+        .await
+        .unwrap();
+    e.sql("CREATE SEGMENT buyers AS DID 'purchase'")
+        .await
+        .unwrap();
     let members = rows(&e, "SELECT user_id FROM segment_members('buyers')").await;
     assert!(members.contains(&p));
-    assert!(!files_containing(&db.data, &p).is_empty(), "the pseudonym should be stored before the forget");
+    assert!(
+        !files_containing(&db.data, &p).is_empty(),
+        "the pseudonym should be stored before the forget"
+    );
 
-    let others_q = format!("SELECT user_id, event, ts, price FROM events WHERE user_id <> '{p}' ORDER BY user_id, ts, price");
+    let others_q = format!(
+        "SELECT user_id, event, ts, price FROM events WHERE user_id <> '{p}' ORDER BY user_id, ts, price"
+    );
     let before = rows(&e, &others_q).await;
-    let before_profiles = rows(&e, &format!("SELECT user_id, plan FROM profiles WHERE user_id <> '{p}' ORDER BY 1")).await;
+    let before_profiles = rows(
+        &e,
+        &format!("SELECT user_id, plan FROM profiles WHERE user_id <> '{p}' ORDER BY 1"),
+    )
+    .await;
     assert_eq!(before.len(), 80);
 
     // Forget by raw id: immediate effect everywhere.
-    assert_eq!(rows(&e, &format!("FORGET USER '{canary}'")).await, vec!["1"]);
-    assert!(!rows(&e, "SELECT user_id FROM segment_members('buyers')").await.contains(&p));
-    assert_eq!(count(&e, &format!("SELECT count(*) FROM events WHERE user_id = '{p}'")).await, 0);
-    assert_eq!(count(&e, &format!("SELECT count(*) FROM profiles WHERE user_id = '{p}'")).await, 0);
-    assert_eq!(count(&e, &format!("SELECT count(*) FROM consent WHERE user_id = '{p}'")).await, 0);
-    assert_eq!(count(&e, &format!("SELECT count(*) FROM identity WHERE user_id = '{p}'")).await, 0);
+    assert_eq!(
+        rows(&e, &format!("FORGET USER '{canary}'")).await,
+        vec!["1"]
+    );
+    assert!(
+        !rows(&e, "SELECT user_id FROM segment_members('buyers')")
+            .await
+            .contains(&p)
+    );
+    assert_eq!(
+        count(
+            &e,
+            &format!("SELECT count(*) FROM events WHERE user_id = '{p}'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &e,
+            &format!("SELECT count(*) FROM profiles WHERE user_id = '{p}'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &e,
+            &format!("SELECT count(*) FROM consent WHERE user_id = '{p}'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &e,
+            &format!("SELECT count(*) FROM identity WHERE user_id = '{p}'")
+        )
+        .await,
+        0
+    );
     // The user is gone from identity too (the ordinal stays taken: see the new user below).
     assert_eq!(count(&e, "SELECT count(*) FROM identity").await, 40);
     let max_uid = count(&e, "SELECT max(uid) FROM identity").await;
@@ -58,39 +126,109 @@ async fn forget_and_vacuum_leave_no_trace_and_nothing_else_changes() {
     // Everyone else is unchanged, and the database still reads.
     let e2 = db.engine().await;
     assert_eq!(rows(&e2, &others_q).await, before);
-    assert_eq!(rows(&e2, &format!("SELECT user_id, plan FROM profiles WHERE user_id <> '{p}' ORDER BY 1")).await, before_profiles);
+    assert_eq!(
+        rows(
+            &e2,
+            &format!("SELECT user_id, plan FROM profiles WHERE user_id <> '{p}' ORDER BY 1")
+        )
+        .await,
+        before_profiles
+    );
 
     // Re-ingesting the old file does not bring the user back.
-    let r = e2.ingest(Kind::Events, &[ev], &IngestOptions::default()).await.unwrap();
+    let r = e2
+        .ingest(Kind::Events, &[ev], &IngestOptions::default())
+        .await
+        .unwrap();
     assert_eq!(r.rows_loaded, 40);
     assert_eq!(r.rejected.len(), 40);
-    assert!(r.rejected.iter().all(|b| b.reason.contains("forgotten")), "{:?}", r.rejected[0]);
-    assert_eq!(count(&e2, &format!("SELECT count(*) FROM identity WHERE user_id = '{p}'")).await, 0);
+    assert!(
+        r.rejected.iter().all(|b| b.reason.contains("forgotten")),
+        "{:?}",
+        r.rejected[0]
+    );
+    assert_eq!(
+        count(
+            &e2,
+            &format!("SELECT count(*) FROM identity WHERE user_id = '{p}'")
+        )
+        .await,
+        0
+    );
     // A new user gets a fresh ordinal; the forgotten one's is never reused.
-    let newcomer = db.input("new.csv", "user_id,event,ts
+    let newcomer = db.input(
+        "new.csv",
+        "user_id,event,ts
 newcomer,purchase,2026-01-20
-");
-    e2.ingest(Kind::Events, &[newcomer], &IngestOptions::default()).await.unwrap();
-    assert_eq!(count(&e2, &format!("SELECT uid FROM identity WHERE user_id = '{}'", expected_pseudonym("newcomer"))).await, max_uid.max(40) + 1);
+",
+    );
+    e2.ingest(Kind::Events, &[newcomer], &IngestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &e2,
+            &format!(
+                "SELECT uid FROM identity WHERE user_id = '{}'",
+                expected_pseudonym("newcomer")
+            )
+        )
+        .await,
+        max_uid.max(40) + 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_users_in_a_query() {
     let db = TestDb::new();
     let e = db.engine().await;
-    let pr = db.input("p.csv", "user_id,plan\na,free\nb,trial\nc,trial\nd,premium\n");
-    e.ingest(Kind::Profiles, &[pr], &IngestOptions::default()).await.unwrap();
-    assert_eq!(rows(&e, "FORGET USERS IN (SELECT user_id FROM profiles WHERE plan = 'trial')").await, vec!["2"]);
-    assert_eq!(rows(&e, "SELECT plan FROM profiles ORDER BY plan").await, vec!["free", "premium"]);
+    let pr = db.input(
+        "p.csv",
+        "user_id,plan\na,free\nb,trial\nc,trial\nd,premium\n",
+    );
+    e.ingest(Kind::Profiles, &[pr], &IngestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(
+            &e,
+            "FORGET USERS IN (SELECT user_id FROM profiles WHERE plan = 'trial')"
+        )
+        .await,
+        vec!["2"]
+    );
+    assert_eq!(
+        rows(&e, "SELECT plan FROM profiles ORDER BY plan").await,
+        vec!["free", "premium"]
+    );
     assert_eq!(rows(&e, "FORGET USER 'nobody-at-all'").await, vec!["0"]);
     // Forget the holder of the highest ordinal: it is still never handed out again.
     assert_eq!(rows(&e, "FORGET USER 'd'").await, vec!["1"]);
-    let more = db.input("e.csv", "user_id,plan
+    let more = db.input(
+        "e.csv",
+        "user_id,plan
 e,free
-");
-    e.ingest(Kind::Profiles, &[more], &IngestOptions::default()).await.unwrap();
-    assert_eq!(rows(&e, &format!("SELECT uid FROM identity WHERE user_id = '{}'", expected_pseudonym("e"))).await, vec!["4"]);
-    let err = e.sql("FORGET USERS IN (SELECT plan FROM profiles)").await.unwrap_err().to_string();
+",
+    );
+    e.ingest(Kind::Profiles, &[more], &IngestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(
+            &e,
+            &format!(
+                "SELECT uid FROM identity WHERE user_id = '{}'",
+                expected_pseudonym("e")
+            )
+        )
+        .await,
+        vec!["4"]
+    );
+    let err = e
+        .sql("FORGET USERS IN (SELECT plan FROM profiles)")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("user_id"), "{err}");
 }
 
@@ -101,14 +239,36 @@ async fn retention_drops_old_events_at_vacuum() {
     let now = chrono::Utc::now();
     let old = (now - chrono::Duration::days(400)).to_rfc3339();
     let recent = (now - chrono::Duration::days(10)).to_rfc3339();
-    let f = db.input("e.csv", &format!("user_id,event,ts\na,x,{old}\nb,x,{recent}\nc,x,{old}\n"));
-    e.ingest(Kind::Events, &[f], &IngestOptions::default()).await.unwrap();
-    assert!(e.sql("ALTER TABLE profiles SET RETENTION 30 DAYS").await.is_err());
-    assert!(e.sql("ALTER TABLE events SET RETENTION 0 DAYS").await.is_err());
-    e.sql("ALTER TABLE events SET RETENTION 395 DAYS").await.unwrap();
-    assert_eq!(count(&e, "SELECT count(*) FROM events").await, 3, "retention acts at vacuum, not before");
+    let f = db.input(
+        "e.csv",
+        &format!("user_id,event,ts\na,x,{old}\nb,x,{recent}\nc,x,{old}\n"),
+    );
+    e.ingest(Kind::Events, &[f], &IngestOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        e.sql("ALTER TABLE profiles SET RETENTION 30 DAYS")
+            .await
+            .is_err()
+    );
+    assert!(
+        e.sql("ALTER TABLE events SET RETENTION 0 DAYS")
+            .await
+            .is_err()
+    );
+    e.sql("ALTER TABLE events SET RETENTION 395 DAYS")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&e, "SELECT count(*) FROM events").await,
+        3,
+        "retention acts at vacuum, not before"
+    );
     e.sql("VACUUM").await.unwrap();
-    assert_eq!(rows(&e, "SELECT user_id FROM events").await, vec![expected_pseudonym("b")]);
+    assert_eq!(
+        rows(&e, "SELECT user_id FROM events").await,
+        vec![expected_pseudonym("b")]
+    );
     // The settings survive a restart; RESET stops further drops.
     e.sql("ALTER TABLE events RESET RETENTION").await.unwrap();
 }
@@ -116,20 +276,52 @@ async fn retention_drops_old_events_at_vacuum() {
 #[test]
 fn a_forget_interrupted_by_a_crash_completes_when_rerun() {
     let db = TestDb::new();
-    let f = db.input("e.csv", "user_id,event,ts\nvictim@example.com,x,2026-01-01\nkeep,x,2026-01-02\n");
-    assert!(db.cli(&["ingest", "events", f.to_str().unwrap()]).status.success());
+    let f = db.input(
+        "e.csv",
+        "user_id,event,ts\nvictim@example.com,x,2026-01-01\nkeep,x,2026-01-02\n",
+    );
+    assert!(
+        db.cli(&["ingest", "events", f.to_str().unwrap()])
+            .status
+            .success()
+    );
     let p = expected_pseudonym("victim@example.com");
-    let o = db.cli_env(&["sql", "-c", "FORGET USER 'victim@example.com'"], &[("SEGDB_FAILPOINT", "forget-after-suppression")]);
-    assert!(!o.status.success() && stderr(&o).contains("failpoint forget-after-suppression"), "{}", stderr(&o));
+    let o = db.cli_env(
+        &["sql", "-c", "FORGET USER 'victim@example.com'"],
+        &[("SEGDB_FAILPOINT", "forget-after-suppression")],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("failpoint forget-after-suppression"),
+        "{}",
+        stderr(&o)
+    );
     // Already suppressed: gone from results although its rows are still stored.
-    let o = db.cli(&["sql", "--format", "csv", "-c", "SELECT count(*) AS n FROM events"]);
+    let o = db.cli(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n FROM events",
+    ]);
     assert_eq!(stdout(&o), "n\n1\n");
     assert!(!files_containing(&db.data, &p).is_empty());
     // Re-running completes it; vacuum then leaves nothing.
-    let o = db.cli(&["sql", "--format", "csv", "-c", "FORGET USER 'victim@example.com'; VACUUM"]);
+    let o = db.cli(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "FORGET USER 'victim@example.com'; VACUUM",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).starts_with("forgotten\n1\n"), "{}", stdout(&o));
     assert!(files_containing(&db.data, &p).is_empty());
-    let o = db.cli(&["sql", "--format", "csv", "-c", "SELECT count(*) AS n FROM events"]);
+    let o = db.cli(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n FROM events",
+    ]);
     assert_eq!(stdout(&o), "n\n1\n");
 }

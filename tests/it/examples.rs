@@ -25,20 +25,36 @@ async fn every_example_runs_and_every_segment_is_meaningful() {
     .unwrap();
     let e = db.engine().await;
     let opts = IngestOptions::default();
-    e.ingest(Kind::Profiles, &stats.profile_files, &opts).await.unwrap();
-    e.ingest(Kind::Events, &stats.event_files, &opts).await.unwrap();
-    e.ingest(Kind::Consent, &stats.consent_files, &opts).await.unwrap();
+    e.ingest(Kind::Profiles, &stats.profile_files, &opts)
+        .await
+        .unwrap();
+    e.ingest(Kind::Events, &stats.event_files, &opts)
+        .await
+        .unwrap();
+    e.ingest(Kind::Consent, &stats.consent_files, &opts)
+        .await
+        .unwrap();
     let users = stats.users;
     let mut segments = 0;
     for (name, script) in EXAMPLES {
         for stmt in split_statements(script) {
-            let r = e.sql(&stmt).await.unwrap_or_else(|err| panic!("{name}: {stmt}\n{err}"));
-            let head = stmt.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join(" ");
+            let r = e
+                .sql(&stmt)
+                .await
+                .unwrap_or_else(|err| panic!("{name}: {stmt}\n{err}"));
+            let head = stmt
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join(" ");
             let head = head.trim_start().to_ascii_uppercase();
             if head.starts_with("CREATE") {
                 segments += 1;
                 let size: u64 = rows_of(&r)[0].split('|').nth(1).unwrap().parse().unwrap();
-                assert!(size > 0 && size < users, "{name}: {stmt}\nselects {size} of {users} users");
+                assert!(
+                    size > 0 && size < users,
+                    "{name}: {stmt}\nselects {size} of {users} users"
+                );
             } else if !head.starts_with("SET") {
                 assert!(r.num_rows() > 0, "{name}: {stmt}\nreturned no rows");
             }
@@ -51,12 +67,25 @@ fn rows_of(r: &segdb::QueryResult) -> Vec<String> {
     use arrow::array::{Array, AsArray};
     let mut out = Vec::new();
     for b in &r.batches {
-        let cols: Vec<_> = b.columns().iter().map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap()).collect();
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
+            .collect();
         for i in 0..b.num_rows() {
-            out.push(cols.iter().map(|c| {
-                let s = c.as_string::<i32>();
-                if s.is_null(i) { String::new() } else { s.value(i).to_string() }
-            }).collect::<Vec<_>>().join("|"));
+            out.push(
+                cols.iter()
+                    .map(|c| {
+                        let s = c.as_string::<i32>();
+                        if s.is_null(i) {
+                            String::new()
+                        } else {
+                            s.value(i).to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
         }
     }
     out

@@ -11,19 +11,37 @@ use crate::common::*;
 async fn stored_pseudonyms_equal_the_design_formula() {
     let db = TestDb::new();
     let e = db.engine().await;
-    let f = db.input("e.csv", "user_id,event,ts\nalice@example.com,a,2026-01-01\n12345,a,2026-01-01\n");
-    e.ingest(Kind::Events, &[f], &IngestOptions::default()).await.unwrap();
+    let f = db.input(
+        "e.csv",
+        "user_id,event,ts\nalice@example.com,a,2026-01-01\n12345,a,2026-01-01\n",
+    );
+    e.ingest(Kind::Events, &[f], &IngestOptions::default())
+        .await
+        .unwrap();
     let got = rows(&e, "SELECT user_id FROM events ORDER BY uid").await;
-    assert_eq!(got, vec![expected_pseudonym("alice@example.com"), expected_pseudonym("12345")]);
+    assert_eq!(
+        got,
+        vec![
+            expected_pseudonym("alice@example.com"),
+            expected_pseudonym("12345")
+        ]
+    );
     // The SQL function computes the same value, so users can look people up by raw id.
     let got = rows(&e, "SELECT pseudonymize('alice@example.com'), count(*) FROM events WHERE user_id = pseudonymize('alice@example.com')").await;
-    assert_eq!(got, vec![format!("{}|1", expected_pseudonym("alice@example.com"))]);
+    assert_eq!(
+        got,
+        vec![format!("{}|1", expected_pseudonym("alice@example.com"))]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_raw_ids_never_reach_storage_logs_or_output() {
     let db = TestDb::new();
-    let canaries = ["canary-7f3a9e@example.com", "CANARY_SECOND_81d2", "canary.bad.row.55c1"];
+    let canaries = [
+        "canary-7f3a9e@example.com",
+        "CANARY_SECOND_81d2",
+        "canary.bad.row.55c1",
+    ];
     // Events as CSV (incl. a rejected row carrying a canary), profiles as NDJSON, consent as Parquet.
     let ev = db.input(
         "ev.csv",
@@ -32,17 +50,34 @@ async fn canary_raw_ids_never_reach_storage_logs_or_output() {
             canaries[0], canaries[1], canaries[2]
         ),
     );
-    let pr = db.input("pr.ndjson", &format!("{{\"user_id\":\"{}\",\"plan\":\"free\"}}\n{{\"user_id\":\"{}\",\"plan\":\"plus\"}}\n", canaries[0], canaries[1]));
+    let pr = db.input(
+        "pr.ndjson",
+        &format!(
+            "{{\"user_id\":\"{}\",\"plan\":\"free\"}}\n{{\"user_id\":\"{}\",\"plan\":\"plus\"}}\n",
+            canaries[0], canaries[1]
+        ),
+    );
     let cons = db.dir.path().join("cons.parquet");
     {
         use arrow::array::{RecordBatch, StringArray};
         use std::sync::Arc;
         let b = RecordBatch::try_from_iter(vec![
-            ("user_id", Arc::new(StringArray::from(vec![canaries[0], canaries[1]])) as _),
-            ("us_privacy", Arc::new(StringArray::from(vec!["1YNN", "1YYN"])) as _),
+            (
+                "user_id",
+                Arc::new(StringArray::from(vec![canaries[0], canaries[1]])) as _,
+            ),
+            (
+                "us_privacy",
+                Arc::new(StringArray::from(vec!["1YNN", "1YYN"])) as _,
+            ),
         ])
         .unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&cons).unwrap(), b.schema(), None).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&cons).unwrap(),
+            b.schema(),
+            None,
+        )
+        .unwrap();
         w.write(&b).unwrap();
         w.close().unwrap();
     }
@@ -62,10 +97,19 @@ async fn canary_raw_ids_never_reach_storage_logs_or_output() {
     let o = db.cli_env(&["sql", "-c", "SELECT user_id + 1 FROM events"], &trace);
     transcript.push_str(&stderr(&o));
 
-    assert!(transcript.contains("rejected 1 rows"), "the bad row was not reported: {transcript}");
-    assert!(transcript.len() > 1000, "trace logging produced too little output to be a meaningful check");
+    assert!(
+        transcript.contains("rejected 1 rows"),
+        "the bad row was not reported: {transcript}"
+    );
+    assert!(
+        transcript.len() > 1000,
+        "trace logging produced too little output to be a meaningful check"
+    );
     for c in canaries {
-        assert!(!transcript.contains(c), "canary {c} appeared in CLI output or logs");
+        assert!(
+            !transcript.contains(c),
+            "canary {c} appeared in CLI output or logs"
+        );
         let hits = files_containing(&db.data, c);
         assert!(hits.is_empty(), "canary {c} found in {hits:?}");
         // Sanity: the search works (the canary is in the input file itself).
@@ -73,7 +117,10 @@ async fn canary_raw_ids_never_reach_storage_logs_or_output() {
     }
     // …and the pseudonyms are there instead.
     assert!(!files_containing(&db.data, &expected_pseudonym(canaries[0])).is_empty());
-    assert!(files_containing(&db.data, &expected_pseudonym(canaries[2])).is_empty(), "a rejected row created an identity");
+    assert!(
+        files_containing(&db.data, &expected_pseudonym(canaries[2])).is_empty(),
+        "a rejected row created an identity"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +129,13 @@ async fn refuses_wrong_keyring_foreign_directories_and_keys_inside_the_data() {
     drop(db.engine().await);
     // Another key: refused, with a message that names the fix and no key material.
     let other = Keyring::from_keys([("user".to_string(), [1u8; 32])]).unwrap();
-    let err = segdb::Engine::open_with_keyring(Location::parse(db.data.to_str().unwrap()).unwrap(), other).await.err().unwrap();
+    let err = segdb::Engine::open_with_keyring(
+        Location::parse(db.data.to_str().unwrap()).unwrap(),
+        other,
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("not the one"), "{err}");
 
     // A directory with other files is not a database.
@@ -92,12 +145,21 @@ async fn refuses_wrong_keyring_foreign_directories_and_keys_inside_the_data() {
     let o = db.cli(&["--data", foreign.to_str().unwrap(), "sql", "-c", "SELECT 1"]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("is not a segdb database") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("is not a segdb database") && err.lines().count() == 1,
+        "{err}"
+    );
 
     // A keyring under the data directory is refused.
     let inside = db.data.join("k.keyring");
     std::fs::write(&inside, keyring_json()).unwrap();
-    let o = db.cli(&["--keyring", inside.to_str().unwrap(), "sql", "-c", "SELECT 1"]);
+    let o = db.cli(&[
+        "--keyring",
+        inside.to_str().unwrap(),
+        "sql",
+        "-c",
+        "SELECT 1",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("inside the database"), "{}", stderr(&o));
 }
@@ -119,7 +181,10 @@ fn a_new_keyring_is_created_private() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     assert!(dir.path().join("segdb-data/_segdb/segdb.json").exists());
     assert!(dir.path().join("segdb-data/events/_delta_log").exists());
@@ -129,13 +194,26 @@ fn a_new_keyring_is_created_private() {
 fn rotating_a_partner_key_changes_partner_ids_only() {
     let db = TestDb::new();
     let f = db.input("e.csv", "user_id,event,ts\nalice,a,2026-01-01\n");
-    assert!(db.cli(&["ingest", "events", f.to_str().unwrap()]).status.success());
-    let q = ["sql", "--format", "csv", "-c", "SELECT user_id, pseudonymize(user_id, 'partner_x') AS partner FROM events"];
+    assert!(
+        db.cli(&["ingest", "events", f.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let q = [
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT user_id, pseudonymize(user_id, 'partner_x') AS partner FROM events",
+    ];
     let before = stdout(&db.cli(&q));
     let o = db.cli(&["keys", "rotate", "--domain", "partner_x"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let after = stdout(&db.cli(&q));
-    let (b, a): (Vec<&str>, Vec<&str>) = (before.lines().nth(1).unwrap().split(',').collect(), after.lines().nth(1).unwrap().split(',').collect());
+    let (b, a): (Vec<&str>, Vec<&str>) = (
+        before.lines().nth(1).unwrap().split(',').collect(),
+        after.lines().nth(1).unwrap().split(',').collect(),
+    );
     assert_eq!(a[0], b[0], "stored pseudonyms must not change");
     assert_eq!(a[0], expected_pseudonym("alice"));
     assert_ne!(a[1], b[1], "the partner id must change after rotation");

@@ -27,14 +27,22 @@ impl Drop for Weed {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn weed_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("SEGDB_WEED") {
         return Some(PathBuf::from(p));
     }
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("weed")).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("weed"))
+            .find(|p| p.is_file())
+    })
 }
 
 fn http(port: u16, method: &str, path: &str) -> Option<u16> {
@@ -54,7 +62,11 @@ fn http_put(port: u16, path: &str, body: &[u8]) -> Option<u16> {
     s.write_all(body).ok()?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).ok()?;
-    String::from_utf8_lossy(&buf[..n]).split_whitespace().nth(1)?.parse().ok()
+    String::from_utf8_lossy(&buf[..n])
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn start_weed(bin: &PathBuf) -> Weed {
@@ -76,14 +88,21 @@ fn start_weed(bin: &PathBuf) -> Weed {
         .stderr(Stdio::null())
         .spawn()
         .expect("start weed");
-    let weed = Weed { child, s3_port, _dir: dir };
+    let weed = Weed {
+        child,
+        s3_port,
+        _dir: dir,
+    };
     // Ready when bucket creation answers 200.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if http(s3_port, "PUT", "/segdb-test") == Some(200) {
             return weed;
         }
-        assert!(Instant::now() < deadline, "SeaweedFS did not become ready on port {s3_port}");
+        assert!(
+            Instant::now() < deadline,
+            "SeaweedFS did not become ready on port {s3_port}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -91,8 +110,13 @@ fn start_weed(bin: &PathBuf) -> Weed {
 #[test]
 fn s3_and_local_path_give_identical_results() {
     let Some(bin) = weed_binary() else {
-        assert!(std::env::var("SEGDB_REQUIRE_S3").is_err(), "SEGDB_REQUIRE_S3 is set but no weed binary was found");
-        eprintln!("SKIPPED s3_and_local_path_give_identical_results: no `weed` on PATH (run scripts/test)");
+        assert!(
+            std::env::var("SEGDB_REQUIRE_S3").is_err(),
+            "SEGDB_REQUIRE_S3 is set but no weed binary was found"
+        );
+        eprintln!(
+            "SKIPPED s3_and_local_path_give_identical_results: no `weed` on PATH (run scripts/test)"
+        );
         return;
     };
     let weed = start_weed(&bin);
@@ -110,7 +134,9 @@ fn s3_and_local_path_give_identical_results() {
     let s3_url = "s3://segdb-test/dbs/one";
     let src = local.dir.path().join("src");
     let o = Command::new(env!("CARGO_BIN_EXE_segdb"))
-        .args(["generate", "--users", "200", "--days", "7", "--seed", "11", "--out"])
+        .args([
+            "generate", "--users", "200", "--days", "7", "--seed", "11", "--out",
+        ])
         .arg(&src)
         .output()
         .unwrap();
@@ -125,15 +151,30 @@ fn s3_and_local_path_give_identical_results() {
         }
         full.extend_from_slice(args);
         let o = local.cli_env(&full, &env);
-        assert!(o.status.success(), "segdb {full:?} (s3={s3}) failed: {}", stderr(&o));
+        assert!(
+            o.status.success(),
+            "segdb {full:?} (s3={s3}) failed: {}",
+            stderr(&o)
+        );
         stdout(&o)
     };
     for s3 in [false, true] {
-        for (kind, file) in [("profiles", "profiles.parquet"), ("events", "events-00000.parquet"), ("consent", "consent.parquet")] {
+        for (kind, file) in [
+            ("profiles", "profiles.parquet"),
+            ("events", "events-00000.parquet"),
+            ("consent", "consent.parquet"),
+        ] {
             on(s3, &["ingest", kind, src.join(file).to_str().unwrap()]);
         }
         // A second load (upsert + append) exercises commits on top of existing versions.
-        on(s3, &["ingest", "profiles", src.join("profiles.parquet").to_str().unwrap()]);
+        on(
+            s3,
+            &[
+                "ingest",
+                "profiles",
+                src.join("profiles.parquet").to_str().unwrap(),
+            ],
+        );
     }
     let queries = [
         "SELECT count(*) AS n, count(DISTINCT uid) AS u, min(ts) AS a, max(ts) AS b FROM events",
@@ -151,17 +192,62 @@ fn s3_and_local_path_give_identical_results() {
     }
 
     // Inputs can be read from the bucket too (s3:// URLs), and from file:// URLs.
-    assert_eq!(http_put(weed.s3_port, "/segdb-test/inputs/extra.csv", b"user_id,plan\nfrom-s3,premium\n"), Some(200));
-    on(true, &["ingest", "profiles", "s3://segdb-test/inputs/extra.csv"]);
+    assert_eq!(
+        http_put(
+            weed.s3_port,
+            "/segdb-test/inputs/extra.csv",
+            b"user_id,plan\nfrom-s3,premium\n"
+        ),
+        Some(200)
+    );
+    on(
+        true,
+        &["ingest", "profiles", "s3://segdb-test/inputs/extra.csv"],
+    );
     let url = format!("file://{}", src.join("consent.parquet").display());
     on(false, &["ingest", "consent", &url]);
-    let got = on(true, &["sql", "--format", "csv", "-c", &format!("SELECT plan FROM profiles WHERE user_id = '{}'", expected_pseudonym("from-s3"))]);
+    let got = on(
+        true,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            &format!(
+                "SELECT plan FROM profiles WHERE user_id = '{}'",
+                expected_pseudonym("from-s3")
+            ),
+        ],
+    );
     assert_eq!(got, "plan\npremium\n");
-    let o = local.cli_env(&["--data", s3_url, "ingest", "profiles", "s3://segdb-test/inputs/missing.csv"], &s3_env);
-    assert!(!o.status.success() && stderr(&o).contains("cannot read s3://segdb-test/inputs/missing.csv"), "{}", stderr(&o));
+    let o = local.cli_env(
+        &[
+            "--data",
+            s3_url,
+            "ingest",
+            "profiles",
+            "s3://segdb-test/inputs/missing.csv",
+        ],
+        &s3_env,
+    );
+    assert!(
+        !o.status.success()
+            && stderr(&o).contains("cannot read s3://segdb-test/inputs/missing.csv"),
+        "{}",
+        stderr(&o)
+    );
 
     // An unreachable bucket is a clear one-line error.
-    let o = local.cli_env(&["--data", "s3://no-such-bucket-here/x", "sql", "-c", "SELECT 1"], &s3_env);
+    let o = local.cli_env(
+        &[
+            "--data",
+            "s3://no-such-bucket-here/x",
+            "sql",
+            "-c",
+            "SELECT 1",
+        ],
+        &s3_env,
+    );
     assert!(!o.status.success());
     let err = stderr(&o);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");

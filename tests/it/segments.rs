@@ -13,14 +13,20 @@ use crate::common::*;
 /// The test venv's Python (scripts/test sets SEGDB_PYTHON); `None` means skip, unless
 /// SEGDB_REQUIRE_PY=1, when a missing interpreter fails the test.
 pub fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("SEGDB_PYTHON").map(PathBuf::from).or_else(|| {
-        let home = std::env::var_os("HOME")?;
-        Some(PathBuf::from(home).join(".cache/segdb-venv/bin/python"))
-    })?;
+    let p = std::env::var_os("SEGDB_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            Some(PathBuf::from(home).join(".cache/segdb-venv/bin/python"))
+        })?;
     if p.exists() {
         return Some(p);
     }
-    assert!(std::env::var("SEGDB_REQUIRE_PY").is_err(), "SEGDB_REQUIRE_PY is set but {} does not exist", p.display());
+    assert!(
+        std::env::var("SEGDB_REQUIRE_PY").is_err(),
+        "SEGDB_REQUIRE_PY is set but {} does not exist",
+        p.display()
+    );
     None
 }
 
@@ -40,9 +46,15 @@ async fn loaded(users: u64, days: u32, seed: u64) -> (TestDb, PathBuf) {
     .unwrap();
     let e = db.engine().await;
     let opts = IngestOptions::default();
-    e.ingest(Kind::Profiles, &stats.profile_files, &opts).await.unwrap();
-    e.ingest(Kind::Events, &stats.event_files, &opts).await.unwrap();
-    e.ingest(Kind::Consent, &stats.consent_files, &opts).await.unwrap();
+    e.ingest(Kind::Profiles, &stats.profile_files, &opts)
+        .await
+        .unwrap();
+    e.ingest(Kind::Events, &stats.event_files, &opts)
+        .await
+        .unwrap();
+    e.ingest(Kind::Consent, &stats.consent_files, &opts)
+        .await
+        .unwrap();
     (db, src)
 }
 
@@ -53,17 +65,39 @@ async fn differential_against_duckdb() {
         return;
     };
     let (db, src) = loaded(600, 25, 5).await;
-    let seed: u64 = std::env::var("SEGDB_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 100_000
-    });
+    let seed: u64 = std::env::var("SEGDB_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                % 100_000
+        });
     let cases = std::env::var("SEGDB_DIFF_CASES").unwrap_or_else(|_| "300".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/differential/segments.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/differential/segments.py"
+    );
     let o = Command::new(py)
-        .args([script, env!("CARGO_BIN_EXE_segdb"), db.data.to_str().unwrap(), db.keyring.to_str().unwrap(), src.to_str().unwrap(), &seed.to_string(), &cases])
+        .args([
+            script,
+            env!("CARGO_BIN_EXE_segdb"),
+            db.data.to_str().unwrap(),
+            db.keyring.to_str().unwrap(),
+            src.to_str().unwrap(),
+            &seed.to_string(),
+            &cases,
+        ])
         .output()
         .unwrap();
     let out = stdout(&o);
-    assert!(o.status.success(), "differential test failed (rerun with SEGDB_DIFF_SEED={seed}):\n{out}\n{}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "differential test failed (rerun with SEGDB_DIFF_SEED={seed}):\n{out}\n{}",
+        stderr(&o)
+    );
     assert!(out.contains(&format!("{cases} passed, 0 failed")), "{out}");
 }
 
@@ -71,41 +105,99 @@ async fn differential_against_duckdb() {
 async fn statements_functions_and_persistence() {
     let (db, _) = loaded(300, 20, 9).await;
     let e = db.engine().await;
-    e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'").await.unwrap();
-    let r = rows(&e, "CREATE SEGMENT buyers COMMENT 'bought lately' AS DID 'purchase' IN THE LAST 20 DAYS").await;
+    e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'")
+        .await
+        .unwrap();
+    let r = rows(
+        &e,
+        "CREATE SEGMENT buyers COMMENT 'bought lately' AS DID 'purchase' IN THE LAST 20 DAYS",
+    )
+    .await;
     let size: u64 = r[0].split('|').nth(1).unwrap().parse().unwrap();
     assert!(size > 0, "{r:?}");
     rows(&e, "CREATE SEGMENT de AS PROFILE country = 'DE'").await;
-    rows(&e, "CREATE SEGMENT de_buyers AS IN SEGMENT buyers AND IN SEGMENT de").await;
+    rows(
+        &e,
+        "CREATE SEGMENT de_buyers AS IN SEGMENT buyers AND IN SEGMENT de",
+    )
+    .await;
 
     // The same numbers through every function.
-    assert_eq!(count(&e, "SELECT segment_size('buyers')").await as u64, size);
-    assert_eq!(count(&e, "SELECT count(*) FROM segment_members('buyers')").await as u64, size);
-    assert_eq!(count(&e, "SELECT rb_cardinality(segment_bitmap('buyers'))").await as u64, size);
-    assert_eq!(count(&e, "SELECT count(*) FROM profiles WHERE in_segment('buyers', user_id)").await as u64, size);
-    assert_eq!(count(&e, "SELECT count(*) FROM profiles WHERE in_segment('buyers', uid)").await as u64, size);
+    assert_eq!(
+        count(&e, "SELECT segment_size('buyers')").await as u64,
+        size
+    );
+    assert_eq!(
+        count(&e, "SELECT count(*) FROM segment_members('buyers')").await as u64,
+        size
+    );
+    assert_eq!(
+        count(&e, "SELECT rb_cardinality(segment_bitmap('buyers'))").await as u64,
+        size
+    );
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM profiles WHERE in_segment('buyers', user_id)"
+        )
+        .await as u64,
+        size
+    );
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM profiles WHERE in_segment('buyers', uid)"
+        )
+        .await as u64,
+        size
+    );
     let plain = count(&e, "SELECT count(DISTINCT uid) FROM events WHERE event = 'purchase' AND ts >= TIMESTAMP '2026-01-12T00:00:00Z' AND ts < TIMESTAMP '2026-02-01T00:00:00Z'").await;
     assert_eq!(plain as u64, size);
-    let both = count(&e, "SELECT count(*) FROM profiles WHERE country = 'DE' AND in_segment('buyers', user_id)").await;
+    let both = count(
+        &e,
+        "SELECT count(*) FROM profiles WHERE country = 'DE' AND in_segment('buyers', user_id)",
+    )
+    .await;
     assert_eq!(count(&e, "SELECT segment_size('de_buyers')").await, both);
-    let ov = rows(&e, "SELECT a, b, size_a, both FROM segment_overlap('buyers', 'de', 'de_buyers')").await;
+    let ov = rows(
+        &e,
+        "SELECT a, b, size_a, both FROM segment_overlap('buyers', 'de', 'de_buyers')",
+    )
+    .await;
     assert_eq!(ov.len(), 3);
     assert_eq!(ov[0], format!("buyers|de|{size}|{both}"));
-    let by_country = rows(&e, "SELECT country, count(*) FROM profiles WHERE in_segment('de_buyers', user_id) GROUP BY 1").await;
-    assert!(by_country.iter().all(|r| r.starts_with("DE|")), "{by_country:?}");
+    let by_country = rows(
+        &e,
+        "SELECT country, count(*) FROM profiles WHERE in_segment('de_buyers', user_id) GROUP BY 1",
+    )
+    .await;
+    assert!(
+        by_country.iter().all(|r| r.starts_with("DE|")),
+        "{by_country:?}"
+    );
     // The bitmap is portable Roaring: pyroaring (CRoaring) reads the same members.
     if let Some(py) = python() {
         let bytes = e.sql("SELECT segment_bitmap('buyers')").await.unwrap();
         let bin = segdb::functions::bitmap::binary::as_binary(bytes.batches[0].column(0)).unwrap();
         let f = db.dir.path().join("buyers.roaring");
-        std::fs::write(&f, arrow::array::Array::is_valid(&bin, 0).then(|| bin.value(0).to_vec()).unwrap()).unwrap();
+        std::fs::write(
+            &f,
+            arrow::array::Array::is_valid(&bin, 0)
+                .then(|| bin.value(0).to_vec())
+                .unwrap(),
+        )
+        .unwrap();
         let o = Command::new(py)
             .args(["-c", "import sys, pyroaring; b = pyroaring.BitMap.deserialize(open(sys.argv[1], 'rb').read()); print(len(b), ','.join(map(str, b)))"])
             .arg(&f)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
-        let ours = rows(&e, "SELECT array_to_string(rb_to_array(segment_bitmap('buyers')), ',')").await;
+        let ours = rows(
+            &e,
+            "SELECT array_to_string(rb_to_array(segment_bitmap('buyers')), ',')",
+        )
+        .await;
         assert_eq!(stdout(&o).trim(), format!("{size} {}", ours[0]));
     }
     // A past as_of per call.
@@ -115,31 +207,71 @@ async fn statements_functions_and_persistence() {
     // SHOW / DESCRIBE / EXPLAIN.
     let show = rows(&e, "SHOW SEGMENTS").await;
     assert_eq!(show.len(), 3);
-    assert!(show[0].starts_with("buyers|∅|DID 'purchase' IN THE LAST 20 DAYS|bought lately|false|"), "{show:?}");
+    assert!(
+        show[0].starts_with("buyers|∅|DID 'purchase' IN THE LAST 20 DAYS|bought lately|false|"),
+        "{show:?}"
+    );
     let desc = rows(&e, "DESCRIBE SEGMENT de_buyers").await;
-    assert!(desc[0].starts_with("de_buyers|∅|IN SEGMENT buyers AND IN SEGMENT de|"), "{desc:?}");
+    assert!(
+        desc[0].starts_with("de_buyers|∅|IN SEGMENT buyers AND IN SEGMENT de|"),
+        "{desc:?}"
+    );
     let plan = rows(&e, "EXPLAIN SEGMENT de_buyers").await.join("\n");
-    assert!(plan.contains("[index: 20 days of bit-sliced counts]") && plan.contains("[scan profiles]"), "{plan}");
+    assert!(
+        plan.contains("[index: 20 days of bit-sliced counts]") && plan.contains("[scan profiles]"),
+        "{plan}"
+    );
 
     // Errors: duplicates, unknown events and columns with suggestions, cycles, dependants.
-    let err = e.sql("CREATE SEGMENT buyers AS ALL USERS").await.unwrap_err().to_string();
+    let err = e
+        .sql("CREATE SEGMENT buyers AS ALL USERS")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("already exists"), "{err}");
-    let err = e.sql("CREATE SEGMENT x AS DID 'purchse' IN THE LAST 3 DAYS").await.unwrap_err().to_string();
-    assert!(err.contains("did you mean 'purchase'") && err.contains("line 1, column 21"), "{err}");
-    let err = e.sql("CREATE SEGMENT x AS\n  PROFILE contry = 'DE'").await.unwrap_err().to_string();
-    assert!(err.contains("line 2, column 11") && err.contains("contry"), "{err}");
-    let err = e.sql("CREATE OR REPLACE SEGMENT buyers AS IN SEGMENT de_buyers").await.unwrap_err().to_string();
+    let err = e
+        .sql("CREATE SEGMENT x AS DID 'purchse' IN THE LAST 3 DAYS")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("did you mean 'purchase'") && err.contains("line 1, column 21"),
+        "{err}"
+    );
+    let err = e
+        .sql("CREATE SEGMENT x AS\n  PROFILE contry = 'DE'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 2, column 11") && err.contains("contry"),
+        "{err}"
+    );
+    let err = e
+        .sql("CREATE OR REPLACE SEGMENT buyers AS IN SEGMENT de_buyers")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("refers to itself"), "{err}");
     let err = e.sql("DROP SEGMENT de").await.unwrap_err().to_string();
     assert!(err.contains("used by segment 'de_buyers'"), "{err}");
-    let err = e.sql("SELECT segment_size('nope')").await.unwrap_err().to_string();
+    let err = e
+        .sql("SELECT segment_size('nope')")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("does not exist"), "{err}");
 
     // Definitions survive a restart (a new engine on the same data).
     drop(e);
     let e2 = db.engine().await;
-    e2.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'").await.unwrap();
-    assert_eq!(count(&e2, "SELECT segment_size('buyers')").await as u64, size);
+    e2.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&e2, "SELECT segment_size('buyers')").await as u64,
+        size
+    );
     e2.sql("DROP SEGMENT de_buyers").await.unwrap();
     e2.sql("DROP SEGMENT IF EXISTS de_buyers").await.unwrap();
     assert_eq!(rows(&e2, "SHOW SEGMENTS").await.len(), 2);
@@ -149,7 +281,9 @@ async fn statements_functions_and_persistence() {
 async fn index_and_scan_paths_agree_and_rebuild_is_identical() {
     let (db, _) = loaded(400, 20, 13).await;
     let e = db.engine().await;
-    e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'").await.unwrap();
+    e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'")
+        .await
+        .unwrap();
     let defs = [
         "DID 'purchase' AT LEAST 2 TIMES IN THE LAST 14 DAYS",
         "DID 'view_item' BETWEEN 2 AND 6 TIMES IN THE LAST 7 DAYS",
@@ -172,21 +306,42 @@ async fn index_and_scan_paths_agree_and_rebuild_is_identical() {
     let o = db.cli(&["index", "rebuild"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let e2 = db.engine().await;
-    e2.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'").await.unwrap();
+    e2.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'")
+        .await
+        .unwrap();
     assert_eq!(bitmaps(&e2, defs.len()).await, indexed);
     // A second events load keeps the index current (appended, not rebuilt).
     let more = db.input("more.csv", "user_id,event,ts\nnew-user,purchase,2026-01-30T10:00:00Z\nnew-user,purchase,2026-01-31T10:00:00Z\n");
-    e2.ingest(Kind::Events, &[more], &IngestOptions::default()).await.unwrap();
+    e2.ingest(Kind::Events, &[more], &IngestOptions::default())
+        .await
+        .unwrap();
     let n = count(&e2, "SELECT segment_size('s0')").await;
     e2.sql("SET segdb.use_index = false").await.unwrap();
     assert_eq!(count(&e2, "SELECT segment_size('s0')").await, n);
-    assert_eq!(count(&e2, &format!("SELECT count(*) FROM segment_members('s0') WHERE user_id = '{}'", expected_pseudonym("new-user"))).await, 1);
+    assert_eq!(
+        count(
+            &e2,
+            &format!(
+                "SELECT count(*) FROM segment_members('s0') WHERE user_id = '{}'",
+                expected_pseudonym("new-user")
+            )
+        )
+        .await,
+        1
+    );
 }
 
 async fn bitmaps(e: &segdb::Engine, n: usize) -> Vec<String> {
     let mut v = Vec::new();
     for i in 0..n {
-        v.push(rows(e, &format!("SELECT array_to_string(rb_to_array(segment_bitmap('s{i}')), ',')")).await[0].clone());
+        v.push(
+            rows(
+                e,
+                &format!("SELECT array_to_string(rb_to_array(segment_bitmap('s{i}')), ',')"),
+            )
+            .await[0]
+                .clone(),
+        );
     }
     v
 }
@@ -196,7 +351,9 @@ async fn for_purpose_filters_members_by_consent() {
     let db = TestDb::new();
     let e = db.engine().await;
     let ev = db.input("e.csv", "user_id,event,ts\na,buy,2026-01-10\nb,buy,2026-01-10\nc,buy,2026-01-10\nd,buy,2026-01-10\ne,buy,2026-01-10\n");
-    e.ingest(Kind::Events, &[ev], &IngestOptions::default()).await.unwrap();
+    e.ingest(Kind::Events, &[ev], &IngestOptions::default())
+        .await
+        .unwrap();
     // a: TCF all purposes; b: TCF refused; c: marketing granted; d: marketing granted then revoked;
     // e: marketing granted but expired. The TC strings come from the shared vectors' shapes:
     // encode purposes 1-10 consent vs none with the project's encoder.
@@ -214,13 +371,25 @@ async fn for_purpose_filters_members_by_consent() {
              e,,marketing,true,2026-01-15T00:00:00Z,2026-01-01T00:00:00Z\n"
         ),
     );
-    e.ingest(Kind::Consent, &[c], &IngestOptions::default()).await.unwrap();
-    e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'").await.unwrap();
+    e.ingest(Kind::Consent, &[c], &IngestOptions::default())
+        .await
+        .unwrap();
+    e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'")
+        .await
+        .unwrap();
     e.sql("CREATE SEGMENT t AS DID 'buy'").await.unwrap();
-    e.sql("CREATE SEGMENT t1 FOR PURPOSE 'tcf:1' AS DID 'buy'").await.unwrap();
-    e.sql("CREATE SEGMENT mk FOR PURPOSE 'marketing' AS DID 'buy'").await.unwrap();
-    e.sql("CREATE SEGMENT both_ FOR PURPOSE 'marketing', 'tcf:1' AS DID 'buy'").await.unwrap();
-    e.sql("CREATE SEGMENT outer_ AS IN SEGMENT t1").await.unwrap();
+    e.sql("CREATE SEGMENT t1 FOR PURPOSE 'tcf:1' AS DID 'buy'")
+        .await
+        .unwrap();
+    e.sql("CREATE SEGMENT mk FOR PURPOSE 'marketing' AS DID 'buy'")
+        .await
+        .unwrap();
+    e.sql("CREATE SEGMENT both_ FOR PURPOSE 'marketing', 'tcf:1' AS DID 'buy'")
+        .await
+        .unwrap();
+    e.sql("CREATE SEGMENT outer_ AS IN SEGMENT t1")
+        .await
+        .unwrap();
     let members = |n: &str| format!("SELECT user_id FROM segment_members('{n}') ORDER BY user_id");
     let ids = |v: &[&str]| {
         let mut x: Vec<String> = v.iter().map(|r| expected_pseudonym(r)).collect();
@@ -229,16 +398,44 @@ async fn for_purpose_filters_members_by_consent() {
     };
     assert_eq!(rows(&e, &members("t")).await.len(), 5);
     assert_eq!(rows(&e, &members("t1")).await, ids(&["a"]));
-    assert_eq!(rows(&e, &members("outer_")).await, ids(&["a"]), "IN SEGMENT leaks members of a FOR PURPOSE segment");
+    assert_eq!(
+        rows(&e, &members("outer_")).await,
+        ids(&["a"]),
+        "IN SEGMENT leaks members of a FOR PURPOSE segment"
+    );
     assert_eq!(rows(&e, &members("mk")).await, ids(&["c"]));
     assert!(rows(&e, &members("both_")).await.is_empty());
     // Before e's consent expired, e was a member.
-    assert_eq!(count(&e, "SELECT segment_size('mk', '2026-01-12T00:00:00Z')").await, 2);
+    assert_eq!(
+        count(&e, "SELECT segment_size('mk', '2026-01-12T00:00:00Z')").await,
+        2
+    );
     // has_consent reads the same rules, per user.
-    assert_eq!(count(&e, "SELECT count(*) FROM identity WHERE has_consent(user_id, 'marketing')").await, 1);
-    assert_eq!(count(&e, "SELECT count(*) FROM identity WHERE has_consent(uid, 'tcf:1')").await, 1);
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM identity WHERE has_consent(user_id, 'marketing')"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM identity WHERE has_consent(uid, 'tcf:1')"
+        )
+        .await,
+        1
+    );
     assert_eq!(count(&e, "SELECT count(*) FROM identity WHERE has_consent(user_id, 'marketing', '2026-01-12T00:00:00Z')").await, 2);
-    assert_eq!(count(&e, "SELECT count(*) FROM identity WHERE has_consent(user_id, 'sale')").await, 0);
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM identity WHERE has_consent(user_id, 'sale')"
+        )
+        .await,
+        0
+    );
     // No way around FOR PURPOSE: subqueries, CTEs, joins and bitmap functions all see the same members.
     for q in [
         "SELECT count(*) FROM (SELECT * FROM segment_members('t1')) s",
@@ -254,9 +451,23 @@ async fn for_purpose_filters_members_by_consent() {
     // An external table over the raw Delta files exposes no membership of a FOR PURPOSE segment,
     // and a prepared statement either sees the filtered members or fails — never more.
     let raw = db.data.join("events");
-    e.sql(&format!("CREATE EXTERNAL TABLE raw_events STORED AS PARQUET LOCATION '{}/'", raw.display())).await.unwrap();
-    assert_eq!(count(&e, "SELECT count(*) FROM raw_events r WHERE in_segment('t1', r.user_id)").await, 1);
-    e.sql("PREPARE members AS SELECT count(*) FROM segment_members('t1')").await.unwrap();
+    e.sql(&format!(
+        "CREATE EXTERNAL TABLE raw_events STORED AS PARQUET LOCATION '{}/'",
+        raw.display()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM raw_events r WHERE in_segment('t1', r.user_id)"
+        )
+        .await,
+        1
+    );
+    e.sql("PREPARE members AS SELECT count(*) FROM segment_members('t1')")
+        .await
+        .unwrap();
     match e.sql("EXECUTE members").await {
         Ok(r) => assert_eq!(rows_of(&r), vec!["1"]),
         Err(err) => assert!(err.to_string().contains("was not evaluated"), "{err}"),
@@ -265,7 +476,11 @@ async fn for_purpose_filters_members_by_consent() {
     if let Ok(r) = e.sql("EXECUTE sized('t1')").await {
         assert_eq!(rows_of(&r), vec!["1"]);
     }
-    let err = e.sql("CREATE SEGMENT bad FOR PURPOSE 'tcf:99' AS ALL USERS").await.unwrap_err().to_string();
+    let err = e
+        .sql("CREATE SEGMENT bad FOR PURPOSE 'tcf:99' AS ALL USERS")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tcf:1"), "{err}");
 }
 
@@ -275,7 +490,13 @@ fn rows_of(r: &segdb::QueryResult) -> Vec<String> {
     for b in &r.batches {
         let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
         let c = c.as_string::<i32>();
-        out.extend((0..c.len()).map(|i| if c.is_null(i) { "NULL".to_string() } else { c.value(i).to_string() }));
+        out.extend((0..c.len()).map(|i| {
+            if c.is_null(i) {
+                "NULL".to_string()
+            } else {
+                c.value(i).to_string()
+            }
+        }));
     }
     out
 }

@@ -10,8 +10,18 @@ use segdb::ingest::{IngestOptions, Kind};
 use crate::common::*;
 
 enum Record {
-    Statement { sql: String, error: Option<String>, line: usize },
-    Query { header: String, sql: String, expected: Vec<String>, rowsort: bool, line: usize },
+    Statement {
+        sql: String,
+        error: Option<String>,
+        line: usize,
+    },
+    Query {
+        header: String,
+        sql: String,
+        expected: Vec<String>,
+        rowsort: bool,
+        line: usize,
+    },
 }
 
 fn parse(text: &str) -> Vec<Record> {
@@ -34,7 +44,11 @@ fn parse(text: &str) -> Vec<Record> {
                 sql.push(lines[i]);
                 i += 1;
             }
-            out.push(Record::Statement { sql: sql.join("\n"), error, line: start });
+            out.push(Record::Statement {
+                sql: sql.join("\n"),
+                error,
+                line: start,
+            });
         } else if l.starts_with("query") {
             while i < lines.len() && lines[i].trim() != "----" {
                 sql.push(lines[i]);
@@ -46,7 +60,13 @@ fn parse(text: &str) -> Vec<Record> {
                 expected.push(lines[i].trim_end().to_string());
                 i += 1;
             }
-            out.push(Record::Query { header: l.to_string(), sql: sql.join("\n"), expected, rowsort: l.contains("rowsort"), line: start });
+            out.push(Record::Query {
+                header: l.to_string(),
+                sql: sql.join("\n"),
+                expected,
+                rowsort: l.contains("rowsort"),
+                line: start,
+            });
         } else {
             panic!("line {start}: unknown record {l:?}");
         }
@@ -58,13 +78,23 @@ fn render(r: &segdb::QueryResult) -> Vec<String> {
     use arrow::array::{Array, AsArray};
     let mut out = Vec::new();
     for b in &r.batches {
-        let cols: Vec<_> = b.columns().iter().map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap()).collect();
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
+            .collect();
         for i in 0..b.num_rows() {
             out.push(
                 cols.iter()
                     .map(|c| {
                         let s = c.as_string::<i32>();
-                        if s.is_null(i) { "NULL".to_string() } else if s.value(i).is_empty() { "(empty)".to_string() } else { s.value(i).replace(' ', "_") }
+                        if s.is_null(i) {
+                            "NULL".to_string()
+                        } else if s.value(i).is_empty() {
+                            "(empty)".to_string()
+                        } else {
+                            s.value(i).replace(' ', "_")
+                        }
                     })
                     .collect::<Vec<_>>()
                     .join(" "),
@@ -78,7 +108,11 @@ fn render(r: &segdb::QueryResult) -> Vec<String> {
 async fn slt_files() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
     let complete = std::env::var("SEGDB_SLT_COMPLETE").is_ok();
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "slt")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+        .collect();
     files.sort();
     assert!(!files.is_empty());
     for file in files {
@@ -94,12 +128,20 @@ async fn slt_files() {
         })
         .unwrap();
         let e = db.engine().await;
-        for (k, f) in [(Kind::Profiles, &stats.profile_files), (Kind::Events, &stats.event_files), (Kind::Consent, &stats.consent_files)] {
+        for (k, f) in [
+            (Kind::Profiles, &stats.profile_files),
+            (Kind::Events, &stats.event_files),
+            (Kind::Consent, &stats.consent_files),
+        ] {
             e.ingest(k, f, &IngestOptions::default()).await.unwrap();
         }
         let text = std::fs::read_to_string(&file).unwrap();
         let name = file.file_name().unwrap().to_string_lossy().to_string();
-        let mut rewritten: String = text.lines().take_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+        let mut rewritten: String = text
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
         if !rewritten.is_empty() {
             rewritten.push('\n');
         }
@@ -109,14 +151,31 @@ async fn slt_files() {
                     let r = e.sql(&sql).await;
                     match (&error, r) {
                         (None, Err(err)) => panic!("{name}:{line}: statement failed: {err}\n{sql}"),
-                        (Some(want), Ok(_)) => panic!("{name}:{line}: expected an error containing {want:?}\n{sql}"),
-                        (Some(want), Err(err)) => assert!(err.to_string().contains(want.as_str()), "{name}:{line}: error {err} does not contain {want:?}"),
+                        (Some(want), Ok(_)) => {
+                            panic!("{name}:{line}: expected an error containing {want:?}\n{sql}")
+                        }
+                        (Some(want), Err(err)) => assert!(
+                            err.to_string().contains(want.as_str()),
+                            "{name}:{line}: error {err} does not contain {want:?}"
+                        ),
                         (None, Ok(_)) => {}
                     }
-                    rewritten.push_str(&format!("statement {}\n{sql}\n\n", error.map_or("ok".to_string(), |e| format!("error {e}"))));
+                    rewritten.push_str(&format!(
+                        "statement {}\n{sql}\n\n",
+                        error.map_or("ok".to_string(), |e| format!("error {e}"))
+                    ));
                 }
-                Record::Query { header, sql, expected, rowsort, line } => {
-                    let r = e.sql(&sql).await.unwrap_or_else(|err| panic!("{name}:{line}: query failed: {err}\n{sql}"));
+                Record::Query {
+                    header,
+                    sql,
+                    expected,
+                    rowsort,
+                    line,
+                } => {
+                    let r = e
+                        .sql(&sql)
+                        .await
+                        .unwrap_or_else(|err| panic!("{name}:{line}: query failed: {err}\n{sql}"));
                     let mut got = render(&r);
                     if rowsort {
                         got.sort();

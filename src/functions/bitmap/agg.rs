@@ -10,7 +10,9 @@ use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
 use roaring::RoaringBitmap;
 
 use super::binary::as_binary;
@@ -20,7 +22,11 @@ use crate::index::codec::{from_bytes, to_bytes};
 pub trait AggKind: Send + Sync + 'static {
     const NAME: &'static str;
     /// Fold one input array into the per-group bitmaps.
-    fn update(groups: &mut [Option<RoaringBitmap>], values: &ArrayRef, group_of: impl Fn(usize) -> Option<usize>) -> Result<()>;
+    fn update(
+        groups: &mut [Option<RoaringBitmap>],
+        values: &ArrayRef,
+        group_of: impl Fn(usize) -> Option<usize>,
+    ) -> Result<()>;
     /// Combine a partial state into a group.
     fn merge(into: &mut Option<RoaringBitmap>, other: RoaringBitmap);
 }
@@ -40,7 +46,11 @@ pub(crate) fn merge_and(into: &mut Option<RoaringBitmap>, other: RoaringBitmap) 
 }
 
 /// `rb_build_agg` input: integers 0..=u32::MAX.
-pub(crate) fn update_build(groups: &mut [Option<RoaringBitmap>], values: &ArrayRef, group_of: impl Fn(usize) -> Option<usize>) -> Result<()> {
+pub(crate) fn update_build(
+    groups: &mut [Option<RoaringBitmap>],
+    values: &ArrayRef,
+    group_of: impl Fn(usize) -> Option<usize>,
+) -> Result<()> {
     let ints = arrow::compute::cast(values, &DataType::Int64)?;
     let ints = ints.as_primitive::<Int64Type>();
     for i in 0..ints.len() {
@@ -84,7 +94,12 @@ fn to_scalar(b: &Option<RoaringBitmap>) -> ScalarValue {
 }
 
 fn size_of(groups: &[Option<RoaringBitmap>]) -> usize {
-    std::mem::size_of_val(groups) + groups.iter().flatten().map(|b| b.serialized_size()).sum::<usize>()
+    std::mem::size_of_val(groups)
+        + groups
+            .iter()
+            .flatten()
+            .map(|b| b.serialized_size())
+            .sum::<usize>()
 }
 
 /// The UDAF for an [`AggKind`].
@@ -95,7 +110,10 @@ pub struct RbAgg<K> {
 
 impl<K: AggKind> RbAgg<K> {
     pub fn new() -> Self {
-        RbAgg { signature: Signature::any(1, Volatility::Immutable), _k: PhantomData }
+        RbAgg {
+            signature: Signature::any(1, Volatility::Immutable),
+            _k: PhantomData,
+        }
     }
 }
 
@@ -136,16 +154,29 @@ impl<K: AggKind> AggregateUDFImpl for RbAgg<K> {
         false
     }
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Acc::<K> { bm: vec![None], _k: PhantomData }))
+        Ok(Box::new(Acc::<K> {
+            bm: vec![None],
+            _k: PhantomData,
+        }))
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new(format!("{}[bitmap]", args.name), DataType::Binary, true))])
+        Ok(vec![Arc::new(Field::new(
+            format!("{}[bitmap]", args.name),
+            DataType::Binary,
+            true,
+        ))])
     }
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
         true
     }
-    fn create_groups_accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(GroupsAcc::<K> { groups: Vec::new(), _k: PhantomData }))
+    fn create_groups_accumulator(
+        &self,
+        _args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(GroupsAcc::<K> {
+            groups: Vec::new(),
+            _k: PhantomData,
+        }))
     }
 }
 
@@ -177,7 +208,9 @@ impl<K: AggKind> Accumulator for Acc<K> {
         let bins = as_binary(&states[0])?;
         for i in 0..bins.len() {
             if bins.is_valid(i) {
-                let Some(bm) = from_bytes(bins.value(i)) else { return exec_err!("{}: damaged partial state", K::NAME) };
+                let Some(bm) = from_bytes(bins.value(i)) else {
+                    return exec_err!("{}: damaged partial state", K::NAME);
+                };
                 K::merge(&mut self.bm[0], bm);
             }
         }
@@ -190,7 +223,10 @@ struct GroupsAcc<K> {
     _k: PhantomData<K>,
 }
 
-fn filtered(group_indices: &[usize], opt_filter: Option<&BooleanArray>) -> impl Fn(usize) -> Option<usize> {
+fn filtered(
+    group_indices: &[usize],
+    opt_filter: Option<&BooleanArray>,
+) -> impl Fn(usize) -> Option<usize> {
     move |i| match opt_filter {
         Some(f) if !(f.is_valid(i) && f.value(i)) => None,
         _ => Some(group_indices[i]),
@@ -198,9 +234,19 @@ fn filtered(group_indices: &[usize], opt_filter: Option<&BooleanArray>) -> impl 
 }
 
 impl<K: AggKind> GroupsAccumulator for GroupsAcc<K> {
-    fn update_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], opt_filter: Option<&BooleanArray>, total_num_groups: usize) -> Result<()> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
         self.groups.resize(total_num_groups, None);
-        K::update(&mut self.groups, &values[0], filtered(group_indices, opt_filter))
+        K::update(
+            &mut self.groups,
+            &values[0],
+            filtered(group_indices, opt_filter),
+        )
     }
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let taken = emit_to.take_needed(&mut self.groups);
@@ -221,18 +267,29 @@ impl<K: AggKind> GroupsAccumulator for GroupsAcc<K> {
         }
         Ok(vec![Arc::new(b.finish())])
     }
-    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
         self.groups.resize(total_num_groups, None);
         let bins = as_binary(&values[0])?;
         for (i, &g) in group_indices.iter().enumerate() {
             if bins.is_valid(i) {
-                let Some(bm) = from_bytes(bins.value(i)) else { return exec_err!("{}: damaged partial state", K::NAME) };
+                let Some(bm) = from_bytes(bins.value(i)) else {
+                    return exec_err!("{}: damaged partial state", K::NAME);
+                };
                 K::merge(&mut self.groups[g], bm);
             }
         }
         Ok(())
     }
-    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
         // Every row is its own group.
         let n = values[0].len();
         let mut groups: Vec<Option<RoaringBitmap>> = vec![None; n];

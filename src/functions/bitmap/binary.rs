@@ -9,9 +9,12 @@ use datafusion::common::{Result, exec_err};
 pub fn as_binary(a: &ArrayRef) -> Result<BinaryArray> {
     match a.data_type() {
         DataType::Binary => Ok(a.as_binary::<i32>().clone()),
-        DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) | DataType::Null => {
-            Ok(arrow::compute::cast(a, &DataType::Binary)?.as_binary::<i32>().clone())
-        }
+        DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_)
+        | DataType::Null => Ok(arrow::compute::cast(a, &DataType::Binary)?
+            .as_binary::<i32>()
+            .clone()),
         other => exec_err!("expected a bitmap (Binary), got {other}"),
     }
 }

@@ -14,7 +14,11 @@ pub struct AndAgg;
 
 impl AggKind for AndAgg {
     const NAME: &'static str = "rb_and_agg";
-    fn update(groups: &mut [Option<RoaringBitmap>], values: &ArrayRef, group_of: impl Fn(usize) -> Option<usize>) -> Result<()> {
+    fn update(
+        groups: &mut [Option<RoaringBitmap>],
+        values: &ArrayRef,
+        group_of: impl Fn(usize) -> Option<usize>,
+    ) -> Result<()> {
         update_bitmaps(Self::NAME, groups, values, group_of, merge_and)
     }
     fn merge(into: &mut Option<RoaringBitmap>, other: RoaringBitmap) {

@@ -14,7 +14,11 @@ pub struct BuildAgg;
 
 impl AggKind for BuildAgg {
     const NAME: &'static str = "rb_build_agg";
-    fn update(groups: &mut [Option<RoaringBitmap>], values: &ArrayRef, group_of: impl Fn(usize) -> Option<usize>) -> Result<()> {
+    fn update(
+        groups: &mut [Option<RoaringBitmap>],
+        values: &ArrayRef,
+        group_of: impl Fn(usize) -> Option<usize>,
+    ) -> Result<()> {
         update_build(groups, values, group_of)
     }
     fn merge(into: &mut Option<RoaringBitmap>, other: RoaringBitmap) {

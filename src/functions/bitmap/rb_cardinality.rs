@@ -9,7 +9,9 @@ use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
-use datafusion::logical_expr::{ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 
 use super::binary::as_binary;
 use crate::functions::privacy::common::udf_identity;
@@ -22,7 +24,9 @@ pub struct RbCardinality {
 
 impl RbCardinality {
     pub fn new() -> Self {
-        RbCardinality { signature: Signature::any(1, Volatility::Immutable) }
+        RbCardinality {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 
@@ -57,8 +61,12 @@ impl ScalarUDFImpl for RbCardinality {
     fn simplify(&self, mut args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
         if let [Expr::ScalarFunction(inner)] = args.as_slice() {
             if let Some(f) = fused(inner.func.name()) {
-                let Expr::ScalarFunction(inner) = args.remove(0) else { unreachable!("matched above") };
-                return Ok(ExprSimplifyResult::Simplified(Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(f), inner.args))));
+                let Expr::ScalarFunction(inner) = args.remove(0) else {
+                    unreachable!("matched above")
+                };
+                return Ok(ExprSimplifyResult::Simplified(Expr::ScalarFunction(
+                    ScalarFunction::new_udf(Arc::new(f), inner.args),
+                )));
             }
         }
         Ok(ExprSimplifyResult::Original(args))
@@ -79,6 +87,10 @@ impl ScalarUDFImpl for RbCardinality {
             out.append_value(bm.len());
         }
         let arr: ArrayRef = Arc::new(out.finish());
-        if scalar { Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?)) } else { Ok(ColumnarValue::Array(arr)) }
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(arr))
+        }
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 use roaring::RoaringBitmap;
 
 use super::binary::as_binary;
@@ -20,7 +22,9 @@ pub struct RbContains {
 
 impl RbContains {
     pub fn new() -> Self {
-        RbContains { signature: Signature::any(2, Volatility::Immutable) }
+        RbContains {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
     }
 }
 
@@ -43,7 +47,10 @@ impl ScalarUDFImpl for RbContains {
         Ok(DataType::Boolean)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let rows = if scalar { 1 } else { args.number_rows };
         let bins = as_binary(&args.args[0].to_array(rows)?)?;
         let vals = arrow::compute::cast(&args.args[1].to_array(rows)?, &DataType::Int64)?;
@@ -67,6 +74,10 @@ impl ScalarUDFImpl for RbContains {
             out.append_value(u32::try_from(vals.value(i)).is_ok_and(|v| bm.contains(v)));
         }
         let arr: ArrayRef = Arc::new(out.finish());
-        if scalar { Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?)) } else { Ok(ColumnarValue::Array(arr)) }
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(arr))
+        }
     }
 }

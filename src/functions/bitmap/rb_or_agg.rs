@@ -14,7 +14,11 @@ pub struct OrAgg;
 
 impl AggKind for OrAgg {
     const NAME: &'static str = "rb_or_agg";
-    fn update(groups: &mut [Option<RoaringBitmap>], values: &ArrayRef, group_of: impl Fn(usize) -> Option<usize>) -> Result<()> {
+    fn update(
+        groups: &mut [Option<RoaringBitmap>],
+        values: &ArrayRef,
+        group_of: impl Fn(usize) -> Option<usize>,
+    ) -> Result<()> {
         update_bitmaps(Self::NAME, groups, values, group_of, merge_or)
     }
     fn merge(into: &mut Option<RoaringBitmap>, other: RoaringBitmap) {

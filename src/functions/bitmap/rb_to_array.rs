@@ -5,7 +5,9 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, ListBuilder, UInt32Builder};
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::{Result, ScalarValue, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use super::binary::as_binary;
 use crate::functions::privacy::common::udf_identity;
@@ -18,7 +20,9 @@ pub struct RbToArray {
 
 impl RbToArray {
     pub fn new() -> Self {
-        RbToArray { signature: Signature::any(1, Volatility::Immutable) }
+        RbToArray {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 
@@ -38,7 +42,11 @@ impl ScalarUDFImpl for RbToArray {
         &self.signature
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))))
+        Ok(DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::UInt32,
+            true,
+        ))))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
@@ -57,6 +65,10 @@ impl ScalarUDFImpl for RbToArray {
             out.append(true);
         }
         let arr: ArrayRef = Arc::new(out.finish());
-        if scalar { Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?)) } else { Ok(ColumnarValue::Array(arr)) }
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(arr))
+        }
     }
 }

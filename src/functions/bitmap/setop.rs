@@ -9,7 +9,9 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, BinaryBuilder, UInt64Builder};
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 use roaring::RoaringBitmap;
 
 use super::binary::as_binary;
@@ -24,8 +26,15 @@ pub trait SetOp: Send + Sync + 'static {
 }
 
 /// Evaluate `f` over pairs of bitmaps, row by row (scalars broadcast).
-fn pairs<T>(args: &ScalarFunctionArgs, name: &str, mut f: impl FnMut(Option<(RoaringBitmap, RoaringBitmap)>) -> T) -> Result<(Vec<T>, bool)> {
-    let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+fn pairs<T>(
+    args: &ScalarFunctionArgs,
+    name: &str,
+    mut f: impl FnMut(Option<(RoaringBitmap, RoaringBitmap)>) -> T,
+) -> Result<(Vec<T>, bool)> {
+    let all_scalar = args
+        .args
+        .iter()
+        .all(|a| matches!(a, ColumnarValue::Scalar(_)));
     let rows = if all_scalar { 1 } else { args.number_rows };
     let a = as_binary(&args.args[0].to_array(rows)?)?;
     let b = as_binary(&args.args[1].to_array(rows)?)?;
@@ -44,7 +53,11 @@ fn pairs<T>(args: &ScalarFunctionArgs, name: &str, mut f: impl FnMut(Option<(Roa
 }
 
 fn finish(arr: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
-    if scalar { Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?)) } else { Ok(ColumnarValue::Array(arr)) }
+    if scalar {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?))
+    } else {
+        Ok(ColumnarValue::Array(arr))
+    }
 }
 
 /// `rb_<op>(a, b)`.
@@ -63,7 +76,10 @@ macro_rules! boilerplate {
     ($t:ident, $name:ident) => {
         impl<O: SetOp> $t<O> {
             pub fn new() -> Self {
-                $t { signature: Signature::any(2, Volatility::Immutable), _o: PhantomData }
+                $t {
+                    signature: Signature::any(2, Volatility::Immutable),
+                    _o: PhantomData,
+                }
             }
         }
         impl<O: SetOp> Default for $t<O> {
@@ -103,7 +119,9 @@ impl<O: SetOp> ScalarUDFImpl for RbSetOp<O> {
         Ok(DataType::Binary)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let (vals, scalar) = pairs(&args, O::NAME, |p| p.map(|(a, b)| to_bytes(&O::apply(&a, &b))))?;
+        let (vals, scalar) = pairs(&args, O::NAME, |p| {
+            p.map(|(a, b)| to_bytes(&O::apply(&a, &b)))
+        })?;
         let mut b = BinaryBuilder::new();
         for v in vals {
             match v {
@@ -126,7 +144,9 @@ impl<O: SetOp> ScalarUDFImpl for RbSetOpCardinality<O> {
         Ok(DataType::UInt64)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let (vals, scalar) = pairs(&args, O::CARDINALITY_NAME, |p| p.map(|(a, b)| O::cardinality(&a, &b)))?;
+        let (vals, scalar) = pairs(&args, O::CARDINALITY_NAME, |p| {
+            p.map(|(a, b)| O::cardinality(&a, &b))
+        })?;
         let mut b = UInt64Builder::new();
         for v in vals {
             b.append_option(v);

@@ -17,9 +17,20 @@ pub(crate) struct Args {
 impl Args {
     pub(crate) fn new(args: &ScalarFunctionArgs) -> Result<Args> {
         let rows = args.number_rows;
-        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = args.args.iter().map(|a| a.to_array(rows)).collect::<Result<Vec<_>>>()?;
-        Ok(Args { arrays, rows: if all_scalar { 1 } else { rows }, all_scalar })
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Args {
+            arrays,
+            rows: if all_scalar { 1 } else { rows },
+            all_scalar,
+        })
     }
 
     /// Argument `i` as text (NULL stays NULL).

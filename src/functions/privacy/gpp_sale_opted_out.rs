@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanBuilder};
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use super::common::{Args, str_at, udf_identity};
 use crate::privacy::gpp;
@@ -18,7 +20,9 @@ pub struct GppSaleOptedOut {
 
 impl GppSaleOptedOut {
     pub fn new() -> Self {
-        GppSaleOptedOut { signature: Signature::any(1, Volatility::Immutable) }
+        GppSaleOptedOut {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 

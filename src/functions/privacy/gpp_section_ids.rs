@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int32Builder, ListBuilder};
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use super::common::{Args, str_at, udf_identity};
 use crate::privacy::gpp;
@@ -18,7 +20,9 @@ pub struct GppSectionIds {
 
 impl GppSectionIds {
     pub fn new() -> Self {
-        GppSectionIds { signature: Signature::any(1, Volatility::Immutable) }
+        GppSectionIds {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 
@@ -38,7 +42,11 @@ impl ScalarUDFImpl for GppSectionIds {
         &self.signature
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::List(Arc::new(Field::new("item", DataType::Int32, true))))
+        Ok(DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Int32,
+            true,
+        ))))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let a = Args::new(&args)?;

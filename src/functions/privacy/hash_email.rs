@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringBuilder};
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use super::common::{Args, str_at, udf_identity};
 use crate::privacy::hashing::{normalize_email, sha256_hex};
@@ -18,7 +20,9 @@ pub struct HashEmail {
 
 impl HashEmail {
     pub fn new() -> Self {
-        HashEmail { signature: Signature::any(1, Volatility::Immutable) }
+        HashEmail {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringBuilder};
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
 
 use super::common::{Args, str_at, udf_identity};
 use crate::privacy::hashing::{normalize_phone, sha256_hex};
@@ -19,7 +21,12 @@ pub struct HashPhone {
 
 impl HashPhone {
     pub fn new() -> Self {
-        HashPhone { signature: Signature::one_of(vec![TypeSignature::Any(1), TypeSignature::Any(2)], Volatility::Immutable) }
+        HashPhone {
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Immutable,
+            ),
+        }
     }
 }
 
@@ -44,7 +51,11 @@ impl ScalarUDFImpl for HashPhone {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let a = Args::new(&args)?;
         let v = a.text(0)?;
-        let country = if a.arrays.len() > 1 { Some(a.text(1)?) } else { None };
+        let country = if a.arrays.len() > 1 {
+            Some(a.text(1)?)
+        } else {
+            None
+        };
         let mut out = StringBuilder::new();
         for i in 0..a.rows {
             let cc = country.as_ref().and_then(|c| str_at(c, i));

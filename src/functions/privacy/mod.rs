@@ -16,6 +16,6 @@ pub mod tcf_purpose_li;
 pub mod tcf_special_feature;
 pub mod tcf_vendor_consent;
 pub mod tcf_vendor_li;
-pub mod usp_opted_out;
 #[cfg(test)]
 mod tests;
+pub mod usp_opted_out;

@@ -11,7 +11,8 @@ use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 
 use crate::privacy::Keyring;
@@ -28,7 +29,10 @@ pub struct Pseudonymize {
 impl Pseudonymize {
     pub fn new(keyring: Arc<Keyring>) -> Self {
         Pseudonymize {
-            signature: Signature::one_of(vec![TypeSignature::String(1), TypeSignature::String(2)], Volatility::Immutable),
+            signature: Signature::one_of(
+                vec![TypeSignature::String(1), TypeSignature::String(2)],
+                Volatility::Immutable,
+            ),
             keyring,
         }
     }
@@ -67,7 +71,10 @@ impl ScalarUDFImpl for Pseudonymize {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let scalar_in = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let scalar_in = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let values = to_array(&args.args[0], rows)?;
         let values = values.as_string::<i32>();
         let domains = match args.args.get(1) {
@@ -96,7 +103,9 @@ impl ScalarUDFImpl for Pseudonymize {
             if domain.is_empty() {
                 return exec_err!("pseudonymize: the domain must not be empty");
             }
-            let p = cache.entry(domain.to_string()).or_insert_with(|| Pseudonymizer::new(&self.keyring, domain));
+            let p = cache
+                .entry(domain.to_string())
+                .or_insert_with(|| Pseudonymizer::new(&self.keyring, domain));
             buf.clear();
             p.pseudonymize_into(values.value(i), &mut buf);
             out.append_value(&buf);
@@ -118,7 +127,9 @@ mod tests {
     async fn run(sql: &str) -> Vec<Option<String>> {
         let ring = Arc::new(Keyring::from_keys([("user".to_string(), [7u8; 32])]).unwrap());
         let ctx = SessionContext::new();
-        ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(Pseudonymize::new(ring)));
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(
+            Pseudonymize::new(ring),
+        ));
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         let mut out = Vec::new();
         for b in batches {
@@ -132,10 +143,18 @@ mod tests {
     #[tokio::test]
     async fn scalars_arrays_nulls_domains() {
         // Expected value from the DESIGN.md formula, computed independently (see pseudonym.rs).
-        assert_eq!(run("SELECT pseudonymize('alice@example.com')").await, vec![Some("p1_6jhT6dieD04NGp3JJssJBQ".into())]);
-        assert_eq!(run("SELECT pseudonymize('alice@example.com', 'user')").await, vec![Some("p1_6jhT6dieD04NGp3JJssJBQ".into())]);
+        assert_eq!(
+            run("SELECT pseudonymize('alice@example.com')").await,
+            vec![Some("p1_6jhT6dieD04NGp3JJssJBQ".into())]
+        );
+        assert_eq!(
+            run("SELECT pseudonymize('alice@example.com', 'user')").await,
+            vec![Some("p1_6jhT6dieD04NGp3JJssJBQ".into())]
+        );
         assert_eq!(run("SELECT pseudonymize(NULL)").await, vec![None]);
-        let col = run("SELECT pseudonymize(v) FROM (VALUES ('alice@example.com'), (NULL), ('b')) t(v)").await;
+        let col =
+            run("SELECT pseudonymize(v) FROM (VALUES ('alice@example.com'), (NULL), ('b')) t(v)")
+                .await;
         assert_eq!(col[0].as_deref(), Some("p1_6jhT6dieD04NGp3JJssJBQ"));
         assert_eq!(col[1], None);
         assert!(col[2].as_deref().unwrap().starts_with("p1_"));

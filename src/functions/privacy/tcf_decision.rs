@@ -8,7 +8,9 @@ use std::marker::PhantomData;
 use arrow::array::{ArrayRef, BooleanBuilder};
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use super::common::{Args, int_at, str_at};
 use crate::privacy::tcf::{TcString, decode};
@@ -83,7 +85,10 @@ impl<D: Decision> ScalarUDFImpl for TcfDecision<D> {
             if last.as_ref().is_none_or(|(k, _)| k != s) {
                 last = Some((s.to_string(), decode(s).ok()));
             }
-            let decided = last.as_ref().and_then(|(_, d)| d.as_ref()).is_some_and(|d| D::decide(d, n));
+            let decided = last
+                .as_ref()
+                .and_then(|(_, d)| d.as_ref())
+                .is_some_and(|d| D::decide(d, n));
             out.append_value(decided);
         }
         let arr: ArrayRef = std::sync::Arc::new(out.finish());

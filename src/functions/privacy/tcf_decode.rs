@@ -7,7 +7,9 @@ use std::sync::{Arc, LazyLock};
 use arrow::array::{ArrayRef, new_null_array};
 use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 use serde_json::{Value, json};
 
 use super::common::{Args, str_at, udf_identity};
@@ -106,7 +108,9 @@ pub struct TcfDecode {
 
 impl TcfDecode {
     pub fn new() -> Self {
-        TcfDecode { signature: Signature::any(1, Volatility::Immutable) }
+        TcfDecode {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 
@@ -131,9 +135,18 @@ impl ScalarUDFImpl for TcfDecode {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let a = Args::new(&args)?;
         let tc = a.text(0)?;
-        let schema = Arc::new(Schema::new(vec![Field::new("tc", DataType::Struct(FIELDS.clone()), true)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "tc",
+            DataType::Struct(FIELDS.clone()),
+            true,
+        )]));
         let values: Vec<Value> = (0..a.rows)
-            .map(|i| str_at(&tc, i).and_then(|s| decode(s).ok()).map(|d| to_json(&d)).unwrap_or_else(|| json!({"tc": null})))
+            .map(|i| {
+                str_at(&tc, i)
+                    .and_then(|s| decode(s).ok())
+                    .map(|d| to_json(&d))
+                    .unwrap_or_else(|| json!({"tc": null}))
+            })
             .collect();
         let mut decoder = arrow::json::ReaderBuilder::new(schema).build_decoder()?;
         decoder.serialize(&values)?;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringBuilder};
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use super::common::{Args, str_at, udf_identity};
 use crate::privacy::tcf::decode;
@@ -34,7 +36,9 @@ pub struct TcfError {
 
 impl TcfError {
     pub fn new() -> Self {
-        TcfError { signature: Signature::any(1, Volatility::Immutable) }
+        TcfError {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 

@@ -18,18 +18,34 @@ fn ctx() -> SessionContext {
 
 /// Run a query and return its first column as strings (NULL as "NULL").
 async fn col(ctx: &SessionContext, sql: &str) -> Vec<String> {
-    let batches = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = ctx
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let mut out = Vec::new();
     for b in batches {
         let c = arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
         let c = c.as_string::<i32>();
-        out.extend((0..c.len()).map(|i| if c.is_null(i) { "NULL".to_string() } else { c.value(i).to_string() }));
+        out.extend((0..c.len()).map(|i| {
+            if c.is_null(i) {
+                "NULL".to_string()
+            } else {
+                c.value(i).to_string()
+            }
+        }));
     }
     out
 }
 
 fn vectors() -> serde_json::Map<String, serde_json::Value> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/tcf_valid.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/vectors/tcf_valid.json"
+    ))
+    .unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -39,28 +55,80 @@ async fn tcf_decisions_match_the_vectors_for_every_purpose_and_vendor() {
     for (name, v) in vectors() {
         let s = v["string"].as_str().unwrap();
         let d = &v["decoded"];
-        let want = |key: &str, n: u64| d[key].as_array().unwrap().iter().any(|x| x.as_u64() == Some(n));
+        let want = |key: &str, n: u64| {
+            d[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x.as_u64() == Some(n))
+        };
         // Purposes 1..24 as an array column in one query.
-        let got = col(&ctx, &format!("SELECT tcf_purpose_consent('{s}', n) FROM generate_series(1, 24) t(n) ORDER BY n")).await;
-        let expect: Vec<String> = (1..=24).map(|n| want("purposes_consent", n).to_string()).collect();
+        let got = col(
+            &ctx,
+            &format!(
+                "SELECT tcf_purpose_consent('{s}', n) FROM generate_series(1, 24) t(n) ORDER BY n"
+            ),
+        )
+        .await;
+        let expect: Vec<String> = (1..=24)
+            .map(|n| want("purposes_consent", n).to_string())
+            .collect();
         assert_eq!(got, expect, "{name}: purposes_consent");
-        let got = col(&ctx, &format!("SELECT tcf_purpose_li('{s}', n) FROM generate_series(1, 24) t(n) ORDER BY n")).await;
-        let expect: Vec<String> = (1..=24).map(|n| want("purposes_li", n).to_string()).collect();
+        let got = col(
+            &ctx,
+            &format!("SELECT tcf_purpose_li('{s}', n) FROM generate_series(1, 24) t(n) ORDER BY n"),
+        )
+        .await;
+        let expect: Vec<String> = (1..=24)
+            .map(|n| want("purposes_li", n).to_string())
+            .collect();
         assert_eq!(got, expect, "{name}: purposes_li");
-        let got = col(&ctx, &format!("SELECT tcf_special_feature('{s}', n) FROM generate_series(1, 12) t(n) ORDER BY n")).await;
-        let expect: Vec<String> = (1..=12).map(|n| want("special_feature_optins", n).to_string()).collect();
+        let got = col(
+            &ctx,
+            &format!(
+                "SELECT tcf_special_feature('{s}', n) FROM generate_series(1, 12) t(n) ORDER BY n"
+            ),
+        )
+        .await;
+        let expect: Vec<String> = (1..=12)
+            .map(|n| want("special_feature_optins", n).to_string())
+            .collect();
         assert_eq!(got, expect, "{name}: special features");
-        let got = col(&ctx, &format!("SELECT tcf_vendor_consent('{s}', n) FROM generate_series(1, 800) t(n) ORDER BY n")).await;
-        let expect: Vec<String> = (1..=800).map(|n| want("vendor_consent", n).to_string()).collect();
+        let got = col(
+            &ctx,
+            &format!(
+                "SELECT tcf_vendor_consent('{s}', n) FROM generate_series(1, 800) t(n) ORDER BY n"
+            ),
+        )
+        .await;
+        let expect: Vec<String> = (1..=800)
+            .map(|n| want("vendor_consent", n).to_string())
+            .collect();
         assert_eq!(got, expect, "{name}: vendor_consent");
-        let got = col(&ctx, &format!("SELECT tcf_vendor_li('{s}', n) FROM generate_series(1, 800) t(n) ORDER BY n")).await;
-        let expect: Vec<String> = (1..=800).map(|n| want("vendor_li", n).to_string()).collect();
+        let got = col(
+            &ctx,
+            &format!("SELECT tcf_vendor_li('{s}', n) FROM generate_series(1, 800) t(n) ORDER BY n"),
+        )
+        .await;
+        let expect: Vec<String> = (1..=800)
+            .map(|n| want("vendor_li", n).to_string())
+            .collect();
         assert_eq!(got, expect, "{name}: vendor_li");
         // tcf_decode carries the same fields.
         let got = col(&ctx, &format!("SELECT tcf_decode('{s}')['cmp_id']")).await;
         assert_eq!(got, vec![d["cmp_id"].to_string()], "{name}: decode cmp_id");
-        let got = col(&ctx, &format!("SELECT array_to_string(tcf_decode('{s}')['vendor_consent'], ',')")).await;
-        let expect = d["vendor_consent"].as_array().unwrap().iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        let got = col(
+            &ctx,
+            &format!("SELECT array_to_string(tcf_decode('{s}')['vendor_consent'], ',')"),
+        )
+        .await;
+        let expect = d["vendor_consent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         assert_eq!(got, vec![expect], "{name}: decode vendor_consent");
         // Valid for use today only under TCF v2.2 (policy version 4+).
         let err = col(&ctx, &format!("SELECT tcf_error('{s}')")).await;
@@ -75,27 +143,69 @@ async fn tcf_decisions_match_the_vectors_for_every_purpose_and_vendor() {
 #[tokio::test]
 async fn malformed_and_null_inputs_fail_closed_without_echo() {
     let ctx = ctx();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/tcf_invalid.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/vectors/tcf_invalid.json"
+    ))
+    .unwrap();
     let invalid: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
     for (name, v) in invalid.iter().filter(|(k, _)| !k.starts_with('_')) {
         let s = v.as_str().unwrap();
-        for f in ["tcf_purpose_consent", "tcf_purpose_li", "tcf_vendor_consent", "tcf_vendor_li", "tcf_special_feature"] {
-            let got = col(&ctx, &format!("SELECT {f}('{s}', n) FROM generate_series(1, 30) t(n)")).await;
-            assert!(got.iter().all(|x| x == "false"), "{name}: {f} accepted a malformed string");
+        for f in [
+            "tcf_purpose_consent",
+            "tcf_purpose_li",
+            "tcf_vendor_consent",
+            "tcf_vendor_li",
+            "tcf_special_feature",
+        ] {
+            let got = col(
+                &ctx,
+                &format!("SELECT {f}('{s}', n) FROM generate_series(1, 30) t(n)"),
+            )
+            .await;
+            assert!(
+                got.iter().all(|x| x == "false"),
+                "{name}: {f} accepted a malformed string"
+            );
         }
         let err = col(&ctx, &format!("SELECT tcf_error('{s}')")).await;
         assert_ne!(err[0], "NULL", "{name}");
-        assert!(!err[0].contains(&s[..10]), "{name}: the reason echoes the input");
-        assert_eq!(col(&ctx, &format!("SELECT tcf_decode('{s}') IS NULL")).await, vec!["true"]);
+        assert!(
+            !err[0].contains(&s[..10]),
+            "{name}: the reason echoes the input"
+        );
+        assert_eq!(
+            col(&ctx, &format!("SELECT tcf_decode('{s}') IS NULL")).await,
+            vec!["true"]
+        );
     }
     for f in ["tcf_purpose_consent", "tcf_vendor_consent"] {
-        assert_eq!(col(&ctx, &format!("SELECT {f}(NULL, 1), {f}('garbage!', 1), {f}('', 1)")).await, vec!["false"]);
-        assert_eq!(col(&ctx, &format!("SELECT {f}('garbage!', 1)")).await, vec!["false"]);
+        assert_eq!(
+            col(
+                &ctx,
+                &format!("SELECT {f}(NULL, 1), {f}('garbage!', 1), {f}('', 1)")
+            )
+            .await,
+            vec!["false"]
+        );
+        assert_eq!(
+            col(&ctx, &format!("SELECT {f}('garbage!', 1)")).await,
+            vec!["false"]
+        );
     }
-    assert_eq!(col(&ctx, "SELECT tcf_error(NULL)").await, vec!["missing TC string"]);
+    assert_eq!(
+        col(&ctx, "SELECT tcf_error(NULL)").await,
+        vec!["missing TC string"]
+    );
     assert_eq!(col(&ctx, "SELECT usp_opted_out(NULL)").await, vec!["false"]);
-    assert_eq!(col(&ctx, "SELECT gpp_sale_opted_out('x~y')").await, vec!["false"]);
-    assert_eq!(col(&ctx, "SELECT gpp_section_ids('nonsense')").await, vec!["NULL"]);
+    assert_eq!(
+        col(&ctx, "SELECT gpp_sale_opted_out('x~y')").await,
+        vec!["false"]
+    );
+    assert_eq!(
+        col(&ctx, "SELECT gpp_section_ids('nonsense')").await,
+        vec!["NULL"]
+    );
 }
 
 #[tokio::test]
@@ -120,5 +230,12 @@ async fn hashing_usp_and_gpp() {
         vec!["true", "false", "false", "false", "false"]
     );
     assert_eq!(col(&ctx, "SELECT array_to_string(gpp_section_ids('DBACNY~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA~1YNN'), ',')").await, vec!["2,6"]);
-    assert_eq!(col(&ctx, "SELECT gpp_sale_opted_out('DBACNY~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA~1YYN')").await, vec!["true"]);
+    assert_eq!(
+        col(
+            &ctx,
+            "SELECT gpp_sale_opted_out('DBACNY~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA~1YYN')"
+        )
+        .await,
+        vec!["true"]
+    );
 }

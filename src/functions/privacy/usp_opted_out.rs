@@ -7,7 +7,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanBuilder};
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use super::common::{Args, str_at, udf_identity};
 use crate::privacy::usp;
@@ -19,7 +21,9 @@ pub struct UspOptedOut {
 
 impl UspOptedOut {
     pub fn new() -> Self {
-        UspOptedOut { signature: Signature::any(1, Volatility::Immutable) }
+        UspOptedOut {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 

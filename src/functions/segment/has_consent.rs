@@ -8,7 +8,9 @@ use std::sync::Arc;
 use arrow::array::ArrayRef;
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
 
 use super::{Prefetched, as_of_arg, literal_name, membership};
 
@@ -25,7 +27,13 @@ pub struct HasConsent {
 
 impl HasConsent {
     pub fn new(cache: Arc<Prefetched>) -> Self {
-        HasConsent { signature: Signature::one_of(vec![TypeSignature::Any(2), TypeSignature::Any(3)], Volatility::Stable), cache }
+        HasConsent {
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(2), TypeSignature::Any(3)],
+                Volatility::Stable,
+            ),
+            cache,
+        }
     }
 }
 
@@ -60,6 +68,10 @@ impl ScalarUDFImpl for HasConsent {
         let users = args.args[0].to_array(rows)?;
         let out = membership(&self.cache, &users, &holders, Some(false))?;
         let arr: ArrayRef = Arc::new(out);
-        if scalar { Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?)) } else { Ok(ColumnarValue::Array(arr)) }
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(arr))
+        }
     }
 }

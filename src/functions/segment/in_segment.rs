@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::ArrayRef;
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 use super::{Prefetched, literal_name, membership};
 
@@ -18,7 +20,10 @@ pub struct InSegment {
 
 impl InSegment {
     pub fn new(cache: Arc<Prefetched>) -> Self {
-        InSegment { signature: Signature::any(2, Volatility::Stable), cache }
+        InSegment {
+            signature: Signature::any(2, Volatility::Stable),
+            cache,
+        }
     }
 }
 
@@ -52,6 +57,10 @@ impl ScalarUDFImpl for InSegment {
         let users = args.args[1].to_array(rows)?;
         let out = membership(&self.cache, &users, &bm, None)?;
         let arr: ArrayRef = Arc::new(out);
-        if scalar { Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?)) } else { Ok(ColumnarValue::Array(arr)) }
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&arr, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(arr))
+        }
     }
 }

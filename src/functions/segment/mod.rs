@@ -36,17 +36,29 @@ pub struct Prefetched {
 }
 
 /// Names of the functions whose segment arguments are evaluated before planning.
-pub const FUNCTIONS: [&str; 5] = ["segment_size", "segment_bitmap", "in_segment", "segment_members", "segment_overlap"];
+pub const FUNCTIONS: [&str; 5] = [
+    "segment_size",
+    "segment_bitmap",
+    "in_segment",
+    "segment_members",
+    "segment_overlap",
+];
 
 impl Prefetched {
     pub fn clear(&self) {
         self.bitmaps.write().expect("not poisoned").clear();
     }
     pub fn put(&self, name: &str, as_of: Option<i64>, bm: RoaringBitmap) {
-        self.bitmaps.write().expect("not poisoned").insert((name.to_string(), as_of), Arc::new(bm));
+        self.bitmaps
+            .write()
+            .expect("not poisoned")
+            .insert((name.to_string(), as_of), Arc::new(bm));
     }
     pub fn has(&self, name: &str, as_of: Option<i64>) -> bool {
-        self.bitmaps.read().expect("not poisoned").contains_key(&(name.to_string(), as_of))
+        self.bitmaps
+            .read()
+            .expect("not poisoned")
+            .contains_key(&(name.to_string(), as_of))
     }
     pub fn set_identity(&self, map: Arc<IdentityMap>) {
         *self.identity.write().expect("not poisoned") = Some(map);
@@ -54,11 +66,18 @@ impl Prefetched {
     pub fn identity(&self) -> Result<Arc<IdentityMap>> {
         match self.identity.read().expect("not poisoned").clone() {
             Some(m) => Ok(m),
-            None => exec_err!("segment functions: the identity map was not loaded for this statement"),
+            None => {
+                exec_err!("segment functions: the identity map was not loaded for this statement")
+            }
         }
     }
     pub fn get(&self, f: &str, name: &str, as_of: Option<i64>) -> Result<Arc<RoaringBitmap>> {
-        match self.bitmaps.read().expect("not poisoned").get(&(name.to_string(), as_of)) {
+        match self
+            .bitmaps
+            .read()
+            .expect("not poisoned")
+            .get(&(name.to_string(), as_of))
+        {
             Some(b) => Ok(b.clone()),
             None => plan_err!(
                 "{f}: segment '{name}' was not evaluated; segment functions take the segment name{} as literals",
@@ -85,18 +104,31 @@ pub(crate) fn membership(
         (false, Some(v)) => out.append_value(v),
         (false, None) => out.append_null(),
     };
-    if matches!(users.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) {
+    if matches!(
+        users.data_type(),
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    ) {
         let ids = cache.identity()?;
         let s = arrow::compute::cast(users, &DataType::Utf8)?;
         let s = s.as_string::<i32>();
         for i in 0..rows {
-            push(s.is_valid(i), s.is_valid(i) && ids.by_pseudonym.get(s.value(i)).is_some_and(|u| bm.contains(*u)));
+            push(
+                s.is_valid(i),
+                s.is_valid(i)
+                    && ids
+                        .by_pseudonym
+                        .get(s.value(i))
+                        .is_some_and(|u| bm.contains(*u)),
+            );
         }
     } else {
         let u = arrow::compute::cast(users, &DataType::Int64)?;
         let u = u.as_primitive::<Int64Type>();
         for i in 0..rows {
-            push(u.is_valid(i), u.is_valid(i) && u32::try_from(u.value(i)).is_ok_and(|v| bm.contains(v)));
+            push(
+                u.is_valid(i),
+                u.is_valid(i) && u32::try_from(u.value(i)).is_ok_and(|v| bm.contains(v)),
+            );
         }
     }
     Ok(out.finish())
@@ -105,7 +137,11 @@ pub(crate) fn membership(
 /// A literal segment name argument.
 pub(crate) fn literal_name(f: &str, v: &ColumnarValue) -> Result<String> {
     match v {
-        ColumnarValue::Scalar(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))) => Ok(s.clone()),
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+        ) => Ok(s.clone()),
         _ => exec_err!("{f}: the segment name must be a string literal"),
     }
 }
@@ -114,12 +150,17 @@ pub(crate) fn literal_name(f: &str, v: &ColumnarValue) -> Result<String> {
 pub(crate) fn as_of_value(f: &str, v: &ScalarValue) -> Result<Option<i64>> {
     match v {
         ScalarValue::Null => Ok(None),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => match crate::ingest::parse_micros(s) {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => match crate::ingest::parse_micros(s) {
             Some(t) => Ok(Some(t)),
             None => exec_err!("{f}: as_of '{s}' is not an ISO-8601 timestamp"),
         },
         other => {
-            let t = other.cast_to(&arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None))?;
+            let t = other.cast_to(&arrow::datatypes::DataType::Timestamp(
+                arrow::datatypes::TimeUnit::Microsecond,
+                None,
+            ))?;
             match t {
                 ScalarValue::TimestampMicrosecond(Some(v), _) => Ok(Some(v)),
                 _ => exec_err!("{f}: as_of must be a timestamp or an ISO-8601 string"),

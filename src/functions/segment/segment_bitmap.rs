@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
 
 use super::{Prefetched, as_of_arg, literal_name};
 use crate::index::codec::to_bytes;
@@ -18,7 +20,13 @@ pub struct SegmentBitmap {
 
 impl SegmentBitmap {
     pub fn new(cache: Arc<Prefetched>) -> Self {
-        SegmentBitmap { signature: Signature::one_of(vec![TypeSignature::Any(1), TypeSignature::Any(2)], Volatility::Stable), cache }
+        SegmentBitmap {
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Stable,
+            ),
+            cache,
+        }
     }
 }
 
@@ -48,6 +56,8 @@ impl ScalarUDFImpl for SegmentBitmap {
         let name = literal_name(self.name(), &args.args[0])?;
         let as_of = as_of_arg(self.name(), args.args.get(1))?;
         let bm = self.cache.get(self.name(), &name, as_of)?;
-        Ok(ColumnarValue::Scalar(ScalarValue::Binary(Some(to_bytes(&bm)))))
+        Ok(ColumnarValue::Scalar(ScalarValue::Binary(Some(to_bytes(
+            &bm,
+        )))))
     }
 }

@@ -23,7 +23,11 @@ pub(crate) fn literal(e: &Expr) -> Option<ScalarValue> {
 
 pub(crate) fn name_arg(f: &str, e: &Expr) -> Result<String> {
     match literal(e) {
-        Some(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s))) => Ok(s),
+        Some(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+        ) => Ok(s),
         _ => plan_err!("{f}: segment names must be string literals"),
     }
 }
@@ -63,7 +67,11 @@ impl TableFunctionImpl for SegmentMembers {
                 None => continue,
             }
         }
-        let schema = Arc::new(Schema::new(vec![Field::new("user_id", DataType::Utf8, false)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "user_id",
+            DataType::Utf8,
+            false,
+        )]));
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(b.finish())])?;
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
     }

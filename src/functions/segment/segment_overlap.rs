@@ -26,13 +26,26 @@ impl SegmentOverlap {
 impl TableFunctionImpl for SegmentOverlap {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let f = "segment_overlap";
-        let names = args.exprs().iter().map(|e| name_arg(f, e)).collect::<Result<Vec<_>>>()?;
+        let names = args
+            .exprs()
+            .iter()
+            .map(|e| name_arg(f, e))
+            .collect::<Result<Vec<_>>>()?;
         if names.len() < 2 {
             return plan_err!("{f} needs at least two segment names");
         }
-        let bms = names.iter().map(|n| self.cache.get(f, n, None)).collect::<Result<Vec<_>>>()?;
-        let (mut a, mut b, mut sa, mut sb, mut both, mut j) =
-            (StringBuilder::new(), StringBuilder::new(), UInt64Builder::new(), UInt64Builder::new(), UInt64Builder::new(), Float64Builder::new());
+        let bms = names
+            .iter()
+            .map(|n| self.cache.get(f, n, None))
+            .collect::<Result<Vec<_>>>()?;
+        let (mut a, mut b, mut sa, mut sb, mut both, mut j) = (
+            StringBuilder::new(),
+            StringBuilder::new(),
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+            UInt64Builder::new(),
+            Float64Builder::new(),
+        );
         for x in 0..names.len() {
             for y in x + 1..names.len() {
                 let inter = bms[x].intersection_len(&bms[y]);
@@ -42,7 +55,11 @@ impl TableFunctionImpl for SegmentOverlap {
                 sa.append_value(bms[x].len());
                 sb.append_value(bms[y].len());
                 both.append_value(inter);
-                j.append_value(if union == 0 { 0.0 } else { inter as f64 / union as f64 });
+                j.append_value(if union == 0 {
+                    0.0
+                } else {
+                    inter as f64 / union as f64
+                });
             }
         }
         let schema = Arc::new(Schema::new(vec![
@@ -55,7 +72,14 @@ impl TableFunctionImpl for SegmentOverlap {
         ]));
         let batch = RecordBatch::try_new(
             schema.clone(),
-            vec![Arc::new(a.finish()), Arc::new(b.finish()), Arc::new(sa.finish()), Arc::new(sb.finish()), Arc::new(both.finish()), Arc::new(j.finish())],
+            vec![
+                Arc::new(a.finish()),
+                Arc::new(b.finish()),
+                Arc::new(sa.finish()),
+                Arc::new(sb.finish()),
+                Arc::new(both.finish()),
+                Arc::new(j.finish()),
+            ],
         )?;
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
 
 use super::{Prefetched, as_of_arg, literal_name};
 
@@ -17,7 +19,13 @@ pub struct SegmentSize {
 
 impl SegmentSize {
     pub fn new(cache: Arc<Prefetched>) -> Self {
-        SegmentSize { signature: Signature::one_of(vec![TypeSignature::Any(1), TypeSignature::Any(2)], Volatility::Stable), cache }
+        SegmentSize {
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Stable,
+            ),
+            cache,
+        }
     }
 }
 

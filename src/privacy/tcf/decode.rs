@@ -28,7 +28,9 @@ impl std::fmt::Display for TcfError {
             TcfError::Empty => write!(f, "empty TC string"),
             TcfError::NotBase64 { segment } => write!(f, "segment {segment} is not base64url"),
             TcfError::Truncated { field } => write!(f, "truncated: the string ends inside {field}"),
-            TcfError::UnsupportedVersion(v) => write!(f, "unsupported TC string version {v} (expected 2)"),
+            TcfError::UnsupportedVersion(v) => {
+                write!(f, "unsupported TC string version {v} (expected 2)")
+            }
             TcfError::BadRange { field } => write!(f, "invalid vendor range in {field}"),
             TcfError::UnknownSegment(t) => write!(f, "unknown segment type {t}"),
             TcfError::DuplicateSegment(t) => write!(f, "segment type {t} appears twice"),
@@ -109,7 +111,11 @@ impl<'a> Bits<'a> {
         for _ in 0..n {
             let is_range = self.bool(field)?;
             let start = self.read(16, field)? as u16;
-            let end = if is_range { self.read(16, field)? as u16 } else { start };
+            let end = if is_range {
+                self.read(16, field)? as u16
+            } else {
+                start
+            };
             if start == 0 || end < start || max.is_some_and(|m| end > m) {
                 return Err(TcfError::BadRange { field });
             }
@@ -139,9 +145,13 @@ impl<'a> Bits<'a> {
 fn segment_bytes(s: &str, index: usize) -> Result<Vec<u8>, TcfError> {
     let s = s.trim_end_matches('=');
     if s.is_empty() {
-        return Err(TcfError::Truncated { field: "an empty segment" });
+        return Err(TcfError::Truncated {
+            field: "an empty segment",
+        });
     }
-    URL_SAFE_NO_PAD.decode(s).map_err(|_| TcfError::NotBase64 { segment: index + 1 })
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| TcfError::NotBase64 { segment: index + 1 })
 }
 
 /// Decode a TC string strictly.
@@ -152,7 +162,10 @@ pub fn decode(tc: &str) -> Result<TcString, TcfError> {
     }
     let mut parts = tc.split('.');
     let core_bytes = segment_bytes(parts.next().expect("split yields one part"), 0)?;
-    let mut b = Bits { bytes: &core_bytes, pos: 0 };
+    let mut b = Bits {
+        bytes: &core_bytes,
+        pos: 0,
+    };
     let version = b.read(6, "Version")? as u8;
     if version != 2 {
         return Err(TcfError::UnsupportedVersion(version));
@@ -180,7 +193,11 @@ pub fn decode(tc: &str) -> Result<TcString, TcfError> {
         let purpose = b.read(6, "a publisher restriction")? as u8;
         let restriction_type = b.read(2, "a publisher restriction")? as u8;
         let vendors = b.ranges("a publisher restriction", None)?;
-        pub_restrictions.push(PubRestriction { purpose, restriction_type, vendors });
+        pub_restrictions.push(PubRestriction {
+            purpose,
+            restriction_type,
+            vendors,
+        });
     }
     let core = CoreSegment {
         version,
@@ -203,11 +220,19 @@ pub fn decode(tc: &str) -> Result<TcString, TcfError> {
         vendor_li,
         pub_restrictions,
     };
-    let mut out = TcString { core, disclosed_vendors: Vec::new(), allowed_vendors: Vec::new(), publisher_tc: None };
+    let mut out = TcString {
+        core,
+        disclosed_vendors: Vec::new(),
+        allowed_vendors: Vec::new(),
+        publisher_tc: None,
+    };
     let mut seen = [false; 8];
     for (i, part) in parts.enumerate() {
         let bytes = segment_bytes(part, i + 1)?;
-        let mut b = Bits { bytes: &bytes, pos: 0 };
+        let mut b = Bits {
+            bytes: &bytes,
+            pos: 0,
+        };
         let kind = b.read(3, "SegmentType")? as u8;
         if std::mem::replace(&mut seen[kind as usize], true) {
             return Err(TcfError::DuplicateSegment(kind));
@@ -221,7 +246,12 @@ pub fn decode(tc: &str) -> Result<TcString, TcfError> {
                 let n = b.read(6, "NumCustomPurposes")? as usize;
                 let custom_consent = b.id_bits(n, "CustomPurposesConsent")?;
                 let custom_li = b.id_bits(n, "CustomPurposesLITransparency")?;
-                out.publisher_tc = Some(PublisherTc { pub_purposes_consent, pub_purposes_li, custom_consent, custom_li });
+                out.publisher_tc = Some(PublisherTc {
+                    pub_purposes_consent,
+                    pub_purposes_li,
+                    custom_consent,
+                    custom_li,
+                });
             }
             other => return Err(TcfError::UnknownSegment(other)),
         }

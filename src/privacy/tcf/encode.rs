@@ -12,7 +12,10 @@ struct BitWriter {
 
 impl BitWriter {
     fn new() -> Self {
-        BitWriter { bytes: Vec::with_capacity(64), bits: 0 }
+        BitWriter {
+            bytes: Vec::with_capacity(64),
+            bits: 0,
+        }
     }
     fn push(&mut self, value: u64, width: usize) {
         for i in (0..width).rev() {
@@ -78,7 +81,10 @@ fn vendor_section(w: &mut BitWriter, vendors: &[u16]) {
     let max = ids.last().copied().unwrap_or(0);
     w.push(u64::from(max), 16);
     let rs = runs(&ids);
-    let range_bits: usize = 12 + rs.iter().map(|(s, e)| if s == e { 17 } else { 33 }).sum::<usize>();
+    let range_bits: usize = 12
+        + rs.iter()
+            .map(|(s, e)| if s == e { 17 } else { 33 })
+            .sum::<usize>();
     if range_bits < max as usize {
         w.bool(true);
         range_entries(w, &rs);
@@ -139,24 +145,37 @@ mod tests {
         [s[0], s[1]]
     }
     fn ids<T: TryFrom<u64>>(v: &Value) -> Vec<T> {
-        v.as_array().unwrap().iter().map(|x| T::try_from(x.as_u64().unwrap()).ok().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| T::try_from(x.as_u64().unwrap()).ok().unwrap())
+            .collect()
     }
     fn decis(v: &Value) -> u64 {
-        let t = chrono::NaiveDateTime::parse_from_str(v.as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f").unwrap();
+        let t = chrono::NaiveDateTime::parse_from_str(v.as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f")
+            .unwrap();
         (t.and_utc().timestamp_millis() / 100) as u64
     }
 
     fn bits_of(b64: &str) -> Vec<bool> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64).unwrap();
-        bytes.iter().flat_map(|byte| (0..8).rev().map(move |i| (byte >> i) & 1 == 1)).collect()
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .unwrap();
+        bytes
+            .iter()
+            .flat_map(|byte| (0..8).rev().map(move |i| (byte >> i) & 1 == 1))
+            .collect()
     }
 
     /// Re-encode every shared vector from its decoded core fields and compare with the original
     /// core segment bit for bit.
     #[test]
     fn reencodes_shared_vectors() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/tcf_valid.json"))
-            .expect("../shared/vectors/tcf_valid.json is beside the repository");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/vectors/tcf_valid.json"
+        ))
+        .expect("../shared/vectors/tcf_valid.json is beside the repository");
         let all: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
         let (mut same, mut total) = (0, 0);
         let mut differing = Vec::new();
@@ -192,13 +211,20 @@ mod tests {
                     })
                     .collect(),
             };
-            let original = v["string"].as_str().unwrap().split('.').next().unwrap().trim_end_matches('=');
+            let original = v["string"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap()
+                .trim_end_matches('=');
             let orig_bits = bits_of(original);
             let mut mine_bits = bits_of(&encode_core(&core));
             total += 1;
             // The vectors show created/last_updated to the second; the strings hold deciseconds.
             // Compare those two 36-bit fields to the second, then take the original's value.
-            let field = |b: &[bool], at: usize| b[at..at + 36].iter().fold(0u64, |a, &x| a * 2 + x as u64);
+            let field =
+                |b: &[bool], at: usize| b[at..at + 36].iter().fold(0u64, |a, &x| a * 2 + x as u64);
             let same_time = field(&orig_bits, 6) / 10 == field(&mine_bits, 6) / 10
                 && field(&orig_bits, 42) / 10 == field(&mine_bits, 42) / 10;
             mine_bits[6..78].copy_from_slice(&orig_bits[6..78]);
@@ -211,16 +237,30 @@ mod tests {
                 // Only the vendor sections may differ: their MaxVendorId and encoding choice are
                 // not recoverable from the decoded lists.
                 let first = (0..n).find(|&i| mine_bits[i] != orig_bits[i]).unwrap_or(n);
-                assert!(same_time && first >= 213, "{name}: core fields differ at bit {first}");
+                assert!(
+                    same_time && first >= 213,
+                    "{name}: core fields differ at bit {first}"
+                );
                 differing.push(name.clone());
             }
         }
         assert!(total >= 30, "expected the 32 shared vectors, read {total}");
         // These CMPs wrote a MaxVendorId above the highest listed vendor (or a longer encoding
         // than needed); the decoded JSON does not carry that, so they cannot round-trip here.
-        let known = ["es_cmpapi_7", "es_cqd924_disclosed", "es_issue201_pubrestr", "gguridi_b", "go_lang_bg", "go_lang_sv", "go_pubrestrict2"];
+        let known = [
+            "es_cmpapi_7",
+            "es_cqd924_disclosed",
+            "es_issue201_pubrestr",
+            "gguridi_b",
+            "go_lang_bg",
+            "go_lang_sv",
+            "go_pubrestrict2",
+        ];
         differing.sort();
-        assert_eq!(differing, known, "re-encoding differs beyond the known vendor-section cases");
+        assert_eq!(
+            differing, known,
+            "re-encoding differs beyond the known vendor-section cases"
+        );
         assert_eq!(same, total - known.len());
     }
 }

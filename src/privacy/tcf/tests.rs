@@ -14,7 +14,12 @@ fn vectors(name: &str) -> serde_json::Map<String, Value> {
 fn ids(v: &Value) -> Vec<u64> {
     match v {
         Value::Null => Vec::new(),
-        v => v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).iter().map(|x| x.as_u64().unwrap()).collect(),
+        v => v
+            .as_array()
+            .unwrap_or_else(|| panic!("not a list: {v}"))
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect(),
     }
 }
 
@@ -23,7 +28,8 @@ fn to_u64<T: Copy + Into<u64>>(v: &[T]) -> Vec<u64> {
 }
 
 fn secs(v: &Value) -> u64 {
-    let t = chrono::NaiveDateTime::parse_from_str(v.as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f").unwrap();
+    let t =
+        chrono::NaiveDateTime::parse_from_str(v.as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f").unwrap();
     t.and_utc().timestamp() as u64
 }
 
@@ -36,28 +42,119 @@ fn every_valid_vector_decodes_to_its_fields() {
         let tc = decode(v["string"].as_str().unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let c = &tc.core;
         let ctx = |f: &str| format!("{name}: {f}");
-        assert_eq!(u64::from(c.version), d["version"].as_u64().unwrap(), "{}", ctx("version"));
-        assert_eq!(u64::from(c.cmp_id), d["cmp_id"].as_u64().unwrap(), "{}", ctx("cmp_id"));
-        assert_eq!(u64::from(c.cmp_version), d["cmp_version"].as_u64().unwrap(), "{}", ctx("cmp_version"));
-        assert_eq!(u64::from(c.consent_screen), d["consent_screen"].as_u64().unwrap(), "{}", ctx("consent_screen"));
-        assert_eq!(std::str::from_utf8(&c.consent_language).unwrap(), d["consent_language"].as_str().unwrap(), "{}", ctx("lang"));
-        assert_eq!(u64::from(c.vendor_list_version), d["vendor_list_version"].as_u64().unwrap(), "{}", ctx("vlv"));
-        assert_eq!(u64::from(c.tcf_policy_version), d["tcf_policy_version"].as_u64().unwrap(), "{}", ctx("policy"));
-        assert_eq!(c.is_service_specific, d["is_service_specific"].as_bool().unwrap(), "{}", ctx("service_specific"));
-        assert_eq!(c.use_non_standard_texts, d["use_non_standard_texts"].as_bool().unwrap(), "{}", ctx("non_standard"));
-        assert_eq!(to_u64(&c.special_feature_optins), ids(&d["special_feature_optins"]), "{}", ctx("special features"));
-        assert_eq!(to_u64(&c.purposes_consent), ids(&d["purposes_consent"]), "{}", ctx("purposes_consent"));
-        assert_eq!(to_u64(&c.purposes_li), ids(&d["purposes_li"]), "{}", ctx("purposes_li"));
-        assert_eq!(c.purpose_one_treatment, d["purpose_one_treatment"].as_bool().unwrap(), "{}", ctx("p1t"));
-        assert_eq!(std::str::from_utf8(&c.publisher_cc).unwrap(), d["publisher_cc"].as_str().unwrap(), "{}", ctx("cc"));
+        assert_eq!(
+            u64::from(c.version),
+            d["version"].as_u64().unwrap(),
+            "{}",
+            ctx("version")
+        );
+        assert_eq!(
+            u64::from(c.cmp_id),
+            d["cmp_id"].as_u64().unwrap(),
+            "{}",
+            ctx("cmp_id")
+        );
+        assert_eq!(
+            u64::from(c.cmp_version),
+            d["cmp_version"].as_u64().unwrap(),
+            "{}",
+            ctx("cmp_version")
+        );
+        assert_eq!(
+            u64::from(c.consent_screen),
+            d["consent_screen"].as_u64().unwrap(),
+            "{}",
+            ctx("consent_screen")
+        );
+        assert_eq!(
+            std::str::from_utf8(&c.consent_language).unwrap(),
+            d["consent_language"].as_str().unwrap(),
+            "{}",
+            ctx("lang")
+        );
+        assert_eq!(
+            u64::from(c.vendor_list_version),
+            d["vendor_list_version"].as_u64().unwrap(),
+            "{}",
+            ctx("vlv")
+        );
+        assert_eq!(
+            u64::from(c.tcf_policy_version),
+            d["tcf_policy_version"].as_u64().unwrap(),
+            "{}",
+            ctx("policy")
+        );
+        assert_eq!(
+            c.is_service_specific,
+            d["is_service_specific"].as_bool().unwrap(),
+            "{}",
+            ctx("service_specific")
+        );
+        assert_eq!(
+            c.use_non_standard_texts,
+            d["use_non_standard_texts"].as_bool().unwrap(),
+            "{}",
+            ctx("non_standard")
+        );
+        assert_eq!(
+            to_u64(&c.special_feature_optins),
+            ids(&d["special_feature_optins"]),
+            "{}",
+            ctx("special features")
+        );
+        assert_eq!(
+            to_u64(&c.purposes_consent),
+            ids(&d["purposes_consent"]),
+            "{}",
+            ctx("purposes_consent")
+        );
+        assert_eq!(
+            to_u64(&c.purposes_li),
+            ids(&d["purposes_li"]),
+            "{}",
+            ctx("purposes_li")
+        );
+        assert_eq!(
+            c.purpose_one_treatment,
+            d["purpose_one_treatment"].as_bool().unwrap(),
+            "{}",
+            ctx("p1t")
+        );
+        assert_eq!(
+            std::str::from_utf8(&c.publisher_cc).unwrap(),
+            d["publisher_cc"].as_str().unwrap(),
+            "{}",
+            ctx("cc")
+        );
         assert_eq!(c.created / 10, secs(&d["created"]), "{}", ctx("created"));
-        assert_eq!(c.last_updated / 10, secs(&d["last_updated"]), "{}", ctx("last_updated"));
-        assert_eq!(to_u64(&c.vendor_consent), ids(&d["vendor_consent"]), "{}", ctx("vendor_consent"));
-        assert_eq!(to_u64(&c.vendor_li), ids(&d["vendor_li"]), "{}", ctx("vendor_li"));
+        assert_eq!(
+            c.last_updated / 10,
+            secs(&d["last_updated"]),
+            "{}",
+            ctx("last_updated")
+        );
+        assert_eq!(
+            to_u64(&c.vendor_consent),
+            ids(&d["vendor_consent"]),
+            "{}",
+            ctx("vendor_consent")
+        );
+        assert_eq!(
+            to_u64(&c.vendor_li),
+            ids(&d["vendor_li"]),
+            "{}",
+            ctx("vendor_li")
+        );
         let pr: Vec<(u64, u64, Vec<u64>)> = c
             .pub_restrictions
             .iter()
-            .map(|r| (u64::from(r.purpose), u64::from(r.restriction_type), to_u64(&r.vendors)))
+            .map(|r| {
+                (
+                    u64::from(r.purpose),
+                    u64::from(r.restriction_type),
+                    to_u64(&r.vendors),
+                )
+            })
             .collect();
         let want: Vec<(u64, u64, Vec<u64>)> = d["pub_restrictions"]
             .as_array()
@@ -66,17 +163,42 @@ fn every_valid_vector_decodes_to_its_fields() {
             .map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap(), ids(&r[2])))
             .collect();
         assert_eq!(pr, want, "{}", ctx("pub_restrictions"));
-        assert_eq!(to_u64(&tc.disclosed_vendors), ids(&d["disclosed_vendors"]), "{}", ctx("disclosed"));
+        assert_eq!(
+            to_u64(&tc.disclosed_vendors),
+            ids(&d["disclosed_vendors"]),
+            "{}",
+            ctx("disclosed")
+        );
         if let Some(a) = d.get("allowed_vendors") {
             assert_eq!(to_u64(&tc.allowed_vendors), ids(a), "{}", ctx("allowed"));
         }
         match (&tc.publisher_tc, &d["publisher_tc"]) {
             (None, Value::Null) => {}
             (Some(p), want) if !want.is_null() => {
-                assert_eq!(to_u64(&p.pub_purposes_consent), ids(&want["pub_purposes_consent"]), "{}", ctx("pub consent"));
-                assert_eq!(to_u64(&p.pub_purposes_li), ids(&want["pub_purposes_li"]), "{}", ctx("pub li"));
-                assert_eq!(to_u64(&p.custom_consent), ids(&want["custom_consent"]), "{}", ctx("custom consent"));
-                assert_eq!(to_u64(&p.custom_li), ids(&want["custom_li"]), "{}", ctx("custom li"));
+                assert_eq!(
+                    to_u64(&p.pub_purposes_consent),
+                    ids(&want["pub_purposes_consent"]),
+                    "{}",
+                    ctx("pub consent")
+                );
+                assert_eq!(
+                    to_u64(&p.pub_purposes_li),
+                    ids(&want["pub_purposes_li"]),
+                    "{}",
+                    ctx("pub li")
+                );
+                assert_eq!(
+                    to_u64(&p.custom_consent),
+                    ids(&want["custom_consent"]),
+                    "{}",
+                    ctx("custom consent")
+                );
+                assert_eq!(
+                    to_u64(&p.custom_li),
+                    ids(&want["custom_li"]),
+                    "{}",
+                    ctx("custom li")
+                );
             }
             (got, want) => panic!("{name}: publisher_tc {got:?} vs {want}"),
         }
@@ -93,8 +215,13 @@ fn every_invalid_vector_is_rejected() {
             continue;
         }
         n += 1;
-        let err = decode(s).err().unwrap_or_else(|| panic!("{name} was accepted"));
-        assert!(!err.to_string().contains(&s[..8]), "{name}: the error quotes the input");
+        let err = decode(s)
+            .err()
+            .unwrap_or_else(|| panic!("{name} was accepted"));
+        assert!(
+            !err.to_string().contains(&s[..8]),
+            "{name}: the error quotes the input"
+        );
     }
     assert!(n >= 13, "expected the 13+ invalid vectors, read {n}");
 }
@@ -129,7 +256,11 @@ fn encoder_round_trips_through_the_decoder() {
         publisher_cc: *b"DE",
         vendor_consent: (1..=60).chain([755, 793]).collect(),
         vendor_li: vec![755],
-        pub_restrictions: vec![super::PubRestriction { purpose: 2, restriction_type: 1, vendors: vec![3, 4, 5, 90] }],
+        pub_restrictions: vec![super::PubRestriction {
+            purpose: 2,
+            restriction_type: 1,
+            vendors: vec![3, 4, 5, 90],
+        }],
     };
     assert_eq!(decode(&encode_core(&c)).unwrap().core, c);
 }
@@ -141,13 +272,18 @@ fn encoder_round_trips_through_the_decoder() {
 fn property_random_and_mutated_inputs() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x7cf);
-    let valid: Vec<String> = vectors("tcf_valid.json").values().map(|v| v["string"].as_str().unwrap().to_string()).collect();
+    let valid: Vec<String> = vectors("tcf_valid.json")
+        .values()
+        .map(|v| v["string"].as_str().unwrap().to_string())
+        .collect();
     const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=";
     let mut decoded = 0;
     for i in 0..20_000 {
         let s: String = if i % 2 == 0 {
             let n = rng.random_range(0..120);
-            (0..n).map(|_| B64[rng.random_range(0..B64.len())] as char).collect()
+            (0..n)
+                .map(|_| B64[rng.random_range(0..B64.len())] as char)
+                .collect()
         } else {
             let mut b = valid[rng.random_range(0..valid.len())].clone().into_bytes();
             for _ in 0..rng.random_range(1..4) {
@@ -171,5 +307,8 @@ fn property_random_and_mutated_inputs() {
             assert_eq!(again.core, tc.core, "{s}");
         }
     }
-    assert!(decoded > 100, "mutations should still decode sometimes ({decoded})");
+    assert!(
+        decoded > 100,
+        "mutations should still decode sometimes ({decoded})"
+    );
 }

@@ -21,59 +21,132 @@ fn precedence_not_and_or() {
 fn profile_predicates_keep_their_own_and_or() {
     let e = parse_expr("PROFILE country = 'DE' AND age_band IN ('18-24', '25-34') OR plan = 'x' AND DID 'purchase'").unwrap();
     let Expr::And(l, _) = e else { panic!("{e:?}") };
-    let Leaf::Profile(sql) = leaf(&l) else { panic!() };
-    assert_eq!(sql.text, "country = 'DE' AND age_band IN ('18-24', '25-34') OR plan = 'x'");
+    let Leaf::Profile(sql) = leaf(&l) else {
+        panic!()
+    };
+    assert_eq!(
+        sql.text,
+        "country = 'DE' AND age_band IN ('18-24', '25-34') OR plan = 'x'"
+    );
     // Parenthesised segment expressions vs parenthesised SQL.
     let e = parse_expr("(PROFILE (a = 1 OR b = 2)) AND (NOT (DID 'x'))").unwrap();
     let Expr::And(l, r) = e else { panic!() };
-    assert_eq!(leaf(&l), &Leaf::Profile(Sql { text: "(a = 1 OR b = 2)".into(), pos: Pos { line: 1, column: 10 } }));
+    assert_eq!(
+        leaf(&l),
+        &Leaf::Profile(Sql {
+            text: "(a = 1 OR b = 2)".into(),
+            pos: Pos {
+                line: 1,
+                column: 10
+            }
+        })
+    );
     assert!(matches!(*r, Expr::Not(_)));
 }
 
 #[test]
 fn did_with_where_frequency_and_windows() {
     let e = parse_expr("DID 'purchase' WHERE price > 10 AND category = 'shoes' AT LEAST 3 TIMES IN THE LAST 30 DAYS").unwrap();
-    let Leaf::Did { what, freq, window, .. } = leaf(&e) else { panic!() };
+    let Leaf::Did {
+        what, freq, window, ..
+    } = leaf(&e)
+    else {
+        panic!()
+    };
     assert_eq!(what.event, EventRef::Named("purchase".into()));
-    assert_eq!(what.filter.as_ref().unwrap().text, "price > 10 AND category = 'shoes'");
+    assert_eq!(
+        what.filter.as_ref().unwrap().text,
+        "price > 10 AND category = 'shoes'"
+    );
     assert_eq!(*freq, Some(Freq::AtLeast(3)));
     assert_eq!(*window, Some(Window::Last(30, Unit::Day)));
 
     let e = parse_expr("DID ANY EVENT BETWEEN 2 AND 5 TIMES SINCE '2026-01-01'").unwrap();
-    let Leaf::Did { what, freq, window, .. } = leaf(&e) else { panic!() };
+    let Leaf::Did {
+        what, freq, window, ..
+    } = leaf(&e)
+    else {
+        panic!()
+    };
     assert_eq!(what.event, EventRef::Any);
     assert_eq!(*freq, Some(Freq::Between(2, 5)));
     assert_eq!(*window, Some(Window::Since(1_767_225_600_000_000)));
 
     // A SQL BETWEEN inside WHERE stays SQL; a string BETWEEN at the end is the window.
-    let e = parse_expr("DID 'v' WHERE price BETWEEN 1 AND 5 BETWEEN '2026-01-01' AND '2026-01-08T00:00:00Z'").unwrap();
-    let Leaf::Did { what, window, .. } = leaf(&e) else { panic!() };
+    let e = parse_expr(
+        "DID 'v' WHERE price BETWEEN 1 AND 5 BETWEEN '2026-01-01' AND '2026-01-08T00:00:00Z'",
+    )
+    .unwrap();
+    let Leaf::Did { what, window, .. } = leaf(&e) else {
+        panic!()
+    };
     assert_eq!(what.filter.as_ref().unwrap().text, "price BETWEEN 1 AND 5");
-    assert_eq!(*window, Some(Window::Between(1_767_225_600_000_000, 1_767_830_400_000_000)));
+    assert_eq!(
+        *window,
+        Some(Window::Between(
+            1_767_225_600_000_000,
+            1_767_830_400_000_000
+        ))
+    );
 
-    let e = parse_expr("DID 'x' EXACTLY 0 TIMES IN THE LAST 2 WEEKS AND DID 'y' AT MOST 1 TIMES").unwrap();
+    let e = parse_expr("DID 'x' EXACTLY 0 TIMES IN THE LAST 2 WEEKS AND DID 'y' AT MOST 1 TIMES")
+        .unwrap();
     let Expr::And(a, b) = e else { panic!() };
-    assert!(matches!(leaf(&a), Leaf::Did { freq: Some(Freq::Exactly(0)), window: Some(Window::Last(2, Unit::Week)), .. }));
-    assert!(matches!(leaf(&b), Leaf::Did { freq: Some(Freq::AtMost(1)), window: None, .. }));
+    assert!(matches!(
+        leaf(&a),
+        Leaf::Did {
+            freq: Some(Freq::Exactly(0)),
+            window: Some(Window::Last(2, Unit::Week)),
+            ..
+        }
+    ));
+    assert!(matches!(
+        leaf(&b),
+        Leaf::Did {
+            freq: Some(Freq::AtMost(1)),
+            window: None,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn sequences_segments_and_queries() {
-    let e = parse_expr("DID 'add_to_cart' WHERE price > 5 THEN 'purchase' WITHIN 2 HOURS IN THE LAST 7 DAYS").unwrap();
-    let Leaf::Sequence { first, then, within, window, .. } = leaf(&e) else { panic!() };
+    let e = parse_expr(
+        "DID 'add_to_cart' WHERE price > 5 THEN 'purchase' WITHIN 2 HOURS IN THE LAST 7 DAYS",
+    )
+    .unwrap();
+    let Leaf::Sequence {
+        first,
+        then,
+        within,
+        window,
+        ..
+    } = leaf(&e)
+    else {
+        panic!()
+    };
     assert_eq!(first.filter.as_ref().unwrap().text, "price > 5");
     assert_eq!(then.event, EventRef::Named("purchase".into()));
     assert_eq!(*within, Some((2, Unit::Hour)));
     assert_eq!(*window, Some(Window::Last(7, Unit::Day)));
     let e = parse_expr("DID 'a' WHERE CASE WHEN x THEN 1 ELSE 0 END = 1 THEN 'b'").unwrap();
-    let Leaf::Sequence { first, .. } = leaf(&e) else { panic!("{e:?}") };
-    assert_eq!(first.filter.as_ref().unwrap().text, "CASE WHEN x THEN 1 ELSE 0 END = 1");
+    let Leaf::Sequence { first, .. } = leaf(&e) else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        first.filter.as_ref().unwrap().text,
+        "CASE WHEN x THEN 1 ELSE 0 END = 1"
+    );
 
     let e = parse_expr("IN SEGMENT vip OR USERS IN (SELECT user_id FROM profiles WHERE plan = 'x' AND a IN (1, 2))").unwrap();
     let Expr::Or(a, b) = e else { panic!() };
     assert!(matches!(leaf(&a), Leaf::InSegment(n, _) if n == "vip"));
     let Leaf::UsersIn(q) = leaf(&b) else { panic!() };
-    assert_eq!(q.text, "SELECT user_id FROM profiles WHERE plan = 'x' AND a IN (1, 2)");
+    assert_eq!(
+        q.text,
+        "SELECT user_id FROM profiles WHERE plan = 'x' AND a IN (1, 2)"
+    );
 }
 
 #[test]
@@ -82,16 +155,40 @@ fn statements() {
         "create or replace segment Cart_Abandoners for purpose 'tcf:1', 'marketing' comment 'carted, no buy'\n  as DID 'add_to_cart' IN THE LAST 7 DAYS AND NOT DID 'purchase' IN THE LAST 7 DAYS;",
     )
     .unwrap();
-    let Statement::Create { name, or_replace, purposes, comment, definition, .. } = s else { panic!() };
+    let Statement::Create {
+        name,
+        or_replace,
+        purposes,
+        comment,
+        definition,
+        ..
+    } = s
+    else {
+        panic!()
+    };
     assert_eq!(name, "cart_abandoners");
     assert!(or_replace);
     assert_eq!(purposes, vec!["tcf:1", "marketing"]);
     assert_eq!(comment.as_deref(), Some("carted, no buy"));
-    assert_eq!(definition, "DID 'add_to_cart' IN THE LAST 7 DAYS AND NOT DID 'purchase' IN THE LAST 7 DAYS");
-    assert_eq!(parse_statement("DROP SEGMENT IF EXISTS x").unwrap(), Statement::Drop { name: "x".into(), if_exists: true });
+    assert_eq!(
+        definition,
+        "DID 'add_to_cart' IN THE LAST 7 DAYS AND NOT DID 'purchase' IN THE LAST 7 DAYS"
+    );
+    assert_eq!(
+        parse_statement("DROP SEGMENT IF EXISTS x").unwrap(),
+        Statement::Drop {
+            name: "x".into(),
+            if_exists: true
+        }
+    );
     assert_eq!(parse_statement("show segments;").unwrap(), Statement::Show);
-    assert_eq!(parse_statement("EXPLAIN SEGMENT a").unwrap(), Statement::Explain("a".into()));
-    assert!(is_segment_statement("  create materialized segment x as all users"));
+    assert_eq!(
+        parse_statement("EXPLAIN SEGMENT a").unwrap(),
+        Statement::Explain("a".into())
+    );
+    assert!(is_segment_statement(
+        "  create materialized segment x as all users"
+    ));
     assert!(!is_segment_statement("SELECT segment_size('x')"));
     assert!(!is_segment_statement("CREATE TABLE t AS SELECT 1"));
 }
@@ -99,10 +196,19 @@ fn statements() {
 #[test]
 fn errors_point_at_line_and_column() {
     let e = parse_expr("DID 'a'\n  AND DID 'b' AT LEAST x TIMES").unwrap_err();
-    assert_eq!(e.pos, Pos { line: 2, column: 24 });
+    assert_eq!(
+        e.pos,
+        Pos {
+            line: 2,
+            column: 24
+        }
+    );
     assert!(e.message.contains("expected a count"), "{e}");
     let e = parse_expr("DID 'a' IN THE LAST 3 FORTNIGHTS").unwrap_err();
-    assert!(e.message.contains("MINUTES, HOURS, DAYS or WEEKS") && e.message.contains("FORTNIGHTS"), "{e}");
+    assert!(
+        e.message.contains("MINUTES, HOURS, DAYS or WEEKS") && e.message.contains("FORTNIGHTS"),
+        "{e}"
+    );
     let e = parse_expr("PROFILE").unwrap_err();
     assert!(e.message.contains("predicate"), "{e}");
     let e = parse_expr("DID 'a' SINCE 'yesterday'").unwrap_err();
