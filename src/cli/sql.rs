@@ -101,7 +101,9 @@ async fn repl(engine: &Engine, format: OutputFormat, timing: bool) -> Result<i32
                 if !ends_statement(&buf) {
                     continue;
                 }
-                let _ = rl.add_history_entry(buf.as_str());
+                if keep_in_history(&buf) {
+                    let _ = rl.add_history_entry(buf.as_str());
+                }
                 for stmt in split_statements(&buf) {
                     if let Err(e) = execute(engine, &stmt, format, timing).await {
                         eprintln!("Error: {}", one_line(&e));
@@ -118,6 +120,16 @@ async fn repl(engine: &Engine, format: OutputFormat, timing: bool) -> Result<i32
         let _ = rl.save_history(h);
     }
     Ok(0)
+}
+
+/// Statements that may carry a raw identifier (`FORGET USER 'raw'`, `pseudonymize('raw')`) are
+/// kept out of the shell's history file: raw ids must not be written anywhere.
+fn keep_in_history(stmt: &str) -> bool {
+    let lower = stmt.to_ascii_lowercase();
+    !(lower.contains("forget")
+        || lower.contains("pseudonymize(")
+        || lower.contains("hash_email(")
+        || lower.contains("hash_phone("))
 }
 
 /// Lexical state while scanning SQL text.
@@ -222,6 +234,15 @@ mod tests {
         );
         assert_eq!(split_statements("SELECT 1"), vec!["SELECT 1"]);
         assert!(split_statements("  -- nothing\n").is_empty());
+    }
+
+    #[test]
+    fn raw_ids_stay_out_of_history() {
+        assert!(keep_in_history("SELECT count(*) FROM events;"));
+        assert!(!keep_in_history("FORGET USER 'alice@example.com';"));
+        assert!(!keep_in_history(
+            "SELECT * FROM profiles WHERE user_id = PSEUDONYMIZE('alice@example.com');"
+        ));
     }
 
     #[test]
