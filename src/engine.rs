@@ -3,7 +3,6 @@
 //! committed Delta snapshot each time a statement is planned, so a second process's commits are
 //! seen by the next statement.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,8 +13,7 @@ use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::common::DataFusionError;
 use datafusion::execution::context::SessionConfig;
 use datafusion::prelude::SessionContext;
-use deltalake::DeltaTable;
-use tokio::sync::Mutex;
+use sqlparser::tokenizer::Token;
 
 use crate::error::Result;
 use crate::functions::segment::{IdentityMap, Prefetched};
@@ -99,7 +97,6 @@ impl Engine {
         ));
         let schema = Arc::new(TablesSchema {
             db: db.clone(),
-            cache: Mutex::new(HashMap::new()),
             extra: MemorySchemaProvider::new(),
             suppressed: suppressed.clone(),
         });
@@ -349,8 +346,9 @@ impl Engine {
     /// Evaluate the segments a SQL statement names in segment functions, before planning it.
     async fn prefetch(&self, sql: &str) -> Result<()> {
         self.prefetched.clear();
-        let calls = scan_segment_calls(sql);
-        let consent = scan_consent_calls(sql);
+        let toks = significant_tokens(sql);
+        let calls = scan_segment_calls(&toks);
+        let consent = scan_consent_calls(&toks);
         if calls.is_empty() && consent.is_empty() {
             return Ok(());
         }
@@ -386,31 +384,16 @@ impl Engine {
     }
 
     async fn identity_map(&self) -> Result<Arc<IdentityMap>> {
-        use arrow::array::{Array, AsArray};
-        let r = self
-            .ctx
-            .sql("SELECT uid, user_id FROM identity")
-            .await?
-            .collect()
-            .await?;
         let mut m = IdentityMap::default();
-        for b in r {
-            let u = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)?;
-            let u = u.as_primitive::<arrow::datatypes::Int64Type>();
-            let p = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
-            let p = p.as_string::<i32>();
-            for i in 0..b.num_rows() {
-                if p.is_null(i) {
-                    continue;
-                }
-                let uid = u.value(i) as usize;
-                if m.by_uid.len() <= uid {
-                    m.by_uid.resize(uid + 1, None);
-                }
-                let s: Arc<str> = p.value(i).into();
-                m.by_uid[uid] = Some(s.clone());
-                m.by_pseudonym.insert(s, uid as u32);
+        for (uid, p) in crate::segment::eval::identity_rows(&self.ctx).await? {
+            let Some(p) = p else { continue };
+            let uid = uid as usize;
+            if m.by_uid.len() <= uid {
+                m.by_uid.resize(uid + 1, None);
             }
+            let s: Arc<str> = p.into();
+            m.by_uid[uid] = Some(s.clone());
+            m.by_pseudonym.insert(s, uid as u32);
         }
         Ok(Arc::new(m))
     }
@@ -476,7 +459,6 @@ impl Engine {
 /// session registers (views, external tables) in memory.
 struct TablesSchema {
     db: Database,
-    cache: Mutex<HashMap<Table, DeltaTable>>,
     extra: MemorySchemaProvider,
     suppressed: Arc<std::sync::RwLock<roaring::RoaringBitmap>>,
 }
@@ -491,17 +473,7 @@ impl std::fmt::Debug for TablesSchema {
 
 impl TablesSchema {
     async fn latest(&self, t: Table) -> Result<Arc<dyn TableProvider>> {
-        let mut cache = self.cache.lock().await;
-        let table = match cache.get_mut(&t) {
-            Some(table) => {
-                table.update_incremental(None).await?;
-                table
-            }
-            None => {
-                let table = self.db.load(t).await?;
-                cache.entry(t).or_insert(table)
-            }
-        };
+        let table = self.db.latest(t).await?;
         let provider = table.table_provider().await?;
         let suppressed = self.suppressed.read().expect("not poisoned").clone();
         if suppressed.is_empty() {
@@ -589,17 +561,23 @@ fn strip_leading_comments(mut sql: &str) -> &str {
     }
 }
 
-/// Find `has_consent(user, 'purpose' [, at])` calls with a literal purpose (and `at`).
-fn scan_consent_calls(sql: &str) -> Vec<(String, Option<i64>)> {
+/// The tokens of `sql` without whitespace and comments (empty if it does not tokenize: then the
+/// planner reports the error).
+fn significant_tokens(sql: &str) -> Vec<sqlparser::tokenizer::Token> {
     use sqlparser::tokenizer::{Token, Tokenizer};
     let dialect = sqlparser::dialect::GenericDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
-        return Vec::new();
-    };
-    let toks: Vec<Token> = tokens
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
+    Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .map(|t| {
+            t.into_iter()
+                .filter(|t| !matches!(t, Token::Whitespace(_)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Find `has_consent(user, 'purpose' [, at])` calls with a literal purpose (and `at`).
+fn scan_consent_calls(toks: &[Token]) -> Vec<(String, Option<i64>)> {
     let mut out = Vec::new();
     for i in 0..toks.len() {
         match &toks[i] {
@@ -641,16 +619,7 @@ fn scan_consent_calls(sql: &str) -> Vec<(String, Option<i64>)> {
 }
 
 /// Find `segment_*` / `in_segment` calls with literal segment names (and `as_of`) in SQL text.
-fn scan_segment_calls(sql: &str) -> Vec<(String, Vec<String>, Option<i64>)> {
-    use sqlparser::tokenizer::{Token, Tokenizer};
-    let dialect = sqlparser::dialect::GenericDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
-        return Vec::new();
-    };
-    let toks: Vec<Token> = tokens
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
+fn scan_segment_calls(toks: &[Token]) -> Vec<(String, Vec<String>, Option<i64>)> {
     let mut out = Vec::new();
     for i in 0..toks.len() {
         let Token::Word(w) = &toks[i] else { continue };

@@ -37,22 +37,16 @@ pub fn key_hash(keyring: &Keyring, pseudonym: &str) -> String {
     Pseudonymizer::new(keyring, FORGET_DOMAIN).pseudonymize(pseudonym)
 }
 
-/// What is suppressed: ordinals and keyed hashes.
+/// What is suppressed: the ordinals, and each keyed hash with its ordinal.
 #[derive(Debug, Default, Clone)]
 pub struct Suppression {
     pub uids: RoaringBitmap,
-    pub key_hashes: HashSet<String>,
+    pub by_hash: std::collections::HashMap<String, u32>,
 }
 
 /// Read `_segdb/suppression`.
 pub async fn load_suppression(db: &Database) -> Result<Suppression> {
-    let table = db.load(Table::Suppression).await?;
-    let ctx = SessionContext::new();
-    table.update_datafusion_session(&ctx.state())?;
-    let batches = ctx
-        .read_table(table.table_provider().await?)?
-        .collect()
-        .await?;
+    let (_, batches) = db.scan(Table::Suppression).await?;
     let mut s = Suppression::default();
     for b in batches {
         let u = arrow::compute::cast(b.column(0), &DataType::Int64)?;
@@ -61,10 +55,11 @@ pub async fn load_suppression(db: &Database) -> Result<Suppression> {
         let h = h.as_string::<i32>();
         for i in 0..b.num_rows() {
             if u.is_valid(i) {
-                s.uids.insert(u.value(i) as u32);
-            }
-            if h.is_valid(i) {
-                s.key_hashes.insert(h.value(i).to_string());
+                let uid = u.value(i) as u32;
+                s.uids.insert(uid);
+                if h.is_valid(i) {
+                    s.by_hash.insert(h.value(i).to_string(), uid);
+                }
             }
         }
     }
@@ -133,24 +128,10 @@ pub async fn forget(
     }
     // Users forgotten before (re-run after a crash), by keyed hash.
     let before = load_suppression(db).await?;
-    let table = db.load(Table::Suppression).await?;
-    let sctx = SessionContext::new();
-    table.update_datafusion_session(&sctx.state())?;
-    let prior = sctx
-        .read_table(table.table_provider().await?)?
-        .collect()
-        .await?;
-    for b in prior {
-        let u = arrow::compute::cast(b.column(0), &DataType::Int64)?;
-        let u = u.as_primitive::<Int64Type>();
-        let h = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
-        let h = h.as_string::<i32>();
-        for i in 0..b.num_rows() {
-            if h.is_valid(i)
-                && hashes.contains(h.value(i))
-                && !pairs.iter().any(|(x, _)| *x as i64 == u.value(i))
-            {
-                pairs.push((u.value(i) as u32, h.value(i).to_string()));
+    for h in &hashes {
+        if let Some(&u) = before.by_hash.get(h) {
+            if !pairs.iter().any(|(x, _)| *x == u) {
+                pairs.push((u, h.clone()));
             }
         }
     }

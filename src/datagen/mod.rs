@@ -15,8 +15,6 @@ use chrono::NaiveDate;
 use crate::config::{GenFormat, GenerateArgs};
 use crate::error::{Error, Result};
 
-pub use model::EVENT_NAMES;
-
 /// Generator settings.
 #[derive(Debug, Clone)]
 pub struct GenConfig {

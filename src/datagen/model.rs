@@ -16,18 +16,6 @@ use super::{GenConfig, GenStats};
 use crate::error::Result;
 use crate::privacy::tcf::{CoreSegment, encode_core};
 
-/// Every event name the generator emits.
-pub const EVENT_NAMES: &[&str] = &[
-    "app_open",
-    "page_view",
-    "search",
-    "view_item",
-    "add_to_cart",
-    "begin_checkout",
-    "purchase",
-    "newsletter_signup",
-];
-
 const FIRST: &[&str] = &[
     "anna", "ben", "clara", "david", "emma", "felix", "greta", "hugo", "ines", "jonas", "karla",
     "leon", "mia", "noah", "olivia", "paul", "quinn", "rosa", "sam", "tara", "uwe", "vera", "will",

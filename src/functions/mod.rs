@@ -4,6 +4,8 @@
 pub mod bitmap;
 pub mod privacy;
 pub mod segment;
+#[cfg(test)]
+pub(crate) mod test_util;
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ pub fn scalar_functions(keyring: Arc<Keyring>) -> Vec<ScalarUDF> {
     use privacy::*;
     vec![
         ScalarUDF::from(pseudonymize::Pseudonymize::new(keyring)),
-        ScalarUDF::from(hash_email::HashEmail::new()),
+        ScalarUDF::from(hash_email::udf()),
         ScalarUDF::from(hash_phone::HashPhone::new()),
         ScalarUDF::from(tcf_purpose_consent::udf()),
         ScalarUDF::from(tcf_purpose_li::udf()),
@@ -25,10 +27,10 @@ pub fn scalar_functions(keyring: Arc<Keyring>) -> Vec<ScalarUDF> {
         ScalarUDF::from(tcf_vendor_li::udf()),
         ScalarUDF::from(tcf_special_feature::udf()),
         ScalarUDF::from(tcf_decode::TcfDecode::new()),
-        ScalarUDF::from(tcf_error::TcfError::new()),
-        ScalarUDF::from(usp_opted_out::UspOptedOut::new()),
+        ScalarUDF::from(tcf_error::udf()),
+        ScalarUDF::from(usp_opted_out::udf()),
         ScalarUDF::from(gpp_section_ids::GppSectionIds::new()),
-        ScalarUDF::from(gpp_sale_opted_out::GppSaleOptedOut::new()),
+        ScalarUDF::from(gpp_sale_opted_out::udf()),
         ScalarUDF::from(bitmap::rb_and::udf()),
         ScalarUDF::from(bitmap::rb_or::udf()),
         ScalarUDF::from(bitmap::rb_andnot::udf()),

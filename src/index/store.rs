@@ -179,15 +179,10 @@ pub async fn events_version(db: &Database) -> Result<Option<u64>> {
 
 /// Load the persisted index. Returns it with the version it reflects.
 pub async fn load(db: &Database) -> Result<EventIndex> {
-    let table = db.load(Table::EventIndex).await?;
-    let ctx = SessionContext::new();
-    table.update_datafusion_session(&ctx.state())?;
-    let df = ctx.read_table(table.table_provider().await?)?;
-    let mut stream = df.execute_stream().await?;
+    let (_, batches) = db.scan(Table::EventIndex).await?;
     let mut idx = EventIndex::default();
     let mut parts: HashMap<(String, i32, i64), Vec<(usize, RoaringBitmap)>> = HashMap::new();
-    while let Some(b) = stream.next().await {
-        let b = b?;
+    for b in batches {
         let ev = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
         let ev = ev.as_string::<i32>();
         let day = b.column(1).as_primitive::<Date32Type>();
@@ -261,28 +256,26 @@ pub async fn rebuild(db: &Database, ctx: &SessionContext) -> Result<EventIndex> 
     })
 }
 
-/// The highest events version the persisted index holds (0 when it is empty).
+/// The highest events version the persisted index holds (0 when it is empty). Reads only the
+/// `events_version` column.
 pub async fn persisted_version(db: &Database) -> Result<u64> {
-    let table = db.load(Table::EventIndex).await?;
+    let table = db.latest(Table::EventIndex).await?;
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
+    let max =
+        datafusion::functions_aggregate::expr_fn::max(datafusion::prelude::col("events_version"));
     let batches = ctx
         .read_table(table.table_provider().await?)?
-        .aggregate(
-            vec![],
-            vec![datafusion::functions_aggregate::expr_fn::max(
-                datafusion::prelude::col("events_version"),
-            )],
-        )?
+        .aggregate(vec![], vec![max])?
         .collect()
         .await?;
-    let v = batches
-        .first()
-        .and_then(|b| arrow::compute::cast(b.column(0), &DataType::Int64).ok())
-        .and_then(|c| {
-            let c = c.as_primitive::<Int64Type>().clone();
-            c.is_valid(0).then(|| c.value(0))
-        })
-        .unwrap_or(0);
+    let v = match batches.first() {
+        Some(b) => {
+            let c = arrow::compute::cast(b.column(0), &DataType::Int64)?;
+            let c = c.as_primitive::<Int64Type>();
+            if c.is_valid(0) { c.value(0) } else { 0 }
+        }
+        None => 0,
+    };
     Ok(v.max(0) as u64)
 }

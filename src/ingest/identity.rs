@@ -8,7 +8,6 @@ use arrow::array::{
     Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::Int64Type;
-use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::storage::{Database, Table, base_schema};
@@ -25,13 +24,7 @@ pub(crate) struct Identity {
 impl Identity {
     /// Read the whole identity table.
     pub(crate) async fn load(db: &Database) -> Result<Identity> {
-        let table = db.load(Table::Identity).await?;
-        let version = table.version();
-        let ctx = SessionContext::new();
-        table.update_datafusion_session(&ctx.state())?;
-        let provider = table.table_provider().await?;
-        let df = ctx.read_table(provider)?;
-        let batches = df.select_columns(&["user_id", "uid"])?.collect().await?;
+        let (version, batches) = db.scan(Table::Identity).await?;
         let mut map = HashMap::new();
         let mut next = 0i64;
         for b in batches {

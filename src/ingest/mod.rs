@@ -243,7 +243,11 @@ async fn ingest_local(
     let mut identity = identity::Identity::load(db).await?;
     let now = chrono::Utc::now().timestamp_micros();
     let pseudo = Pseudonymizer::new(keyring, crate::privacy::keyring::USER_DOMAIN);
-    let forgotten = crate::erasure::load_suppression(db).await?.key_hashes;
+    let forgotten = crate::erasure::load_suppression(db)
+        .await?
+        .by_hash
+        .into_keys()
+        .collect();
     let mut norm = normalize::Normalizer::new(kind, pseudo, table_schema.clone(), now)
         .with_forgotten(
             forgotten,

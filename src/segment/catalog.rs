@@ -8,7 +8,6 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Int64Type};
-use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
 
 use crate::error::Result;
@@ -29,13 +28,7 @@ pub struct SegmentDef {
 
 /// Read every definition.
 pub async fn load(db: &Database) -> Result<Vec<SegmentDef>> {
-    let table = db.load(Table::Segments).await?;
-    let ctx = SessionContext::new();
-    table.update_datafusion_session(&ctx.state())?;
-    let batches = ctx
-        .read_table(table.table_provider().await?)?
-        .collect()
-        .await?;
+    let (_, batches) = db.scan(Table::Segments).await?;
     let mut out = Vec::new();
     for b in batches {
         let text = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);

@@ -127,6 +127,19 @@ impl Database {
         Ok(t)
     }
 
+    /// Every row of a table's latest version, with that version (small engine tables and
+    /// one-off reads of the base tables).
+    pub async fn scan(
+        &self,
+        table: Table,
+    ) -> Result<(Option<u64>, Vec<arrow::array::RecordBatch>)> {
+        let t = self.latest(table).await?;
+        let ctx = datafusion::prelude::SessionContext::new();
+        t.update_datafusion_session(&ctx.state())?;
+        let batches = ctx.read_table(t.table_provider().await?)?.collect().await?;
+        Ok((t.version(), batches))
+    }
+
     /// Drop open handles (after log entries were removed).
     pub async fn forget_handles(&self) {
         self.handles.lock().await.clear();

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use crate::common::*;
 
-fn loaded() -> TestDb {
+fn cli_db() -> TestDb {
     let db = TestDb::new();
     let f = db.input(
         "e.csv",
@@ -23,7 +23,7 @@ fn loaded() -> TestDb {
 
 #[test]
 fn csv_json_and_table_output() {
-    let db = loaded();
+    let db = cli_db();
     let sql = "SELECT uid, event, price FROM events ORDER BY uid";
     let o = db.cli(&["sql", "--format", "csv", "-c", sql]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -62,7 +62,7 @@ fn csv_json_and_table_output() {
 
 #[test]
 fn several_statements_files_timing_and_show_tables() {
-    let db = loaded();
+    let db = cli_db();
     let o = db.cli(&[
         "sql",
         "--format",
@@ -100,7 +100,7 @@ fn several_statements_files_timing_and_show_tables() {
 
 #[test]
 fn errors_exit_non_zero_with_one_line() {
-    let db = loaded();
+    let db = cli_db();
     let o = db.cli(&["sql", "-c", "SELECT nope FROM events"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
@@ -122,7 +122,7 @@ fn errors_exit_non_zero_with_one_line() {
 
 #[test]
 fn piped_stdin_runs_multi_line_statements() {
-    let db = loaded();
+    let db = cli_db();
     let mut child = Command::new(env!("CARGO_BIN_EXE_segdb"))
         .args(["sql", "--format", "csv"])
         .env("SEGDB_DATA", &db.data)

@@ -185,3 +185,36 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A database loaded with a generated dataset (ending 2026-02-01); returns it with the input
+/// directory and the number of users.
+pub async fn loaded(
+    users: u64,
+    days: u32,
+    seed: u64,
+    events_per_user: f64,
+) -> (TestDb, PathBuf, u64) {
+    use segdb::ingest::{IngestOptions, Kind};
+    let db = TestDb::new();
+    let src = db.dir.path().join("src");
+    let stats = segdb::datagen::generate(&segdb::datagen::GenConfig {
+        users,
+        days,
+        out: src.clone(),
+        seed,
+        format: segdb::config::GenFormat::Parquet,
+        end: chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
+        events_per_user,
+    })
+    .unwrap();
+    let e = db.engine().await;
+    let opts = IngestOptions::default();
+    for (kind, files) in [
+        (Kind::Profiles, &stats.profile_files),
+        (Kind::Events, &stats.event_files),
+        (Kind::Consent, &stats.consent_files),
+    ] {
+        e.ingest(kind, files, &opts).await.unwrap();
+    }
+    (db, src, stats.users)
+}

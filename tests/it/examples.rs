@@ -3,38 +3,13 @@
 
 use segdb::cli::demo::EXAMPLES;
 use segdb::cli::sql::split_statements;
-use segdb::config::GenFormat;
-use segdb::datagen::{GenConfig, generate};
-use segdb::ingest::{IngestOptions, Kind};
 
 use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_runs_and_every_segment_is_meaningful() {
-    let db = TestDb::new();
-    let src = db.dir.path().join("src");
-    let stats = generate(&GenConfig {
-        users: 3000,
-        days: 30,
-        out: src,
-        seed: 42,
-        format: GenFormat::Parquet,
-        end: chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
-        events_per_user: 20.0,
-    })
-    .unwrap();
+    let (db, _, users) = loaded(3000, 30, 42, 20.0).await;
     let e = db.engine().await;
-    let opts = IngestOptions::default();
-    e.ingest(Kind::Profiles, &stats.profile_files, &opts)
-        .await
-        .unwrap();
-    e.ingest(Kind::Events, &stats.event_files, &opts)
-        .await
-        .unwrap();
-    e.ingest(Kind::Consent, &stats.consent_files, &opts)
-        .await
-        .unwrap();
-    let users = stats.users;
     let mut segments = 0;
     for (name, script) in EXAMPLES {
         for stmt in split_statements(script) {

@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use segdb::config::GenFormat;
-use segdb::datagen::{GenConfig, generate};
 use segdb::ingest::{IngestOptions, Kind};
 
 use crate::common::*;
@@ -30,41 +28,13 @@ pub fn python() -> Option<PathBuf> {
     None
 }
 
-/// A database loaded with a generated dataset; returns the input dir too.
-async fn loaded(users: u64, days: u32, seed: u64) -> (TestDb, PathBuf) {
-    let db = TestDb::new();
-    let src = db.dir.path().join("src");
-    let stats = generate(&GenConfig {
-        users,
-        days,
-        out: src.clone(),
-        seed,
-        format: GenFormat::Parquet,
-        end: chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
-        events_per_user: 15.0,
-    })
-    .unwrap();
-    let e = db.engine().await;
-    let opts = IngestOptions::default();
-    e.ingest(Kind::Profiles, &stats.profile_files, &opts)
-        .await
-        .unwrap();
-    e.ingest(Kind::Events, &stats.event_files, &opts)
-        .await
-        .unwrap();
-    e.ingest(Kind::Consent, &stats.consent_files, &opts)
-        .await
-        .unwrap();
-    (db, src)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn differential_against_duckdb() {
     let Some(py) = python() else {
         eprintln!("SKIPPED differential_against_duckdb: no test venv (run scripts/test)");
         return;
     };
-    let (db, src) = loaded(600, 25, 5).await;
+    let (db, src, _) = loaded(600, 25, 5, 15.0).await;
     let seed: u64 = std::env::var("SEGDB_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -103,7 +73,7 @@ async fn differential_against_duckdb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_functions_and_persistence() {
-    let (db, _) = loaded(300, 20, 9).await;
+    let (db, _, _) = loaded(300, 20, 9, 15.0).await;
     let e = db.engine().await;
     e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'")
         .await
@@ -279,7 +249,7 @@ async fn statements_functions_and_persistence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_and_scan_paths_agree_and_rebuild_is_identical() {
-    let (db, _) = loaded(400, 20, 13).await;
+    let (db, _, _) = loaded(400, 20, 13, 15.0).await;
     let e = db.engine().await;
     e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'")
         .await

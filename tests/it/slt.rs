@@ -3,10 +3,6 @@
 //! `query <types> [rowsort]` followed by SQL, `----` and the expected rows (cells separated by a
 //! space, NULL as `NULL`). `SEGDB_SLT_COMPLETE=1` rewrites the expectations from actual results.
 
-use segdb::config::GenFormat;
-use segdb::datagen::{GenConfig, generate};
-use segdb::ingest::{IngestOptions, Kind};
-
 use crate::common::*;
 
 enum Record {
@@ -116,25 +112,8 @@ async fn slt_files() {
     files.sort();
     assert!(!files.is_empty());
     for file in files {
-        let db = TestDb::new();
-        let stats = generate(&GenConfig {
-            users: 2000,
-            days: 30,
-            out: db.dir.path().join("src"),
-            seed: 42,
-            format: GenFormat::Parquet,
-            end: chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
-            events_per_user: 20.0,
-        })
-        .unwrap();
+        let (db, _, _) = loaded(2000, 30, 42, 20.0).await;
         let e = db.engine().await;
-        for (k, f) in [
-            (Kind::Profiles, &stats.profile_files),
-            (Kind::Events, &stats.event_files),
-            (Kind::Consent, &stats.consent_files),
-        ] {
-            e.ingest(k, f, &IngestOptions::default()).await.unwrap();
-        }
         let text = std::fs::read_to_string(&file).unwrap();
         let name = file.file_name().unwrap().to_string_lossy().to_string();
         let mut rewritten: String = text

@@ -18,4 +18,5 @@ pub mod tcf_vendor_consent;
 pub mod tcf_vendor_li;
 #[cfg(test)]
 mod tests;
+pub mod text_fn;
 pub mod usp_opted_out;

@@ -2,16 +2,7 @@
 //! v2.2 (policy version 4 or later), else the reason. The reason never quotes the input. NULL in
 //! gives 'missing TC string'.
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, StringBuilder};
-use arrow::datatypes::DataType;
-use datafusion::common::Result;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
-};
-
-use super::common::{Args, str_at, udf_identity};
+use super::text_fn::{MapRule, TextMap};
 use crate::privacy::tcf::decode;
 
 /// Oldest TCF policy version accepted as valid today (TCF v2.2).
@@ -29,51 +20,21 @@ pub fn reason(s: &str) -> Option<String> {
     }
 }
 
+/// The rule of `tcf_error`.
 #[derive(Debug)]
-pub struct TcfError {
-    signature: Signature,
-}
+pub struct TcfError;
 
-impl TcfError {
-    pub fn new() -> Self {
-        TcfError {
-            signature: Signature::any(1, Volatility::Immutable),
-        }
+impl MapRule for TcfError {
+    const NAME: &'static str = "tcf_error";
+    fn map(s: &str) -> Option<String> {
+        reason(s)
     }
-}
-
-impl Default for TcfError {
-    fn default() -> Self {
-        Self::new()
+    fn on_null() -> Option<String> {
+        Some("missing TC string".into())
     }
 }
 
-udf_identity!(TcfError);
-
-impl ScalarUDFImpl for TcfError {
-    fn name(&self) -> &str {
-        "tcf_error"
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let a = Args::new(&args)?;
-        let tc = a.text(0)?;
-        let mut out = StringBuilder::new();
-        for i in 0..a.rows {
-            match str_at(&tc, i) {
-                None => out.append_value("missing TC string"),
-                Some(s) => match reason(s) {
-                    Some(r) => out.append_value(r),
-                    None => out.append_null(),
-                },
-            }
-        }
-        let arr: ArrayRef = Arc::new(out.finish());
-        a.finish(arr)
-    }
+/// The UDF.
+pub fn udf() -> TextMap<TcfError> {
+    TextMap::new()
 }
