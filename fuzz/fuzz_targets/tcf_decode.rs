@@ -3,14 +3,28 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use segdb::privacy::tcf::{decode, encode_core};
+
+/// segdb's decoders, compiled from their source files (they depend on nothing but `base64`).
+#[allow(dead_code)]
+mod privacy {
+    #[path = "../../../src/privacy/gpp.rs"]
+    pub mod gpp;
+    #[path = "../../../src/privacy/tcf/mod.rs"]
+    pub mod tcf;
+    #[path = "../../../src/privacy/usp.rs"]
+    pub mod usp;
+}
+
+use privacy::tcf::{decode, encode_core};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(tc) = decode(s) {
         let again = decode(&encode_core(&tc.core)).expect("a re-encoded core segment decodes");
         assert_eq!(again.core, tc.core);
     }
-    let _ = segdb::privacy::gpp::section_ids(s);
-    let _ = segdb::privacy::usp::parse(s);
+    let _ = privacy::gpp::section_ids(s);
+    let _ = privacy::usp::parse(s);
 });
