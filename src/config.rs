@@ -76,6 +76,46 @@ pub enum Command {
     /// Manage pseudonymisation keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Serve Arrow Flight SQL (ADBC, JDBC, DBeaver, Superset) until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Manage the users of `segdb serve`.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (host:port; port 0 picks a free one and prints it).
+    #[arg(long, default_value = "127.0.0.1:50051", env = "SEGDB_FLIGHT")]
+    pub flight: std::net::SocketAddr,
+    /// Config file with users and roles (see `segdb user add`).
+    #[arg(long, default_value = "./segdb.toml", env = "SEGDB_CONFIG")]
+    pub config: PathBuf,
+    /// Accept every call without credentials, as an admin. Only for a trusted machine.
+    #[arg(long, env = "SEGDB_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// PEM certificate (chain) to serve TLS with (needs --tls-key).
+    #[arg(long, requires = "tls_key", env = "SEGDB_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", env = "SEGDB_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add (or replace) a user; the password is read from stdin (prompted on a terminal) and
+    /// stored as an argon2id hash.
+    Add {
+        /// User name.
+        name: String,
+        /// reader (queries), analyst (queries, CREATE/DROP SEGMENT) or admin (everything).
+        #[arg(long)]
+        role: String,
+        /// Config file to write (created with mode 0600).
+        #[arg(long, default_value = "./segdb.toml", env = "SEGDB_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

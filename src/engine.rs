@@ -57,6 +57,49 @@ impl QueryResult {
     }
 }
 
+/// What every session of one database shares.
+struct Shared<'a> {
+    db: &'a Database,
+    keyring: &'a Arc<Keyring>,
+    suppressed: &'a Arc<std::sync::RwLock<roaring::RoaringBitmap>>,
+    extra: &'a Arc<MemorySchemaProvider>,
+    segments: &'a Arc<Segments>,
+    segment_names: &'a Arc<std::sync::RwLock<Vec<String>>>,
+}
+
+/// A statement after [`Engine::plan`].
+pub enum Planned {
+    /// A query, planned and not yet run.
+    Query(datafusion::dataframe::DataFrame),
+    /// A statement that has already run, with its (small) result.
+    Done(QueryResult),
+}
+
+impl Planned {
+    /// The schema of the result.
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            Planned::Query(df) => Arc::new(df.schema().as_arrow().clone()),
+            Planned::Done(r) => r.schema.clone(),
+        }
+    }
+
+    /// Run it, yielding batches as they are produced (a query is not collected first).
+    pub async fn stream(self) -> Result<datafusion::execution::SendableRecordBatchStream> {
+        match self {
+            Planned::Query(df) => Ok(df.execute_stream().await?),
+            Planned::Done(r) => {
+                let stream = futures::stream::iter(r.batches.into_iter().map(Ok));
+                Ok(Box::pin(
+                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                        r.schema, stream,
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 /// An open segdb database with a SQL session over it.
 pub struct Engine {
     ctx: SessionContext,
@@ -65,11 +108,15 @@ pub struct Engine {
     segments: Arc<Segments>,
     prefetched: Arc<Prefetched>,
     /// `SET segdb.as_of`: the reference time of segment windows (None: now).
-    as_of: std::sync::Mutex<Option<i64>>,
+    as_of: Arc<std::sync::Mutex<Option<i64>>>,
     /// `SET segdb.use_index`: answer DID leaves from the event index when possible.
-    use_index: std::sync::atomic::AtomicBool,
+    use_index: Arc<std::sync::atomic::AtomicBool>,
+    /// Segment names listed by the `segments` schema (shared by forks).
+    segment_names: Arc<std::sync::RwLock<Vec<String>>>,
     /// Ordinals of forgotten users, filtered out of every base-table scan.
     suppressed: Arc<std::sync::RwLock<roaring::RoaringBitmap>>,
+    /// Views and external tables registered in memory (shared by forks).
+    extra: Arc<MemorySchemaProvider>,
 }
 
 impl Engine {
@@ -84,28 +131,28 @@ impl Engine {
         crate::storage::register_handlers();
         let db = Database::open(location, &keyring).await?;
         let keyring = Arc::new(keyring);
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema(CATALOG, SCHEMA)
-            .with_create_default_catalog_and_schema(true);
-        let ctx = SessionContext::new_with_config(config);
-        // Make the database's object store known to the session (needed for s3://).
-        let probe = db.load(Table::Events).await?;
-        probe.update_datafusion_session(&ctx.state())?;
         let suppressed = Arc::new(std::sync::RwLock::new(
             crate::erasure::load_suppression(&db).await?.uids,
         ));
-        let schema = Arc::new(TablesSchema {
-            db: db.clone(),
-            extra: MemorySchemaProvider::new(),
-            suppressed: suppressed.clone(),
-        });
-        let catalog = ctx.catalog(CATALOG).expect("default catalog exists");
-        catalog.register_schema(SCHEMA, schema)?;
-        crate::functions::register_all(&ctx, keyring.clone());
-        let prefetched = Arc::new(Prefetched::default());
-        crate::functions::register_segment_functions(&ctx, prefetched.clone());
+        let extra = Arc::new(MemorySchemaProvider::new());
         let segments = Arc::new(Segments::new(db.clone()));
+        let segment_names = Arc::new(std::sync::RwLock::new(segments.names().await?));
+        let settings = crate::segment::table::SessionSettings {
+            as_of: Arc::new(std::sync::Mutex::new(None)),
+            use_index: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
+        let shared = Shared {
+            db: &db,
+            keyring: &keyring,
+            suppressed: &suppressed,
+            extra: &extra,
+            segments: &segments,
+            segment_names: &segment_names,
+        };
+        let (ctx, prefetched) = Self::new_session(&shared, &settings, None)?;
+        // Make the database's object store known to the session (needed for s3://).
+        let probe = db.load(Table::Events).await?;
+        probe.update_datafusion_session(&ctx.state())?;
         Ok(Engine {
             ctx,
             db,
@@ -113,9 +160,100 @@ impl Engine {
             segments,
             prefetched,
             suppressed,
-            as_of: std::sync::Mutex::new(None),
-            use_index: std::sync::atomic::AtomicBool::new(true),
+            extra,
+            segment_names,
+            as_of: settings.as_of,
+            use_index: settings.use_index,
         })
+    }
+
+    /// A SQL session over the shared database state; `runtime` shares registered object stores.
+    fn new_session(
+        shared: &Shared<'_>,
+        settings: &crate::segment::table::SessionSettings,
+        runtime: Option<Arc<datafusion::execution::runtime_env::RuntimeEnv>>,
+    ) -> Result<(SessionContext, Arc<Prefetched>)> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(true);
+        let ctx = match runtime {
+            Some(rt) => SessionContext::new_with_config_rt(config, rt),
+            None => SessionContext::new_with_config(config),
+        };
+        let schema = Arc::new(TablesSchema {
+            db: shared.db.clone(),
+            extra: shared.extra.clone(),
+            suppressed: shared.suppressed.clone(),
+        });
+        let catalog = ctx.catalog(CATALOG).expect("default catalog exists");
+        catalog.register_schema(SCHEMA, schema)?;
+        catalog.register_schema(
+            crate::segment::table::SCHEMA,
+            Arc::new(crate::segment::table::SegmentsSchema {
+                segments: shared.segments.clone(),
+                names: shared.segment_names.clone(),
+                settings: settings.clone(),
+            }),
+        )?;
+        crate::functions::register_all(&ctx, shared.keyring.clone());
+        let prefetched = Arc::new(Prefetched::default());
+        crate::functions::register_segment_functions(&ctx, prefetched.clone());
+        Ok((ctx, prefetched))
+    }
+
+    /// A second session over the same database: it shares the tables, caches, keyring, the
+    /// views and external tables registered in memory, and starts with this session's
+    /// settings; its own settings and segment-function state are its own. The Flight SQL server
+    /// runs every statement in a fork, so concurrent statements never see each other's state.
+    pub fn fork(&self) -> Result<Engine> {
+        let settings = crate::segment::table::SessionSettings {
+            as_of: Arc::new(std::sync::Mutex::new(
+                *self.as_of.lock().expect("not poisoned"),
+            )),
+            use_index: Arc::new(std::sync::atomic::AtomicBool::new(self.use_index())),
+        };
+        let shared = Shared {
+            db: &self.db,
+            keyring: &self.keyring,
+            suppressed: &self.suppressed,
+            extra: &self.extra,
+            segments: &self.segments,
+            segment_names: &self.segment_names,
+        };
+        let (ctx, prefetched) =
+            Self::new_session(&shared, &settings, Some(self.ctx.runtime_env()))?;
+        Ok(Engine {
+            ctx,
+            db: self.db.clone(),
+            keyring: self.keyring.clone(),
+            segments: self.segments.clone(),
+            prefetched,
+            suppressed: self.suppressed.clone(),
+            extra: self.extra.clone(),
+            segment_names: self.segment_names.clone(),
+            as_of: settings.as_of,
+            use_index: settings.use_index,
+        })
+    }
+
+    /// Re-read the segment names the `segments` schema lists (after another process's DDL).
+    pub async fn refresh_segment_names(&self) -> Result<()> {
+        let names = self.segments.names().await?;
+        *self.segment_names.write().expect("not poisoned") = names;
+        Ok(())
+    }
+
+    /// The session settings (`segdb.as_of`, `segdb.use_index`), to carry them between forks.
+    pub fn settings(&self) -> (Option<i64>, bool) {
+        (*self.as_of.lock().expect("not poisoned"), self.use_index())
+    }
+
+    /// Replace the session settings (see [`Engine::settings`]).
+    pub fn set_settings(&self, (as_of, use_index): (Option<i64>, bool)) {
+        *self.as_of.lock().expect("not poisoned") = as_of;
+        self.use_index
+            .store(use_index, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The reference time of segment windows: `SET segdb.as_of`, else now.
@@ -415,26 +553,67 @@ impl Engine {
 
     /// Run one statement (SQL, a segment statement, or `SET segdb.…`) and collect its result.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        match self.plan(sql, None).await? {
+            Planned::Query(df) => {
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await?;
+                Ok(QueryResult { schema, batches })
+            }
+            Planned::Done(r) => Ok(r),
+        }
+    }
+
+    /// Plan one statement without running a query: segment statements, settings, FORGET,
+    /// VACUUM and DDL run here (their result is [`Planned::Done`]); a query is returned planned,
+    /// with `params` bound to its `$n` placeholders, so that the caller can stream it.
+    pub async fn plan(
+        &self,
+        sql: &str,
+        params: Option<datafusion::common::ParamValues>,
+    ) -> Result<Planned> {
         let sql = strip_leading_comments(sql);
+        let done = |r: Result<QueryResult>| -> Result<Planned> {
+            if params.is_some() {
+                return Err(crate::Error::invalid(
+                    "parameters can only be bound to queries, not to segdb statements",
+                ));
+            }
+            r.map(Planned::Done)
+        };
         if let Some(r) = self.set_option(sql) {
-            return r;
+            return done(r);
         }
         if let Some(r) = self.erasure_statement(sql).await {
-            return r;
+            return done(r);
         }
         if crate::segment::parser::is_segment_statement(sql) {
             let stmt = crate::segment::parser::parse_statement(sql)
                 .map_err(|e| crate::Error::invalid(format!("segment statement: {e}")))?;
-            return self
+            let r = self
                 .segments
                 .execute(&self.ctx, stmt, self.as_of(), self.use_index())
                 .await;
+            if r.is_ok() {
+                self.refresh_segment_names().await?;
+            }
+            return done(r);
         }
         self.prefetch(sql).await?;
         let df = self.ctx.sql(sql).await?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
-        Ok(QueryResult { schema, batches })
+        if let datafusion::logical_expr::LogicalPlan::Dml(dml) = df.logical_plan()
+            && Table::from_name(dml.table_name.table()).is_some()
+            && dml.table_name.schema().is_none_or(|s| s == SCHEMA)
+        {
+            return Err(crate::Error::invalid(format!(
+                "{} is written only by ingest (segdb ingest or Flight SQL bulk ingest), which pseudonymises user ids, and by FORGET; {} is refused",
+                dml.table_name.table(),
+                dml.op
+            )));
+        }
+        Ok(Planned::Query(match params {
+            Some(p) => df.with_param_values(p)?,
+            None => df,
+        }))
     }
 
     /// Load files into `events`, `profiles` or `consent`. An events load also appends its counts
@@ -445,8 +624,30 @@ impl Engine {
         files: &[PathBuf],
         opts: &IngestOptions,
     ) -> Result<IngestReport> {
-        let (report, days) =
+        let loaded =
             crate::ingest::ingest_collecting(&self.db, &self.keyring, kind, files, opts).await?;
+        self.after_load(loaded).await
+    }
+
+    /// Load Arrow batches arriving on `batches` (Flight SQL bulk ingest) like files: same
+    /// validation, pseudonymisation, one commit. `name` names the input in rejected-row reports.
+    pub async fn ingest_batches(
+        &self,
+        kind: Kind,
+        name: &str,
+        batches: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+        opts: &IngestOptions,
+    ) -> Result<IngestReport> {
+        let loaded =
+            crate::ingest::ingest_batches(&self.db, &self.keyring, kind, name, batches, opts)
+                .await?;
+        self.after_load(loaded).await
+    }
+
+    async fn after_load(
+        &self,
+        (report, days): (IngestReport, Option<crate::ingest::IndexDays>),
+    ) -> Result<IngestReport> {
         match (days, report.version) {
             (Some(days), Some(v)) => self.segments.index_append(&days, v).await?,
             _ => self.segments.invalidate().await,
@@ -459,7 +660,7 @@ impl Engine {
 /// session registers (views, external tables) in memory.
 struct TablesSchema {
     db: Database,
-    extra: MemorySchemaProvider,
+    extra: Arc<MemorySchemaProvider>,
     suppressed: Arc<std::sync::RwLock<roaring::RoaringBitmap>>,
 }
 
@@ -548,7 +749,7 @@ impl SchemaProvider for TablesSchema {
 }
 
 /// `sql` without the comments and blank space before its first token.
-fn strip_leading_comments(mut sql: &str) -> &str {
+pub(crate) fn strip_leading_comments(mut sql: &str) -> &str {
     loop {
         sql = sql.trim_start();
         if let Some(rest) = sql.strip_prefix("--") {

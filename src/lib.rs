@@ -25,6 +25,8 @@ pub mod ingest;
 pub mod logging;
 pub mod privacy;
 pub mod segment;
+pub mod server;
+pub mod statement;
 pub mod storage;
 
 pub use engine::{Config, Engine, QueryResult};

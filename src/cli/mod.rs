@@ -4,6 +4,7 @@ pub mod demo;
 pub mod generate;
 pub mod ingest;
 pub mod output;
+pub mod serve;
 pub mod sql;
 
 use crate::config::{Cli, Command};
@@ -36,6 +37,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 crate::config::OutputFormat::Table,
             )?;
             Ok(0)
+        }
+        Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::User(crate::config::UserCommand::Add { name, role, config }) => {
+            serve::add_user(&name, &role, &config)
         }
         Command::Keys(crate::config::KeysCommand::Rotate { domain }) => {
             if domain == crate::privacy::keyring::USER_DOMAIN {

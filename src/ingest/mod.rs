@@ -237,7 +237,94 @@ async fn ingest_local(
         total_bytes += meta.len();
         inputs.push((f.clone(), read::detect_format(f, opts.format)?));
     }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<(usize, read::SourceBatch)>>(4);
+    let text = normalize::text_columns(kind);
+    let names = inputs.iter().map(|(p, _)| display_name(p)).collect();
+    let reader = tokio::task::spawn_blocking(move || {
+        for (idx, (path, format)) in inputs.iter().enumerate() {
+            let mut sink = |b: read::SourceBatch| -> Result<()> {
+                tx.blocking_send(Ok((idx, b)))
+                    .map_err(|_| Error::ingest("load cancelled"))
+            };
+            if let Err(e) = read::read_file(path, *format, &text, &mut sink) {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    });
+    let progress = progress_bar(opts.progress, total_bytes);
+    let r = load(db, keyring, kind, names, rx, &progress, opts, started).await;
+    reader
+        .await
+        .map_err(|e| Error::ingest(format!("reader failed: {e}")))?;
+    progress.finish_and_clear();
+    r
+}
 
+/// Load Arrow batches that arrive on `batches` (e.g. over Flight SQL) into the table of `kind`,
+/// with the same checks, pseudonymisation and single commit as a file load. `name` stands for
+/// the input in rejected-row reports; rows are numbered from 1 across all batches.
+pub(crate) async fn ingest_batches(
+    db: &Database,
+    keyring: &Keyring,
+    kind: Kind,
+    name: &str,
+    mut batches: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    opts: &IngestOptions,
+) -> Result<(IngestReport, Option<IndexDays>)> {
+    let started = Instant::now();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<(usize, read::SourceBatch)>>(4);
+    let feeder = tokio::spawn(async move {
+        let mut row = 0u64;
+        while let Some(b) = batches.recv().await {
+            let msg = b.map(|batch| {
+                let n = batch.num_rows() as u64;
+                let rows = (row + 1..=row + n).collect();
+                row += n;
+                (
+                    0,
+                    read::SourceBatch {
+                        bytes: batch.get_array_memory_size() as u64,
+                        batch,
+                        rows,
+                        bad: Vec::new(),
+                    },
+                )
+            });
+            let failed = msg.is_err();
+            if tx.send(msg).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let progress = indicatif::ProgressBar::hidden();
+    let r = load(
+        db,
+        keyring,
+        kind,
+        vec![name.to_string()],
+        rx,
+        &progress,
+        opts,
+        started,
+    )
+    .await;
+    feeder.abort();
+    r
+}
+
+/// The common part of every load: normalise what the readers send, then commit once.
+#[allow(clippy::too_many_arguments)]
+async fn load(
+    db: &Database,
+    keyring: &Keyring,
+    kind: Kind,
+    names: Vec<String>,
+    mut rx: tokio::sync::mpsc::Receiver<Result<(usize, read::SourceBatch)>>,
+    progress: &indicatif::ProgressBar,
+    opts: &IngestOptions,
+    started: Instant,
+) -> Result<(IngestReport, Option<IndexDays>)> {
     let mut table = db.load(kind.table()).await?;
     let table_schema = table.snapshot()?.snapshot().arrow_schema();
     let mut identity = identity::Identity::load(db).await?;
@@ -254,23 +341,6 @@ async fn ingest_local(
             Pseudonymizer::new(keyring, crate::erasure::FORGET_DOMAIN),
         );
 
-    let progress = progress_bar(opts.progress, total_bytes);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(usize, read::SourceBatch)>>(4);
-    let text = normalize::text_columns(kind);
-    let reader_inputs = inputs.clone();
-    let reader = tokio::task::spawn_blocking(move || {
-        for (idx, (path, format)) in reader_inputs.iter().enumerate() {
-            let mut sink = |b: read::SourceBatch| -> Result<()> {
-                tx.blocking_send(Ok((idx, b)))
-                    .map_err(|_| Error::ingest("load cancelled"))
-            };
-            if let Err(e) = read::read_file(path, *format, &text, &mut sink) {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        }
-    });
-
     let mut writer = match kind {
         Kind::Profiles => None,
         _ => Some(RecordBatchWriter::for_table(&table)?),
@@ -278,11 +348,11 @@ async fn ingest_local(
     let mut held: Vec<RecordBatch> = Vec::new();
     let mut rejected = Vec::new();
     let mut rows_loaded = 0u64;
-    let mut checked = vec![false; inputs.len()];
+    let mut checked = vec![false; names.len()];
     let mut collector = (kind == Kind::Events).then(crate::index::store::EventIndex::collector);
     while let Some(msg) = rx.recv().await {
         let (idx, sb) = msg?;
-        let name = display_name(&inputs[idx].0);
+        let name = names[idx].clone();
         if !checked[idx] {
             norm.check_columns(&sb.batch.schema(), &name)?;
             checked[idx] = true;
@@ -302,10 +372,6 @@ async fn ingest_local(
             None => held.push(out),
         }
     }
-    reader
-        .await
-        .map_err(|e| Error::ingest(format!("reader failed: {e}")))?;
-    progress.finish_and_clear();
     rejected.sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
 
     if opts.strict && !rejected.is_empty() {
@@ -320,7 +386,7 @@ async fn ingest_local(
         return Ok((
             IngestReport {
                 kind,
-                files: inputs.len(),
+                files: names.len(),
                 rows_loaded,
                 rejected,
                 new_users: 0,
@@ -370,7 +436,7 @@ async fn ingest_local(
     );
     let report = IngestReport {
         kind,
-        files: inputs.len(),
+        files: names.len(),
         rows_loaded,
         rejected,
         new_users,

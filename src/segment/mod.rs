@@ -9,6 +9,7 @@ pub mod consent;
 pub mod eval;
 pub mod parser;
 mod sqlgen;
+pub mod table;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -251,6 +252,13 @@ impl Segments {
                     suggest(name, defs.keys())
                 ))
             })
+    }
+
+    /// The names of the stored segments, sorted.
+    pub async fn names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.defs().await?.into_keys().collect();
+        names.sort();
+        Ok(names)
     }
 
     /// The members of a stored segment at `as_of` (consent and erasure applied).

@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod erasure;
 mod examples;
+mod flight;
 mod ingest;
 mod privacy;
 mod s3;

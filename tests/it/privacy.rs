@@ -223,3 +223,32 @@ fn rotating_a_partner_key_changes_partner_ids_only() {
     assert!(stderr(&o).contains("cannot be rotated"));
     assert!(db.cli(&["sql", "-c", "SELECT 1"]).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_writes_into_base_tables_are_refused() {
+    // INSERT would store whatever id it is given, skipping pseudonymisation and identity.
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let f = db.input(
+        "e.csv",
+        "user_id,event,ts\nalice@example.com,a,2026-01-01\n",
+    );
+    e.ingest(Kind::Events, &[f], &IngestOptions::default())
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO events (user_id, event, ts) VALUES ('raw.canary@example.com', 'a', now())",
+        "INSERT INTO public.profiles (user_id) VALUES ('raw.canary@example.com')",
+        "INSERT INTO consent (user_id, purpose) SELECT user_id, 'ads' FROM events",
+    ] {
+        let err = e.sql(sql).await.unwrap_err().to_string();
+        assert!(err.contains("written only by ingest"), "{sql}: {err}");
+        assert!(!err.contains("raw.canary"), "{err}");
+    }
+    assert_eq!(count(&e, "SELECT count(*) FROM events").await, 1);
+    assert!(files_containing(&db.data, "raw.canary@example.com").is_empty());
+    // Memory tables of the session still take inserts.
+    e.sql("CREATE TABLE scratch (a INT)").await.unwrap();
+    e.sql("INSERT INTO scratch VALUES (1), (2)").await.unwrap();
+    assert_eq!(count(&e, "SELECT count(*) FROM scratch").await, 2);
+}

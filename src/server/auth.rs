@@ -1,0 +1,430 @@
+//! Users, roles and bearer tokens of the Flight SQL server.
+//!
+//! The config file (`segdb.toml`) holds one table per user with a role and an argon2id password
+//! hash (PHC string); `segdb user add` writes them. A handshake with `authorization: Basic …`
+//! returns a random bearer token that expires after `server.token_ttl_secs` (default one hour).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::statement::StatementKind;
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Queries and session settings only.
+    Reader,
+    /// Queries plus CREATE / DROP SEGMENT.
+    Analyst,
+    /// Everything: DDL, FORGET, VACUUM, ingest.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Result<Role> {
+        match s.to_ascii_lowercase().as_str() {
+            "reader" => Ok(Role::Reader),
+            "analyst" => Ok(Role::Analyst),
+            "admin" => Ok(Role::Admin),
+            other => Err(Error::invalid(format!(
+                "unknown role {other:?}; roles are reader, analyst and admin"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether this role may run a statement of `kind`.
+    pub fn allows(self, kind: StatementKind) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Analyst => kind.is_read_only() || kind == StatementKind::SegmentDdl,
+            Role::Reader => kind.is_read_only(),
+        }
+    }
+
+    /// Whether this role may bulk-load rows.
+    pub fn may_ingest(self) -> bool {
+        self == Role::Admin
+    }
+}
+
+/// One `[users.NAME]` table of the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserEntry {
+    pub role: Role,
+    /// argon2id PHC string (`$argon2id$v=19$m=…`).
+    pub password_hash: String,
+}
+
+/// The parsed config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServerConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub users: HashMap<String, UserEntry>,
+}
+
+/// `[server]` settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSection {
+    /// Lifetime of a bearer token.
+    #[serde(default = "default_ttl")]
+    pub token_ttl_secs: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            token_ttl_secs: default_ttl(),
+        }
+    }
+}
+
+fn default_ttl() -> u64 {
+    3600
+}
+
+impl ServerConfig {
+    /// Read the config file; a missing file is an empty config (no users).
+    pub fn load(path: &Path) -> Result<ServerConfig> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => {
+                return Err(Error::invalid(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        toml::from_str(&text)
+            .map_err(|e| Error::invalid(format!("{} is not a valid config: {e}", path.display())))
+    }
+}
+
+/// Hash a password for the config file (argon2id, random salt).
+pub fn hash_password(password: &str) -> Result<String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| Error::invalid(format!("no randomness: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| Error::invalid(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::invalid(format!("cannot hash the password: {e}")))
+}
+
+/// Add or replace user `name` in the config file at `path` (created with mode 0600), keeping
+/// everything else in it.
+pub fn add_user(path: &Path, name: &str, role: Role, password: &str) -> Result<()> {
+    if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
+        return Err(Error::invalid(
+            "a user name must be non-empty, without ':' or spaces",
+        ));
+    }
+    if password.is_empty() {
+        return Err(Error::invalid("the password is empty"));
+    }
+    let mut doc: toml::Table = match std::fs::read_to_string(path) {
+        Ok(t) => toml::from_str(&t).map_err(|e| {
+            Error::invalid(format!("{} is not a valid config: {e}", path.display()))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let users = doc
+        .entry("users")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(users) = users else {
+        return Err(Error::invalid(format!(
+            "{}: `users` must be a table",
+            path.display()
+        )));
+    };
+    let entry = UserEntry {
+        role,
+        password_hash: hash_password(password)?,
+    };
+    users.insert(
+        name.to_string(),
+        toml::Value::try_from(entry).map_err(|e| Error::invalid(e.to_string()))?,
+    );
+    let text = toml::to_string(&doc).map_err(|e| Error::invalid(e.to_string()))?;
+    write_private(path, &text)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: String,
+    pub role: Role,
+    /// The bearer token (or "anonymous" without auth): the key of the caller's session settings.
+    pub session: String,
+}
+
+/// Why a call is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Denied {
+    Missing,
+    BadCredentials,
+    Expired,
+    UnknownToken,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Denied::Missing => {
+                "no credentials: authenticate with a handshake (authorization: Basic …) and send the bearer token"
+            }
+            Denied::BadCredentials => "wrong user name or password",
+            Denied::Expired => "the bearer token has expired; authenticate again",
+            Denied::UnknownToken => "unknown bearer token; authenticate again",
+        })
+    }
+}
+
+/// Users and live tokens.
+pub struct Authenticator {
+    users: HashMap<String, UserEntry>,
+    ttl: Duration,
+    /// `--insecure-no-auth`: everyone is an admin.
+    open: bool,
+    tokens: Mutex<HashMap<String, (String, Role, Instant)>>,
+}
+
+impl Authenticator {
+    pub fn new(config: &ServerConfig, open: bool) -> Authenticator {
+        Authenticator {
+            users: config.users.clone(),
+            ttl: Duration::from_secs(config.server.token_ttl_secs.max(1)),
+            open,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Check `authorization: Basic …` and issue a token.
+    pub fn login(&self, header: Option<&str>) -> std::result::Result<(String, Caller), Denied> {
+        let basic = header.and_then(|h| {
+            h.strip_prefix("Basic ")
+                .or_else(|| h.strip_prefix("basic "))
+        });
+        let (user, role) = match basic {
+            Some(b) => {
+                // Padding is optional: the Go client (ADBC) sends unpadded base64.
+                let c = base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(b.trim().trim_end_matches('='))
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or(Denied::BadCredentials)?;
+                let (user, password) = c.split_once(':').ok_or(Denied::BadCredentials)?;
+                match self.users.get(user) {
+                    Some(entry) if verify(&entry.password_hash, password) => {
+                        (user.to_string(), entry.role)
+                    }
+                    _ if self.open => (user.to_string(), Role::Admin),
+                    _ => {
+                        // Spend the same time as a real check so that user names do not leak.
+                        let _ = verify(DUMMY_HASH, password);
+                        return Err(Denied::BadCredentials);
+                    }
+                }
+            }
+            None if self.open => ("anonymous".to_string(), Role::Admin),
+            None => return Err(Denied::Missing),
+        };
+        let token = new_token();
+        let mut tokens = self.tokens.lock().expect("not poisoned");
+        let now = Instant::now();
+        tokens.retain(|_, (_, _, exp)| *exp > now);
+        tokens.insert(token.clone(), (user.clone(), role, now + self.ttl));
+        Ok((
+            token.clone(),
+            Caller {
+                user,
+                role,
+                session: token,
+            },
+        ))
+    }
+
+    /// Check `authorization: Bearer …` of a call.
+    pub fn check(&self, header: Option<&str>) -> std::result::Result<Caller, Denied> {
+        let token = header.and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        });
+        let Some(token) = token.map(str::trim) else {
+            if self.open {
+                return Ok(Caller {
+                    user: "anonymous".into(),
+                    role: Role::Admin,
+                    session: "anonymous".into(),
+                });
+            }
+            return Err(Denied::Missing);
+        };
+        let mut tokens = self.tokens.lock().expect("not poisoned");
+        match tokens.get(token) {
+            Some((user, role, exp)) if *exp > Instant::now() => Ok(Caller {
+                user: user.clone(),
+                role: *role,
+                session: token.to_string(),
+            }),
+            Some(_) => {
+                tokens.remove(token);
+                Err(Denied::Expired)
+            }
+            None => Err(Denied::UnknownToken),
+        }
+    }
+}
+
+/// A valid hash of a random password, checked when the user does not exist.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2VnZGJkdW1teXNhbHQ$0Qk1l9w0tQnOa1wS4H0o4m0n7q4cQ0mZz8yJ9m2eQ9s";
+
+fn verify(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+fn new_token() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("system randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, pw: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+        )
+    }
+
+    #[test]
+    fn add_user_then_login_and_check_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segdb.toml");
+        std::fs::write(&path, "[server]\ntoken_ttl_secs = 1\n").unwrap();
+        add_user(&path, "ana", Role::Analyst, "s3cret").unwrap();
+        add_user(&path, "rick", Role::Reader, "pw").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("s3cret"), "the password itself is stored");
+        assert!(text.contains("$argon2id$"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let config = ServerConfig::load(&path).unwrap();
+        assert_eq!(config.server.token_ttl_secs, 1, "other settings kept");
+        let auth = Authenticator::new(&config, false);
+        assert_eq!(
+            auth.login(Some(&basic("ana", "wrong"))).unwrap_err(),
+            Denied::BadCredentials
+        );
+        assert_eq!(
+            auth.login(Some(&basic("nobody", "s3cret"))).unwrap_err(),
+            Denied::BadCredentials
+        );
+        assert_eq!(auth.login(None).unwrap_err(), Denied::Missing);
+        let (token, caller) = auth.login(Some(&basic("ana", "s3cret"))).unwrap();
+        assert_eq!(caller.role, Role::Analyst);
+        let c = auth.check(Some(&format!("Bearer {token}"))).unwrap();
+        assert_eq!((c.user.as_str(), c.role), ("ana", Role::Analyst));
+        assert_eq!(
+            auth.check(Some("Bearer nope")).unwrap_err(),
+            Denied::UnknownToken
+        );
+        assert_eq!(auth.check(None).unwrap_err(), Denied::Missing);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            auth.check(Some(&format!("Bearer {token}"))).unwrap_err(),
+            Denied::Expired
+        );
+    }
+
+    #[test]
+    fn roles_gate_statement_kinds() {
+        use StatementKind::*;
+        for k in [Query, Setting] {
+            assert!(Role::Reader.allows(k) && Role::Analyst.allows(k) && Role::Admin.allows(k));
+        }
+        assert!(!Role::Reader.allows(SegmentDdl) && Role::Analyst.allows(SegmentDdl));
+        for k in [Erasure, Maintenance, Ddl, Write] {
+            assert!(!Role::Reader.allows(k) && !Role::Analyst.allows(k) && Role::Admin.allows(k));
+        }
+        assert!(Role::Admin.may_ingest() && !Role::Analyst.may_ingest());
+    }
+
+    #[test]
+    fn basic_credentials_with_or_without_padding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segdb.toml");
+        add_user(&path, "admin", Role::Admin, "pw").unwrap();
+        let auth = Authenticator::new(&ServerConfig::load(&path).unwrap(), false);
+        let padded = basic("admin", "pw");
+        assert!(padded.ends_with('='));
+        assert!(auth.login(Some(&padded)).is_ok());
+        assert!(auth.login(Some(padded.trim_end_matches('='))).is_ok());
+        assert_eq!(
+            auth.login(Some("Basic %%%")).unwrap_err(),
+            Denied::BadCredentials
+        );
+    }
+
+    #[test]
+    fn no_auth_mode_makes_everyone_admin() {
+        let auth = Authenticator::new(&ServerConfig::default(), true);
+        assert_eq!(auth.check(None).unwrap().role, Role::Admin);
+        assert!(auth.login(None).is_ok());
+    }
+}

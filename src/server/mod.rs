@@ -1,0 +1,117 @@
+//! `segdb serve`: an Arrow Flight SQL server over one engine.
+//!
+//! [`auth`] holds users, roles and tokens; [`service`] implements
+//! `arrow_flight::sql::server::FlightSqlService`; [`metadata`] the static GetSqlInfo and
+//! GetXdbcTypeInfo answers.
+
+pub mod auth;
+pub mod metadata;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Users, roles and token lifetime.
+    pub config: PathBuf,
+    /// Accept every call as an admin, without credentials.
+    pub insecure_no_auth: bool,
+    /// PEM certificate chain and key: serve TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Serve until SIGINT or SIGTERM. `on_listen` is called with the bound address once the server
+/// accepts connections.
+pub async fn serve(
+    engine: Engine,
+    opts: &ServeOptions,
+    on_listen: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let config = auth::ServerConfig::load(&opts.config)?;
+    let authenticator = Arc::new(auth::Authenticator::new(&config, opts.insecure_no_auth));
+    if opts.insecure_no_auth {
+        tracing::warn!(target: "segdb::server", "AUTHENTICATION IS OFF (--insecure-no-auth): every caller is an admin");
+        eprintln!(
+            "WARNING: --insecure-no-auth: authentication is off, every caller is an admin. Do not expose this server."
+        );
+    } else if authenticator.user_count() == 0 {
+        return Err(Error::invalid(format!(
+            "no users in {}: add one with `segdb user add NAME --role admin --config {}` (or pass --insecure-no-auth on a trusted machine)",
+            opts.config.display(),
+            opts.config.display()
+        )));
+    }
+    let service = service::SegdbFlightSql::new(Arc::new(engine), authenticator);
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", opts.addr)))?;
+    let local = listener.local_addr()?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &opts.tls {
+        // Several crypto providers are linked in; pick one for the whole process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let read = |p: &PathBuf| {
+            std::fs::read(p)
+                .map_err(|e| Error::invalid(format!("cannot read {}: {e}", p.display())))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::invalid(format!("TLS setup failed: {e}")))?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let server = builder
+        .add_service(
+            FlightServiceServer::new(service)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        );
+    tracing::info!(target: "segdb::server", addr = %local, tls = opts.tls.is_some(), "listening");
+    on_listen(local);
+    let signals = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r.map_err(|e| Error::invalid(format!("server failed: {e}"))),
+        _ = signals => {}
+    }
+    // Stop accepting; calls in flight get a grace period, then their streams are dropped
+    // (which cancels the queries behind them).
+    tracing::info!(target: "segdb::server", "shutting down: waiting up to 10 s for calls in flight");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(10), &mut server).await {
+        Ok(r) => r.map_err(|e| Error::invalid(format!("server failed: {e}")))?,
+        Err(_) => {
+            tracing::warn!(target: "segdb::server", "calls still running after 10 s were cancelled")
+        }
+    }
+    tracing::info!(target: "segdb::server", "stopped");
+    Ok(())
+}
