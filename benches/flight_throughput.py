@@ -66,7 +66,7 @@ try:
     con = duckdb.connect()
 
     def duck():
-        reader = con.execute(f"SELECT * FROM read_parquet('{parquet}')").fetch_record_batch(
+        reader = con.execute(f"SELECT * FROM read_parquet('{parquet}')").to_arrow_reader(
             1 << 17)
         rows = nbytes = 0
         for b in reader:

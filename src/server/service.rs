@@ -165,12 +165,12 @@ impl SegdbFlightSql {
                     .create_physical_plan()
                     .await
                     .map_err(|e| to_status(e.into()))?;
-                let schema = plan.schema();
+                let schema = wire_schema(&plan.schema());
                 Ok((kind, Ready::Plan { plan, task }, schema))
             }
             Planned::Done(r) => {
                 tracing::info!(target: "segdb::server", user = %caller.user, kind = kind.name(), rows = r.num_rows() as u64, took_ms = started.elapsed().as_millis() as u64, "statement");
-                let schema = r.schema.clone();
+                let schema = wire_schema(&r.schema);
                 Ok((kind, Ready::Done(r), schema))
             }
         }
@@ -244,13 +244,13 @@ impl SegdbFlightSql {
         let started = Instant::now();
         let (schema, batches) = match ready {
             Ready::Plan { plan, task } => {
-                let schema = plan.schema();
+                let schema = wire_schema(&plan.schema());
                 let stream = datafusion::physical_plan::execute_stream(plan, task)
                     .map_err(|e| to_status(e.into()))?;
                 (schema, stream)
             }
             Ready::Done(r) => {
-                let schema = r.schema.clone();
+                let schema = wire_schema(&r.schema);
                 let s = futures::stream::iter(r.batches.into_iter().map(Ok));
                 let s: datafusion::execution::SendableRecordBatchStream = Box::pin(
                     datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
@@ -264,12 +264,14 @@ impl SegdbFlightSql {
         let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = rows.clone();
         let user = caller.user.clone();
+        let wire = schema.clone();
         let counted = batches
             .map(move |r| {
                 if let Ok(b) = &r {
                     counter.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 r.map_err(|e| FlightError::Tonic(Box::new(df_status(&e))))
+                    .and_then(|b| to_wire(b, &wire).map_err(FlightError::Arrow))
             })
             .chain(
                 futures::stream::once(async move {
@@ -438,6 +440,53 @@ async fn coerce_params(engine: &Engine, sql: &str, p: ParamValues) -> Result<Par
         out.push(cast);
     }
     Ok(ParamValues::from(out))
+}
+
+/// The schema a result is sent with: view types become their plain equivalents. DataFusion
+/// reads Parquet strings as views whose buffers are shared across batches, and IPC would send
+/// the whole shared buffers with every batch (a 20M-row result grew ~5×); many clients
+/// (JDBC among them) also do not read view types.
+fn wire_schema(schema: &SchemaRef) -> SchemaRef {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView))
+    {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = match f.data_type() {
+                DataType::Utf8View => DataType::Utf8,
+                DataType::BinaryView => DataType::Binary,
+                other => other.clone(),
+            };
+            f.as_ref().clone().with_data_type(t)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Cast a batch to its wire schema (see [`wire_schema`]).
+fn to_wire(batch: RecordBatch, wire: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+    if batch.schema_ref().fields() == wire.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(wire.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(wire.clone(), columns)
 }
 
 fn batch_stream(
@@ -768,7 +817,7 @@ impl FlightSqlService for SegdbFlightSql {
                             .map(|(_, k, t)| Field::new(k, t, true))
                             .collect::<Vec<_>>(),
                     );
-                    let dschema = plan.schema().as_arrow().clone();
+                    let dschema = wire_schema(plan.schema().inner()).as_ref().clone();
                     (ipc_schema(&dschema)?, ipc_schema(&pschema)?)
                 }
                 // SHOW SEGMENTS, DESCRIBE SEGMENT …: not DataFusion SQL; read-only, run it.

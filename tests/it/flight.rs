@@ -245,6 +245,9 @@ async fn flight_sql_end_to_end() {
     );
     let all = query(&mut admin, "SELECT * FROM events").await;
     assert_eq!(rows(&all) as i64, events);
+    // Strings travel as plain Utf8 (not views sharing whole Parquet pages with every batch).
+    let user_id = all[0].schema().field_with_name("user_id").unwrap().clone();
+    assert_eq!(user_id.data_type(), &DataType::Utf8);
     let shown = query(&mut admin, "SHOW TABLES").await;
     assert!(rows(&shown) >= 4);
 
@@ -384,6 +387,38 @@ async fn flight_sql_end_to_end() {
         admin.do_get(ticket).await.unwrap().try_collect().await;
     assert!(streamed.is_err(), "a failed cast must surface as an error");
 
+    // CancelQuery before the fetch: the parked result is dropped, the ticket no longer works.
+    let info = admin
+        .execute("SELECT * FROM events".into(), None)
+        .await
+        .unwrap();
+    let cancel = arrow_flight::sql::ActionCancelQueryRequest {
+        info: info.encode_to_vec().into(),
+    };
+    let mut raw = admin.inner().clone();
+    let mut req = tonic::Request::new(arrow_flight::Action {
+        r#type: "CancelQuery".into(),
+        body: cancel.as_any().encode_to_vec().into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let results: Vec<arrow_flight::Result> = raw
+        .do_action(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .try_collect()
+        .await
+        .unwrap();
+    let any = arrow_flight::sql::Any::decode(results[0].body.clone()).unwrap();
+    let r: arrow_flight::sql::ActionCancelQueryResult = any.unpack().unwrap().unwrap();
+    assert_eq!(r.result, 1, "CANCEL_RESULT_CANCELLED");
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    assert!(
+        admin.do_get(ticket).await.is_err(),
+        "a cancelled ticket is gone"
+    );
+
     // Real clients: ADBC and flightsql-dbapi.
     let canary = "canary.flight.9e1b@example.com";
     if let Some(py) = crate::segments::python() {
@@ -416,7 +451,8 @@ async fn flight_sql_end_to_end() {
         assert!(!log.contains(secret), "log leaks {secret}");
     }
     assert!(
-        log.lines().any(|l| l.contains("statement user=admin kind=\"query\" rows=")),
+        log.lines()
+            .any(|l| l.contains("statement user=admin kind=\"query\" rows=")),
         "{log}"
     );
     assert!(log.contains("took_ms="), "{log}");
