@@ -10,7 +10,9 @@ export CARGO_TARGET_DIR="${CARGO_FUZZ_TARGET_DIR:-$HOME/.cache/segdb-fuzz-target
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
  -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
-cargo build --release --bin tcf_decode
+# An explicit --target keeps RUSTFLAGS off build scripts (as cargo-fuzz does).
+host="$(rustc -vV | sed -n 's/^host: //p')"
+cargo build --release --bin tcf_decode --target "$host"
 corpus=corpus/tcf_decode
 mkdir -p "$corpus"
 vectors=../../shared/vectors
@@ -33,4 +35,4 @@ for f in ["tcf_valid.json", "tcf_invalid.json"]:
                 (out / hashlib.sha1(s.encode()).hexdigest()).write_text(s)
 PY
 fi
-"$CARGO_TARGET_DIR/release/tcf_decode" -max_total_time="$secs" -max_len=4096 -timeout=5 "$corpus"
+"$CARGO_TARGET_DIR/$host/release/tcf_decode" -max_total_time="$secs" -max_len=4096 -timeout=5 "$corpus"

@@ -6,12 +6,10 @@ use libfuzzer_sys::fuzz_target;
 
 /// segdb's decoders, compiled from their source files (they depend on nothing but `base64`).
 #[allow(dead_code)]
+#[path = "../../src/privacy"]
 mod privacy {
-    #[path = "../../../src/privacy/gpp.rs"]
     pub mod gpp;
-    #[path = "../../../src/privacy/tcf/mod.rs"]
     pub mod tcf;
-    #[path = "../../../src/privacy/usp.rs"]
     pub mod usp;
 }
 
