@@ -60,6 +60,9 @@ impl Bits {
     }
 }
 
+/// Largest section id accepted (the IAB registry uses ids below 30).
+const MAX_SECTION_ID: u64 = 1000;
+
 /// The section ids listed in a GPP string's header, or `None` if the header is malformed.
 pub fn section_ids(gpp: &str) -> Option<Vec<u16>> {
     let header = gpp.trim().split('~').next()?;
@@ -71,17 +74,22 @@ pub fn section_ids(gpp: &str) -> Option<Vec<u16>> {
     let mut ids = Vec::new();
     let mut last = 0u64;
     for _ in 0..n {
+        // Ids are small; a range reaching past MAX_SECTION_ID is malformed (checked before
+        // expanding it: a crafted range once asked for 55 TB — found by the fuzz target).
         if b.read(1)? == 1 {
-            let start = last + b.fibonacci()?;
-            let end = start + b.fibonacci()?;
+            let start = last.checked_add(b.fibonacci()?)?;
+            let end = start.checked_add(b.fibonacci()?)?;
+            if end > MAX_SECTION_ID {
+                return None;
+            }
             ids.extend((start..=end).map(|i| i as u16));
             last = end;
         } else {
-            last += b.fibonacci()?;
+            last = last.checked_add(b.fibonacci()?)?;
+            if last > MAX_SECTION_ID {
+                return None;
+            }
             ids.push(last as u16);
-        }
-        if last > 1000 {
-            return None;
         }
     }
     Some(ids)
@@ -121,6 +129,14 @@ pub fn sale_opted_out(gpp: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn huge_ranges_are_malformed_not_allocated() {
+        // Found by fuzz/run.sh: the header's range asked for ~5.5e13 ids.
+        let crafted = "DBENAXCMAGOAAB1AgAAAAAAABiJgAgBMgFfKQQAQA5AF";
+        assert_eq!(super::section_ids(crafted), None);
+        assert!(!super::sale_opted_out(crafted));
+    }
+
     use super::*;
 
     #[test]
