@@ -652,6 +652,12 @@ impl Engine {
             (Some(days), Some(v)) => self.segments.index_append(&days, v).await?,
             _ => self.segments.invalidate().await,
         }
+        if report.kind == Kind::Consent && report.version.is_some() {
+            // Keep the per-purpose consent bitmaps current: derive them from the new version now.
+            self.segments
+                .refresh_consent(&self.ctx, chrono::Utc::now().timestamp_micros())
+                .await?;
+        }
         Ok(report)
     }
 }

@@ -42,3 +42,31 @@ pub(crate) fn purpose_query(purpose: &str, as_of: i64) -> Result<String, String>
          WHERE rn = 1 AND granted AND (expires_at IS NULL OR expires_at > {at})"
     ))
 }
+
+/// The times around `at` between which no consent record starts or expires: the holder set of
+/// every purpose is the same for every time in `[from, until)`. Conservative: it looks at all
+/// records, not only the purpose's.
+pub(crate) async fn stable_window(
+    ctx: &datafusion::prelude::SessionContext,
+    at: i64,
+) -> crate::error::Result<(i64, i64)> {
+    use arrow::array::{Array, AsArray};
+    let t = ts_lit(at);
+    let q = format!(
+        "SELECT \
+           CAST(greatest(max(CASE WHEN recorded_at <= {t} THEN recorded_at END), \
+                         max(CASE WHEN expires_at <= {t} THEN expires_at END)) AS BIGINT), \
+           CAST(least(min(CASE WHEN recorded_at > {t} THEN recorded_at END), \
+                      min(CASE WHEN expires_at > {t} THEN expires_at END)) AS BIGINT) \
+         FROM consent"
+    );
+    let batches = ctx.sql(&q).await?.collect().await?;
+    let value = |i: usize| {
+        batches
+            .first()
+            .map(|b| b.column(i).as_primitive::<arrow::datatypes::Int64Type>())
+            .filter(|a| !a.is_empty() && !a.is_null(0))
+            .map(|a| a.value(0))
+    };
+    Ok((value(0).unwrap_or(i64::MIN), value(1).unwrap_or(i64::MAX)))
+}

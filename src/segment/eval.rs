@@ -8,6 +8,7 @@
 //! `FOR PURPOSE` intersects with the consent of every listed purpose.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
@@ -210,9 +211,14 @@ impl<'a> Evaluator<'a> {
             .map_err(|e| Error::invalid(format!("segment '{name}': {e}")))?;
         let mut bm = Box::pin(self.eval(&expr)).await?;
         for p in &def.purposes {
-            let q = purpose_query(p, self.as_of).map_err(Error::invalid)?;
-            let consent = uid_bitmap(self.ctx, &q).await?;
-            bm &= &consent;
+            let consent = match self.service {
+                Some(s) => s.purpose_holders(self.ctx, p, self.as_of).await?,
+                None => {
+                    let q = purpose_query(p, self.as_of).map_err(Error::invalid)?;
+                    Arc::new(uid_bitmap(self.ctx, &q).await?)
+                }
+            };
+            bm &= &*consent;
             self.note(format!(
                 "FOR PURPOSE '{p}'  [consent as of {}]  holders {}",
                 ts_text(self.as_of),

@@ -53,6 +53,21 @@ struct Cache {
     /// PROFILE leaf bitmaps by (predicate, profiles version, identity version): a profile
     /// attribute index that a new profiles or identity commit invalidates.
     profile_leaves: HashMap<(String, Option<u64>, Option<u64>), RoaringBitmap>,
+    /// Consent holders per purpose (see [`ConsentBitmap`]).
+    consent: HashMap<String, ConsentBitmap>,
+    /// How many times holders were derived from the consent table (tests read it).
+    consent_derivations: u64,
+}
+
+/// The users holding consent for one purpose, derived from one version of the consent table.
+/// The holder set only changes at a record time or an expiry time, so the bitmap answers every
+/// `at` in `[from, until)` — between the nearest such times around the `at` it was derived for.
+/// Consent loads through the engine re-derive the cached purposes right after their commit.
+struct ConsentBitmap {
+    version: Option<u64>,
+    from: i64,
+    until: i64,
+    holders: Arc<RoaringBitmap>,
 }
 
 /// Versions of the tables a PROFILE leaf reads.
@@ -139,9 +154,57 @@ impl Segments {
         purpose: &str,
         at: i64,
     ) -> Result<RoaringBitmap> {
-        let q = consent::purpose_query(purpose, at).map_err(Error::invalid)?;
+        let holders = self.purpose_holders(ctx, purpose, at).await?;
         let universe = self.universe(ctx).await?;
-        Ok(eval::uid_bitmap(ctx, &q).await? & &*universe)
+        Ok(&*holders & &*universe)
+    }
+
+    /// The `uid`s whose latest consent record grants `purpose` at `at`, from the per-purpose
+    /// bitmap when it covers `at` for the current consent table, else derived and cached.
+    pub(crate) async fn purpose_holders(
+        &self,
+        ctx: &SessionContext,
+        purpose: &str,
+        at: i64,
+    ) -> Result<Arc<RoaringBitmap>> {
+        let q = consent::purpose_query(purpose, at).map_err(Error::invalid)?;
+        let version = self.db.latest(Table::Consent).await?.version();
+        if let Some(c) = self.cache.lock().await.consent.get(purpose)
+            && c.version == version
+            && c.from <= at
+            && at < c.until
+        {
+            return Ok(c.holders.clone());
+        }
+        let holders = Arc::new(eval::uid_bitmap(ctx, &q).await?);
+        let (from, until) = consent::stable_window(ctx, at).await?;
+        let mut c = self.cache.lock().await;
+        c.consent_derivations += 1;
+        c.consent.insert(
+            purpose.to_string(),
+            ConsentBitmap {
+                version,
+                from,
+                until,
+                holders: holders.clone(),
+            },
+        );
+        Ok(holders)
+    }
+
+    /// Re-derive every cached purpose's holders at `at` (after a consent load), so the next
+    /// statement finds them current.
+    pub async fn refresh_consent(&self, ctx: &SessionContext, at: i64) -> Result<()> {
+        let purposes: Vec<String> = self.cache.lock().await.consent.keys().cloned().collect();
+        for p in purposes {
+            self.purpose_holders(ctx, &p, at).await?;
+        }
+        Ok(())
+    }
+
+    /// How many times consent holders were derived from the consent table.
+    pub async fn consent_derivations(&self) -> u64 {
+        self.cache.lock().await.consent_derivations
     }
 
     /// Rebuild the event index from `events`.

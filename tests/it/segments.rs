@@ -495,3 +495,58 @@ fn tc(purposes: &[u8]) -> String {
         pub_restrictions: vec![],
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_bitmaps_are_reused_within_their_window_and_rederived_at_ingest() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let ev = db.input(
+        "e.csv",
+        "user_id,event,ts\na,buy,2026-01-10\nb,buy,2026-01-10\nc,buy,2026-01-10\n",
+    );
+    e.ingest(Kind::Events, &[ev], &IngestOptions::default())
+        .await
+        .unwrap();
+    let c = db.input(
+        "c.csv",
+        "user_id,purpose,granted,expires_at,recorded_at\n\
+         a,marketing,true,,2026-01-01T00:00:00Z\n\
+         b,marketing,true,2026-01-20T00:00:00Z,2026-01-01T00:00:00Z\n\
+         c,marketing,false,,2026-01-01T00:00:00Z\n",
+    );
+    e.ingest(Kind::Consent, &[c], &IngestOptions::default())
+        .await
+        .unwrap();
+    let holders = |at: &str| {
+        format!("SELECT count(*) FROM identity WHERE has_consent(user_id, 'marketing', '{at}')")
+    };
+    let derived = e.segments().consent_derivations().await;
+    assert_eq!(count(&e, &holders("2026-01-10T00:00:00Z")).await, 2);
+    assert_eq!(e.segments().consent_derivations().await, derived + 1);
+    // Another time in the same window (no record starts or expires in between): reused.
+    assert_eq!(count(&e, &holders("2026-01-15T00:00:00Z")).await, 2);
+    assert_eq!(e.segments().consent_derivations().await, derived + 1);
+    // Past b's expiry: a new window, derived again, and correct.
+    assert_eq!(count(&e, &holders("2026-01-25T00:00:00Z")).await, 1);
+    assert_eq!(e.segments().consent_derivations().await, derived + 2);
+    // A FOR PURPOSE segment reads the same bitmaps.
+    e.sql("SET segdb.as_of = '2026-01-25T00:00:00Z'")
+        .await
+        .unwrap();
+    e.sql("CREATE SEGMENT mk FOR PURPOSE 'marketing' AS DID 'buy'")
+        .await
+        .unwrap();
+    assert_eq!(count(&e, "SELECT segment_size('mk')").await, 1);
+    assert_eq!(e.segments().consent_derivations().await, derived + 2);
+    // A consent load re-derives the cached purposes at once; the answers follow the new records.
+    let more = db.input(
+        "c2.csv",
+        "user_id,purpose,granted,recorded_at\nc,marketing,true,2026-01-02T00:00:00Z\n",
+    );
+    e.ingest(Kind::Consent, &[more], &IngestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(e.segments().consent_derivations().await, derived + 3);
+    assert_eq!(count(&e, "SELECT segment_size('mk')").await, 2);
+    assert_eq!(count(&e, &holders("2026-01-10T00:00:00Z")).await, 3);
+}
