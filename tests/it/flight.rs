@@ -41,7 +41,9 @@ impl Server {
                 .unwrap()
                 .as_nanos()
         ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_segdb"))
+        // SEGDB_SERVE_BIN runs another build of the server (e.g. release, for the load numbers).
+        let bin = std::env::var("SEGDB_SERVE_BIN").unwrap_or(env!("CARGO_BIN_EXE_segdb").into());
+        let mut child = Command::new(bin)
             .args(["serve", "--flight", "127.0.0.1:0", "--config"])
             .arg(config)
             .args(extra)
