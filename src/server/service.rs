@@ -970,8 +970,15 @@ impl FlightSqlService for SegdbFlightSql {
         self.caller(&request)?;
         let mut b = query.into_builder();
         for (schema, name, ty, table_schema) in self.table_rows().await? {
-            b.append(crate::engine::CATALOG, schema, name, ty, &table_schema)
-                .map_err(|e| Status::internal(e.to_string()))?;
+            // The schema clients will receive: strings as Utf8 (see `wire_schema`).
+            b.append(
+                crate::engine::CATALOG,
+                schema,
+                name,
+                ty,
+                &wire_schema(&table_schema),
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
         }
         Ok(self.one_batch(b.build().map_err(|e| Status::internal(e.to_string()))?))
     }

@@ -325,6 +325,11 @@ async fn flight_sql_end_to_end() {
     let ipc = ipc.as_binary::<i32>().value(0);
     let decoded = arrow::ipc::convert::try_schema_from_ipc_buffer(ipc).unwrap();
     assert!(decoded.field_with_name("user_id").is_ok() && decoded.field_with_name("ts").is_ok());
+    assert_eq!(
+        decoded.field_with_name("user_id").unwrap().data_type(),
+        &DataType::Utf8,
+        "listed types = the types results arrive with"
+    );
     let types = meta!(admin.get_table_types());
     assert!(rows(&types) >= 2);
     let info = meta!(admin.get_sql_info(vec![
