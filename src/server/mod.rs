@@ -84,7 +84,10 @@ pub async fn serve(
                 .max_encoding_message_size(64 << 20),
         )
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // No Nagle: small replies (handshakes, FlightInfo) must not wait for delayed ACKs.
+            tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
             shutdown,
         );
     tracing::info!(target: "segdb::server", addr = %local, tls = opts.tls.is_some(), "listening");

@@ -534,7 +534,8 @@ async fn flight_sql_concurrent_clients() {
         }
     };
     // Four rounds; memory may grow while caches and allocator arenas warm up, but the last
-    // round must not add what the first ones did (a per-query leak grows every round alike).
+    // round must not add what the first ones did (a per-query leak grows every round alike:
+    // 64 MB over 1 600 queries would be 40 kB per query).
     let mut rss = vec![server.status_kb("VmRSS:")];
     let started = Instant::now();
     for r in 0..4 {
@@ -552,7 +553,7 @@ async fn flight_sql_concurrent_clients() {
     );
     let last = rss[4].saturating_sub(rss[3]);
     assert!(
-        last <= 32 * 1024 || last <= (rss[3] - rss[0]) / 4,
+        last <= 64 * 1024 || last <= (rss[3] - rss[0]) / 2,
         "RSS still growing by {last} kB in the last quarter: {rss:?}"
     );
     server.stop();
