@@ -693,3 +693,33 @@ async fn flight_sql_over_tls() {
     }
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_sigterm_lets_running_streams_finish() {
+    let (db, _src, _) = common::loaded(300, 10, 21, 8.0).await;
+    let e = db.engine().await;
+    let events = common::count(&e, "SELECT count(*) FROM events").await;
+    drop(e);
+    let config = users(&db);
+    let server = Server::start(&db, &config, &[]);
+    let mut c = login(&server.addr, "admin", ADMIN_PW).await;
+    let info = c
+        .execute("SELECT * FROM events ORDER BY ts".into(), None)
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = c.do_get(ticket).await.unwrap();
+    let first = stream.try_next().await.unwrap().expect("a first batch");
+    // SIGTERM while the result is being streamed: the stream still ends complete and clean.
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let rest: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    assert_eq!((first.num_rows() + rows(&rest)) as i64, events);
+    let log = server.stop();
+    assert!(
+        log.contains("shutting down") && log.contains("stopped"),
+        "{log}"
+    );
+}
