@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 /// segdb's decoders, compiled from their source files (they depend on nothing but `base64`).
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../../src/privacy"]
 mod privacy {
     pub mod gpp;
