@@ -611,7 +611,10 @@ impl Engine {
             )));
         }
         Ok(Planned::Query(match params {
-            Some(p) => df.with_param_values(p)?,
+            Some(p) => {
+                let p = coerce_params(df.logical_plan(), p)?;
+                df.with_param_values(p)?
+            }
             None => df,
         }))
     }
@@ -752,6 +755,37 @@ impl SchemaProvider for TablesSchema {
     fn table_exist(&self, name: &str) -> bool {
         Table::from_name(name).is_some() || self.extra.table_exist(name)
     }
+}
+
+/// Cast positional parameters to the types the planner inferred for `$n` (clients bind what
+/// their language has: Python ints are int64 where the column is int32). A value that does not
+/// cast is an error naming the parameter, never the value (it may be a raw id).
+fn coerce_params(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    p: datafusion::common::ParamValues,
+) -> Result<datafusion::common::ParamValues> {
+    use datafusion::common::{ParamValues, ScalarValue};
+    let ParamValues::List(values) = p else {
+        return Ok(p);
+    };
+    let types = plan.get_parameter_types()?;
+    let mut out = Vec::with_capacity(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        let v = v.value;
+        let cast = match types.get(&format!("${}", i + 1)) {
+            Some(Some(t)) if v.is_null() => ScalarValue::try_from(t).unwrap_or(v),
+            Some(Some(t)) if &v.data_type() != t => v.cast_to(t).map_err(|_| {
+                crate::Error::invalid(format!(
+                    "parameter ${} ({}) cannot be used as {t}",
+                    i + 1,
+                    v.data_type()
+                ))
+            })?,
+            _ => v,
+        };
+        out.push(cast);
+    }
+    Ok(ParamValues::from(out))
 }
 
 /// `sql` without the comments and blank space before its first token.

@@ -144,10 +144,6 @@ impl SegdbFlightSql {
         self.allow(caller, kind)?;
         let started = Instant::now();
         let fork = self.fork(caller)?;
-        let params = match params {
-            Some(p) => Some(coerce_params(&fork, sql, p).await?),
-            None => None,
-        };
         let planned = fork.plan(sql, params).await.map_err(|e| {
             tracing::info!(target: "segdb::server", user = %caller.user, kind = kind.name(), took_ms = started.elapsed().as_millis() as u64, "statement failed");
             to_status(e)
@@ -410,36 +406,6 @@ fn affected(kind: StatementKind, r: &QueryResult) -> i64 {
     } else {
         0
     }
-}
-
-/// Cast bound parameters to the types the planner inferred for `$n` (clients send what their
-/// language has: Python ints are int64 even where the column is int32).
-async fn coerce_params(engine: &Engine, sql: &str, p: ParamValues) -> Result<ParamValues, Status> {
-    let ParamValues::List(values) = p else {
-        return Ok(p);
-    };
-    let plan = engine
-        .session()
-        .state()
-        .create_logical_plan(sql)
-        .await
-        .map_err(|e| to_status(e.into()))?;
-    let types = plan
-        .get_parameter_types()
-        .map_err(|e| to_status(e.into()))?;
-    let mut out = Vec::with_capacity(values.len());
-    for (i, v) in values.into_iter().enumerate() {
-        let v = v.value;
-        let cast = match types.get(&format!("${}", i + 1)) {
-            Some(Some(t)) if !v.is_null() && &v.data_type() != t => v
-                .cast_to(t)
-                .map_err(|e| Status::invalid_argument(format!("parameter ${}: {e}", i + 1)))?,
-            Some(Some(t)) if v.is_null() => ScalarValue::try_from(t).unwrap_or(v),
-            _ => v,
-        };
-        out.push(cast);
-    }
-    Ok(ParamValues::from(out))
 }
 
 /// The schema a result is sent with: view types become their plain equivalents. DataFusion

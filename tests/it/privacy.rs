@@ -252,3 +252,39 @@ async fn sql_writes_into_base_tables_are_refused() {
     e.sql("INSERT INTO scratch VALUES (1), (2)").await.unwrap();
     assert_eq!(count(&e, "SELECT count(*) FROM scratch").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_parameters_are_cast_and_never_echoed() {
+    use datafusion::common::{ParamValues, ScalarValue};
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let f = db.input(
+        "e.csv",
+        "user_id,event,ts\nalice@example.com,a,2026-01-01\n",
+    );
+    e.ingest(Kind::Events, &[f], &IngestOptions::default())
+        .await
+        .unwrap();
+    let sql = "SELECT count(*) FROM events WHERE uid = $1";
+    // A text parameter where the planner wants an integer is cast ...
+    let ok = e
+        .plan(sql, Some(ParamValues::from(vec![ScalarValue::from("0")])))
+        .await
+        .unwrap();
+    assert!(matches!(ok, segdb::engine::Planned::Query(_)));
+    // ... and one that does not cast fails without repeating the value.
+    let Err(err) = e
+        .plan(
+            sql,
+            Some(ParamValues::from(vec![ScalarValue::from(
+                "raw.canary@example.com",
+            )])),
+        )
+        .await
+    else {
+        panic!("an uncastable parameter must fail");
+    };
+    let err = err.to_string();
+    assert!(err.contains("parameter $1"), "{err}");
+    assert!(!err.contains("raw.canary"), "{err}");
+}
