@@ -632,13 +632,13 @@ impl Engine {
         self.after_load(loaded).await
     }
 
-    /// Load Arrow batches arriving on `batches` (Flight SQL bulk ingest) like files: same
+    /// Load the Arrow batches `batches` yields (Flight SQL bulk ingest) like files: same
     /// validation, pseudonymisation, one commit. `name` names the input in rejected-row reports.
     pub async fn ingest_batches(
         &self,
         kind: Kind,
         name: &str,
-        batches: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+        batches: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
         opts: &IngestOptions,
     ) -> Result<IngestReport> {
         let loaded =

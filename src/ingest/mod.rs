@@ -261,7 +261,7 @@ async fn ingest_local(
     r
 }
 
-/// Load Arrow batches that arrive on `batches` (e.g. over Flight SQL) into the table of `kind`,
+/// Load Arrow batches as `batches` yields them (e.g. over Flight SQL) into the table of `kind`,
 /// with the same checks, pseudonymisation and single commit as a file load. `name` stands for
 /// the input in rejected-row reports; rows are numbered from 1 across all batches.
 pub(crate) async fn ingest_batches(
@@ -269,14 +269,16 @@ pub(crate) async fn ingest_batches(
     keyring: &Keyring,
     kind: Kind,
     name: &str,
-    mut batches: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    batches: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
     opts: &IngestOptions,
 ) -> Result<(IngestReport, Option<IndexDays>)> {
+    use futures::StreamExt;
     let started = Instant::now();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<(usize, read::SourceBatch)>>(4);
     let feeder = tokio::spawn(async move {
+        let mut batches = std::pin::pin!(batches);
         let mut row = 0u64;
-        while let Some(b) = batches.recv().await {
+        while let Some(b) = batches.next().await {
             let msg = b.map(|batch| {
                 let n = batch.num_rows() as u64;
                 let rows = (row + 1..=row + n).collect();

@@ -712,29 +712,18 @@ impl FlightSqlService for SegdbFlightSql {
             ));
         }
         let started = Instant::now();
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let mut flight = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+        let batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
             request.into_inner().map_err(FlightError::from),
-        );
-        let feeder = tokio::spawn(async move {
-            while let Some(b) = flight.next().await {
-                let msg =
-                    b.map_err(|e| crate::Error::ingest(format!("cannot read the batches: {e}")));
-                let failed = msg.is_err();
-                if tx.send(msg).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
+        )
+        .map_err(|e| crate::Error::ingest(format!("cannot read the batches: {e}")));
         let opts = IngestOptions {
             strict: true,
             ..Default::default()
         };
         let report = self
             .engine
-            .ingest_batches(kind, "the ingested batches", rx, &opts)
+            .ingest_batches(kind, "the ingested batches", batches, &opts)
             .await;
-        feeder.abort();
         let report = report.map_err(|e| {
             let s = to_status(e);
             Status::new(
