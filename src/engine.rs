@@ -55,6 +55,14 @@ impl QueryResult {
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
+
+    /// The batches as a record-batch stream.
+    pub fn into_stream(self) -> datafusion::execution::SendableRecordBatchStream {
+        let batches = futures::stream::iter(self.batches.into_iter().map(Ok));
+        Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(self.schema, batches),
+        )
+    }
 }
 
 /// What every session of one database shares.
@@ -81,21 +89,6 @@ impl Planned {
         match self {
             Planned::Query(df) => Arc::new(df.schema().as_arrow().clone()),
             Planned::Done(r) => r.schema.clone(),
-        }
-    }
-
-    /// Run it, yielding batches as they are produced (a query is not collected first).
-    pub async fn stream(self) -> Result<datafusion::execution::SendableRecordBatchStream> {
-        match self {
-            Planned::Query(df) => Ok(df.execute_stream().await?),
-            Planned::Done(r) => {
-                let stream = futures::stream::iter(r.batches.into_iter().map(Ok));
-                Ok(Box::pin(
-                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                        r.schema, stream,
-                    ),
-                ))
-            }
         }
     }
 }

@@ -245,17 +245,7 @@ impl SegdbFlightSql {
                     .map_err(|e| to_status(e.into()))?;
                 (schema, stream)
             }
-            Ready::Done(r) => {
-                let schema = wire_schema(&r.schema);
-                let s = futures::stream::iter(r.batches.into_iter().map(Ok));
-                let s: datafusion::execution::SendableRecordBatchStream = Box::pin(
-                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                        schema.clone(),
-                        s,
-                    ),
-                );
-                (schema, s)
-            }
+            Ready::Done(r) => (wire_schema(&r.schema), r.into_stream()),
         };
         let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = rows.clone();
