@@ -26,6 +26,19 @@ pub struct SegmentDef {
     pub created_at: i64,
 }
 
+impl SegmentDef {
+    /// The purposes as SHOW/DESCRIBE print them (`'a', 'b'`), `None` without any.
+    pub fn purposes_text(&self) -> Option<String> {
+        (!self.purposes.is_empty()).then(|| {
+            self.purposes
+                .iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+}
+
 /// Read every definition.
 pub async fn load(db: &Database) -> Result<Vec<SegmentDef>> {
     let (_, batches) = db.scan(Table::Segments).await?;

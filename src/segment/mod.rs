@@ -481,15 +481,7 @@ impl Segments {
                     Field::new("materialized", DataType::Boolean, false),
                     Field::new("size", DataType::UInt64, false),
                 ]));
-                let purposes = d(&|s| {
-                    (!s.purposes.is_empty()).then(|| {
-                        s.purposes
-                            .iter()
-                            .map(|p| format!("'{p}'"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                });
+                let purposes = d(&|s| s.purposes_text());
                 result(
                     schema,
                     vec![
@@ -525,13 +517,7 @@ impl Segments {
                     ),
                     Field::new("size", DataType::UInt64, false),
                 ]));
-                let purposes = (!def.purposes.is_empty()).then(|| {
-                    def.purposes
-                        .iter()
-                        .map(|p| format!("'{p}'"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                });
+                let purposes = def.purposes_text();
                 result(
                     schema,
                     vec![
