@@ -91,12 +91,13 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Run a query and render every row as a `|`-joined string of cells (NULL as `∅`).
-pub async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
-    let r = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+/// Render every row of `r` as its cells (cast to text, NULL as `None`) passed through `cell`
+/// and joined with `sep`.
+pub fn render_rows(
+    r: &segdb::QueryResult,
+    cell: impl Fn(Option<&str>) -> String,
+    sep: &str,
+) -> Vec<String> {
     let mut out = Vec::new();
     for b in &r.batches {
         let cols: Vec<_> = b
@@ -109,17 +110,22 @@ pub async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
                 .iter()
                 .map(|c| {
                     let s = c.as_string::<i32>();
-                    if s.is_null(i) {
-                        "∅".to_string()
-                    } else {
-                        s.value(i).to_string()
-                    }
+                    cell((!s.is_null(i)).then(|| s.value(i)))
                 })
                 .collect();
-            out.push(cells.join("|"));
+            out.push(cells.join(sep));
         }
     }
     out
+}
+
+/// Run a query and render every row as a `|`-joined string of cells (NULL as `∅`).
+pub async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
+    let r = engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    render_rows(&r, |c| c.unwrap_or("∅").to_string(), "|")
 }
 
 pub async fn count(engine: &Engine, sql: &str) -> i64 {

@@ -39,29 +39,5 @@ async fn every_example_runs_and_every_segment_is_meaningful() {
 }
 
 fn rows_of(r: &segdb::QueryResult) -> Vec<String> {
-    use arrow::array::{Array, AsArray};
-    let mut out = Vec::new();
-    for b in &r.batches {
-        let cols: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
-            .collect();
-        for i in 0..b.num_rows() {
-            out.push(
-                cols.iter()
-                    .map(|c| {
-                        let s = c.as_string::<i32>();
-                        if s.is_null(i) {
-                            String::new()
-                        } else {
-                            s.value(i).to_string()
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            );
-        }
-    }
-    out
+    crate::common::render_rows(r, |c| c.unwrap_or_default().to_string(), "|")
 }

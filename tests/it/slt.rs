@@ -71,33 +71,15 @@ fn parse(text: &str) -> Vec<Record> {
 }
 
 fn render(r: &segdb::QueryResult) -> Vec<String> {
-    use arrow::array::{Array, AsArray};
-    let mut out = Vec::new();
-    for b in &r.batches {
-        let cols: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
-            .collect();
-        for i in 0..b.num_rows() {
-            out.push(
-                cols.iter()
-                    .map(|c| {
-                        let s = c.as_string::<i32>();
-                        if s.is_null(i) {
-                            "NULL".to_string()
-                        } else if s.value(i).is_empty() {
-                            "(empty)".to_string()
-                        } else {
-                            s.value(i).replace(' ', "_")
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
-        }
-    }
-    out
+    crate::common::render_rows(
+        r,
+        |c| match c {
+            None => "NULL".to_string(),
+            Some("") => "(empty)".to_string(),
+            Some(v) => v.replace(' ', "_"),
+        },
+        " ",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
