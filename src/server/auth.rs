@@ -185,6 +185,9 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// User name and session of callers without credentials (only with `--insecure-no-auth`).
+const ANONYMOUS: &str = "anonymous";
+
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -243,6 +246,17 @@ impl Authenticator {
         self.users.len()
     }
 
+    /// Whether `session` (a bearer token, or the shared session without auth) is still valid.
+    pub fn is_live(&self, session: &str) -> bool {
+        (self.open && session == ANONYMOUS)
+            || self
+                .tokens
+                .lock()
+                .expect("not poisoned")
+                .get(session)
+                .is_some_and(|(_, _, exp)| *exp > Instant::now())
+    }
+
     /// Check `authorization: Basic …` and issue a token.
     pub fn login(&self, header: Option<&str>) -> std::result::Result<(String, Caller), Denied> {
         let basic = header.and_then(|h| {
@@ -270,7 +284,7 @@ impl Authenticator {
                     }
                 }
             }
-            None if self.open => ("anonymous".to_string(), Role::Admin),
+            None if self.open => (ANONYMOUS.to_string(), Role::Admin),
             None => return Err(Denied::Missing),
         };
         let token = new_token();
@@ -297,9 +311,9 @@ impl Authenticator {
         let Some(token) = token.map(str::trim) else {
             if self.open {
                 return Ok(Caller {
-                    user: "anonymous".into(),
+                    user: ANONYMOUS.into(),
                     role: Role::Admin,
-                    session: "anonymous".into(),
+                    session: ANONYMOUS.into(),
                 });
             }
             return Err(Denied::Missing);
@@ -385,7 +399,9 @@ mod tests {
             Denied::UnknownToken
         );
         assert_eq!(auth.check(None).unwrap_err(), Denied::Missing);
+        assert!(auth.is_live(&token) && !auth.is_live("nope"));
         std::thread::sleep(Duration::from_millis(1100));
+        assert!(!auth.is_live(&token));
         assert_eq!(
             auth.check(Some(&format!("Bearer {token}"))).unwrap_err(),
             Denied::Expired

@@ -64,7 +64,6 @@ struct Pending {
 struct Prepared {
     owner: String,
     sql: String,
-    kind: StatementKind,
     params: Option<ParamValues>,
     created: Instant,
 }
@@ -149,10 +148,10 @@ impl SegdbFlightSql {
             to_status(e)
         })?;
         if kind == StatementKind::Setting {
-            self.sessions
-                .lock()
-                .expect("not poisoned")
-                .insert(caller.session.clone(), fork.settings());
+            let mut sessions = self.sessions.lock().expect("not poisoned");
+            // Settings of expired tokens go with them.
+            sessions.retain(|token, _| self.auth.is_live(token));
+            sessions.insert(caller.session.clone(), fork.settings());
         }
         match planned {
             Planned::Query(df) => {
@@ -782,7 +781,6 @@ impl FlightSqlService for SegdbFlightSql {
             Prepared {
                 owner: caller.user.clone(),
                 sql,
-                kind,
                 params: None,
                 created: Instant::now(),
             },
@@ -805,8 +803,7 @@ impl FlightSqlService for SegdbFlightSql {
             .get(query.prepared_statement_handle.as_ref())
             .is_some_and(|p| p.owner == caller.user)
         {
-            let p = prepared.remove(query.prepared_statement_handle.as_ref());
-            let _ = p.map(|p| p.kind);
+            prepared.remove(query.prepared_statement_handle.as_ref());
         }
         Ok(())
     }
