@@ -378,7 +378,7 @@ async fn load(
 
     if opts.strict && !rejected.is_empty() {
         return Err(Error::ingest(format!(
-            "{} rows rejected and --strict is set; nothing was committed (first: {})",
+            "{} rows rejected and the load is strict (--strict, or a Flight SQL bulk ingest); nothing was committed (first: {})",
             rejected.len(),
             rejected[0]
         )));

@@ -713,14 +713,7 @@ impl FlightSqlService for SegdbFlightSql {
             .engine
             .ingest_batches(kind, "the ingested batches", batches, &opts)
             .await;
-        let report = report.map_err(|e| {
-            let s = to_status(e);
-            Status::new(
-                s.code(),
-                s.message()
-                    .replace("and --strict is set", "and bulk ingest is all or nothing"),
-            )
-        })?;
+        let report = report.map_err(to_status)?;
         tracing::info!(target: "segdb::server", user = %caller.user, kind = "ingest", table = kind.name(), rows = report.rows_loaded, took_ms = started.elapsed().as_millis() as u64, "statement");
         Ok(report.rows_loaded as i64)
     }
