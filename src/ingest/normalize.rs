@@ -22,21 +22,23 @@ use crate::privacy::pseudonym::Pseudonymizer;
 use crate::storage::ts_type;
 
 /// Columns each kind reads as text before validating them itself.
+/// The consent columns segdb reads (everything else on a consent row is ignored).
+const CONSENT_COLUMNS: [&str; 7] = [
+    "tc_string",
+    "us_privacy",
+    "gpp",
+    "purpose",
+    "granted",
+    "expires_at",
+    "recorded_at",
+];
+
 pub(crate) fn text_columns(kind: Kind) -> TextColumns {
     let mut t: TextColumns = ["user_id"].into_iter().collect();
     match kind {
         Kind::Events => t.extend(["event", "ts"]),
         Kind::Profiles => {}
-        Kind::Consent => t.extend([
-            "tc_string",
-            "us_privacy",
-            "gpp",
-            "purpose",
-            "granted",
-            "expires_at",
-            "recorded_at",
-            "ts",
-        ]),
+        Kind::Consent => t.extend(CONSENT_COLUMNS.into_iter().chain(["ts"])),
     }
     t
 }
@@ -298,15 +300,7 @@ impl Normalizer {
                     Field::new("recorded_at", ts_type(), true),
                     Arc::new(recorded),
                 ));
-                consumed.extend([
-                    "tc_string",
-                    "us_privacy",
-                    "gpp",
-                    "purpose",
-                    "granted",
-                    "expires_at",
-                    "recorded_at",
-                ]);
+                consumed.extend(CONSENT_COLUMNS);
                 if schema.column_with_name("recorded_at").is_none() {
                     consumed.push("ts");
                 }

@@ -227,15 +227,7 @@ fn rotating_a_partner_key_changes_partner_ids_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_writes_into_base_tables_are_refused() {
     // INSERT would store whatever id it is given, skipping pseudonymisation and identity.
-    let db = TestDb::new();
-    let e = db.engine().await;
-    let f = db.input(
-        "e.csv",
-        "user_id,event,ts\nalice@example.com,a,2026-01-01\n",
-    );
-    e.ingest(Kind::Events, &[f], &IngestOptions::default())
-        .await
-        .unwrap();
+    let (db, e) = one_event().await;
     for sql in [
         "INSERT INTO events (user_id, event, ts) VALUES ('raw.canary@example.com', 'a', now())",
         "INSERT INTO public.profiles (user_id) VALUES ('raw.canary@example.com')",
@@ -256,15 +248,7 @@ async fn sql_writes_into_base_tables_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bound_parameters_are_cast_and_never_echoed() {
     use datafusion::common::{ParamValues, ScalarValue};
-    let db = TestDb::new();
-    let e = db.engine().await;
-    let f = db.input(
-        "e.csv",
-        "user_id,event,ts\nalice@example.com,a,2026-01-01\n",
-    );
-    e.ingest(Kind::Events, &[f], &IngestOptions::default())
-        .await
-        .unwrap();
+    let (_db, e) = one_event().await;
     let sql = "SELECT count(*) FROM events WHERE uid = $1";
     // A text parameter where the planner wants an integer is cast ...
     let ok = e
@@ -287,4 +271,18 @@ async fn bound_parameters_are_cast_and_never_echoed() {
     let err = err.to_string();
     assert!(err.contains("parameter $1"), "{err}");
     assert!(!err.contains("raw.canary"), "{err}");
+}
+
+/// A database with one event of alice@example.com.
+async fn one_event() -> (TestDb, segdb::Engine) {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let f = db.input(
+        "e.csv",
+        "user_id,event,ts\nalice@example.com,a,2026-01-01\n",
+    );
+    e.ingest(Kind::Events, &[f], &IngestOptions::default())
+        .await
+        .unwrap();
+    (db, e)
 }

@@ -454,21 +454,9 @@ async fn for_purpose_filters_members_by_consent() {
     assert!(err.contains("tcf:1"), "{err}");
 }
 
+/// A single-column result as text (NULL as "NULL").
 fn rows_of(r: &segdb::QueryResult) -> Vec<String> {
-    use arrow::array::{Array, AsArray};
-    let mut out = Vec::new();
-    for b in &r.batches {
-        let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
-        let c = c.as_string::<i32>();
-        out.extend((0..c.len()).map(|i| {
-            if c.is_null(i) {
-                "NULL".to_string()
-            } else {
-                c.value(i).to_string()
-            }
-        }));
-    }
-    out
+    render_rows(r, |c| c.unwrap_or("NULL").to_string(), "|")
 }
 
 fn tc(purposes: &[u8]) -> String {
