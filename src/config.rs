@@ -38,14 +38,21 @@ pub struct GlobalOpts {
     )]
     pub keyring: PathBuf,
     /// Log filter for stderr: a level (error, warn, info, debug, trace) or tracing directives.
-    /// The default shows segdb's warnings and other components' errors.
-    #[arg(
-        long,
-        global = true,
-        env = "SEGDB_LOG",
-        default_value = "error,segdb=warn"
-    )]
-    pub log: String,
+    /// Default: segdb's warnings and other components' errors (`error,segdb=warn`); for
+    /// `serve`, also one info line per request (`error,segdb=info`).
+    #[arg(long, global = true, env = "SEGDB_LOG")]
+    pub log: Option<String>,
+}
+
+impl Cli {
+    /// The log filter: `--log` / `SEGDB_LOG`, else the command's default.
+    pub fn log_filter(&self) -> &str {
+        match (&self.global.log, &self.command) {
+            (Some(f), _) => f,
+            (None, Command::Serve(_)) => "error,segdb=info",
+            (None, _) => "error,segdb=warn",
+        }
+    }
 }
 
 impl GlobalOpts {
@@ -218,4 +225,21 @@ pub struct DemoArgs {
     /// Users to generate when the database is empty.
     #[arg(long, default_value_t = 5000, env = "SEGDB_DEMO_USERS")]
     pub users: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_filter_defaults_per_command_and_respects_an_explicit_one() {
+        let cli = |args: &[&str]| Cli::parse_from(args);
+        // An explicit filter wins, also when it equals another command's default.
+        let c = cli(&["segdb", "serve", "--log", "error,segdb=warn"]);
+        assert_eq!(c.log_filter(), "error,segdb=warn");
+        if std::env::var_os("SEGDB_LOG").is_none() {
+            assert_eq!(cli(&["segdb", "serve"]).log_filter(), "error,segdb=info");
+            assert_eq!(cli(&["segdb", "vacuum"]).log_filter(), "error,segdb=warn");
+        }
+    }
 }

@@ -4,13 +4,7 @@ use clap::Parser;
 
 fn main() {
     let cli = segdb::config::Cli::parse();
-    // The server logs one line per request by default; everything else only warnings.
-    let serving = matches!(cli.command, segdb::config::Command::Serve(_));
-    if serving && cli.global.log == "error,segdb=warn" {
-        segdb::logging::init("error,segdb=info");
-    } else {
-        segdb::logging::init(&cli.global.log);
-    }
+    segdb::logging::init(cli.log_filter());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
