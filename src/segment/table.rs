@@ -32,8 +32,8 @@ pub struct SessionSettings {
 /// The `segments` schema provider.
 pub struct SegmentsSchema {
     pub(crate) segments: Arc<Segments>,
-    /// Names known to this process: refreshed at open, after segment statements, and before
-    /// metadata listings (`table_names` cannot do I/O). Lookups by name always read the catalog.
+    /// Names known to this process: refreshed at open, after segment statements, before
+    /// metadata listings (`table_names` cannot do I/O) and when a lookup misses.
     pub(crate) names: Arc<RwLock<Vec<String>>>,
     pub(crate) settings: SessionSettings,
 }
@@ -62,13 +62,19 @@ impl SchemaProvider for SegmentsSchema {
         &self,
         name: &str,
     ) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
-        let names = self
-            .segments
-            .names()
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let found = names.iter().any(|n| n == name);
-        *self.names.write().expect("not poisoned") = names;
+        // Known names need no catalog read (listing N segments must not read it N times); an
+        // unknown one may come from another process: re-read. A segment dropped since the
+        // snapshot fails when scanned, with the "does not exist" error.
+        let found = self.table_exist(name) || {
+            let names = self
+                .segments
+                .names()
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let found = names.iter().any(|n| n == name);
+            *self.names.write().expect("not poisoned") = names;
+            found
+        };
         Ok(found.then(|| {
             Arc::new(SegmentTable {
                 segments: self.segments.clone(),

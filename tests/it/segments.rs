@@ -538,3 +538,41 @@ async fn consent_bitmaps_are_reused_within_their_window_and_rederived_at_ingest(
     assert_eq!(count(&e, "SELECT segment_size('mk')").await, 2);
     assert_eq!(count(&e, &holders("2026-01-10T00:00:00Z")).await, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_schema_lists_and_reads_members() {
+    let (db, _src, _) = loaded(120, 7, 3, 5.0).await;
+    let e = db.engine().await;
+    e.sql("CREATE SEGMENT buyers AS DID 'purchase'")
+        .await
+        .unwrap();
+    let size = count(&e, "SELECT segment_size('buyers')").await;
+    assert!(size > 0);
+    assert_eq!(
+        count(&e, "SELECT count(*) FROM segments.buyers").await,
+        size
+    );
+    assert_eq!(
+        count(
+            &e,
+            "SELECT count(*) FROM segments.buyers s JOIN segment_members('buyers') m ON s.user_id = m.user_id"
+        )
+        .await,
+        size
+    );
+    let listed = count(
+        &e,
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'segments'",
+    )
+    .await;
+    assert_eq!(listed, 1);
+    // A segment created by another engine (process) is found by name.
+    let other = db.engine().await;
+    other
+        .sql("CREATE SEGMENT viewers AS DID 'page_view'")
+        .await
+        .unwrap();
+    assert!(count(&e, "SELECT count(*) FROM segments.viewers").await > 0);
+    e.sql("DROP SEGMENT buyers").await.unwrap();
+    assert!(e.sql("SELECT count(*) FROM segments.buyers").await.is_err());
+}
