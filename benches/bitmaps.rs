@@ -40,8 +40,8 @@ impl Bencher {
     }
 }
 use roaring::RoaringBitmap;
-use segdb::index::bsi::Bsi;
-use segdb::index::codec::{from_bytes, to_bytes};
+use segdb::bitmap::bsi::Bsi;
+use segdb::bitmap::codec::{from_bytes, to_bytes};
 
 fn lcg(x: &mut u64) -> u64 {
     *x = x
@@ -144,7 +144,7 @@ fn index_build(c: &mut Criterion) {
     .unwrap();
     c.bench_function("index/collect + build counts, 1M events", |b| {
         b.iter(|| {
-            let mut col = segdb::index::store::EventIndex::collector();
+            let mut col = segdb::index::Collector::default();
             col.add_batch(black_box(&batch)).unwrap();
             col.finish()
         })

@@ -2,32 +2,33 @@
 //!
 //! A forget runs in an order that makes it take effect at once and survive a crash:
 //! 1. the users' ordinals and a keyed hash of each pseudonym go to `_segdb/suppression`, and one
-//!    audit row (time, count, keyed hashes — never the pseudonym) to `_segdb/audit`, in that
-//!    order; from here on every segment and every query over the base tables excludes them;
-//! 2. their rows are deleted from `events`, `profiles` and `consent` (Delta deletes by `uid`);
+//!    audit row (time, who asked, count, keyed hashes — never the pseudonym) to `_segdb/audit`;
+//!    from here on every statement that starts excludes them (the suppression list is part of
+//!    every snapshot and applied where rows are read);
+//! 2. their rows are deleted from `events`, `profiles` and `consent` (Delta deletes by `uid`,
+//!    tagged `segdb.op = forget`), and their identity links from `_segdb/links`;
 //! 3. their `identity` row keeps its ordinal (never reused) but loses the pseudonym.
 //! Re-running a forget finds the users through the suppression table and completes the missing
-//! steps. A later load that brings a forgotten raw id back rejects those rows (the keyed hash
-//! is checked at the door). `VACUUM` then removes superseded data files and old log entries, so
-//! no byte of a forgotten pseudonym remains under the data URL.
+//! steps. A later load that brings a forgotten raw id back rejects those rows (the keyed hash is
+//! checked at the door), and a load that overlaps a forget re-checks the list before and after
+//! its commit. `VACUUM` deletes any remaining rows of suppressed users, then superseded data
+//! files and old log entries, so no byte of a forgotten pseudonym remains under the data URL.
+//! Zero-match forgets and VACUUM runs are audited too.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use datafusion::logical_expr::{col, lit};
-use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
-use deltalake::protocol::SaveMode;
-use roaring::RoaringBitmap;
+use deltalake::kernel::transaction::CommitProperties;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::privacy::Keyring;
 use crate::privacy::pseudonym::{Pseudonymizer, is_pseudonym};
-use crate::storage::{Database, Table, base_schema};
+use crate::storage::commit;
+use crate::storage::settings::Settings;
+use crate::storage::{Database, Snapshot, Table, base_schema, failpoint};
 
 /// Domain of the keyed hash that stands in for a forgotten pseudonym.
 pub const FORGET_DOMAIN: &str = "segdb/forget";
@@ -37,109 +38,102 @@ pub fn key_hash(keyring: &Keyring, pseudonym: &str) -> String {
     Pseudonymizer::new(keyring, FORGET_DOMAIN).pseudonymize(pseudonym)
 }
 
-/// What is suppressed: the ordinals, and each keyed hash with its ordinal.
-#[derive(Debug, Default, Clone)]
-pub struct Suppression {
-    pub uids: RoaringBitmap,
-    pub by_hash: std::collections::HashMap<String, u32>,
-}
-
-/// Read `_segdb/suppression`.
-pub async fn load_suppression(db: &Database) -> Result<Suppression> {
-    let (_, batches) = db.scan(Table::Suppression).await?;
-    let mut s = Suppression::default();
-    for b in batches {
-        let u = arrow::compute::cast(b.column(0), &DataType::Int64)?;
-        let u = u.as_primitive::<Int64Type>();
-        let h = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
-        let h = h.as_string::<i32>();
-        for i in 0..b.num_rows() {
-            if u.is_valid(i) {
-                let uid = u.value(i) as u32;
-                s.uids.insert(uid);
-                if h.is_valid(i) {
-                    s.by_hash.insert(h.value(i).to_string(), uid);
-                }
-            }
-        }
-    }
-    Ok(s)
-}
-
-/// Who a FORGET names.
+/// Who a FORGET names, resolved to stored pseudonyms (a raw id is pseudonymised first).
 pub enum Target {
     /// A raw id or a stored pseudonym.
     One(String),
-    /// A query returning `user_id` (pseudonyms).
-    Query(String),
+    /// The pseudonyms a `FORGET USERS IN (query)` returned.
+    Pseudonyms(Vec<String>),
 }
 
-/// Forget users; returns how many were forgotten (already-forgotten users count again: the
-/// statement is idempotent and completes any step a crash interrupted).
+fn commit_props(op: &str) -> CommitProperties {
+    CommitProperties::default().with_metadata(commit::op(op))
+}
+
+async fn audit(db: &Database, action: &str, users: i64, hashes: &[&str], who: &str) -> Result<()> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let batch = RecordBatch::try_new(
+        base_schema(Table::Audit),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(vec![now]).with_timezone("UTC")) as ArrayRef,
+            Arc::new(StringArray::from(vec![action])),
+            Arc::new(Int64Array::from(vec![users])),
+            Arc::new(StringArray::from(vec![
+                serde_json::to_string(hashes).expect("strings serialise"),
+            ])),
+            Arc::new(StringArray::from(vec![who])),
+        ],
+    )?;
+    commit::append(db, Table::Audit, vec![batch], commit::op("audit")).await?;
+    Ok(())
+}
+
+/// The ordinals in `extra` plus every ordinal linked to them (a profile is forgotten whole).
+pub type Expand<'a> = &'a (dyn Fn(&roaring::RoaringBitmap) -> roaring::RoaringBitmap + Sync);
+
+/// Forget users; returns how many ordinals were forgotten (already-forgotten users count again:
+/// the statement is idempotent and completes any step a crash interrupted). `expand` adds the
+/// other ids of each user's profile (identity links).
 pub async fn forget(
-    db: &Database,
-    ctx: &SessionContext,
+    snap: &Snapshot,
     keyring: &Keyring,
     target: Target,
+    who: &str,
+    expand: Expand<'_>,
 ) -> Result<u64> {
+    let db = snap.db();
     let now = chrono::Utc::now().timestamp_micros();
-    // Resolve to (uid, keyed hash) pairs.
-    let pseudonyms: Vec<String> = match &target {
-        Target::One(v) => {
-            let p = if is_pseudonym(v) {
-                v.clone()
-            } else {
-                Pseudonymizer::new(keyring, crate::privacy::keyring::USER_DOMAIN).pseudonymize(v)
-            };
-            vec![p]
-        }
-        Target::Query(q) => {
-            let df = ctx.sql(q).await?;
-            if !df.schema().has_column_with_unqualified_name("user_id") {
-                return Err(Error::invalid(
-                    "FORGET USERS IN (…): the query must return a user_id column",
-                ));
-            }
-            let batches = df.select_columns(&["user_id"])?.collect().await?;
-            let mut v = Vec::new();
-            for b in batches {
-                let s = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
-                let s = s.as_string::<i32>();
-                v.extend(
-                    (0..s.len())
-                        .filter(|&i| s.is_valid(i))
-                        .map(|i| s.value(i).to_string()),
-                );
-            }
-            v
-        }
+    let action = match &target {
+        Target::One(_) => "FORGET USER",
+        Target::Pseudonyms(_) => "FORGET USERS IN",
     };
-    let wanted: HashSet<String> = pseudonyms.iter().cloned().collect();
+    let pseudonyms: Vec<String> = match target {
+        Target::One(v) => vec![if is_pseudonym(&v) {
+            v
+        } else {
+            Pseudonymizer::new(keyring, crate::privacy::keyring::USER_DOMAIN).pseudonymize(&v)
+        }],
+        Target::Pseudonyms(v) => v,
+    };
+    let wanted: HashSet<&str> = pseudonyms.iter().map(String::as_str).collect();
     let hashes: HashSet<String> = pseudonyms.iter().map(|p| key_hash(keyring, p)).collect();
-    let mut pairs: Vec<(u32, String)> = Vec::new();
-    // Known users, by pseudonym.
-    let ids = crate::segment::eval::identity_rows(ctx).await?;
+    let before = snap.suppression().clone();
+    let ids = snap.identity_rows().await?;
+    let mut named = roaring::RoaringBitmap::new();
     for (uid, p) in &ids {
-        if let Some(p) = p {
-            if wanted.contains(p) {
-                pairs.push((*uid, key_hash(keyring, p)));
-            }
+        if let Some(p) = p
+            && wanted.contains(p.as_str())
+        {
+            named.insert(*uid);
         }
     }
-    // Users forgotten before (re-run after a crash), by keyed hash.
-    let before = load_suppression(db).await?;
+    // Users forgotten before (a re-run after a crash), by keyed hash.
     for h in &hashes {
         if let Some(&u) = before.by_hash.get(h) {
-            if !pairs.iter().any(|(x, _)| *x == u) {
-                pairs.push((u, h.clone()));
-            }
+            named.insert(u);
         }
     }
-    if pairs.is_empty() {
+    let all = &named | &expand(&named);
+    if all.is_empty() {
+        audit(db, action, 0, &[], who).await?;
+        tracing::info!(users = 0, "forget matched no user");
         return Ok(0);
     }
-    pairs.sort();
-    pairs.dedup();
+    let by_uid: std::collections::HashMap<u32, &str> = ids
+        .iter()
+        .filter_map(|(u, p)| p.as_deref().map(|p| (*u, p)))
+        .collect();
+    let mut pairs: Vec<(u32, String)> = Vec::new();
+    for u in all.iter() {
+        let h = match by_uid.get(&u) {
+            Some(p) => key_hash(keyring, p),
+            None => match before.by_hash.iter().find(|(_, x)| **x == u) {
+                Some((h, _)) => h.clone(),
+                None => continue,
+            },
+        };
+        pairs.push((u, h));
+    }
 
     // 1. Suppression (new users only) and the audit row.
     let fresh: Vec<&(u32, String)> = pairs
@@ -161,113 +155,76 @@ pub async fn forget(
                 ),
             ],
         )?;
-        db.load(Table::Suppression)
-            .await?
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .await?;
+        commit::append(db, Table::Suppression, vec![batch], commit::op("forget")).await?;
     }
     let mut hs: Vec<&str> = pairs.iter().map(|(_, h)| h.as_str()).collect();
     hs.sort();
-    let audit = RecordBatch::try_new(
-        base_schema(Table::Audit),
-        vec![
-            Arc::new(TimestampMicrosecondArray::from(vec![now]).with_timezone("UTC")) as ArrayRef,
-            Arc::new(StringArray::from(vec![match target {
-                Target::One(_) => "FORGET USER",
-                Target::Query(_) => "FORGET USERS IN",
-            }])),
-            Arc::new(Int64Array::from(vec![pairs.len() as i64])),
-            Arc::new(StringArray::from(vec![
-                serde_json::to_string(&hs).expect("strings serialise"),
-            ])),
-        ],
-    )?;
-    db.load(Table::Audit)
-        .await?
-        .write(vec![audit])
-        .with_save_mode(SaveMode::Append)
-        .await?;
+    audit(db, action, pairs.len() as i64, &hs, who).await?;
 
-    crate::ingest::failpoint("forget-after-suppression");
-    // 2. Delete their rows (by ordinal: the log records the predicate, never a pseudonym).
-    let uids: Vec<datafusion::logical_expr::Expr> = pairs
+    failpoint("forget-after-suppression");
+    let uids: Vec<u32> = pairs.iter().map(|(u, _)| *u).collect();
+    delete_rows(db, &uids).await?;
+    tracing::info!(users = pairs.len(), "forgot users");
+    Ok(pairs.len() as u64)
+}
+
+/// Complete the erasure of `uids` (already suppressed): delete their rows again.
+pub async fn complete(db: &Database, uids: &[u32]) -> Result<()> {
+    delete_rows(db, uids).await
+}
+
+/// Delete every row of `uids` from the base tables and links, and clear their pseudonyms.
+async fn delete_rows(db: &Database, uids: &[u32]) -> Result<()> {
+    if uids.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<datafusion::logical_expr::Expr> = uids
         .iter()
-        .map(|(u, _)| lit(ScalarValue::Int64(Some(i64::from(*u)))))
+        .map(|u| lit(ScalarValue::Int64(Some(i64::from(*u)))))
         .collect();
-    let pred = col("uid").in_list(uids, false);
+    // 2. Rows, by ordinal: the log records the predicate, never a pseudonym.
+    let pred = col("uid").in_list(list.clone(), false);
     for t in [Table::Events, Table::Profiles, Table::Consent] {
         let table = db.load(t).await?;
-        let (_t, metrics) = table.delete().with_predicate(pred.clone()).await?;
+        let (_t, metrics) = table
+            .delete()
+            .with_predicate(pred.clone())
+            .with_commit_properties(commit_props("forget"))
+            .await?;
         tracing::debug!(
             table = t.name(),
             deleted = metrics.num_deleted_rows,
             "forget: rows deleted"
         );
     }
+    let links = col("a")
+        .in_list(list.clone(), false)
+        .or(col("b").in_list(list, false));
+    let table = db.load(Table::Links).await?;
+    let _ = table
+        .delete()
+        .with_predicate(links)
+        .with_commit_properties(commit_props("forget"))
+        .await?;
     // 3. Identity keeps the ordinal, loses the pseudonym.
     let table = db.load(Table::Identity).await?;
     table
         .update()
         .with_predicate(pred)
         .with_update("user_id", lit(ScalarValue::Utf8(None)))
+        .with_commit_properties(commit_props("forget"))
         .await?;
-    tracing::info!(users = pairs.len(), "forgot users");
-    Ok(pairs.len() as u64)
-}
-
-const SETTINGS: &str = "_segdb/settings.json";
-
-/// Event retention in days (`ALTER TABLE events SET RETENTION n DAYS`), if set.
-pub async fn retention_days(db: &Database) -> Result<Option<u32>> {
-    use object_store::ObjectStoreExt;
-    match db
-        .store()
-        .get(&object_store::path::Path::from(SETTINGS))
-        .await
-    {
-        Ok(r) => {
-            let bytes = r
-                .bytes()
-                .await
-                .map_err(|e| Error::storage(format!("cannot read {SETTINGS}: {e}")))?;
-            let v: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|_| Error::storage(format!("{SETTINGS} is damaged")))?;
-            Ok(v["events_retention_days"].as_u64().map(|d| d as u32))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::storage(format!(
-            "cannot read {SETTINGS}: {}",
-            e.to_string().lines().next().unwrap_or("")
-        ))),
-    }
-}
-
-/// Set (or with `None`, clear) the event retention.
-pub async fn set_retention_days(db: &Database, days: Option<u32>) -> Result<()> {
-    use object_store::ObjectStoreExt;
-    let body = serde_json::json!({ "events_retention_days": days });
-    db.store()
-        .put(
-            &object_store::path::Path::from(SETTINGS),
-            object_store::PutPayload::from(serde_json::to_vec_pretty(&body).expect("json")),
-        )
-        .await
-        .map_err(|e| {
-            Error::storage(format!(
-                "cannot write {SETTINGS}: {}",
-                e.to_string().lines().next().unwrap_or("")
-            ))
-        })?;
+    // The event index reflects the delete without recounting (it masks forgotten users).
+    crate::index::catchup::persist(db).await?;
     Ok(())
 }
 
-/// `VACUUM`: drop events older than the retention (if set), then per table delete data files no
-/// longer referenced, write a checkpoint, and remove the log entries before it. Returns (files
-/// removed, log entries removed).
-pub async fn vacuum(db: &Database) -> Result<(usize, usize)> {
+/// `VACUUM`: drop events older than the retention (if set) and any remaining rows of forgotten
+/// users, then per table delete data files no longer referenced, write a checkpoint, and remove
+/// the log entries before it. Returns (files removed, log entries removed).
+pub async fn vacuum(db: &Database, who: &str) -> Result<(usize, usize)> {
     let (mut files, mut logs) = (0usize, 0usize);
-    if let Some(days) = retention_days(db).await? {
+    if let Some(days) = Settings::read(db).await?.events_retention_days {
         let cutoff = chrono::Utc::now().timestamp_micros() - i64::from(days) * 86_400_000_000;
         let pred = col("ts").lt(lit(ScalarValue::TimestampMicrosecond(
             Some(cutoff),
@@ -278,6 +235,7 @@ pub async fn vacuum(db: &Database) -> Result<(usize, usize)> {
             .await?
             .delete()
             .with_predicate(pred)
+            .with_commit_properties(commit_props("retention"))
             .await?;
         tracing::info!(
             days,
@@ -285,6 +243,32 @@ pub async fn vacuum(db: &Database) -> Result<(usize, usize)> {
             "retention: dropped old events"
         );
     }
+    // Rows of forgotten users a concurrent load may have brought back in.
+    let snap = db.pin().await?;
+    let supp: Vec<u32> = snap.suppression().uids.iter().collect();
+    if !supp.is_empty() {
+        let list: Vec<datafusion::logical_expr::Expr> = supp
+            .iter()
+            .map(|u| lit(ScalarValue::Int64(Some(i64::from(*u)))))
+            .collect();
+        let pred = col("uid").in_list(list, false);
+        for t in [Table::Events, Table::Profiles, Table::Consent] {
+            let table = db.load(t).await?;
+            let _ = table
+                .delete()
+                .with_predicate(pred.clone())
+                .with_commit_properties(commit_props("forget"))
+                .await?;
+        }
+        let table = db.load(Table::Identity).await?;
+        table
+            .update()
+            .with_predicate(pred)
+            .with_update("user_id", lit(ScalarValue::Utf8(None)))
+            .with_commit_properties(commit_props("forget"))
+            .await?;
+    }
+    crate::index::catchup::persist(db).await?;
     for t in Table::BASE.into_iter().chain(Table::ENGINE) {
         let table = db.load(t).await?;
         let (table, metrics) = table
@@ -310,5 +294,13 @@ pub async fn vacuum(db: &Database) -> Result<(usize, usize)> {
         }
     }
     db.forget_handles().await;
+    audit(db, "VACUUM", 0, &[], who).await?;
     Ok((files, logs))
+}
+
+/// Set (or with `None`, clear) the event retention.
+pub async fn set_retention_days(db: &Database, days: Option<u32>) -> Result<()> {
+    let mut s = Settings::read(db).await?;
+    s.events_retention_days = days;
+    s.write(db).await
 }

@@ -15,9 +15,16 @@ pub enum Error {
     /// An input file could not be read or does not meet the ingest contract.
     #[error("ingest: {0}")]
     Ingest(String),
+    /// A strict load (`--strict`, Flight SQL bulk ingest) had rejected rows; nothing was
+    /// committed.
+    #[error("ingest: {0}")]
+    Rejected(String),
     /// A user-facing argument was invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The caller's role may not run this statement (or nobody may, e.g. reading the keyring).
+    #[error("{0}")]
+    Denied(String),
     /// A query failed to plan or run.
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
@@ -47,5 +54,18 @@ impl Error {
     }
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
+    }
+    pub(crate) fn denied(msg: impl Into<String>) -> Self {
+        Error::Denied(msg.into())
+    }
+
+    /// The process exit code for this error: 2 for usage errors, 3 for a strict load's
+    /// rejected rows, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Invalid(_) => 2,
+            Error::Rejected(_) => 3,
+            _ => 1,
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 #![deny(unreachable_pub, clippy::dbg_macro, clippy::todo)]
 
+pub mod bitmap;
 pub mod cli;
 pub mod config;
 pub mod datagen;
@@ -23,11 +24,14 @@ pub mod functions;
 pub mod index;
 pub mod ingest;
 pub mod logging;
+pub mod materialize;
 pub mod privacy;
 pub mod segment;
 pub mod server;
+pub mod session;
 pub mod statement;
 pub mod storage;
+pub mod traits;
 
 pub use engine::{Config, Engine, QueryResult};
 pub use error::{Error, Result};

@@ -12,17 +12,8 @@ fn main() {
     let code = match runtime.block_on(segdb::cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!(
-                "Error: {}",
-                e.to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-            match e {
-                segdb::Error::Invalid(_) => 2,
-                _ => 1,
-            }
+            eprintln!("Error: {}", e.to_string().trim());
+            e.exit_code()
         }
     };
     std::process::exit(code);

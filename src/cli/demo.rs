@@ -2,7 +2,6 @@
 //! example queries of `sql/examples/` (compiled into the binary) and print their results.
 
 use crate::cli::output;
-use crate::cli::sql::split_statements;
 use crate::config::{DemoArgs, GenFormat, GlobalOpts, OutputFormat};
 use crate::datagen::{GenConfig, generate};
 use crate::engine::Engine;
@@ -83,7 +82,7 @@ pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
     }
     for (name, script) in EXAMPLES {
         println!("\n== {name}");
-        for stmt in split_statements(script) {
+        for stmt in crate::statement::split(script) {
             let title = stmt
                 .lines()
                 .find(|l| l.trim_start().starts_with("--"))

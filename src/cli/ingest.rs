@@ -15,9 +15,9 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
     };
     let report = match engine.ingest(args.kind, &args.files, &opts).await {
         Ok(r) => r,
-        Err(Error::Ingest(msg)) if args.strict && msg.contains("--strict") => {
-            eprintln!("Error: ingest: {msg}");
-            return Ok(3);
+        Err(e @ Error::Rejected(_)) => {
+            eprintln!("Error: {e}");
+            return Ok(e.exit_code());
         }
         Err(e) => return Err(e),
     };

@@ -10,7 +10,9 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 pub async fn run(global: &GlobalOpts, args: SqlArgs) -> Result<i32> {
-    let engine = Engine::open(&global.engine_config()).await?;
+    let engine = Engine::open(&global.engine_config())
+        .await?
+        .with_caller("cli")?;
     let mut scripts: Vec<String> = args.command.clone();
     for f in &args.file {
         scripts.push(
@@ -27,7 +29,7 @@ pub async fn run(global: &GlobalOpts, args: SqlArgs) -> Result<i32> {
         return repl(&engine, args.format, args.timing).await;
     }
     for script in &scripts {
-        for stmt in split_statements(script) {
+        for stmt in crate::statement::split(script) {
             if let Err(e) = execute(&engine, &stmt, args.format, args.timing).await {
                 eprintln!("Error: {}", one_line(&e));
                 return Ok(1);
@@ -45,7 +47,11 @@ pub(crate) async fn execute(
     timing: bool,
 ) -> Result<()> {
     let started = Instant::now();
-    let result = engine.sql(stmt).await;
+    let session = engine.session();
+    let result = match session.parse_one(stmt) {
+        Ok(p) => session.execute(&p, crate::statement::Role::Admin).await,
+        Err(e) => Err(e),
+    };
     let elapsed = started.elapsed();
     let result = result?;
     let stdout = std::io::stdout();
@@ -104,7 +110,7 @@ async fn repl(engine: &Engine, format: OutputFormat, timing: bool) -> Result<i32
                 if keep_in_history(&buf) {
                     let _ = rl.add_history_entry(buf.as_str());
                 }
-                for stmt in split_statements(&buf) {
+                for stmt in crate::statement::split(&buf) {
                     if let Err(e) = execute(engine, &stmt, format, timing).await {
                         eprintln!("Error: {}", one_line(&e));
                     }
@@ -142,53 +148,6 @@ enum Lex {
     BlockComment,
 }
 
-/// Split a script into statements on `;` outside quotes and comments; blank statements and
-/// comment-only statements are dropped.
-pub fn split_statements(script: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut state = Lex::Code;
-    let mut chars = script.chars().peekable();
-    let mut has_code = false;
-    while let Some(c) = chars.next() {
-        match state {
-            Lex::Code => match c {
-                ';' => {
-                    if has_code {
-                        out.push(cur.trim().to_string());
-                    }
-                    cur.clear();
-                    has_code = false;
-                    continue;
-                }
-                '\'' => state = Lex::Single,
-                '"' => state = Lex::Double,
-                '-' if chars.peek() == Some(&'-') => state = Lex::LineComment,
-                '/' if chars.peek() == Some(&'*') => state = Lex::BlockComment,
-                _ => {}
-            },
-            Lex::Single if c == '\'' => state = Lex::Code,
-            Lex::Double if c == '"' => state = Lex::Code,
-            Lex::LineComment if c == '\n' => state = Lex::Code,
-            Lex::BlockComment if c == '*' && chars.peek() == Some(&'/') => {
-                cur.push(c);
-                cur.push(chars.next().expect("peeked"));
-                state = Lex::Code;
-                continue;
-            }
-            _ => {}
-        }
-        if state == Lex::Code && !c.is_whitespace() || matches!(state, Lex::Single | Lex::Double) {
-            has_code = true;
-        }
-        cur.push(c);
-    }
-    if has_code {
-        out.push(cur.trim().to_string());
-    }
-    out
-}
-
 /// Does the buffer end with a `;` outside quotes and comments (so the statement is complete)?
 fn ends_statement(buf: &str) -> bool {
     let mut state = Lex::Code;
@@ -224,17 +183,6 @@ fn ends_statement(buf: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_outside_quotes_and_comments() {
-        let s = "SELECT 'a;b'; -- c; d\nSELECT \"x;y\" /* ; */ FROM t;\n;  ; -- only a comment\n";
-        assert_eq!(
-            split_statements(s),
-            vec!["SELECT 'a;b'", "-- c; d\nSELECT \"x;y\" /* ; */ FROM t"]
-        );
-        assert_eq!(split_statements("SELECT 1"), vec!["SELECT 1"]);
-        assert!(split_statements("  -- nothing\n").is_empty());
-    }
 
     #[test]
     fn raw_ids_stay_out_of_history() {

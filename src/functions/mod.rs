@@ -64,30 +64,6 @@ pub fn register_all(ctx: &SessionContext, keyring: Arc<Keyring>) {
     }
 }
 
-/// Register the segment functions, which read segments evaluated before each statement.
-pub fn register_segment_functions(ctx: &SessionContext, cache: Arc<segment::Prefetched>) {
-    ctx.register_udf(ScalarUDF::from(segment::segment_size::SegmentSize::new(
-        cache.clone(),
-    )));
-    ctx.register_udf(ScalarUDF::from(
-        segment::segment_bitmap::SegmentBitmap::new(cache.clone()),
-    ));
-    ctx.register_udf(ScalarUDF::from(segment::in_segment::InSegment::new(
-        cache.clone(),
-    )));
-    ctx.register_udf(ScalarUDF::from(segment::has_consent::HasConsent::new(
-        cache.clone(),
-    )));
-    ctx.register_udtf(
-        "segment_members",
-        Arc::new(segment::segment_members::SegmentMembers::new(cache.clone())),
-    );
-    ctx.register_udtf(
-        "segment_overlap",
-        Arc::new(segment::segment_overlap::SegmentOverlap::new(cache)),
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

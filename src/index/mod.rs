@@ -1,7 +1,122 @@
-//! Bitmaps over dense user ordinals: the portable Roaring codec, bit-sliced counts, and the
-//! per-(event, day) event index persisted under `_segdb/`. Nothing here knows of the server or
-//! the segment language.
+//! The event index: per (event, UTC day) the bit-sliced count of each user's events that day,
+//! persisted as the Delta table `_segdb/event_index` and tagged with the events-table version it
+//! reflects. [`store`] reads and writes it; [`catchup`] brings an index up to a newer events
+//! version — in memory for readers (who never commit), persisted by writers.
 
-pub mod bsi;
-pub mod codec;
+pub mod catchup;
 pub mod store;
+
+use std::collections::HashMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type};
+
+use crate::bitmap::bsi::Bsi;
+use crate::error::{Error, Result};
+
+/// Microseconds per day.
+pub const DAY_US: i64 = 86_400_000_000;
+
+/// Per-(event, day) counts.
+pub type Days = HashMap<(String, i32), Bsi>;
+
+/// The in-memory index.
+#[derive(Debug, Default, Clone)]
+pub struct EventIndex {
+    pub days: Days,
+    /// The events-table version this index reflects (0: no events committed yet).
+    pub events_version: u64,
+}
+
+impl EventIndex {
+    /// The event names the index knows.
+    pub fn event_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.days.keys().map(|(e, _)| e.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Sum of the day counts of `event` (`None` = any event) over days `[from, to)`.
+    pub fn counts(&self, event: Option<&str>, from_day: i32, to_day: i32) -> Bsi {
+        let mut acc = Bsi::default();
+        for ((e, d), bsi) in &self.days {
+            if *d >= from_day && *d < to_day && event.is_none_or(|want| want == e) {
+                acc.add(bsi);
+            }
+        }
+        acc
+    }
+
+    /// Approximate bytes held.
+    pub fn bytes(&self) -> usize {
+        self.days
+            .values()
+            .flat_map(|b| &b.slices)
+            .map(|s| s.serialized_size())
+            .sum()
+    }
+
+    /// Add per-day counts.
+    pub fn add(&mut self, days: &Days) {
+        for (k, bsi) in days {
+            self.days.entry(k.clone()).or_default().add(bsi);
+        }
+    }
+}
+
+/// Collects (event, day, uid) occurrences of events rows, to turn into per-day counts.
+#[derive(Debug, Default)]
+pub struct Collector {
+    occurrences: HashMap<(String, i32), Vec<u32>>,
+}
+
+impl Collector {
+    /// Record the rows of a batch with `uid`, `event` and `ts` columns.
+    pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        let col = |n: &str| {
+            batch
+                .column_by_name(n)
+                .cloned()
+                .ok_or_else(|| Error::ingest(format!("index: batch has no {n}")))
+        };
+        let uid = arrow::compute::cast(&col("uid")?, &DataType::Int64)?;
+        let uid = uid.as_primitive::<Int64Type>();
+        let ev = arrow::compute::cast(&col("event")?, &DataType::Utf8)?;
+        let ev = ev.as_string::<i32>();
+        let ts = arrow::compute::cast(&col("ts")?, &DataType::Int64)?;
+        let ts = ts.as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            if uid.is_null(i) || ev.is_null(i) || ts.is_null(i) {
+                continue;
+            }
+            let day = ts.value(i).div_euclid(DAY_US) as i32;
+            match self.occurrences.get_mut(&(ev.value(i).to_string(), day)) {
+                Some(v) => v.push(uid.value(i) as u32),
+                None => {
+                    self.occurrences
+                        .insert((ev.value(i).to_string(), day), vec![uid.value(i) as u32]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turn occurrences into per-key counts.
+    pub fn finish(self) -> Days {
+        self.occurrences
+            .into_iter()
+            .map(|(k, mut uids)| {
+                uids.sort_unstable();
+                let mut counts: Vec<(u32, u64)> = Vec::new();
+                for u in uids {
+                    match counts.last_mut() {
+                        Some((x, c)) if *x == u => *c += 1,
+                        _ => counts.push((u, 1)),
+                    }
+                }
+                (k, Bsi::from_counts(counts))
+            })
+            .collect()
+    }
+}

@@ -24,13 +24,18 @@ pub(crate) struct Identity {
 impl Identity {
     /// Read the whole identity table.
     pub(crate) async fn load(db: &Database) -> Result<Identity> {
-        let (version, batches) = db.scan(Table::Identity).await?;
+        let table = db.load(Table::Identity).await?;
+        let version = table.version();
+        let batches = crate::storage::read_pinned(db, Table::Identity, &table).await?;
         let mut map = HashMap::new();
         let mut next = 0i64;
         for b in batches {
-            let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+            let ids =
+                crate::storage::snapshot_column(&b, "user_id", &arrow::datatypes::DataType::Utf8)?;
             let ids = ids.as_string::<i32>();
-            let uids = b.column(1).as_primitive::<Int64Type>();
+            let uids =
+                crate::storage::snapshot_column(&b, "uid", &arrow::datatypes::DataType::Int64)?;
+            let uids = uids.as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 let uid = uids.value(i);
                 next = next.max(uid + 1);

@@ -6,6 +6,7 @@
 
 mod identity;
 mod normalize;
+pub mod pii;
 mod read;
 mod timestamp;
 
@@ -106,16 +107,8 @@ pub struct IngestReport {
     pub took_ms: u128,
 }
 
-/// Name of the environment variable that makes a load stop dead between writing its data files
-/// and committing them (crash-safety tests only).
-pub const FAILPOINT_ENV: &str = "SEGDB_FAILPOINT";
-
-pub(crate) fn failpoint(name: &str) {
-    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
-        std::process::abort();
-    }
-}
+pub use crate::storage::FAILPOINT_ENV;
+use crate::storage::failpoint;
 
 /// Load `files` into the table of `kind`.
 pub async fn ingest(
@@ -125,11 +118,37 @@ pub async fn ingest(
     files: &[PathBuf],
     opts: &IngestOptions,
 ) -> Result<IngestReport> {
-    Ok(ingest_collecting(db, keyring, kind, files, opts).await?.0)
+    let loaded = ingest_collecting(db, keyring, kind, files, opts).await?;
+    after_load(db, loaded).await
+}
+
+/// Keep the event index current after an events commit (the load's own counts when the index
+/// reflects the version before; otherwise a catch-up).
+async fn after_load(
+    db: &Database,
+    (report, days): (IngestReport, Option<IndexDays>),
+) -> Result<IngestReport> {
+    if let (Some(days), Some(v)) = (days, report.version) {
+        crate::index::catchup::after_load(db, &days, v).await?;
+    }
+    Ok(report)
+}
+
+/// Load Arrow batches (Flight SQL bulk ingest), see [`ingest_stream`].
+pub async fn ingest_batches(
+    db: &Database,
+    keyring: &Keyring,
+    kind: Kind,
+    name: &str,
+    batches: impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
+    opts: &IngestOptions,
+) -> Result<IngestReport> {
+    let loaded = ingest_stream(db, keyring, kind, name, batches, opts).await?;
+    after_load(db, loaded).await
 }
 
 /// Per-(event, day) counts of the rows an events load committed.
-pub(crate) type IndexDays = std::collections::HashMap<(String, i32), crate::index::bsi::Bsi>;
+pub(crate) type IndexDays = crate::index::Days;
 
 /// [`ingest`], also returning the index counts of an events load.
 pub(crate) async fn ingest_collecting(
@@ -264,7 +283,7 @@ async fn ingest_local(
 /// Load Arrow batches as `batches` yields them (e.g. over Flight SQL) into the table of `kind`,
 /// with the same checks, pseudonymisation and single commit as a file load. `name` stands for
 /// the input in rejected-row reports; rows are numbered from 1 across all batches.
-pub(crate) async fn ingest_batches(
+pub(crate) async fn ingest_stream(
     db: &Database,
     keyring: &Keyring,
     kind: Kind,
@@ -332,11 +351,8 @@ async fn load(
     let mut identity = identity::Identity::load(db).await?;
     let now = chrono::Utc::now().timestamp_micros();
     let pseudo = Pseudonymizer::new(keyring, crate::privacy::keyring::USER_DOMAIN);
-    let forgotten = crate::erasure::load_suppression(db)
-        .await?
-        .by_hash
-        .into_keys()
-        .collect();
+    let suppression = db.latest_suppression().await?;
+    let forgotten = suppression.by_hash.keys().cloned().collect();
     let mut norm = normalize::Normalizer::new(kind, pseudo, table_schema.clone(), now)
         .with_forgotten(
             forgotten,
@@ -351,7 +367,8 @@ async fn load(
     let mut rejected = Vec::new();
     let mut rows_loaded = 0u64;
     let mut checked = vec![false; names.len()];
-    let mut collector = (kind == Kind::Events).then(crate::index::store::EventIndex::collector);
+    let mut collector = (kind == Kind::Events).then(crate::index::Collector::default);
+    let mut loaded_uids = roaring::RoaringBitmap::new();
     while let Some(msg) = rx.recv().await {
         let (idx, sb) = msg?;
         let name = names[idx].clone();
@@ -366,6 +383,7 @@ async fn load(
             continue;
         }
         rows_loaded += out.num_rows() as u64;
+        note_uids(&out, &mut loaded_uids)?;
         if let Some(c) = collector.as_mut() {
             c.add_batch(&out)?;
         }
@@ -377,7 +395,7 @@ async fn load(
     rejected.sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
 
     if opts.strict && !rejected.is_empty() {
-        return Err(Error::ingest(format!(
+        return Err(Error::Rejected(format!(
             "{} rows rejected and the load is strict (--strict, or a Flight SQL bulk ingest); nothing was committed (first: {})",
             rejected.len(),
             rejected[0]
@@ -418,14 +436,38 @@ async fn load(
         })?;
     }
 
-    // 2. The load itself, in one commit.
+    // 2. The load itself, in one commit — unless a FORGET committed since the load began and
+    //    names users in it (their rows would come back after the FORGET deleted them).
+    let raced = |s: &crate::storage::Suppression| -> bool {
+        !(&s.uids - &suppression.uids).is_disjoint(&loaded_uids)
+    };
     let version = match writer {
-        Some(w) => commit_append(&mut table, w).await?,
+        Some(w) => {
+            commit_append(&mut table, w, || async {
+                Ok(raced(&*db.latest_suppression().await?))
+            })
+            .await?
+        }
         None => {
             failpoint("ingest-before-commit");
+            if raced(&*db.latest_suppression().await?) {
+                return Err(forget_raced());
+            }
             upsert_profiles(table, held).await?
         }
     };
+    // A FORGET that committed between the check and the commit: complete it on these rows.
+    let after = db.latest_suppression().await?;
+    if raced(&after) {
+        let late: Vec<u32> = (&(&after.uids - &suppression.uids) & &loaded_uids)
+            .iter()
+            .collect();
+        tracing::info!(
+            users = late.len(),
+            "a FORGET overlapped this load; deleting its rows again"
+        );
+        crate::erasure::complete(db, &late).await?;
+    }
     let took_ms = started.elapsed().as_millis();
     tracing::info!(
         table = kind.name(),
@@ -448,6 +490,27 @@ async fn load(
     Ok((report, collector.map(|c| c.finish())))
 }
 
+fn forget_raced() -> Error {
+    Error::ingest(
+        "a FORGET committed while this load ran and names users in it; nothing was committed. Run the load again: rows of forgotten users are then rejected",
+    )
+}
+
+/// Add the `uid`s of a normalised batch to `out`.
+fn note_uids(b: &RecordBatch, out: &mut roaring::RoaringBitmap) -> Result<()> {
+    use arrow::array::{Array, AsArray};
+    if let Some(c) = b.column_by_name("uid") {
+        let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Int64)?;
+        let c = c.as_primitive::<arrow::datatypes::Int64Type>();
+        for i in 0..c.len() {
+            if c.is_valid(i) {
+                out.insert(c.value(i) as u32);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn display_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -467,8 +530,17 @@ fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
     pb
 }
 
-/// Finish the data files, then commit them (with the grown schema, if any) as one append.
-async fn commit_append(table: &mut DeltaTable, mut w: RecordBatchWriter) -> Result<u64> {
+/// Finish the data files, then commit them (with the grown schema, if any) as one append —
+/// unless `raced` (asked after the files are written) says a FORGET overlapped the load.
+async fn commit_append<F, Fut>(
+    table: &mut DeltaTable,
+    mut w: RecordBatchWriter,
+    raced: F,
+) -> Result<u64>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
     use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
     use deltalake::kernel::transaction::CommitBuilder;
     use deltalake::kernel::{Action, MetadataExt, StructType};
@@ -479,6 +551,9 @@ async fn commit_append(table: &mut DeltaTable, mut w: RecordBatchWriter) -> Resu
     let adds = w.flush().await?;
     // Every data file of the load is on storage now; nothing is visible until the commit.
     failpoint("ingest-before-commit");
+    if raced().await? {
+        return Err(forget_raced());
+    }
     let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
     let names = |s: &Schema| {
         s.fields()
@@ -497,10 +572,13 @@ async fn commit_append(table: &mut DeltaTable, mut w: RecordBatchWriter) -> Resu
         partition_by: None,
         predicate: None,
     };
-    let done = CommitBuilder::default()
-        .with_actions(actions)
-        .build(Some(table.snapshot()?), table.log_store(), op)
-        .await?;
+    let done = CommitBuilder::from(
+        deltalake::kernel::transaction::CommitProperties::default()
+            .with_metadata(crate::storage::commit::op("ingest")),
+    )
+    .with_actions(actions)
+    .build(Some(table.snapshot()?), table.log_store(), op)
+    .await?;
     Ok(done.version())
 }
 

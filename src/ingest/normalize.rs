@@ -55,6 +55,8 @@ pub(crate) struct Normalizer {
     /// The target table's schema before this load (existing columns keep their type).
     table: SchemaRef,
     now: i64,
+    /// Place of the next kept row in this load (consent ties go to the later row).
+    seq: i64,
 }
 
 impl Normalizer {
@@ -67,6 +69,7 @@ impl Normalizer {
             forget_hasher: None,
             table,
             now,
+            seq: 0,
         }
     }
 
@@ -146,7 +149,7 @@ impl Normalizer {
         }
         let reserved: &[&str] = match self.kind {
             Kind::Profiles => &["uid", "updated_at"],
-            Kind::Consent => &["uid"],
+            Kind::Consent => &["uid", "ingested_at", "row_seq"],
             Kind::Events => &["uid"],
         };
         for r in reserved {
@@ -245,21 +248,37 @@ impl Normalizer {
                 {
                     reject(&mut ok, i, format!("expires_at {e}"));
                 }
+                // When a record takes effect: its recorded_at (or ts) when given; else, for a TC
+                // string, the string's own LastUpdated (when the user chose); else the load.
+                let from_tc = |i: usize| -> Option<i64> {
+                    if tc.is_null(i) || tc.value(i).trim().is_empty() {
+                        return None;
+                    }
+                    let d = crate::privacy::tcf::decode(tc.value(i).trim()).ok()?;
+                    i64::try_from(d.core.last_updated)
+                        .ok()?
+                        .checked_mul(100_000)
+                };
                 let rec_col = col("recorded_at").or_else(|| col("ts"));
-                let recorded = match rec_col.clone() {
+                let given = match rec_col.clone() {
                     Some(a) => {
                         let (t, errs) = to_micros(&a)?;
                         for (i, e) in errs.into_iter().filter(|(i, _)| !is_blank(&rec_col, *i)) {
                             reject(&mut ok, i, format!("recorded_at {e}"));
                         }
-                        // A missing time means "now".
-                        let filled: TimestampMicrosecondArray = (0..n)
-                            .map(|i| Some(if t.is_valid(i) { t.value(i) } else { self.now }))
-                            .collect();
-                        filled.with_timezone("UTC")
+                        Some(t)
                     }
-                    None => TimestampMicrosecondArray::from(vec![self.now; n]).with_timezone("UTC"),
+                    None => None,
                 };
+                let recorded: TimestampMicrosecondArray = (0..n)
+                    .map(|i| {
+                        Some(match &given {
+                            Some(t) if t.is_valid(i) => t.value(i),
+                            _ => from_tc(i).unwrap_or(self.now),
+                        })
+                    })
+                    .collect::<TimestampMicrosecondArray>()
+                    .with_timezone("UTC");
                 let present =
                     |a: &StringArray, i: usize| a.is_valid(i) && !a.value(i).trim().is_empty();
                 for i in 0..n {
@@ -300,6 +319,16 @@ impl Normalizer {
                     Field::new("recorded_at", ts_type(), true),
                     Arc::new(recorded),
                 ));
+                fixed.push((
+                    Field::new("ingested_at", ts_type(), true),
+                    Arc::new(
+                        TimestampMicrosecondArray::from(vec![self.now; n]).with_timezone("UTC"),
+                    ),
+                ));
+                let seq: arrow::array::Int64Array =
+                    (0..n as i64).map(|i| Some(self.seq + i)).collect();
+                self.seq += n as i64;
+                fixed.push((Field::new("row_seq", DataType::Int64, true), Arc::new(seq)));
                 consumed.extend(CONSENT_COLUMNS);
                 if schema.column_with_name("recorded_at").is_none() {
                     consumed.push("ts");

@@ -48,6 +48,15 @@ impl Pseudonymizer {
         URL_SAFE_NO_PAD.encode_string(&digest[..16], out);
     }
 
+    /// A keyed 64-bit hash of `value` (the first 8 bytes of the same HMAC): for deterministic,
+    /// unpredictable assignments such as holdout groups.
+    pub fn keyed_u64(&self, value: &str) -> u64 {
+        let mut mac = self.base.clone();
+        mac.update(value.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+    }
+
     /// A keyed fingerprint: identifies the key without revealing it (stored in the database so a
     /// keyring that does not match can be refused).
     pub fn fingerprint(keyring: &Keyring) -> String {

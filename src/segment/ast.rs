@@ -114,6 +114,8 @@ pub enum Leaf {
     InSegment(String, Pos),
     UsersIn(Sql),
     AllUsers,
+    /// `TRAIT predicate`: a predicate over the computed traits (the `traits` table's columns).
+    Trait(Sql),
 }
 
 /// A segment expression.
@@ -128,30 +130,181 @@ pub enum Expr {
 /// How a materialised segment refreshes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refresh {
-    Every(String),
-    Cron(String),
+    /// `REFRESH EVERY 'interval'`: the text as written and its length in microseconds.
+    Every(String, i64),
+    /// `REFRESH CRON 'm h dom mon dow' [TIMEZONE 'Area/City']`.
+    Cron { expr: String, tz: Option<String> },
+    /// `REFRESH MANUAL`: only `REFRESH SEGMENT` (or `segdb refresh NAME`) refreshes it.
+    Manual,
 }
 
-/// A segment statement.
+impl Refresh {
+    /// The clause as `SHOW SEGMENTS` prints it and the catalog stores it.
+    pub fn text(&self) -> String {
+        match self {
+            Refresh::Every(s, _) => format!("EVERY '{}'", s.replace('\'', "''")),
+            Refresh::Cron { expr, tz: None } => format!("CRON '{expr}'"),
+            Refresh::Cron { expr, tz: Some(z) } => format!("CRON '{expr}' TIMEZONE '{z}'"),
+            Refresh::Manual => "MANUAL".into(),
+        }
+    }
+}
+
+/// `CREATE [OR REPLACE] [MATERIALIZED] SEGMENT …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSegment {
+    pub name: String,
+    pub or_replace: bool,
+    pub if_not_exists: bool,
+    pub materialized: bool,
+    pub refresh: Option<Refresh>,
+    pub holdout_percent: Option<u8>,
+    pub keep_versions: Option<u64>,
+    pub purposes: Vec<String>,
+    pub comment: Option<String>,
+    /// The text after AS, as written.
+    pub definition: String,
+    pub expr: Expr,
+}
+
+/// `ALTER SEGMENT name SET …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlterSegment {
+    Refresh(Refresh),
+    Keep(u64),
+}
+
+/// Export file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Parquet,
+    Csv,
+}
+
+impl ExportFormat {
+    pub fn ext(self) -> &'static str {
+        match self {
+            ExportFormat::Parquet => "parquet",
+            ExportFormat::Csv => "csv",
+        }
+    }
+}
+
+/// Ad-platform presets of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    Google,
+    Meta,
+    Tiktok,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Google => "google",
+            Preset::Meta => "meta",
+            Preset::Tiktok => "tiktok",
+        }
+    }
+}
+
+/// What `EXPORT SEGMENT` and `CREATE EXPORT` share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSpec {
+    pub segment: String,
+    pub url: String,
+    pub format: Option<ExportFormat>,
+    pub preset: Option<Preset>,
+    /// `COLUMNS (expr AS alias, …)`.
+    pub columns: Vec<(Sql, String)>,
+    /// `CHANGES FROM VERSION a [TO VERSION b]`.
+    pub changes: Option<(u64, Option<u64>)>,
+    pub purposes: Vec<String>,
+    pub max_rows_per_file: Option<u64>,
+    /// The statement text from `SEGMENT` on (stored by `CREATE EXPORT`).
+    pub text: String,
+}
+
+/// Aggregates of a computed trait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraitAgg {
+    Count,
+    Sum(Sql),
+    Min(Sql),
+    Max(Sql),
+    First(Sql),
+    Last(Sql),
+    MostFrequent(Sql),
+    CountDistinct(Sql),
+}
+
+/// `CREATE TRAIT name AS agg OF EVENT 'e' [WHERE pred] [window]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTrait {
+    pub name: String,
+    pub or_replace: bool,
+    pub if_not_exists: bool,
+    pub agg: TraitAgg,
+    pub event: EventRef,
+    pub filter: Option<Sql>,
+    pub window: Option<Window>,
+    /// The text after AS, as written.
+    pub definition: String,
+}
+
+/// Who `FORGET` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForgetTarget {
+    /// A raw id or a stored pseudonym.
+    User(String),
+    /// A query returning `user_id`.
+    Users(Sql),
+}
+
+/// A segdb statement (everything segdb adds to DataFusion's SQL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Statement {
-    Create {
-        name: String,
-        or_replace: bool,
-        if_not_exists: bool,
-        materialized: bool,
-        refresh: Option<Refresh>,
-        purposes: Vec<String>,
-        comment: Option<String>,
-        /// The text after AS, as written.
-        definition: String,
-        expr: Expr,
-    },
-    Drop {
+    CreateSegment(CreateSegment),
+    DropSegment {
         name: String,
         if_exists: bool,
     },
-    Show,
-    Describe(String),
-    Explain(String),
+    ShowSegments,
+    DescribeSegment(String),
+    ExplainSegment(String),
+    AlterSegment {
+        name: String,
+        change: AlterSegment,
+    },
+    RefreshSegment {
+        name: String,
+        as_of: Option<i64>,
+    },
+    Export(ExportSpec),
+    CreateExport {
+        name: String,
+        if_not_exists: bool,
+        spec: ExportSpec,
+    },
+    DropExport {
+        name: String,
+        if_exists: bool,
+    },
+    ShowExports,
+    CreateTrait(CreateTrait),
+    DropTrait {
+        name: String,
+        if_exists: bool,
+    },
+    ShowTraits,
+    Forget(ForgetTarget),
+    Vacuum,
+    SetRetention {
+        table: String,
+        days: Option<u32>,
+    },
+    SetPii {
+        table: String,
+        rules: Vec<(String, crate::storage::settings::PiiRule)>,
+    },
 }

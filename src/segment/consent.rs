@@ -20,13 +20,13 @@ pub(crate) fn purpose_query(purpose: &str, as_of: i64) -> Result<String, String>
             ));
         }
         return Ok(format!(
-            "SELECT uid FROM (SELECT uid, tc_string, row_number() OVER (PARTITION BY uid ORDER BY recorded_at DESC) AS rn \
+            "SELECT uid FROM (SELECT uid, tc_string, row_number() OVER (PARTITION BY uid ORDER BY recorded_at DESC, ingested_at DESC NULLS LAST, row_seq DESC NULLS LAST) AS rn \
              FROM consent WHERE tc_string IS NOT NULL AND recorded_at <= {at}) l WHERE rn = 1 AND tcf_purpose_consent(tc_string, {n})"
         ));
     }
     if purpose == "sale" {
         return Ok(format!(
-            "SELECT uid FROM (SELECT uid, us_privacy, gpp, row_number() OVER (PARTITION BY uid ORDER BY recorded_at DESC) AS rn \
+            "SELECT uid FROM (SELECT uid, us_privacy, gpp, row_number() OVER (PARTITION BY uid ORDER BY recorded_at DESC, ingested_at DESC NULLS LAST, row_seq DESC NULLS LAST) AS rn \
              FROM consent WHERE (us_privacy IS NOT NULL OR gpp IS NOT NULL) AND recorded_at <= {at}) l WHERE rn = 1 AND \
              CASE WHEN us_privacy IS NOT NULL THEN regexp_like(us_privacy, '^1[YNyn-]{{3}}$') AND NOT usp_opted_out(us_privacy) \
                   ELSE gpp_section_ids(gpp) IS NOT NULL AND NOT gpp_sale_opted_out(gpp) END"
@@ -37,7 +37,7 @@ pub(crate) fn purpose_query(purpose: &str, as_of: i64) -> Result<String, String>
     }
     let p = purpose.replace('\'', "''");
     Ok(format!(
-        "SELECT uid FROM (SELECT uid, granted, expires_at, row_number() OVER (PARTITION BY uid ORDER BY recorded_at DESC) AS rn \
+        "SELECT uid FROM (SELECT uid, granted, expires_at, row_number() OVER (PARTITION BY uid ORDER BY recorded_at DESC, ingested_at DESC NULLS LAST, row_seq DESC NULLS LAST) AS rn \
          FROM consent WHERE purpose = '{p}' AND granted IS NOT NULL AND recorded_at <= {at}) l \
          WHERE rn = 1 AND granted AND (expires_at IS NULL OR expires_at > {at})"
     ))
@@ -47,7 +47,7 @@ pub(crate) fn purpose_query(purpose: &str, as_of: i64) -> Result<String, String>
 /// every purpose is the same for every time in `[from, until)`. Conservative: it looks at all
 /// records, not only the purpose's.
 pub(crate) async fn stable_window(
-    ctx: &datafusion::prelude::SessionContext,
+    ctx: &super::EvalCtx,
     at: i64,
 ) -> crate::error::Result<(i64, i64)> {
     use arrow::array::{Array, AsArray};
@@ -60,7 +60,7 @@ pub(crate) async fn stable_window(
                       min(CASE WHEN expires_at > {t} THEN expires_at END)) AS BIGINT) \
          FROM consent"
     );
-    let batches = ctx.sql(&q).await?.collect().await?;
+    let batches = ctx.query(&q).await?;
     let value = |i: usize| {
         batches
             .first()

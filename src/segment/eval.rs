@@ -2,55 +2,63 @@
 //!
 //! Each leaf becomes a bitmap: `DID` with a plain (day-aligned) window and no `WHERE` comes from
 //! the event index (summed bit-sliced day counts, then the frequency test); every other leaf runs
-//! a DataFusion query that returns `uid`s. The boolean structure is bitmap algebra against the
-//! universe (every known, non-erased user): AND chains start from the smallest operand and
-//! subtract negated operands, `NOT x` is `universe − x`, identical leaves are computed once.
-//! `FOR PURPOSE` intersects with the consent of every listed purpose.
+//! embedded SQL (planned as an expression: no DDL, DML or statements) that returns `uid`s. The
+//! boolean structure is bitmap algebra against the universe (every known, non-erased user): AND
+//! chains start from the smallest operand and subtract negated operands, `NOT x` is
+//! `universe − x`, identical leaves are computed once.
+//!
+//! `IN SEGMENT s` gives s's members with s's purposes applied; under a negation (`NOT IN
+//! SEGMENT s`, at any depth) it gives s's members *before* its purposes, so a negation never
+//! selects the users who withheld consent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
-use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
 
+use super::Segments;
 use super::ast::*;
-use super::catalog::SegmentDef;
-use super::consent::purpose_query;
+use super::catalog::{Catalog, SegmentDef};
+use super::context::EvalCtx;
 use super::sqlgen::{event_cond, ts_text, window_cond};
+use crate::bitmap::bsi::Bsi;
 use crate::error::{Error, Result};
-use crate::index::bsi::Bsi;
-use crate::index::store::{DAY_US, EventIndex};
+use crate::index::{DAY_US, EventIndex};
 
-/// Everything an evaluation reads.
-pub struct Evaluator<'a> {
-    pub ctx: &'a SessionContext,
-    pub universe: &'a RoaringBitmap,
-    pub index: Option<&'a EventIndex>,
-    pub defs: &'a HashMap<String, SegmentDef>,
-    pub as_of: i64,
-    memo: HashMap<String, RoaringBitmap>,
-    stack: Vec<String>,
-    /// EXPLAIN lines, when explaining.
-    pub explain: Option<Vec<String>>,
-    depth: usize,
-    /// The segment service, for cached PROFILE leaves.
-    pub service: Option<&'a super::Segments>,
+/// A segment's members at one time.
+#[derive(Debug, Clone, Default)]
+pub struct Membership {
+    /// Members before the purposes are applied.
+    pub pre: RoaringBitmap,
+    /// Members holding every purpose (what the segment means).
+    pub post: RoaringBitmap,
+    /// Of `post`, the holdout group of a segment with `HOLDOUT n PERCENT` (empty otherwise).
+    pub holdout: RoaringBitmap,
+    /// The snapshot version read, for a materialised segment read from its snapshot.
+    pub version: Option<u64>,
+}
+
+impl Membership {
+    /// What is activated: the members outside the holdout.
+    pub fn target(&self) -> RoaringBitmap {
+        &self.post - &self.holdout
+    }
 }
 
 /// Run a query whose first column is `uid` and collect it as a bitmap.
-pub async fn uid_bitmap(ctx: &SessionContext, sql: &str) -> Result<RoaringBitmap> {
-    let batches = ctx.sql(sql).await?.collect().await?;
+pub async fn uid_bitmap(ctx: &EvalCtx, sql: &str) -> Result<RoaringBitmap> {
+    let batches = ctx.query(sql).await?;
     let mut bm = RoaringBitmap::new();
     for b in batches {
         let c = arrow::compute::cast(b.column(0), &DataType::Int64)?;
         let c = c.as_primitive::<Int64Type>();
         for i in 0..c.len() {
-            if c.is_valid(i) {
-                if let Ok(u) = u32::try_from(c.value(i)) {
-                    bm.insert(u);
-                }
+            if c.is_valid(i)
+                && let Ok(u) = u32::try_from(c.value(i))
+            {
+                bm.insert(u);
             }
         }
     }
@@ -58,8 +66,8 @@ pub async fn uid_bitmap(ctx: &SessionContext, sql: &str) -> Result<RoaringBitmap
 }
 
 /// Per-user counts from a `uid, count` query, as a BSI.
-async fn count_bsi(ctx: &SessionContext, sql: &str) -> Result<Bsi> {
-    let batches = ctx.sql(sql).await?.collect().await?;
+async fn count_bsi(ctx: &EvalCtx, sql: &str) -> Result<Bsi> {
+    let batches = ctx.query(sql).await?;
     let mut counts = Vec::new();
     for b in batches {
         let u = arrow::compute::cast(b.column(0), &DataType::Int64)?;
@@ -72,6 +80,7 @@ async fn count_bsi(ctx: &SessionContext, sql: &str) -> Result<Bsi> {
             }
         }
     }
+    counts.sort_unstable();
     Ok(Bsi::from_counts(counts))
 }
 
@@ -102,7 +111,7 @@ fn freq_text(f: &Freq) -> String {
     }
 }
 
-fn window_text(w: &Window) -> String {
+pub(crate) fn window_text(w: &Window) -> String {
     match w {
         Window::Last(n, u) => format!("IN THE LAST {n} {}", u.word()),
         Window::Since(t) => format!("SINCE '{}'", ts_text(*t)),
@@ -121,6 +130,7 @@ fn spec_text(s: &EventSpec) -> String {
 pub fn leaf_text(l: &Leaf) -> String {
     match l {
         Leaf::Profile(s) => format!("PROFILE {}", s.text),
+        Leaf::Trait(s) => format!("TRAIT {}", s.text),
         Leaf::Did {
             what, freq, window, ..
         } => {
@@ -158,32 +168,61 @@ pub fn leaf_text(l: &Leaf) -> String {
     }
 }
 
-/// A DataFusion error inside a leaf, reported at the leaf's position with a hint.
+/// A DataFusion error inside a leaf, reported at the leaf's position.
 fn leaf_error(e: impl std::fmt::Display, pos: Pos, what: &str) -> Error {
     let msg = e.to_string();
     let first = msg.lines().next().unwrap_or("").trim();
     Error::invalid(format!("{what} at {pos}: {first}"))
 }
 
+/// Window bounds `[lo, hi)` of a leaf at `as_of`.
+pub fn window_bounds(w: Option<&Window>, as_of: i64) -> (Option<i64>, i64) {
+    match w {
+        None => (None, as_of),
+        Some(Window::Last(n, u)) => (
+            Some(as_of.saturating_sub((*n as i64).saturating_mul(u.micros()))),
+            as_of,
+        ),
+        Some(Window::Since(t)) => (Some(*t), as_of),
+        Some(Window::Between(a, b)) => (Some(*a), *b),
+    }
+}
+
+/// Everything one evaluation reads.
+pub struct Evaluator<'a> {
+    pub ctx: EvalCtx,
+    pub service: &'a Segments,
+    pub catalog: &'a Catalog,
+    pub universe: &'a RoaringBitmap,
+    pub index: Option<&'a EventIndex>,
+    memo: HashMap<String, RoaringBitmap>,
+    segments: HashMap<String, Membership>,
+    /// EXPLAIN lines, when explaining.
+    pub explain: Option<Vec<String>>,
+    depth: usize,
+    /// Use cached PROFILE bitmaps (EXPLAIN turns it off to show the scan).
+    pub cached_profiles: bool,
+}
+
 impl<'a> Evaluator<'a> {
     pub fn new(
-        ctx: &'a SessionContext,
+        ctx: EvalCtx,
+        service: &'a Segments,
+        catalog: &'a Catalog,
         universe: &'a RoaringBitmap,
         index: Option<&'a EventIndex>,
-        defs: &'a HashMap<String, SegmentDef>,
-        as_of: i64,
     ) -> Self {
         Evaluator {
             ctx,
+            service,
+            catalog,
             universe,
             index,
-            defs,
-            as_of,
             memo: HashMap::new(),
-            stack: Vec::new(),
+            segments: HashMap::new(),
             explain: None,
             depth: 0,
-            service: None,
+            cached_profiles: true,
         }
     }
 
@@ -193,50 +232,90 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// Evaluate a stored segment, consent filter included.
-    pub async fn segment(&mut self, name: &str) -> Result<RoaringBitmap> {
+    /// A stored segment's membership at the evaluation's `as_of` (consent and erasure applied;
+    /// a materialised segment from its snapshot unless `segdb.materialized = 'live'`).
+    pub async fn segment(&mut self, name: &str) -> Result<Membership> {
+        if let Some(m) = self.segments.get(name) {
+            return Ok(m.clone());
+        }
         let def = self
-            .defs
+            .catalog
             .get(name)
-            .ok_or_else(|| Error::invalid(format!("segment '{name}' does not exist")))?
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "segment '{name}' does not exist{}",
+                    suggest(name, self.catalog.segments.keys())
+                ))
+            })?
             .clone();
-        if self.stack.iter().any(|s| s == name) {
-            return Err(Error::invalid(format!(
-                "segment '{name}' refers to itself through IN SEGMENT ({} → {name})",
-                self.stack.join(" → ")
-            )));
-        }
-        self.stack.push(name.to_string());
-        let expr = super::parser::parse_expr(&def.definition)
-            .map_err(|e| Error::invalid(format!("segment '{name}': {e}")))?;
-        let mut bm = Box::pin(self.eval(&expr)).await?;
-        for p in &def.purposes {
-            let consent = match self.service {
-                Some(s) => s.purpose_holders(self.ctx, p, self.as_of).await?,
-                None => {
-                    let q = purpose_query(p, self.as_of).map_err(Error::invalid)?;
-                    Arc::new(uid_bitmap(self.ctx, &q).await?)
+        let ctx = self.ctx.nested(&def.name)?;
+        let purposes = def.purposes()?.to_vec();
+        let m = match self.service.read_snapshot(&ctx, &def).await? {
+            Some(snap) => {
+                self.note(format!(
+                    "materialised: snapshot version {} (as of {}), current consent and erasure applied",
+                    snap.version,
+                    ts_text(snap.as_of)
+                ));
+                let pre = &snap.members & self.universe;
+                let mut post = pre.clone();
+                for p in &purposes {
+                    let holders = self.service.consent_holders(&ctx, p, ctx.now()).await?;
+                    post &= &*holders;
                 }
-            };
-            bm &= &*consent;
-            self.note(format!(
-                "FOR PURPOSE '{p}'  [consent as of {}]  holders {}",
-                ts_text(self.as_of),
-                consent.len()
-            ));
-        }
-        self.stack.pop();
-        Ok(bm)
+                let holdout = &snap.holdout & &post;
+                Membership {
+                    pre,
+                    post,
+                    holdout,
+                    version: Some(snap.version),
+                }
+            }
+            None => {
+                let expr = super::parser::parse_expr(&def.definition)
+                    .map_err(|e| Error::invalid(format!("segment '{name}': {e}")))?;
+                // Evaluate the definition in the nested context (cycles through SQL are refused).
+                let saved = std::mem::replace(&mut self.ctx, ctx.clone());
+                let pre = Box::pin(self.eval(&expr, false)).await;
+                self.ctx = saved;
+                let pre = pre?;
+                let mut post = pre.clone();
+                for p in &purposes {
+                    let holders = self
+                        .service
+                        .consent_holders(&ctx, p, self.ctx.as_of)
+                        .await?;
+                    post &= &*holders;
+                    self.note(format!(
+                        "FOR PURPOSE '{p}'  [consent as of {}]  holders {}",
+                        ts_text(self.ctx.as_of),
+                        holders.len()
+                    ));
+                }
+                let holdout = match def.holdout_percent {
+                    Some(pct) => self.service.holdout_of(&ctx, &def, &post, pct).await?,
+                    None => RoaringBitmap::new(),
+                };
+                Membership {
+                    pre,
+                    post,
+                    holdout,
+                    version: None,
+                }
+            }
+        };
+        self.segments.insert(name.to_string(), m.clone());
+        Ok(m)
     }
 
-    /// Evaluate an expression.
-    pub async fn eval(&mut self, e: &Expr) -> Result<RoaringBitmap> {
+    /// Evaluate an expression; `negated` says whether it sits under an odd number of NOTs.
+    pub async fn eval(&mut self, e: &Expr, negated: bool) -> Result<RoaringBitmap> {
         match e {
-            Expr::Leaf(l) => self.leaf(l).await,
+            Expr::Leaf(l) => self.leaf(l, negated).await,
             Expr::Not(x) => {
                 self.note("NOT".into());
                 self.depth += 1;
-                let inner = Box::pin(self.eval(x)).await?;
+                let inner = Box::pin(self.eval(x, !negated)).await?;
                 self.depth -= 1;
                 Ok(self.universe - &inner)
             }
@@ -247,7 +326,7 @@ impl<'a> Evaluator<'a> {
                 self.depth += 1;
                 let mut out = RoaringBitmap::new();
                 for p in parts {
-                    out |= Box::pin(self.eval(p)).await?;
+                    out |= Box::pin(self.eval(p, negated)).await?;
                 }
                 self.depth -= 1;
                 Ok(out)
@@ -267,10 +346,10 @@ impl<'a> Evaluator<'a> {
                         Expr::Not(x) => {
                             self.note("NOT (subtracted)".into());
                             self.depth += 1;
-                            neg.push(Box::pin(self.eval(x)).await?);
+                            neg.push(Box::pin(self.eval(x, !negated)).await?);
                             self.depth -= 1;
                         }
-                        other => pos.push(Box::pin(self.eval(other)).await?),
+                        other => pos.push(Box::pin(self.eval(other, negated)).await?),
                     }
                 }
                 self.depth -= 1;
@@ -291,23 +370,11 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn window_bounds(&self, w: Option<&Window>) -> (Option<i64>, i64) {
-        match w {
-            None => (None, self.as_of),
-            Some(Window::Last(n, u)) => (
-                Some(
-                    self.as_of
-                        .saturating_sub((*n as i64).saturating_mul(u.micros())),
-                ),
-                self.as_of,
-            ),
-            Some(Window::Since(t)) => (Some(*t), self.as_of),
-            Some(Window::Between(a, b)) => (Some(*a), *b),
+    async fn leaf(&mut self, l: &Leaf, negated: bool) -> Result<RoaringBitmap> {
+        let mut key = leaf_text(l);
+        if matches!(l, Leaf::InSegment(..)) && negated {
+            key.push_str(" (before purposes)");
         }
-    }
-
-    async fn leaf(&mut self, l: &Leaf) -> Result<RoaringBitmap> {
-        let key = leaf_text(l);
         if let Some(b) = self.memo.get(&key) {
             let b = b.clone();
             self.note(format!("{key}  [shared: computed once]  size {}", b.len()));
@@ -316,13 +383,11 @@ impl<'a> Evaluator<'a> {
         let (bm, path) = match l {
             Leaf::AllUsers => (self.universe.clone(), "universe".to_string()),
             Leaf::Profile(sql) => {
-                let versions = match self.service {
-                    Some(s) => Some(s.profile_versions().await?),
-                    None => None,
-                };
-                let cached = match (self.service, versions) {
-                    (Some(s), Some(v)) => s.cached_profile(&sql.text, v).await,
-                    _ => None,
+                let versions = self.service.profile_versions(&self.ctx);
+                let cached = if self.cached_profiles {
+                    self.service.cached_profile(&sql.text, versions)
+                } else {
+                    None
                 };
                 match cached {
                     Some(bm) => (
@@ -331,15 +396,21 @@ impl<'a> Evaluator<'a> {
                     ),
                     None => {
                         let q = format!("SELECT uid FROM profiles WHERE ({})", sql.text);
-                        let bm = uid_bitmap(self.ctx, &q)
+                        let bm = uid_bitmap(&self.ctx, &q)
                             .await
                             .map_err(|e| leaf_error(e, sql.pos, "PROFILE predicate"))?;
-                        if let (Some(s), Some(v)) = (self.service, versions) {
-                            s.store_profile(&sql.text, v, bm.clone()).await;
-                        }
+                        self.service.store_profile(&sql.text, versions, bm.clone());
                         (bm & self.universe, "scan profiles".to_string())
                     }
                 }
+            }
+            Leaf::Trait(sql) => {
+                let bm = self
+                    .service
+                    .trait_leaf(&self.ctx, &sql.text)
+                    .await
+                    .map_err(|e| leaf_error(e, sql.pos, "TRAIT predicate"))?;
+                (bm & self.universe, "computed traits".to_string())
             }
             Leaf::Did {
                 what,
@@ -347,7 +418,7 @@ impl<'a> Evaluator<'a> {
                 window,
                 pos,
             } => {
-                let (lo, hi) = self.window_bounds(window.as_ref());
+                let (lo, hi) = window_bounds(window.as_ref(), self.ctx.as_of);
                 let aligned =
                     lo.is_none_or(|lo| lo.rem_euclid(DAY_US) == 0) && hi.rem_euclid(DAY_US) == 0;
                 let (bsi, path) = match self.index {
@@ -382,7 +453,7 @@ impl<'a> Evaluator<'a> {
                             "window not day-aligned"
                         };
                         (
-                            count_bsi(self.ctx, &q)
+                            count_bsi(&self.ctx, &q)
                                 .await
                                 .map_err(|e| leaf_error(e, *pos, "DID leaf"))?,
                             format!("scan events ({why})"),
@@ -398,7 +469,7 @@ impl<'a> Evaluator<'a> {
                 window,
                 pos,
             } => {
-                let (lo, hi) = self.window_bounds(window.as_ref());
+                let (lo, hi) = window_bounds(window.as_ref(), self.ctx.as_of);
                 let w = window_cond(lo, hi);
                 let q = match within {
                     None => format!(
@@ -416,45 +487,61 @@ impl<'a> Evaluator<'a> {
                         d = (*n as i64).saturating_mul(u.micros())
                     ),
                 };
-                let bm = uid_bitmap(self.ctx, &q)
+                let bm = uid_bitmap(&self.ctx, &q)
                     .await
                     .map_err(|e| leaf_error(e, *pos, "sequence leaf"))?;
                 (bm & self.universe, "scan events (sequence)".to_string())
             }
             Leaf::InSegment(name, pos) => {
-                if !self.defs.contains_key(name) {
+                if self.catalog.get(name).is_none() {
                     return Err(Error::invalid(format!(
                         "IN SEGMENT at {pos}: segment '{name}' does not exist{}",
-                        suggest(name, self.defs.keys())
+                        suggest(name, self.catalog.segments.keys())
                     )));
                 }
                 self.note(format!("IN SEGMENT {name}"));
                 self.depth += 1;
-                let bm = Box::pin(self.segment(name)).await?;
+                let m = Box::pin(self.segment(name)).await?;
                 self.depth -= 1;
-                (bm & self.universe, format!("segment {name}"))
+                if negated {
+                    // Excluding a segment excludes all of its members, consenting or not.
+                    (
+                        &(&m.pre | &m.holdout) & self.universe,
+                        format!("segment {name}, before its purposes"),
+                    )
+                } else {
+                    (&m.target() & self.universe, format!("segment {name}"))
+                }
             }
             Leaf::UsersIn(q) => {
                 let df = self
                     .ctx
-                    .sql(&q.text)
+                    .plan(&q.text)
                     .await
                     .map_err(|e| leaf_error(e, q.pos, "USERS IN query"))?;
-                let col = if df.schema().has_column_with_unqualified_name("user_id") {
-                    "user_id"
-                } else {
+                if !df.schema().has_column_with_unqualified_name("user_id") {
                     return Err(Error::invalid(format!(
                         "USERS IN query at {}: it must return a user_id column",
                         q.pos
                     )));
-                };
-                let sql = format!(
-                    "SELECT i.uid FROM ({}) q JOIN identity i ON q.{col} = i.user_id",
-                    q.text
-                );
+                }
+                let ids = self.service.identity(&self.ctx).await?;
+                let batches = df.select_columns(&["user_id"])?.collect().await?;
+                let mut bm = RoaringBitmap::new();
+                for b in batches {
+                    let s = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+                    let s = s.as_string::<i32>();
+                    for i in 0..s.len() {
+                        if s.is_valid(i)
+                            && let Some(u) = ids.by_pseudonym.get(s.value(i))
+                        {
+                            bm.insert(*u);
+                        }
+                    }
+                }
                 (
-                    uid_bitmap(self.ctx, &sql).await? & self.universe,
-                    "query joined to identity".to_string(),
+                    bm & self.universe,
+                    "query mapped through identity".to_string(),
                 )
             }
         };
@@ -484,6 +571,34 @@ fn flatten_or<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     }
 }
 
+/// Every leaf of an expression.
+pub fn walk_leaves<'e>(e: &'e Expr, out: &mut Vec<&'e Leaf>) {
+    match e {
+        Expr::Leaf(l) => out.push(l),
+        Expr::Not(x) => walk_leaves(x, out),
+        Expr::And(a, b) | Expr::Or(a, b) => {
+            walk_leaves(a, out);
+            walk_leaves(b, out);
+        }
+    }
+}
+
+/// The segments a definition names with IN SEGMENT.
+pub fn dependencies(def: &SegmentDef) -> Vec<String> {
+    let Ok(e) = super::parser::parse_expr(&def.definition) else {
+        return Vec::new();
+    };
+    let mut leaves = Vec::new();
+    walk_leaves(&e, &mut leaves);
+    leaves
+        .into_iter()
+        .filter_map(|l| match l {
+            Leaf::InSegment(n, _) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// ", did you mean 'x'?" for the closest known name, if any is close.
 pub fn suggest<'s>(name: &str, known: impl Iterator<Item = &'s String>) -> String {
     let best = known.map(|k| (strsim_distance(name, k), k)).min();
@@ -510,25 +625,31 @@ fn strsim_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Every identity row: (uid, pseudonym or None when forgotten).
-pub async fn identity_rows(ctx: &SessionContext) -> Result<Vec<(u32, Option<String>)>> {
-    let batches = ctx
-        .sql("SELECT uid, user_id FROM identity")
-        .await?
-        .collect()
-        .await?;
-    let mut out = Vec::new();
-    for b in batches {
-        let u = arrow::compute::cast(b.column(0), &DataType::Int64)?;
-        let u = u.as_primitive::<Int64Type>();
-        let p = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
-        let p = p.as_string::<i32>();
-        for i in 0..b.num_rows() {
-            out.push((
-                u.value(i) as u32,
-                p.is_valid(i).then(|| p.value(i).to_string()),
-            ));
+/// The pseudonym ⇄ ordinal map of one identity version.
+#[derive(Debug, Default)]
+pub struct IdentityMap {
+    pub by_uid: Vec<Option<Arc<str>>>,
+    pub by_pseudonym: HashMap<Arc<str>, u32>,
+}
+
+impl IdentityMap {
+    pub fn from_rows(rows: Vec<(u32, Option<String>)>) -> IdentityMap {
+        let mut m = IdentityMap::default();
+        for (uid, p) in rows {
+            let Some(p) = p else { continue };
+            let uid = uid as usize;
+            if m.by_uid.len() <= uid {
+                m.by_uid.resize(uid + 1, None);
+            }
+            let s: Arc<str> = p.into();
+            m.by_uid[uid] = Some(s.clone());
+            m.by_pseudonym.insert(s, uid as u32);
         }
+        m
     }
-    Ok(out)
+
+    /// The pseudonym of an ordinal.
+    pub fn pseudonym(&self, uid: u32) -> Option<&str> {
+        self.by_uid.get(uid as usize).and_then(|p| p.as_deref())
+    }
 }

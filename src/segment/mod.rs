@@ -1,34 +1,35 @@
 //! The segment language: syntax (`ast`, `parser`), stored definitions (`catalog`), consent rules
-//! (`consent`), and compilation to bitmap plans (`eval`). [`Segments`] runs segment statements and
-//! evaluates segments for the SQL functions; it caches the universe of known users and the event
-//! index, each tagged with the table version it reflects.
+//! (`consent`), schedules (`schedule`), and compilation to bitmap plans (`eval`). [`Segments`]
+//! evaluates segments for the SQL functions and runs segment statements (`ddl`); it caches what
+//! evaluations share — the catalog, the universe, the identity map, the event index, consent
+//! holders, PROFILE leaves — each keyed by the table versions it was derived from, so a statement
+//! that pinned newer versions never reads a stale cache, and readers never write.
 
 pub mod ast;
 pub mod catalog;
 pub mod consent;
+pub mod context;
+pub mod ddl;
 pub mod eval;
+pub mod options;
 pub mod parser;
+pub mod schedule;
+pub mod snapshots;
 mod sqlgen;
 pub mod table;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use arrow::array::{
-    ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array,
-};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::prelude::SessionContext;
 use roaring::RoaringBitmap;
-use tokio::sync::Mutex;
 
-use crate::engine::QueryResult;
 use crate::error::{Error, Result};
-use crate::index::store::{self, EventIndex};
+use crate::index::EventIndex;
+use crate::privacy::Keyring;
 use crate::storage::{Database, Table};
-use ast::{EventRef, Expr, Leaf, Statement};
-use catalog::SegmentDef;
-use eval::{Evaluator, suggest};
+use catalog::{Catalog, SegmentDef};
+pub use context::EvalCtx;
+pub use eval::{IdentityMap, Membership};
 
 /// Bytes of event index kept in memory between statements (`SEGDB_INDEX_CACHE_MB`).
 fn index_budget() -> usize {
@@ -39,137 +40,198 @@ fn index_budget() -> usize {
         * 1_000_000
 }
 
-/// Segment state shared by an engine.
+/// Segment state shared by every session of an engine.
 pub struct Segments {
     db: Database,
+    keyring: Arc<Keyring>,
     cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for Segments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segments").finish()
+    }
 }
 
 #[derive(Default)]
 struct Cache {
-    universe: Option<(Option<u64>, Arc<RoaringBitmap>)>,
-    index: Option<Arc<EventIndex>>,
-    defs: Option<(Option<u64>, Arc<HashMap<String, SegmentDef>>)>,
-    /// PROFILE leaf bitmaps by (predicate, profiles version, identity version): a profile
-    /// attribute index that a new profiles or identity commit invalidates.
-    profile_leaves: HashMap<(String, Option<u64>, Option<u64>), RoaringBitmap>,
+    catalog: Option<(u64, Arc<Catalog>)>,
+    /// By (identity version, suppression version).
+    universe: Option<((u64, u64), Arc<RoaringBitmap>)>,
+    identity: Option<(u64, Arc<IdentityMap>)>,
+    /// The index caught up to an events version, by (index-table version, events version).
+    index: Option<((u64, u64), Arc<EventIndex>)>,
+    /// PROFILE leaf bitmaps by (predicate, profiles version, identity version).
+    profile_leaves: HashMap<(String, u64, u64), RoaringBitmap>,
     /// Consent holders per purpose (see [`ConsentBitmap`]).
     consent: HashMap<String, ConsentBitmap>,
     /// How many times holders were derived from the consent table (tests read it).
     consent_derivations: u64,
+    /// Snapshot rows by snapshots-table version.
+    snapshots: Option<(u64, Arc<snapshots::History>)>,
 }
 
 /// The users holding consent for one purpose, derived from one version of the consent table.
 /// The holder set only changes at a record time or an expiry time, so the bitmap answers every
 /// `at` in `[from, until)` — between the nearest such times around the `at` it was derived for.
-/// Consent loads through the engine re-derive the cached purposes right after their commit.
 struct ConsentBitmap {
-    version: Option<u64>,
+    version: u64,
     from: i64,
     until: i64,
     holders: Arc<RoaringBitmap>,
 }
 
 /// Versions of the tables a PROFILE leaf reads.
-pub(crate) type ProfileVersions = (Option<u64>, Option<u64>);
-
-fn result(schema: SchemaRef, cols: Vec<ArrayRef>) -> Result<QueryResult> {
-    let batch = RecordBatch::try_new(schema.clone(), cols)?;
-    Ok(QueryResult {
-        schema,
-        batches: vec![batch],
-    })
-}
-
-fn walk_leaves<'e>(e: &'e Expr, out: &mut Vec<&'e Leaf>) {
-    match e {
-        Expr::Leaf(l) => out.push(l),
-        Expr::Not(x) => walk_leaves(x, out),
-        Expr::And(a, b) | Expr::Or(a, b) => {
-            walk_leaves(a, out);
-            walk_leaves(b, out);
-        }
-    }
-}
+pub(crate) type ProfileVersions = (u64, u64);
 
 impl Segments {
-    pub fn new(db: Database) -> Self {
+    pub fn new(db: Database, keyring: Arc<Keyring>) -> Self {
         Segments {
             db,
+            keyring,
             cache: Mutex::new(Cache::default()),
         }
     }
 
-    /// Every known, non-erased user.
-    pub async fn universe(&self, ctx: &SessionContext) -> Result<Arc<RoaringBitmap>> {
-        let version = self.db.latest(Table::Identity).await?.version();
-        let mut c = self.cache.lock().await;
-        if let Some((v, u)) = &c.universe {
-            if *v == version {
-                return Ok(u.clone());
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().expect("not poisoned")
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
+    /// The segment catalog of the statement's snapshot.
+    pub async fn catalog(&self, ctx: &EvalCtx) -> Result<Arc<Catalog>> {
+        let v = ctx.snap.version(Table::Segments);
+        if let Some((cv, c)) = &self.cache().catalog
+            && *cv == v
+        {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(catalog::load(&ctx.snap).await?);
+        self.cache().catalog = Some((v, c.clone()));
+        Ok(c)
+    }
+
+    /// Segment names of the latest catalog this process has read (for listings that cannot
+    /// wait for I/O).
+    pub fn known_names(&self) -> Vec<String> {
+        self.cache()
+            .catalog
+            .as_ref()
+            .map(|(_, c)| c.segments.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A definition from the latest catalog this process read (for planning-time checks; the
+    /// statement re-reads its own snapshot's catalog when it runs).
+    pub fn cached_def(&self, name: &str) -> Result<SegmentDef> {
+        let c = self.cache().catalog.as_ref().map(|(_, c)| c.clone());
+        match c.as_ref().and_then(|c| c.get(name)) {
+            Some(d) => Ok(d.clone()),
+            None => Err(Error::invalid(format!(
+                "segment '{name}' does not exist{}",
+                c.map(|c| eval::suggest(name, c.segments.keys()))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// The identity map of the statement's snapshot.
+    pub async fn identity(&self, ctx: &EvalCtx) -> Result<Arc<IdentityMap>> {
+        let v = ctx.snap.version(Table::Identity);
+        if let Some((cv, m)) = &self.cache().identity
+            && *cv == v
+        {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(IdentityMap::from_rows(ctx.snap.identity_rows().await?));
+        self.cache().identity = Some((v, m.clone()));
+        Ok(m)
+    }
+
+    /// Every known, non-erased user of the statement's snapshot.
+    pub async fn universe(&self, ctx: &EvalCtx) -> Result<Arc<RoaringBitmap>> {
+        let key = (
+            ctx.snap.version(Table::Identity),
+            ctx.snap.version(Table::Suppression),
+        );
+        if let Some((k, u)) = &self.cache().universe
+            && *k == key
+        {
+            return Ok(u.clone());
+        }
+        let ids = self.identity(ctx).await?;
+        let mut u = RoaringBitmap::new();
+        for (i, p) in ids.by_uid.iter().enumerate() {
+            if p.is_some() {
+                u.insert(i as u32);
             }
         }
-        let mut u =
-            eval::uid_bitmap(ctx, "SELECT uid FROM identity WHERE user_id IS NOT NULL").await?;
         // Forgotten users leave at once, even before their identity row is cleared.
-        u -= crate::erasure::load_suppression(&self.db).await?.uids;
+        u -= &ctx.snap.suppression().uids;
         let u = Arc::new(u);
-        c.universe = Some((version, u.clone()));
+        self.cache().universe = Some((key, u.clone()));
         Ok(u)
     }
 
-    /// The event index, caught up with the events table.
-    pub async fn index(&self, ctx: &SessionContext) -> Result<Arc<EventIndex>> {
-        let current = store::events_version(&self.db).await?;
-        let mut c = self.cache.lock().await;
-        if let Some(i) = &c.index {
-            if i.events_version == current {
-                return Ok(i.clone());
-            }
+    /// The event index at the statement's events version. The persisted index is read at the
+    /// pinned index version and, when it is behind, caught up in memory (never committed here:
+    /// a reader never writes).
+    pub async fn index(&self, ctx: &EvalCtx) -> Result<Arc<EventIndex>> {
+        let key = (
+            ctx.snap.version(Table::EventIndex),
+            ctx.snap.version(Table::Events),
+        );
+        if let Some((k, i)) = &self.cache().index
+            && *k == key
+        {
+            return Ok(i.clone());
         }
-        let mut idx = store::load(&self.db).await?;
-        if idx.events_version != current {
-            tracing::info!(index_version = ?idx.events_version, events_version = ?current, "event index behind its data; rebuilding");
-            idx = store::rebuild(&self.db, ctx).await?;
+        let persisted =
+            crate::index::store::load(&self.db, ctx.snap.delta(Table::EventIndex)).await?;
+        let behind = persisted.events_version != key.1;
+        if behind {
+            tracing::debug!(
+                index_version = persisted.events_version,
+                events_version = key.1,
+                "event index behind its data; catching up in memory"
+            );
         }
-        let idx = Arc::new(idx);
-        // Keep it only within the memory budget (SEGDB_INDEX_CACHE_MB, default 1024).
+        let idx = Arc::new(
+            crate::index::catchup::catch_up(&self.db, ctx.snap.delta(Table::Events), persisted)
+                .await?,
+        );
         if idx.bytes() <= index_budget() {
-            c.index = Some(idx.clone());
+            self.cache().index = Some((key, idx.clone()));
         } else {
             tracing::warn!(
                 bytes = idx.bytes(),
                 budget = index_budget(),
-                "event index exceeds its cache budget; it is reloaded per statement"
+                "event index exceeds its cache budget (SEGDB_INDEX_CACHE_MB); it is read per statement"
             );
-            c.index = None;
         }
         Ok(idx)
     }
 
-    /// Users holding consent for `purpose` at `at` (known, non-erased users only).
+    /// Users holding consent for `purpose` at `at` (every consent record, not only known users'),
+    /// from the per-purpose bitmap when it covers `at` for the snapshot's consent table.
     pub async fn consent_holders(
         &self,
-        ctx: &SessionContext,
-        purpose: &str,
-        at: i64,
-    ) -> Result<RoaringBitmap> {
-        let holders = self.purpose_holders(ctx, purpose, at).await?;
-        let universe = self.universe(ctx).await?;
-        Ok(&*holders & &*universe)
-    }
-
-    /// The `uid`s whose latest consent record grants `purpose` at `at`, from the per-purpose
-    /// bitmap when it covers `at` for the current consent table, else derived and cached.
-    pub(crate) async fn purpose_holders(
-        &self,
-        ctx: &SessionContext,
+        ctx: &EvalCtx,
         purpose: &str,
         at: i64,
     ) -> Result<Arc<RoaringBitmap>> {
         let q = consent::purpose_query(purpose, at).map_err(Error::invalid)?;
-        let version = self.db.latest(Table::Consent).await?.version();
-        if let Some(c) = self.cache.lock().await.consent.get(purpose)
+        let version = ctx.snap.version(Table::Consent);
+        if let Some(c) = self.cache().consent.get(purpose)
             && c.version == version
             && c.from <= at
             && at < c.until
@@ -178,7 +240,7 @@ impl Segments {
         }
         let holders = Arc::new(eval::uid_bitmap(ctx, &q).await?);
         let (from, until) = consent::stable_window(ctx, at).await?;
-        let mut c = self.cache.lock().await;
+        let mut c = self.cache();
         c.consent_derivations += 1;
         c.consent.insert(
             purpose.to_string(),
@@ -192,112 +254,35 @@ impl Segments {
         Ok(holders)
     }
 
-    /// Re-derive every cached purpose's holders at `at` (after a consent load), so the next
-    /// statement finds them current.
-    pub async fn refresh_consent(&self, ctx: &SessionContext, at: i64) -> Result<()> {
-        let purposes: Vec<String> = self.cache.lock().await.consent.keys().cloned().collect();
-        for p in purposes {
-            self.purpose_holders(ctx, &p, at).await?;
-        }
-        Ok(())
+    /// The purposes whose holders are cached (re-derived after a consent load).
+    pub fn cached_purposes(&self) -> Vec<String> {
+        self.cache().consent.keys().cloned().collect()
     }
 
     /// How many times consent holders were derived from the consent table.
-    pub async fn consent_derivations(&self) -> u64 {
-        self.cache.lock().await.consent_derivations
-    }
-
-    /// Rebuild the event index from `events`.
-    pub async fn rebuild_index(&self, ctx: &SessionContext) -> Result<Arc<EventIndex>> {
-        let idx = Arc::new(store::rebuild(&self.db, ctx).await?);
-        self.cache.lock().await.index = Some(idx.clone());
-        Ok(idx)
-    }
-
-    /// Forget cached derived state (after a load).
-    pub async fn invalidate(&self) {
-        let mut c = self.cache.lock().await;
-        c.universe = None;
-        c.index = None;
-        c.profile_leaves.clear();
-    }
-
-    /// Append a load's index counts (called after the events commit at `events_version`). The
-    /// append happens only when the persisted index reflects the version just before; otherwise
-    /// the index is left behind and the next reader rebuilds it.
-    pub async fn index_append(
-        &self,
-        days: &HashMap<(String, i32), crate::index::bsi::Bsi>,
-        events_version: u64,
-    ) -> Result<()> {
-        let persisted = store::persisted_version(&self.db).await?;
-        let mut c = self.cache.lock().await;
-        c.universe = None;
-        if persisted + 1 != events_version {
-            tracing::info!(
-                persisted,
-                events_version,
-                "event index is behind; it will be rebuilt on next use"
-            );
-            c.index = None;
-            return Ok(());
-        }
-        store::append(&self.db, days, events_version).await?;
-        match c.index.take() {
-            Some(idx) if idx.events_version.unwrap_or(0) + 1 == events_version => {
-                let mut next = (*idx).clone();
-                for (k, bsi) in days {
-                    next.days.entry(k.clone()).or_default().add(bsi);
-                }
-                next.events_version = Some(events_version);
-                c.index = Some(Arc::new(next));
-            }
-            _ => c.index = None,
-        }
-        Ok(())
-    }
-
-    async fn defs(&self) -> Result<HashMap<String, SegmentDef>> {
-        let version = self.db.latest(Table::Segments).await?.version();
-        if let Some((v, d)) = &self.cache.lock().await.defs {
-            if *v == version {
-                return Ok((**d).clone());
-            }
-        }
-        let d: HashMap<String, SegmentDef> = catalog::load(&self.db)
-            .await?
-            .into_iter()
-            .map(|d| (d.name.clone(), d))
-            .collect();
-        self.cache.lock().await.defs = Some((version, Arc::new(d.clone())));
-        Ok(d)
+    pub fn consent_derivations(&self) -> u64 {
+        self.cache().consent_derivations
     }
 
     /// The versions PROFILE leaf results depend on.
-    pub(crate) async fn profile_versions(&self) -> Result<ProfileVersions> {
-        Ok((
-            self.db.latest(Table::Profiles).await?.version(),
-            self.db.latest(Table::Identity).await?.version(),
-        ))
+    pub(crate) fn profile_versions(&self, ctx: &EvalCtx) -> ProfileVersions {
+        (
+            ctx.snap.version(Table::Profiles),
+            ctx.snap.version(Table::Identity),
+        )
     }
 
     /// A cached PROFILE leaf bitmap.
-    pub(crate) async fn cached_profile(
-        &self,
-        sql: &str,
-        v: ProfileVersions,
-    ) -> Option<RoaringBitmap> {
-        self.cache
-            .lock()
-            .await
+    pub(crate) fn cached_profile(&self, sql: &str, v: ProfileVersions) -> Option<RoaringBitmap> {
+        self.cache()
             .profile_leaves
             .get(&(sql.to_string(), v.0, v.1))
             .cloned()
     }
 
     /// Remember a PROFILE leaf bitmap (older versions are dropped).
-    pub(crate) async fn store_profile(&self, sql: &str, v: ProfileVersions, bm: RoaringBitmap) {
-        let mut c = self.cache.lock().await;
+    pub(crate) fn store_profile(&self, sql: &str, v: ProfileVersions, bm: RoaringBitmap) {
+        let mut c = self.cache();
         c.profile_leaves
             .retain(|(_, a, b), _| *a == v.0 && *b == v.1);
         if c.profile_leaves.len() < 256 {
@@ -305,287 +290,108 @@ impl Segments {
         }
     }
 
-    /// Find a stored segment by name (exact, then case-insensitive).
-    fn resolve<'d>(defs: &'d HashMap<String, SegmentDef>, name: &str) -> Result<&'d SegmentDef> {
-        defs.get(name)
-            .or_else(|| defs.values().find(|d| d.name.eq_ignore_ascii_case(name)))
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "segment '{name}' does not exist{}",
-                    suggest(name, defs.keys())
-                ))
-            })
+    /// The refresh history of the statement's snapshot.
+    pub async fn history(&self, ctx: &EvalCtx) -> Result<Arc<snapshots::History>> {
+        let v = ctx.snap.version(Table::Snapshots);
+        if let Some((cv, h)) = &self.cache().snapshots
+            && *cv == v
+        {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(snapshots::History::load(&ctx.snap).await?);
+        self.cache().snapshots = Some((v, h.clone()));
+        Ok(h)
     }
 
-    /// The names of the stored segments, sorted.
-    pub async fn names(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self.defs().await?.into_keys().collect();
-        names.sort();
-        Ok(names)
-    }
-
-    /// The members of a stored segment at `as_of` (consent and erasure applied).
-    pub async fn members(
+    /// The snapshot a read of materialised segment `def` uses (`None`: evaluate it live —
+    /// a plain segment, `segdb.materialized = 'live'`, or no snapshot at or before `as_of`).
+    pub async fn read_snapshot(
         &self,
-        ctx: &SessionContext,
-        name: &str,
-        as_of: i64,
-        use_index: bool,
+        ctx: &EvalCtx,
+        def: &SegmentDef,
+    ) -> Result<Option<Arc<snapshots::Stored>>> {
+        if !def.materialized || ctx.opts.materialized == options::Materialized::Live {
+            return Ok(None);
+        }
+        let h = self.history(ctx).await?;
+        let at = ctx.as_of_explicit.then_some(ctx.as_of);
+        h.latest(&def.name, &def.generation, at).await
+    }
+
+    /// The holdout of a live evaluation of `def`: members whose keyed hash falls in the
+    /// segment's share (materialised reads use the groups stored with their snapshot).
+    pub async fn holdout_of(
+        &self,
+        ctx: &EvalCtx,
+        def: &SegmentDef,
+        members: &RoaringBitmap,
+        pct: u8,
     ) -> Result<RoaringBitmap> {
-        let defs = self.defs().await?;
-        let name = Self::resolve(&defs, name)?.name.clone();
+        let ids = self.identity(ctx).await?;
+        Ok(snapshots::assign_holdout(
+            &self.keyring,
+            &def.name,
+            members,
+            &ids,
+            pct,
+            None,
+        ))
+    }
+
+    /// The canonical ordinal of every ordinal, when segments are evaluated over stitched
+    /// profiles (`None`: every id is its own profile).
+    pub async fn canonical(&self, _ctx: &EvalCtx) -> Result<Option<Arc<Vec<u32>>>> {
+        Ok(None)
+    }
+
+    /// The known, non-erased users holding consent for `purpose` at `at`.
+    pub async fn consent_of_profiles(
+        &self,
+        ctx: &EvalCtx,
+        purpose: &str,
+        at: i64,
+    ) -> Result<Arc<RoaringBitmap>> {
+        let holders = self.consent_holders(ctx, purpose, at).await?;
         let universe = self.universe(ctx).await?;
-        let index = if use_index {
+        Ok(Arc::new(&*holders & &*universe))
+    }
+
+    /// Adds the other ids of each ordinal's profile (identity links) to a set of ordinals.
+    pub async fn component_expander(
+        &self,
+        _ctx: &EvalCtx,
+    ) -> Result<Box<dyn Fn(&RoaringBitmap) -> RoaringBitmap + Send + Sync>> {
+        Ok(Box::new(|b: &RoaringBitmap| b.clone()))
+    }
+
+    /// Users matching a TRAIT predicate.
+    pub async fn trait_leaf(&self, ctx: &EvalCtx, predicate: &str) -> Result<RoaringBitmap> {
+        let q = format!("SELECT uid FROM traits WHERE ({predicate})");
+        eval::uid_bitmap(ctx, &q).await
+    }
+
+    /// The membership of stored segment `name` at the context's `as_of`.
+    pub async fn membership(&self, ctx: &EvalCtx, name: &str) -> Result<Membership> {
+        let catalog = self.catalog(ctx).await?;
+        let def = catalog.get(name).ok_or_else(|| {
+            Error::invalid(format!(
+                "segment '{name}' does not exist{}",
+                eval::suggest(name, catalog.segments.keys())
+            ))
+        })?;
+        let universe = self.universe(ctx).await?;
+        let index = if ctx.opts.use_index {
             Some(self.index(ctx).await?)
         } else {
             None
         };
-        let mut ev = Evaluator::new(ctx, &universe, index.as_deref(), &defs, as_of);
-        ev.service = Some(self);
-        ev.segment(&name).await
+        let mut ev = eval::Evaluator::new(ctx.clone(), self, &catalog, &universe, index.as_deref());
+        ev.segment(&def.name.clone()).await
     }
 
-    /// Run a segment statement.
-    pub async fn execute(
-        &self,
-        ctx: &SessionContext,
-        stmt: Statement,
-        as_of: i64,
-        use_index: bool,
-    ) -> Result<QueryResult> {
-        match stmt {
-            Statement::Create {
-                name,
-                or_replace,
-                if_not_exists,
-                materialized,
-                refresh,
-                purposes,
-                comment,
-                definition,
-                expr,
-            } => {
-                let mut defs = self.defs().await?;
-                let exists = defs.contains_key(&name);
-                let schema = Arc::new(Schema::new(vec![
-                    Field::new("segment", DataType::Utf8, false),
-                    Field::new("size", DataType::UInt64, false),
-                ]));
-                if exists && if_not_exists {
-                    let size = self.members(ctx, &name, as_of, use_index).await?.len();
-                    return result(
-                        schema,
-                        vec![
-                            Arc::new(StringArray::from(vec![name])),
-                            Arc::new(UInt64Array::from(vec![size])),
-                        ],
-                    );
-                }
-                if exists && !or_replace {
-                    return Err(Error::invalid(format!(
-                        "segment '{name}' already exists; use CREATE OR REPLACE SEGMENT or DROP SEGMENT first"
-                    )));
-                }
-                for p in &purposes {
-                    consent::purpose_query(p, as_of).map_err(Error::invalid)?;
-                }
-                let universe = self.universe(ctx).await?;
-                let index = self.index(ctx).await?;
-                self.check_events(&expr, &index)?;
-                let def = SegmentDef {
-                    name: name.clone(),
-                    definition,
-                    purposes,
-                    comment,
-                    materialized,
-                    refresh: refresh.map(|r| match r {
-                        ast::Refresh::Every(s) => format!("EVERY '{s}'"),
-                        ast::Refresh::Cron(s) => format!("CRON '{s}'"),
-                    }),
-                    created_at: chrono::Utc::now().timestamp_micros(),
-                };
-                defs.insert(name.clone(), def);
-                // Compiling it once checks every embedded predicate and query and rejects cycles.
-                let size = {
-                    let mut ev =
-                        Evaluator::new(ctx, &universe, use_index.then_some(&*index), &defs, as_of);
-                    // First the statement's own expression, so errors point into the statement;
-                    // then the stored segment (purposes, cycles), sharing the computed leaves.
-                    ev.eval(&expr).await?;
-                    ev.segment(&name).await?.len()
-                };
-                let mut all: Vec<SegmentDef> = defs.into_values().collect();
-                all.sort_by(|a, b| a.name.cmp(&b.name));
-                catalog::save(&self.db, &all).await?;
-                result(
-                    schema,
-                    vec![
-                        Arc::new(StringArray::from(vec![name])),
-                        Arc::new(UInt64Array::from(vec![size])),
-                    ],
-                )
-            }
-            Statement::Drop { name, if_exists } => {
-                let mut defs = self.defs().await?;
-                if defs.remove(&name).is_none() {
-                    if if_exists {
-                        return Ok(QueryResult {
-                            schema: Arc::new(Schema::empty()),
-                            batches: vec![],
-                        });
-                    }
-                    return Err(Error::invalid(format!(
-                        "segment '{name}' does not exist{}",
-                        suggest(&name, defs.keys())
-                    )));
-                }
-                for d in defs.values() {
-                    if let Ok(e) = parser::parse_expr(&d.definition) {
-                        let mut leaves = Vec::new();
-                        walk_leaves(&e, &mut leaves);
-                        if leaves
-                            .iter()
-                            .any(|l| matches!(l, Leaf::InSegment(n, _) if *n == name))
-                        {
-                            return Err(Error::invalid(format!(
-                                "segment '{name}' is used by segment '{}' (IN SEGMENT); drop or replace that one first",
-                                d.name
-                            )));
-                        }
-                    }
-                }
-                let mut all: Vec<SegmentDef> = defs.into_values().collect();
-                all.sort_by(|a, b| a.name.cmp(&b.name));
-                catalog::save(&self.db, &all).await?;
-                Ok(QueryResult {
-                    schema: Arc::new(Schema::empty()),
-                    batches: vec![],
-                })
-            }
-            Statement::Show => {
-                let defs = self.defs().await?;
-                let mut names: Vec<&String> = defs.keys().collect();
-                names.sort();
-                let mut sizes = Vec::new();
-                for n in &names {
-                    sizes.push(self.members(ctx, n, as_of, use_index).await?.len());
-                }
-                let d = |f: &dyn Fn(&SegmentDef) -> Option<String>| -> ArrayRef {
-                    Arc::new(names.iter().map(|n| f(&defs[*n])).collect::<StringArray>())
-                };
-                let schema = Arc::new(Schema::new(vec![
-                    Field::new("name", DataType::Utf8, false),
-                    Field::new("purposes", DataType::Utf8, true),
-                    Field::new("definition", DataType::Utf8, false),
-                    Field::new("comment", DataType::Utf8, true),
-                    Field::new("materialized", DataType::Boolean, false),
-                    Field::new("size", DataType::UInt64, false),
-                ]));
-                let purposes = d(&|s| s.purposes_text());
-                result(
-                    schema,
-                    vec![
-                        d(&|s| Some(s.name.clone())),
-                        purposes,
-                        d(&|s| Some(s.definition.clone())),
-                        d(&|s| s.comment.clone()),
-                        Arc::new(
-                            names
-                                .iter()
-                                .map(|n| Some(defs[*n].materialized))
-                                .collect::<BooleanArray>(),
-                        ),
-                        Arc::new(UInt64Array::from(sizes)),
-                    ],
-                )
-            }
-            Statement::Describe(name) => {
-                let defs = self.defs().await?;
-                let def = Self::resolve(&defs, &name)?.clone();
-                let size = self.members(ctx, &def.name, as_of, use_index).await?.len();
-                let schema = Arc::new(Schema::new(vec![
-                    Field::new("name", DataType::Utf8, false),
-                    Field::new("purposes", DataType::Utf8, true),
-                    Field::new("definition", DataType::Utf8, false),
-                    Field::new("comment", DataType::Utf8, true),
-                    Field::new("materialized", DataType::Boolean, false),
-                    Field::new("refresh", DataType::Utf8, true),
-                    Field::new(
-                        "created_at",
-                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                        false,
-                    ),
-                    Field::new("size", DataType::UInt64, false),
-                ]));
-                let purposes = def.purposes_text();
-                result(
-                    schema,
-                    vec![
-                        Arc::new(StringArray::from(vec![def.name.clone()])),
-                        Arc::new(StringArray::from(vec![purposes])),
-                        Arc::new(StringArray::from(vec![def.definition.clone()])),
-                        Arc::new(StringArray::from(vec![def.comment.clone()])),
-                        Arc::new(BooleanArray::from(vec![def.materialized])),
-                        Arc::new(StringArray::from(vec![def.refresh.clone()])),
-                        Arc::new(
-                            TimestampMicrosecondArray::from(vec![def.created_at])
-                                .with_timezone("UTC"),
-                        ),
-                        Arc::new(UInt64Array::from(vec![size])),
-                    ],
-                )
-            }
-            Statement::Explain(name) => {
-                let defs = self.defs().await?;
-                let name = Self::resolve(&defs, &name)?.name.clone();
-                let universe = self.universe(ctx).await?;
-                let index = if use_index {
-                    Some(self.index(ctx).await?)
-                } else {
-                    None
-                };
-                let mut ev = Evaluator::new(ctx, &universe, index.as_deref(), &defs, as_of);
-                ev.explain = Some(Vec::new());
-                let size = ev.segment(&name).await?.len();
-                let mut lines = vec![format!(
-                    "segment {name}: {size} members of {} known users, as of {}",
-                    universe.len(),
-                    sqlgen::ts_text(as_of)
-                )];
-                lines.extend(ev.explain.take().unwrap_or_default());
-                let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
-                result(schema, vec![Arc::new(StringArray::from(lines))])
-            }
-        }
-    }
-
-    /// Unknown event names are errors (with the closest known name) once events exist.
-    fn check_events(&self, e: &Expr, index: &EventIndex) -> Result<()> {
-        let known = index.event_names();
-        if known.is_empty() {
-            return Ok(());
-        }
-        let mut leaves = Vec::new();
-        walk_leaves(e, &mut leaves);
-        for l in leaves {
-            let (specs, pos) = match l {
-                Leaf::Did { what, pos, .. } => (vec![what], *pos),
-                Leaf::Sequence {
-                    first, then, pos, ..
-                } => (vec![first, then], *pos),
-                _ => continue,
-            };
-            for s in specs {
-                if let EventRef::Named(n) = &s.event {
-                    if !known.iter().any(|k| k == n) {
-                        return Err(Error::invalid(format!(
-                            "DID at {pos}: no event named '{n}' has been ingested{}",
-                            suggest(n, known.iter())
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(())
+    /// What a segment means wherever it leaves the engine: its target members (consent,
+    /// erasure and holdout applied).
+    pub async fn members(&self, ctx: &EvalCtx, name: &str) -> Result<RoaringBitmap> {
+        Ok(self.membership(ctx, name).await?.target())
     }
 }

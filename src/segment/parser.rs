@@ -34,33 +34,12 @@ struct Tok {
     pos: Pos,
 }
 
-/// Does `sql` start a segment statement (so it must not go to the SQL planner)?
-pub fn is_segment_statement(sql: &str) -> bool {
-    let words: Vec<String> = sql
-        .split(|c: char| c.is_whitespace() || c == ';')
-        .filter(|w| !w.is_empty())
-        .take(4)
-        .map(|w| w.to_ascii_uppercase())
-        .collect();
-    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
-    match w(0) {
-        "CREATE" => {
-            let mut i = 1;
-            if w(i) == "OR" && w(i + 1) == "REPLACE" {
-                i += 2;
-            }
-            if w(i) == "MATERIALIZED" {
-                i += 1;
-            }
-            w(i) == "SEGMENT"
-        }
-        "DROP" | "DESCRIBE" | "EXPLAIN" | "REFRESH" => w(1) == "SEGMENT",
-        "SHOW" => w(1) == "SEGMENTS",
-        _ => false,
-    }
+/// Does `src` start one of segdb's own statements (rather than a DataFusion one)?
+pub fn starts_statement(src: &str) -> bool {
+    Parser::new(src).is_ok_and(|p| p.at_statement())
 }
 
-/// Parse one segment statement.
+/// Parse one segdb statement.
 pub fn parse_statement(src: &str) -> Result<Statement, ParseError> {
     let mut p = Parser::new(src)?;
     let stmt = p.statement()?;
@@ -254,108 +233,6 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn statement(&mut self) -> Result<Statement, ParseError> {
-        if self.eat_kw("CREATE") {
-            let or_replace = if self.eat_kw("OR") {
-                self.expect_kw("REPLACE")?;
-                true
-            } else {
-                false
-            };
-            let materialized = self.eat_kw("MATERIALIZED");
-            self.expect_kw("SEGMENT")?;
-            let if_not_exists = if self.eat_kw("IF") {
-                self.expect_kw("NOT")?;
-                self.expect_kw("EXISTS")?;
-                true
-            } else {
-                false
-            };
-            let name = self.name("a segment name")?;
-            let (mut purposes, mut comment, mut refresh) = (Vec::new(), None, None);
-            loop {
-                if self.eat_kw("FOR") {
-                    self.expect_kw("PURPOSE")?;
-                    purposes.push(self.string("a purpose")?);
-                    while self.eat_punct(&Token::Comma) {
-                        purposes.push(self.string("a purpose")?);
-                    }
-                } else if self.eat_kw("COMMENT") {
-                    comment = Some(self.string("a comment")?);
-                } else if self.eat_kw("REFRESH") {
-                    if self.eat_kw("EVERY") {
-                        refresh =
-                            Some(Refresh::Every(self.string("an interval such as '1 hour'")?));
-                    } else if self.eat_kw("CRON") {
-                        refresh = Some(Refresh::Cron(
-                            self.string("a cron expression such as '0 * * * *'")?,
-                        ));
-                    } else {
-                        return Err(self.error_here("expected EVERY or CRON"));
-                    }
-                } else {
-                    break;
-                }
-            }
-            if or_replace && if_not_exists {
-                return Err(ParseError {
-                    message: "OR REPLACE and IF NOT EXISTS cannot be combined".into(),
-                    pos: self.pos_at(0),
-                });
-            }
-            self.expect_kw("AS")?;
-            let start = self
-                .toks
-                .get(self.i)
-                .map(|t| t.start)
-                .unwrap_or(self.src.len());
-            let expr = self.expr()?;
-            let end = self
-                .toks
-                .get(self.i.saturating_sub(1))
-                .map(|t| t.end)
-                .unwrap_or(start);
-            let definition = self.src[start..end.max(start)].trim().to_string();
-            return Ok(Statement::Create {
-                name,
-                or_replace,
-                if_not_exists,
-                materialized,
-                refresh,
-                purposes,
-                comment,
-                definition,
-                expr,
-            });
-        }
-        if self.eat_kw("DROP") {
-            self.expect_kw("SEGMENT")?;
-            let if_exists = if self.eat_kw("IF") {
-                self.expect_kw("EXISTS")?;
-                true
-            } else {
-                false
-            };
-            return Ok(Statement::Drop {
-                name: self.name("a segment name")?,
-                if_exists,
-            });
-        }
-        if self.eat_kw("SHOW") {
-            self.expect_kw("SEGMENTS")?;
-            return Ok(Statement::Show);
-        }
-        if self.eat_kw("DESCRIBE") {
-            self.expect_kw("SEGMENT")?;
-            return Ok(Statement::Describe(self.name("a segment name")?));
-        }
-        if self.eat_kw("EXPLAIN") {
-            self.expect_kw("SEGMENT")?;
-            return Ok(Statement::Explain(self.name("a segment name")?));
-        }
-        Err(self.error_here("expected CREATE, DROP, SHOW, DESCRIBE or EXPLAIN SEGMENT"))
-    }
-
     fn expr(&mut self) -> Result<Expr, ParseError> {
         let mut left = self.and()?;
         while self.eat_kw("OR") {
@@ -396,6 +273,7 @@ impl<'a> Parser<'a> {
             || (self.is_kw_at(j, "IN") && self.is_kw_at(j + 1, "SEGMENT"))
             || (self.is_kw_at(j, "USERS") && self.is_kw_at(j + 1, "IN"))
             || (self.is_kw_at(j, "ALL") && self.is_kw_at(j + 1, "USERS"))
+            || self.is_kw_at(j, "TRAIT")
     }
 
     fn is_number_at(&self, j: usize) -> bool {
@@ -645,9 +523,15 @@ impl<'a> Parser<'a> {
             self.i += 2;
             return Ok(Leaf::AllUsers);
         }
-        Err(self.error_here("expected PROFILE, DID, IN SEGMENT, USERS IN, ALL USERS, NOT or '('"))
+        if self.eat_kw("TRAIT") {
+            return Ok(Leaf::Trait(self.sql(false, "a predicate over traits")?));
+        }
+        Err(self.error_here(
+            "expected PROFILE, DID, TRAIT, IN SEGMENT, USERS IN, ALL USERS, NOT or '('",
+        ))
     }
 }
 
+mod statements;
 #[cfg(test)]
 mod tests;

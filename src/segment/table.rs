@@ -1,10 +1,10 @@
 //! The `segments` schema: every stored segment is a read-only table of its members' pseudonyms,
 //! `SELECT user_id FROM segments.cart_abandoners`, so BI tools can browse segments next to the
-//! base tables and read them with plain SQL. Members are evaluated when the table is scanned, at
-//! the session's `segdb.as_of`, with consent (`FOR PURPOSE`) and erasure applied as everywhere.
+//! base tables and read them with plain SQL. Members are evaluated when the table is scanned —
+//! by the statement that scans it, at its `segdb.as_of`, with its snapshot's consent and erasure
+//! — so a view or prepared statement over a segment table never serves a forgotten user.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -15,27 +15,17 @@ use datafusion::datasource::TableType;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::SessionContext;
+use roaring::RoaringBitmap;
 
-use super::Segments;
+use super::{EvalCtx, Segments};
+use crate::error::Result;
 
 /// Name of the schema that lists segments.
 pub const SCHEMA: &str = "segments";
 
-/// Session settings a segment table reads when it is scanned.
-#[derive(Debug, Clone)]
-pub struct SessionSettings {
-    pub as_of: Arc<Mutex<Option<i64>>>,
-    pub use_index: Arc<AtomicBool>,
-}
-
 /// The `segments` schema provider.
 pub struct SegmentsSchema {
     pub(crate) segments: Arc<Segments>,
-    /// Names known to this process: refreshed at open, after segment statements, before
-    /// metadata listings (`table_names` cannot do I/O) and when a lookup misses.
-    pub(crate) names: Arc<RwLock<Vec<String>>>,
-    pub(crate) settings: SessionSettings,
 }
 
 impl std::fmt::Debug for SegmentsSchema {
@@ -44,7 +34,8 @@ impl std::fmt::Debug for SegmentsSchema {
     }
 }
 
-fn members_schema() -> SchemaRef {
+/// The schema of a table of members.
+pub fn members_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(
         "user_id",
         DataType::Utf8,
@@ -52,44 +43,63 @@ fn members_schema() -> SchemaRef {
     )]))
 }
 
+/// The statement's evaluation context for a scan running in `state`.
+pub async fn eval_ctx(state: &dyn Session, segments: &Segments) -> Result<EvalCtx> {
+    let state = state
+        .as_any()
+        .downcast_ref::<SessionState>()
+        .ok_or_else(|| crate::Error::invalid("segments are read in a segdb session"))?;
+    EvalCtx::from_state(state, segments.db()).await
+}
+
+/// The pseudonyms of `members` as one batch (ordinal order).
+pub async fn pseudonyms(
+    segments: &Segments,
+    ctx: &EvalCtx,
+    members: &RoaringBitmap,
+) -> Result<RecordBatch> {
+    let ids = segments.identity(ctx).await?;
+    let mut b = StringBuilder::with_capacity(members.len() as usize, members.len() as usize * 25);
+    for u in members.iter() {
+        if let Some(p) = ids.pseudonym(u) {
+            b.append_value(p);
+        }
+    }
+    Ok(RecordBatch::try_new(
+        members_schema(),
+        vec![Arc::new(b.finish())],
+    )?)
+}
+
 #[async_trait]
 impl SchemaProvider for SegmentsSchema {
     fn table_names(&self) -> Vec<String> {
-        self.names.read().expect("not poisoned").clone()
+        self.segments.known_names()
     }
 
     async fn table(
         &self,
         name: &str,
     ) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
-        // Known names need no catalog read (listing N segments must not read it N times); an
-        // unknown one may come from another process: re-read. A segment dropped since the
-        // snapshot fails when scanned, with the "does not exist" error.
-        let found = self.table_exist(name) || {
-            let names = self
+        // A name this process has not seen may come from another process: read the catalog.
+        let known = self.table_exist(name)
+            || self
                 .segments
-                .names()
+                .latest_names()
                 .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let found = names.iter().any(|n| n == name);
-            *self.names.write().expect("not poisoned") = names;
-            found
-        };
-        Ok(found.then(|| {
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .iter()
+                .any(|n| n == name);
+        Ok(known.then(|| {
             Arc::new(SegmentTable {
                 segments: self.segments.clone(),
                 name: name.to_string(),
-                settings: self.settings.clone(),
             }) as Arc<dyn TableProvider>
         }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.names
-            .read()
-            .expect("not poisoned")
-            .iter()
-            .any(|n| n == name)
+        self.segments.known_names().iter().any(|n| n == name)
     }
 }
 
@@ -97,7 +107,6 @@ impl SchemaProvider for SegmentsSchema {
 struct SegmentTable {
     segments: Arc<Segments>,
     name: String,
-    settings: SessionSettings,
 }
 
 impl std::fmt::Debug for SegmentTable {
@@ -125,44 +134,33 @@ impl TableProvider for SegmentTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let state = state
-            .as_any()
-            .downcast_ref::<SessionState>()
-            .ok_or_else(|| DataFusionError::Internal("not a SessionState".into()))?;
-        let ctx = SessionContext::new_with_state(state.clone());
         let ext = |e: crate::Error| DataFusionError::External(Box::new(e));
-        let as_of = self
-            .settings
-            .as_of
-            .lock()
-            .expect("not poisoned")
-            .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
-        let members = self
-            .segments
-            .members(
-                &ctx,
-                &self.name,
-                as_of,
-                self.settings.use_index.load(Ordering::Relaxed),
-            )
+        let ctx = eval_ctx(state, &self.segments).await.map_err(ext)?;
+        let members = self.segments.members(&ctx, &self.name).await.map_err(ext)?;
+        let batch = pseudonyms(&self.segments, &ctx, &members)
             .await
             .map_err(ext)?;
-        let mut ids = StringBuilder::new();
-        for (uid, pseudonym) in super::eval::identity_rows(&ctx).await.map_err(ext)? {
-            if let Some(p) = pseudonym
-                && members.contains(uid)
-            {
-                ids.append_value(p);
-            }
-        }
-        let schema = members_schema();
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids.finish())])?;
         Ok(
             datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
                 &[vec![batch]],
-                schema,
+                members_schema(),
                 projection.cloned(),
             )?,
         )
+    }
+}
+
+impl Segments {
+    /// The segment names of the latest committed catalog.
+    pub async fn latest_names(&self) -> Result<Vec<String>> {
+        let snap = self.db().pin().await?;
+        let c = super::catalog::load(&snap).await?;
+        let names: Vec<String> = c.segments.keys().cloned().collect();
+        self.remember_catalog(snap.version(crate::storage::Table::Segments), c);
+        Ok(names)
+    }
+
+    pub(crate) fn remember_catalog(&self, version: u64, c: super::catalog::Catalog) {
+        self.cache.lock().expect("not poisoned").catalog = Some((version, Arc::new(c)));
     }
 }

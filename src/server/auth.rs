@@ -15,54 +15,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::statement::StatementKind;
 
-/// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Queries and session settings only.
-    Reader,
-    /// Queries plus CREATE / DROP SEGMENT.
-    Analyst,
-    /// Everything: DDL, FORGET, VACUUM, ingest.
-    Admin,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Result<Role> {
-        match s.to_ascii_lowercase().as_str() {
-            "reader" => Ok(Role::Reader),
-            "analyst" => Ok(Role::Analyst),
-            "admin" => Ok(Role::Admin),
-            other => Err(Error::invalid(format!(
-                "unknown role {other:?}; roles are reader, analyst and admin"
-            ))),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Reader => "reader",
-            Role::Analyst => "analyst",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Whether this role may run a statement of `kind`.
-    pub fn allows(self, kind: StatementKind) -> bool {
-        match self {
-            Role::Admin => true,
-            Role::Analyst => kind.is_read_only() || kind == StatementKind::SegmentDdl,
-            Role::Reader => kind.is_read_only(),
-        }
-    }
-
-    /// Whether this role may bulk-load rows.
-    pub fn may_ingest(self) -> bool {
-        self == Role::Admin
-    }
-}
+pub use crate::statement::Role;
 
 /// One `[users.NAME]` table of the config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -406,19 +360,6 @@ mod tests {
             auth.check(Some(&format!("Bearer {token}"))).unwrap_err(),
             Denied::Expired
         );
-    }
-
-    #[test]
-    fn roles_gate_statement_kinds() {
-        use StatementKind::*;
-        for k in [Query, Setting] {
-            assert!(Role::Reader.allows(k) && Role::Analyst.allows(k) && Role::Admin.allows(k));
-        }
-        assert!(!Role::Reader.allows(SegmentDdl) && Role::Analyst.allows(SegmentDdl));
-        for k in [Erasure, Maintenance, Ddl, Write] {
-            assert!(!Role::Reader.allows(k) && !Role::Analyst.allows(k) && Role::Admin.allows(k));
-        }
-        assert!(Role::Admin.may_ingest() && !Role::Analyst.may_ingest());
     }
 
     #[test]

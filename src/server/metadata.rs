@@ -238,3 +238,81 @@ pub fn foreign_keys_schema() -> SchemaRef {
         Field::new("delete_rule", DataType::UInt8, false),
     ]))
 }
+
+/// DataFusion's `information_schema` tables (listed with the session's own schemas).
+pub const INFORMATION_SCHEMA_TABLES: [&str; 7] = [
+    "columns",
+    "df_settings",
+    "parameters",
+    "routines",
+    "schemata",
+    "tables",
+    "views",
+];
+
+/// Every table a session can see: (schema, name, table type, Arrow schema).
+pub async fn table_rows(
+    session: &crate::session::Session,
+) -> crate::Result<Vec<(String, String, String, SchemaRef)>> {
+    use datafusion::common::TableReference;
+    // Segments created by another process since the last statement.
+    session.shared().segments.latest_names().await?;
+    let ctx = session.context();
+    let mut out = Vec::new();
+    for catalog_name in ctx.catalog_names() {
+        let Some(catalog) = ctx.catalog(&catalog_name) else {
+            continue;
+        };
+        let mut schemas = catalog.schema_names();
+        schemas.sort();
+        for schema_name in schemas {
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
+            let mut names = schema.table_names();
+            names.sort();
+            for name in names {
+                let Some(t) = schema.table(&name).await? else {
+                    continue;
+                };
+                let ty = match t.table_type() {
+                    _ if schema_name == crate::segment::table::SCHEMA => "SEGMENT",
+                    datafusion::datasource::TableType::Base => "TABLE",
+                    datafusion::datasource::TableType::View => "VIEW",
+                    datafusion::datasource::TableType::Temporary => "LOCAL TEMPORARY",
+                };
+                out.push((schema_name.clone(), name, ty.to_string(), t.schema()));
+            }
+        }
+        for name in INFORMATION_SCHEMA_TABLES {
+            let r = TableReference::full(catalog_name.as_str(), "information_schema", name);
+            if let Ok(t) = ctx.table_provider(r).await {
+                out.push((
+                    "information_schema".to_string(),
+                    name.to_string(),
+                    "VIEW".to_string(),
+                    t.schema(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The schemas of every catalog a session can see (information_schema included).
+pub fn schema_rows(session: &crate::session::Session) -> Vec<(String, String)> {
+    let ctx = session.context();
+    let mut out = Vec::new();
+    for c in ctx.catalog_names() {
+        if let Some(catalog) = ctx.catalog(&c) {
+            let mut names = catalog.schema_names();
+            names.push("information_schema".into());
+            names.sort();
+            names.dedup();
+            for s in names {
+                out.push((c.clone(), s));
+            }
+        }
+    }
+    out
+}

@@ -1,12 +1,16 @@
 //! `segdb serve`: an Arrow Flight SQL server over one engine.
 //!
-//! [`auth`] holds users, roles and tokens; [`service`] implements
-//! `arrow_flight::sql::server::FlightSqlService`; [`metadata`] the static GetSqlInfo and
-//! GetXdbcTypeInfo answers.
+//! [`auth`] holds users, roles and tokens; [`sessions`] one DataFusion session per token;
+//! [`service`] implements `arrow_flight::sql::server::FlightSqlService` over them; [`wire`] is
+//! how results are encoded; [`ingest`] is bulk ingest; [`metadata`] the catalog listings and
+//! the static GetSqlInfo and GetXdbcTypeInfo answers.
 
 pub mod auth;
+pub mod ingest;
 pub mod metadata;
 pub mod service;
+pub mod sessions;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,7 +56,8 @@ pub async fn serve(
             opts.config.display()
         )));
     }
-    let service = service::SegdbFlightSql::new(Arc::new(engine), authenticator);
+    let service = service::SegdbFlightSql::new(engine.shared().clone(), authenticator);
+    let inflight = service.inflight();
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
         .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", opts.addr)))?;
@@ -106,13 +111,24 @@ pub async fn serve(
         _ = signals => {}
     }
     // Stop accepting; calls in flight get a grace period, then their streams are dropped
-    // (which cancels the queries behind them).
-    tracing::info!(target: "segdb::server", "shutting down: waiting up to 10 s for calls in flight");
+    // (which cancels the queries behind them). Idle connections do not hold the shutdown up.
+    tracing::info!(target: "segdb::server", calls = inflight.count(), "shutting down: waiting up to 10 s for calls in flight");
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(Duration::from_secs(10), &mut server).await {
-        Ok(r) => r.map_err(|e| Error::invalid(format!("server failed: {e}")))?,
-        Err(_) => {
-            tracing::warn!(target: "segdb::server", "calls still running after 10 s were cancelled")
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if inflight.count() == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(target: "segdb::server", calls = inflight.count(), "calls still running after 10 s were cancelled");
+            break;
+        }
+        tokio::select! {
+            r = &mut server => {
+                r.map_err(|e| Error::invalid(format!("server failed: {e}")))?;
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
     tracing::info!(target: "segdb::server", "stopped");

@@ -1,16 +1,16 @@
-//! The Flight SQL service: every call is authenticated, every statement is classified and checked
-//! against the caller's role, then run in its own fork of the engine (with the caller's session
-//! settings). A query is planned at GetFlightInfo and streamed at DoGet without being collected.
+//! The Flight SQL service: every call is authenticated and logged; every statement goes through
+//! the caller's session (`session::Session`), which parses it once, checks the caller's role and
+//! pins the statement's snapshot. A query is planned at GetFlightInfo and streamed at DoGet
+//! without being collected; other statements run at GetFlightInfo and park their small result.
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -25,10 +25,9 @@ use arrow_flight::sql::{
     TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
-use datafusion::common::{DataFusionError, ParamValues, ScalarValue};
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -36,11 +35,14 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Authenticator, Caller};
-use crate::engine::{Engine, Planned, QueryResult};
-use crate::ingest::{IngestOptions, Kind};
-use crate::statement::{StatementKind, classify};
-
-type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
+use super::sessions::Sessions;
+use super::wire::{
+    DoGetStream, batch_stream, df_status, ipc_schema, number_placeholders, one_batch, to_status,
+    to_wire, wire_schema,
+};
+use crate::engine::QueryResult;
+use crate::session::{Planned, Shared};
+use crate::statement::{Kind, Role, Statement};
 
 /// Results planned at GetFlightInfo and not fetched yet are dropped after this long.
 const RESULT_TTL: Duration = Duration::from_secs(600);
@@ -56,7 +58,7 @@ enum Ready {
 
 struct Pending {
     owner: String,
-    kind: StatementKind,
+    kind: &'static str,
     created: Instant,
     ready: Ready,
 }
@@ -68,31 +70,73 @@ struct Prepared {
     created: Instant,
 }
 
+/// Counts calls in flight (streams until they end), for a prompt shutdown.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+/// One call in flight.
+pub struct CallGuard(Arc<AtomicUsize>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl InFlight {
+    fn enter(&self) -> CallGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        CallGuard(self.0.clone())
+    }
+
+    /// Calls in flight now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// segdb's Flight SQL service.
 pub struct SegdbFlightSql {
-    engine: Arc<Engine>,
     auth: Arc<Authenticator>,
-    /// Session settings per bearer token.
-    sessions: Mutex<HashMap<String, (Option<i64>, bool)>>,
+    sessions: Sessions,
     results: Mutex<HashMap<Vec<u8>, Pending>>,
     prepared: Mutex<HashMap<Vec<u8>, Prepared>>,
     info_rw: SqlInfoData,
     info_ro: SqlInfoData,
     xdbc: XdbcTypeInfoData,
+    inflight: InFlight,
+}
+
+/// One log line per call: who, what, how many rows, how long (never SQL text, ids or tokens).
+fn log_call(user: &str, call: &str, kind: &str, rows: Option<u64>, started: Instant, ok: bool) {
+    let took_ms = started.elapsed().as_millis() as u64;
+    match rows {
+        Some(rows) => {
+            tracing::info!(target: "segdb::server", user = %user, call, kind, rows, took_ms, ok, "call")
+        }
+        None => {
+            tracing::info!(target: "segdb::server", user = %user, call, kind, took_ms, ok, "call")
+        }
+    }
 }
 
 impl SegdbFlightSql {
-    pub fn new(engine: Arc<Engine>, auth: Arc<Authenticator>) -> SegdbFlightSql {
+    pub fn new(shared: Arc<Shared>, auth: Arc<Authenticator>) -> SegdbFlightSql {
         SegdbFlightSql {
-            engine,
+            sessions: Sessions::new(shared, auth.clone()),
             auth,
-            sessions: Mutex::new(HashMap::new()),
             results: Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
             info_rw: super::metadata::sql_info(false),
             info_ro: super::metadata::sql_info(true),
             xdbc: super::metadata::xdbc_types(),
+            inflight: InFlight::default(),
         }
+    }
+
+    /// The in-flight counter (the server waits on it at shutdown).
+    pub fn inflight(&self) -> InFlight {
+        self.inflight.clone()
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
@@ -106,65 +150,51 @@ impl SegdbFlightSql {
         })
     }
 
-    fn allow(&self, caller: &Caller, kind: StatementKind) -> Result<(), Status> {
-        if caller.role.allows(kind) {
-            return Ok(());
-        }
-        tracing::info!(target: "segdb::server", user = %caller.user, role = caller.role.name(), kind = kind.name(), "statement refused");
-        Err(Status::permission_denied(format!(
-            "role {} may not run {} statements",
-            caller.role.name(),
-            kind.name().replace('_', " ")
-        )))
-    }
-
-    /// A fresh engine session carrying the caller's settings.
-    fn fork(&self, caller: &Caller) -> Result<Engine, Status> {
-        let fork = self.engine.fork().map_err(to_status)?;
-        if let Some(s) = self
-            .sessions
-            .lock()
-            .expect("not poisoned")
-            .get(&caller.session)
-        {
-            fork.set_settings(*s);
-        }
-        Ok(fork)
-    }
-
     /// Plan (or, for non-queries, run) `sql` for `caller`.
     async fn run(
         &self,
         caller: &Caller,
+        call: &str,
         sql: &str,
         params: Option<ParamValues>,
-    ) -> Result<(StatementKind, Ready, SchemaRef), Status> {
-        let kind = classify(sql);
-        self.allow(caller, kind)?;
+    ) -> Result<(&'static str, Ready, SchemaRef), Status> {
         let started = Instant::now();
-        let fork = self.fork(caller)?;
-        let planned = fork.plan(sql, params).await.map_err(|e| {
-            tracing::info!(target: "segdb::server", user = %caller.user, kind = kind.name(), took_ms = started.elapsed().as_millis() as u64, "statement failed");
+        let session = self.sessions.of(caller).map_err(to_status)?;
+        let parsed = session.parse_one(sql).map_err(|e| {
+            log_call(&caller.user, call, "unparsed", None, started, false);
             to_status(e)
         })?;
-        if kind == StatementKind::Setting {
-            let mut sessions = self.sessions.lock().expect("not poisoned");
-            // Settings of expired tokens go with them.
-            sessions.retain(|token, _| self.auth.is_live(token));
-            sessions.insert(caller.session.clone(), fork.settings());
-        }
+        let kind = parsed.kind.name();
+        let planned = match session.plan(&parsed, caller.role, params).await {
+            Ok(p) => p,
+            Err(e) => {
+                if matches!(e, crate::Error::Denied(_)) {
+                    tracing::info!(target: "segdb::server", user = %caller.user, role = caller.role.name(), kind, "statement refused");
+                }
+                log_call(&caller.user, call, kind, None, started, false);
+                return Err(to_status(e));
+            }
+        };
         match planned {
             Planned::Query(df) => {
                 let task = Arc::new(df.task_ctx());
-                let plan = df
-                    .create_physical_plan()
-                    .await
-                    .map_err(|e| to_status(e.into()))?;
+                let plan = df.create_physical_plan().await.map_err(|e| {
+                    log_call(&caller.user, call, kind, None, started, false);
+                    df_status(&e)
+                })?;
                 let schema = wire_schema(&plan.schema());
+                log_call(&caller.user, call, kind, None, started, true);
                 Ok((kind, Ready::Plan { plan, task }, schema))
             }
             Planned::Done(r) => {
-                tracing::info!(target: "segdb::server", user = %caller.user, kind = kind.name(), rows = r.num_rows() as u64, took_ms = started.elapsed().as_millis() as u64, "statement");
+                log_call(
+                    &caller.user,
+                    call,
+                    kind,
+                    Some(r.num_rows() as u64),
+                    started,
+                    true,
+                );
                 let schema = wire_schema(&r.schema);
                 Ok((kind, Ready::Done(r), schema))
             }
@@ -175,7 +205,7 @@ impl SegdbFlightSql {
     fn park(
         &self,
         caller: &Caller,
-        kind: StatementKind,
+        kind: &'static str,
         ready: Ready,
         schema: &Schema,
         descriptor: FlightDescriptor,
@@ -216,10 +246,13 @@ impl SegdbFlightSql {
     /// FlightInfo for a metadata command: its ticket is the command itself.
     fn meta_info<M: ProstMessageExt>(
         &self,
+        caller: &Caller,
+        call: &str,
         cmd: &M,
         schema: &Schema,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
+        let started = Instant::now();
         let info = FlightInfo::new()
             .try_with_schema(schema)
             .map_err(|e| Status::internal(e.to_string()))?
@@ -227,84 +260,78 @@ impl SegdbFlightSql {
                 FlightEndpoint::new().with_ticket(Ticket::new(cmd.as_any().encode_to_vec())),
             )
             .with_descriptor(descriptor);
+        log_call(&caller.user, call, "metadata", None, started, true);
         Ok(Response::new(info))
+    }
+
+    /// A metadata result, logged.
+    fn meta_batch(
+        &self,
+        caller: &Caller,
+        call: &str,
+        started: Instant,
+        batch: Result<RecordBatch, impl std::fmt::Display>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
+        log_call(
+            &caller.user,
+            call,
+            "metadata",
+            Some(batch.num_rows() as u64),
+            started,
+            true,
+        );
+        Ok(one_batch(batch))
     }
 
     fn stream_ready(
         &self,
         caller: &Caller,
-        kind: StatementKind,
+        kind: &'static str,
         ready: Ready,
     ) -> Result<Response<DoGetStream>, Status> {
         let started = Instant::now();
+        let guard = self.inflight.enter();
         let (schema, batches) = match ready {
             Ready::Plan { plan, task } => {
                 let schema = wire_schema(&plan.schema());
                 let stream = datafusion::physical_plan::execute_stream(plan, task)
-                    .map_err(|e| to_status(e.into()))?;
+                    .map_err(|e| df_status(&e))?;
                 (schema, stream)
             }
             Ready::Done(r) => (wire_schema(&r.schema), r.into_stream()),
         };
-        let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let rows = Arc::new(AtomicU64::new(0));
         let counter = rows.clone();
         let user = caller.user.clone();
         let wire = schema.clone();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failed_in = failed.clone();
         let counted = batches
             .map(move |r| {
                 if let Ok(b) = &r {
-                    counter.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+                    counter.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                } else {
+                    failed_in.store(true, Ordering::Relaxed);
                 }
                 r.map_err(|e| FlightError::Tonic(Box::new(df_status(&e))))
                     .and_then(|b| to_wire(b, &wire).map_err(FlightError::Arrow))
             })
             .chain(
                 futures::stream::once(async move {
-                    tracing::info!(target: "segdb::server", user = %user, kind = kind.name(), rows = rows.load(std::sync::atomic::Ordering::Relaxed), took_ms = started.elapsed().as_millis() as u64, "statement");
+                    let _guard = guard;
+                    log_call(
+                        &user,
+                        "do_get",
+                        kind,
+                        Some(rows.load(Ordering::Relaxed)),
+                        started,
+                        !failed.load(Ordering::Relaxed),
+                    );
                 })
                 .filter_map(|()| futures::future::ready(None)),
             );
         Ok(batch_stream(schema, counted))
-    }
-
-    fn one_batch(&self, batch: RecordBatch) -> Response<DoGetStream> {
-        let schema = batch.schema();
-        batch_stream(schema, futures::stream::iter(vec![Ok(batch)]))
-    }
-
-    async fn table_rows(&self) -> Result<Vec<(String, String, String, SchemaRef)>, Status> {
-        self.engine
-            .refresh_segment_names()
-            .await
-            .map_err(to_status)?;
-        let ctx = self.engine.session();
-        let mut out = Vec::new();
-        for catalog_name in ctx.catalog_names() {
-            let Some(catalog) = ctx.catalog(&catalog_name) else {
-                continue;
-            };
-            for schema_name in catalog.schema_names() {
-                let Some(schema) = catalog.schema(&schema_name) else {
-                    continue;
-                };
-                let mut names = schema.table_names();
-                names.sort();
-                for name in names {
-                    let Some(t) = schema.table(&name).await.map_err(|e| to_status(e.into()))?
-                    else {
-                        continue;
-                    };
-                    let ty = match t.table_type() {
-                        _ if schema_name == crate::segment::table::SCHEMA => "SEGMENT",
-                        datafusion::datasource::TableType::Base => "TABLE",
-                        datafusion::datasource::TableType::View => "VIEW",
-                        datafusion::datasource::TableType::Temporary => "LOCAL TEMPORARY",
-                    };
-                    out.push((schema_name.clone(), name, ty.to_string(), t.schema()));
-                }
-            }
-        }
-        Ok(out)
     }
 
     async fn read_params(
@@ -328,7 +355,7 @@ impl SegdbFlightSql {
         }
         let mut values = Vec::new();
         for col in batch.columns() {
-            values.push(ScalarValue::try_from_array(col, 0).map_err(|e| to_status(e.into()))?);
+            values.push(ScalarValue::try_from_array(col, 0).map_err(|e| df_status(&e))?);
         }
         Ok(Some(ParamValues::from(values)))
     }
@@ -350,10 +377,11 @@ impl SegdbFlightSql {
     async fn update_count(
         &self,
         caller: &Caller,
+        call: &str,
         sql: &str,
         params: Option<ParamValues>,
     ) -> Result<i64, Status> {
-        let (kind, ready, _) = self.run(caller, sql, params).await?;
+        let (kind, ready, _) = self.run(caller, call, sql, params).await?;
         Ok(match ready {
             Ready::Done(r) => affected(kind, &r),
             Ready::Plan { plan, task } => {
@@ -365,7 +393,14 @@ impl SegdbFlightSql {
                     schema: Arc::new(Schema::empty()),
                     batches,
                 };
-                tracing::info!(target: "segdb::server", user = %caller.user, kind = kind.name(), rows = r.num_rows() as u64, took_ms = started.elapsed().as_millis() as u64, "statement");
+                log_call(
+                    &caller.user,
+                    call,
+                    kind,
+                    Some(r.num_rows() as u64),
+                    started,
+                    true,
+                );
                 affected(kind, &r)
             }
         })
@@ -374,7 +409,7 @@ impl SegdbFlightSql {
 
 /// Rows a statement affected: the single count a statement returns (FORGET's `forgotten`,
 /// DataFusion DML's `count`); a query's row count; 0 for other DDL and settings.
-fn affected(kind: StatementKind, r: &QueryResult) -> i64 {
+fn affected(kind: &str, r: &QueryResult) -> i64 {
     use arrow::array::{Array, AsArray};
     if let [b] = r.batches.as_slice()
         && b.num_columns() == 1
@@ -390,132 +425,11 @@ fn affected(kind: StatementKind, r: &QueryResult) -> i64 {
             return a.value(0);
         }
     }
-    if kind == StatementKind::Query {
+    if kind == "query" {
         r.num_rows() as i64
     } else {
         0
     }
-}
-
-/// The schema a result is sent with: view types become their plain equivalents. DataFusion
-/// reads Parquet strings as views whose buffers are shared across batches, and IPC would send
-/// the whole shared buffers with every batch (a 20M-row result grew ~5×); many clients
-/// (JDBC among them) also do not read view types.
-fn wire_schema(schema: &SchemaRef) -> SchemaRef {
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView))
-    {
-        return schema.clone();
-    }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = match f.data_type() {
-                DataType::Utf8View => DataType::Utf8,
-                DataType::BinaryView => DataType::Binary,
-                other => other.clone(),
-            };
-            f.as_ref().clone().with_data_type(t)
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
-/// Cast a batch to its wire schema (see [`wire_schema`]).
-fn to_wire(batch: RecordBatch, wire: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
-    if batch.schema_ref().fields() == wire.fields() {
-        return Ok(batch);
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(wire.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                arrow::compute::cast(c, f.data_type())
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(wire.clone(), columns)
-}
-
-fn batch_stream(
-    schema: SchemaRef,
-    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
-) -> Response<DoGetStream> {
-    let s = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(batches)
-        .map_err(Status::from);
-    Response::new(Box::pin(s))
-}
-
-fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
-    let IpcMessage(b) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
-        .try_into()
-        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
-    Ok(b)
-}
-
-/// `?` placeholders (ODBC/JDBC style) become DataFusion's `$1, $2, …`.
-pub(crate) fn number_placeholders(sql: &str) -> String {
-    use sqlparser::tokenizer::{Token, Tokenizer};
-    let dialect = sqlparser::dialect::GenericDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
-        return sql.to_string();
-    };
-    if !tokens
-        .iter()
-        .any(|t| matches!(t, Token::Placeholder(p) if p == "?"))
-    {
-        return sql.to_string();
-    }
-    let mut n = 0;
-    tokens
-        .into_iter()
-        .map(|t| match t {
-            Token::Placeholder(p) if p == "?" => {
-                n += 1;
-                format!("${n}")
-            }
-            other => other.to_string(),
-        })
-        .collect()
-}
-
-/// Map a segdb error to a gRPC status: bad input is InvalidArgument, the rest Internal.
-pub(crate) fn to_status(e: crate::Error) -> Status {
-    match &e {
-        crate::Error::Invalid(_) | crate::Error::Ingest(_) => {
-            Status::invalid_argument(one_line(&e.to_string()))
-        }
-        crate::Error::DataFusion(df) => df_status(df),
-        _ => Status::internal(one_line(&e.to_string())),
-    }
-}
-
-fn df_status(e: &DataFusionError) -> Status {
-    let msg = one_line(&e.to_string());
-    match e.find_root() {
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(_)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_) => Status::invalid_argument(msg),
-        DataFusionError::External(inner) => match inner.downcast_ref::<crate::Error>() {
-            Some(crate::Error::Invalid(_)) => Status::invalid_argument(msg),
-            _ => Status::internal(msg),
-        },
-        _ => Status::internal(msg),
-    }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[tonic::async_trait]
@@ -529,6 +443,7 @@ impl FlightSqlService for SegdbFlightSql {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
+        let _g = self.inflight.enter();
         let header = request
             .metadata()
             .get("authorization")
@@ -537,7 +452,7 @@ impl FlightSqlService for SegdbFlightSql {
             tracing::info!(target: "segdb::server", denied = %d, "handshake refused");
             Status::unauthenticated(d.to_string())
         })?;
-        tracing::info!(target: "segdb::server", user = %caller.user, role = caller.role.name(), "handshake");
+        tracing::info!(target: "segdb::server", user = %caller.user, role = caller.role.name(), call = "handshake", "call");
         let resp = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into(),
@@ -557,9 +472,12 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let _g = self.inflight.enter();
         let caller = self.caller(&request)?;
         let sql = number_placeholders(&query.query);
-        let (kind, ready, schema) = self.run(&caller, &sql, None).await?;
+        let (kind, ready, schema) = self
+            .run(&caller, "get_flight_info_statement", &sql, None)
+            .await?;
         let info = self.park(&caller, kind, ready, &schema, request.into_inner())?;
         Ok(Response::new(info))
     }
@@ -569,9 +487,12 @@ impl FlightSqlService for SegdbFlightSql {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let _g = self.inflight.enter();
         let caller = self.caller(&request)?;
         let (sql, params) = self.prepared_sql(&caller, &cmd.prepared_statement_handle)?;
-        let (kind, ready, schema) = self.run(&caller, &sql, params).await?;
+        let (kind, ready, schema) = self
+            .run(&caller, "get_flight_info_prepared_statement", &sql, params)
+            .await?;
         let info = self.park(&caller, kind, ready, &schema, request.into_inner())?;
         Ok(Response::new(info))
     }
@@ -606,7 +527,9 @@ impl FlightSqlService for SegdbFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.caller(&request)?;
         let (sql, params) = self.prepared_sql(&caller, &cmd.prepared_statement_handle)?;
-        let (kind, ready, _) = self.run(&caller, &sql, params).await?;
+        let (kind, ready, _) = self
+            .run(&caller, "do_get_prepared_statement", &sql, params)
+            .await?;
         self.stream_ready(&caller, kind, ready)
     }
 
@@ -615,9 +538,11 @@ impl FlightSqlService for SegdbFlightSql {
         cmd: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        let _g = self.inflight.enter();
         let caller = self.caller(&request)?;
         let sql = number_placeholders(&cmd.query);
-        self.update_count(&caller, &sql, None).await
+        self.update_count(&caller, "do_put_statement_update", &sql, None)
+            .await
     }
 
     async fn do_put_prepared_statement_query(
@@ -625,6 +550,7 @@ impl FlightSqlService for SegdbFlightSql {
         cmd: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
+        let _g = self.inflight.enter();
         let caller = self.caller(&request)?;
         let handle = cmd.prepared_statement_handle.to_vec();
         self.prepared_sql(&caller, &handle)?;
@@ -642,10 +568,12 @@ impl FlightSqlService for SegdbFlightSql {
         cmd: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        let _g = self.inflight.enter();
         let caller = self.caller(&request)?;
         let (sql, bound) = self.prepared_sql(&caller, &cmd.prepared_statement_handle)?;
         let params = self.read_params(request).await?.or(bound);
-        self.update_count(&caller, &sql, params).await
+        self.update_count(&caller, "do_put_prepared_statement_update", &sql, params)
+            .await
     }
 
     async fn do_put_statement_ingest(
@@ -653,69 +581,21 @@ impl FlightSqlService for SegdbFlightSql {
         cmd: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        use arrow_flight::sql::TableExistsOption;
+        let _g = self.inflight.enter();
         let caller = self.caller(&request)?;
-        if !caller.role.may_ingest() {
-            return Err(Status::permission_denied(format!(
-                "role {} may not ingest",
-                caller.role.name()
-            )));
-        }
-        let kind = match cmd.table.to_ascii_lowercase().as_str() {
-            "events" => Kind::Events,
-            "profiles" => Kind::Profiles,
-            "consent" => Kind::Consent,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "bulk ingest loads events, profiles or consent, not {other:?}"
-                )));
-            }
-        };
-        if cmd.temporary {
-            return Err(Status::invalid_argument(
-                "segdb has no temporary tables; ingest into events, profiles or consent",
-            ));
-        }
-        if cmd
-            .schema
-            .as_deref()
-            .is_some_and(|s| !s.is_empty() && s != crate::engine::SCHEMA)
-            || cmd
-                .catalog
-                .as_deref()
-                .is_some_and(|c| !c.is_empty() && c != crate::engine::CATALOG)
-        {
-            return Err(Status::invalid_argument(format!(
-                "segdb's tables live in {}.{}",
-                crate::engine::CATALOG,
-                crate::engine::SCHEMA
-            )));
-        }
-        if cmd
-            .table_definition_options
-            .as_ref()
-            .is_some_and(|o| o.if_exists == TableExistsOption::Replace as i32)
-        {
-            return Err(Status::invalid_argument(
-                "bulk ingest appends (profiles are upserted); replacing a table is not supported",
-            ));
-        }
         let started = Instant::now();
-        let batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-            request.into_inner().map_err(FlightError::from),
-        )
-        .map_err(|e| crate::Error::ingest(format!("cannot read the batches: {e}")));
-        let opts = IngestOptions {
-            strict: true,
-            ..Default::default()
-        };
-        let report = self
-            .engine
-            .ingest_batches(kind, "the ingested batches", batches, &opts)
-            .await;
-        let report = report.map_err(to_status)?;
-        tracing::info!(target: "segdb::server", user = %caller.user, kind = "ingest", table = kind.name(), rows = report.rows_loaded, took_ms = started.elapsed().as_millis() as u64, "statement");
-        Ok(report.rows_loaded as i64)
+        let session = self.sessions.of(&caller).map_err(to_status)?;
+        let r = super::ingest::run(&session, &caller, cmd, request).await;
+        let rows = r.as_ref().ok().map(|n| *n as u64);
+        log_call(
+            &caller.user,
+            "do_put_statement_ingest",
+            "ingest",
+            rows,
+            started,
+            r.is_ok(),
+        );
+        r
     }
 
     async fn do_action_create_prepared_statement(
@@ -723,48 +603,49 @@ impl FlightSqlService for SegdbFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let _g = self.inflight.enter();
+        let started = Instant::now();
         let caller = self.caller(&request)?;
         let sql = number_placeholders(&query.query);
-        let kind = classify(&sql);
-        self.allow(&caller, kind)?;
+        let session = self.sessions.of(&caller).map_err(to_status)?;
+        let parsed = session.parse_one(&sql).map_err(to_status)?;
+        session
+            .check_role(&parsed, caller.role)
+            .map_err(to_status)?;
         // A query is planned now for its schemas; other statements run at execution only.
-        let (dataset_schema, parameter_schema) = if kind == StatementKind::Query {
-            let fork = self.fork(&caller)?;
-            let plan = fork
-                .session()
-                .state()
-                .create_logical_plan(crate::engine::strip_leading_comments(&sql))
-                .await;
-            match plan {
-                Ok(plan) => {
-                    let params = plan
-                        .get_parameter_types()
-                        .map_err(|e| to_status(e.into()))?;
-                    let mut names: Vec<(usize, String, DataType)> = params
+        let (dataset_schema, parameter_schema) = match (&parsed.kind, &parsed.statement) {
+            (Kind::Query, Statement::Sql(_)) => {
+                let plan = session.logical_plan(&parsed).await.map_err(to_status)?;
+                let params = plan.get_parameter_types().map_err(|e| df_status(&e))?;
+                let mut names: Vec<(usize, String, DataType)> = params
+                    .into_iter()
+                    .map(|(k, t)| {
+                        let n = k.trim_start_matches('$').parse().unwrap_or(usize::MAX);
+                        (n, k, t.unwrap_or(DataType::Null))
+                    })
+                    .collect();
+                names.sort();
+                let pschema = Schema::new(
+                    names
                         .into_iter()
-                        .map(|(k, t)| {
-                            let n = k.trim_start_matches('$').parse().unwrap_or(usize::MAX);
-                            (n, k, t.unwrap_or(DataType::Null))
-                        })
-                        .collect();
-                    names.sort();
-                    let pschema = Schema::new(
-                        names
-                            .into_iter()
-                            .map(|(_, k, t)| Field::new(k, t, true))
-                            .collect::<Vec<_>>(),
-                    );
-                    let dschema = wire_schema(plan.schema().inner()).as_ref().clone();
-                    (ipc_schema(&dschema)?, ipc_schema(&pschema)?)
-                }
-                // SHOW SEGMENTS, DESCRIBE SEGMENT …: not DataFusion SQL; read-only, run it.
-                Err(_) => {
-                    let planned = fork.plan(&sql, None).await.map_err(to_status)?;
-                    (ipc_schema(&planned.schema())?, bytes::Bytes::new())
-                }
+                        .map(|(_, k, t)| Field::new(k, t, true))
+                        .collect::<Vec<_>>(),
+                );
+                let dschema = wire_schema(plan.schema().inner()).as_ref().clone();
+                (ipc_schema(&dschema)?, ipc_schema(&pschema)?)
             }
-        } else {
-            (bytes::Bytes::new(), bytes::Bytes::new())
+            // SHOW SEGMENTS, DESCRIBE SEGMENT …: read-only segdb statements; run for the schema.
+            (Kind::Query, Statement::Segdb(_)) => {
+                let planned = session
+                    .plan(&parsed, caller.role, None)
+                    .await
+                    .map_err(to_status)?;
+                (
+                    ipc_schema(&wire_schema(&planned.schema()))?,
+                    bytes::Bytes::new(),
+                )
+            }
+            _ => (bytes::Bytes::new(), bytes::Bytes::new()),
         };
         let handle = uuid::Uuid::new_v4().as_bytes().to_vec();
         let mut prepared = self.prepared.lock().expect("not poisoned");
@@ -778,6 +659,14 @@ impl FlightSqlService for SegdbFlightSql {
                 created: Instant::now(),
             },
         );
+        log_call(
+            &caller.user,
+            "create_prepared_statement",
+            parsed.kind.name(),
+            None,
+            started,
+            true,
+        );
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into(),
             dataset_schema,
@@ -790,6 +679,7 @@ impl FlightSqlService for SegdbFlightSql {
         query: ActionClosePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
+        let _g = self.inflight.enter();
         let caller = self.caller(&request)?;
         let mut prepared = self.prepared.lock().expect("not poisoned");
         if prepared
@@ -806,6 +696,7 @@ impl FlightSqlService for SegdbFlightSql {
         query: ActionCancelQueryRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
+        let _g = self.inflight.enter();
         let caller = self.caller(&request)?;
         let info = FlightInfo::decode(query.info)
             .map_err(|e| Status::invalid_argument(format!("not a FlightInfo: {e}")))?;
@@ -839,9 +730,15 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        self.meta_info(&query, &schema, request.into_inner())
+        self.meta_info(
+            &caller,
+            "get_flight_info_catalogs",
+            &query,
+            &schema,
+            request.into_inner(),
+        )
     }
 
     async fn do_get_catalogs(
@@ -849,12 +746,17 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.caller(&request)?;
+        let _g = self.inflight.enter();
+        let started = Instant::now();
+        let caller = self.caller(&request)?;
+        let session = self.sessions.of(&caller).map_err(to_status)?;
         let mut b = query.into_builder();
-        for c in self.engine.session().catalog_names() {
+        let mut names = session.context().catalog_names();
+        names.sort();
+        for c in names {
             b.append(c);
         }
-        Ok(self.one_batch(b.build().map_err(|e| Status::internal(e.to_string()))?))
+        self.meta_batch(&caller, "do_get_catalogs", started, b.build())
     }
 
     async fn get_flight_info_schemas(
@@ -862,9 +764,15 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        self.meta_info(&query, &schema, request.into_inner())
+        self.meta_info(
+            &caller,
+            "get_flight_info_schemas",
+            &query,
+            &schema,
+            request.into_inner(),
+        )
     }
 
     async fn do_get_schemas(
@@ -872,19 +780,15 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.caller(&request)?;
+        let _g = self.inflight.enter();
+        let started = Instant::now();
+        let caller = self.caller(&request)?;
+        let session = self.sessions.of(&caller).map_err(to_status)?;
         let mut b = query.into_builder();
-        let ctx = self.engine.session();
-        for c in ctx.catalog_names() {
-            if let Some(catalog) = ctx.catalog(&c) {
-                let mut names = catalog.schema_names();
-                names.sort();
-                for s in names {
-                    b.append(&c, s);
-                }
-            }
+        for (c, s) in super::metadata::schema_rows(&session) {
+            b.append(c, s);
         }
-        Ok(self.one_batch(b.build().map_err(|e| Status::internal(e.to_string()))?))
+        self.meta_batch(&caller, "do_get_schemas", started, b.build())
     }
 
     async fn get_flight_info_tables(
@@ -892,9 +796,15 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        self.meta_info(&query, &schema, request.into_inner())
+        self.meta_info(
+            &caller,
+            "get_flight_info_tables",
+            &query,
+            &schema,
+            request.into_inner(),
+        )
     }
 
     async fn do_get_tables(
@@ -902,10 +812,18 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.caller(&request)?;
+        let _g = self.inflight.enter();
+        let started = Instant::now();
+        let caller = self.caller(&request)?;
+        let session = self.sessions.of(&caller).map_err(to_status)?;
+        // Table schemas need a snapshot: the base tables' columns of the latest one.
+        session.shared().pin().await.map_err(to_status)?;
         let mut b = query.into_builder();
-        for (schema, name, ty, table_schema) in self.table_rows().await? {
-            // The schema clients will receive: strings as Utf8 (see `wire_schema`).
+        let rows = super::metadata::table_rows(&session)
+            .await
+            .map_err(to_status)?;
+        for (schema, name, ty, table_schema) in rows {
+            // The schema clients will receive (see `wire_schema`).
             b.append(
                 crate::engine::CATALOG,
                 schema,
@@ -915,7 +833,7 @@ impl FlightSqlService for SegdbFlightSql {
             )
             .map_err(|e| Status::internal(e.to_string()))?;
         }
-        Ok(self.one_batch(b.build().map_err(|e| Status::internal(e.to_string()))?))
+        self.meta_batch(&caller, "do_get_tables", started, b.build())
     }
 
     async fn get_flight_info_table_types(
@@ -923,9 +841,15 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        self.meta_info(&query, &schema, request.into_inner())
+        self.meta_info(
+            &caller,
+            "get_flight_info_table_types",
+            &query,
+            &schema,
+            request.into_inner(),
+        )
     }
 
     async fn do_get_table_types(
@@ -933,12 +857,13 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.caller(&request)?;
+        let started = Instant::now();
+        let caller = self.caller(&request)?;
         let mut b = query.into_builder();
         for t in ["LOCAL TEMPORARY", "SEGMENT", "TABLE", "VIEW"] {
             b.append(t);
         }
-        Ok(self.one_batch(b.build().map_err(|e| Status::internal(e.to_string()))?))
+        self.meta_batch(&caller, "do_get_table_types", started, b.build())
     }
 
     async fn get_flight_info_sql_info(
@@ -946,9 +871,15 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         let schema = query.clone().into_builder(&self.info_rw).schema();
-        self.meta_info(&query, &schema, request.into_inner())
+        self.meta_info(
+            &caller,
+            "get_flight_info_sql_info",
+            &query,
+            &schema,
+            request.into_inner(),
+        )
     }
 
     async fn do_get_sql_info(
@@ -956,17 +887,19 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
+        let started = Instant::now();
         let caller = self.caller(&request)?;
-        let data = if caller.role == super::auth::Role::Reader {
+        let data = if caller.role == Role::Reader {
             &self.info_ro
         } else {
             &self.info_rw
         };
-        let batch = query
-            .into_builder(data)
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(self.one_batch(batch))
+        self.meta_batch(
+            &caller,
+            "do_get_sql_info",
+            started,
+            query.into_builder(data).build(),
+        )
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -974,9 +907,15 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         let schema = query.clone().into_builder(&self.xdbc).schema();
-        self.meta_info(&query, &schema, request.into_inner())
+        self.meta_info(
+            &caller,
+            "get_flight_info_xdbc_type_info",
+            &query,
+            &schema,
+            request.into_inner(),
+        )
     }
 
     async fn do_get_xdbc_type_info(
@@ -984,12 +923,14 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.caller(&request)?;
-        let batch = query
-            .into_builder(&self.xdbc)
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(self.one_batch(batch))
+        let started = Instant::now();
+        let caller = self.caller(&request)?;
+        self.meta_batch(
+            &caller,
+            "do_get_xdbc_type_info",
+            started,
+            query.into_builder(&self.xdbc).build(),
+        )
     }
 
     async fn get_flight_info_primary_keys(
@@ -997,8 +938,10 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         self.meta_info(
+            &caller,
+            "get_flight_info_primary_keys",
             &query,
             &super::metadata::primary_keys_schema(),
             request.into_inner(),
@@ -1010,10 +953,16 @@ impl FlightSqlService for SegdbFlightSql {
         _query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.caller(&request)?;
-        Ok(self.one_batch(RecordBatch::new_empty(
-            super::metadata::primary_keys_schema(),
-        )))
+        let started = Instant::now();
+        let caller = self.caller(&request)?;
+        self.meta_batch(
+            &caller,
+            "do_get_primary_keys",
+            started,
+            Ok::<_, Status>(RecordBatch::new_empty(
+                super::metadata::primary_keys_schema(),
+            )),
+        )
     }
 
     async fn get_flight_info_exported_keys(
@@ -1021,8 +970,10 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         self.meta_info(
+            &caller,
+            "get_flight_info_exported_keys",
             &query,
             &super::metadata::foreign_keys_schema(),
             request.into_inner(),
@@ -1034,10 +985,16 @@ impl FlightSqlService for SegdbFlightSql {
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.caller(&request)?;
-        Ok(self.one_batch(RecordBatch::new_empty(
-            super::metadata::foreign_keys_schema(),
-        )))
+        let started = Instant::now();
+        let caller = self.caller(&request)?;
+        self.meta_batch(
+            &caller,
+            "do_get_exported_keys",
+            started,
+            Ok::<_, Status>(RecordBatch::new_empty(
+                super::metadata::foreign_keys_schema(),
+            )),
+        )
     }
 
     async fn get_flight_info_imported_keys(
@@ -1045,8 +1002,10 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         self.meta_info(
+            &caller,
+            "get_flight_info_imported_keys",
             &query,
             &super::metadata::foreign_keys_schema(),
             request.into_inner(),
@@ -1058,10 +1017,16 @@ impl FlightSqlService for SegdbFlightSql {
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.caller(&request)?;
-        Ok(self.one_batch(RecordBatch::new_empty(
-            super::metadata::foreign_keys_schema(),
-        )))
+        let started = Instant::now();
+        let caller = self.caller(&request)?;
+        self.meta_batch(
+            &caller,
+            "do_get_imported_keys",
+            started,
+            Ok::<_, Status>(RecordBatch::new_empty(
+                super::metadata::foreign_keys_schema(),
+            )),
+        )
     }
 
     async fn get_flight_info_cross_reference(
@@ -1069,8 +1034,10 @@ impl FlightSqlService for SegdbFlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         self.meta_info(
+            &caller,
+            "get_flight_info_cross_reference",
             &query,
             &super::metadata::foreign_keys_schema(),
             request.into_inner(),
@@ -1082,35 +1049,17 @@ impl FlightSqlService for SegdbFlightSql {
         _query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.caller(&request)?;
-        Ok(self.one_batch(RecordBatch::new_empty(
-            super::metadata::foreign_keys_schema(),
-        )))
+        let started = Instant::now();
+        let caller = self.caller(&request)?;
+        self.meta_batch(
+            &caller,
+            "do_get_cross_reference",
+            started,
+            Ok::<_, Status>(RecordBatch::new_empty(
+                super::metadata::foreign_keys_schema(),
+            )),
+        )
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn question_marks_become_numbered_placeholders() {
-        assert_eq!(
-            number_placeholders("SELECT ? + 1, '?' FROM t WHERE a = ?"),
-            "SELECT $1 + 1, '?' FROM t WHERE a = $2"
-        );
-        assert_eq!(number_placeholders("SELECT $1"), "SELECT $1");
-    }
-
-    #[test]
-    fn errors_map_to_status_codes() {
-        let e = crate::Error::invalid("bad");
-        assert_eq!(to_status(e).code(), tonic::Code::InvalidArgument);
-        let e = crate::Error::DataFusion(DataFusionError::Plan("no such table".into()));
-        assert_eq!(to_status(e).code(), tonic::Code::InvalidArgument);
-        let e = crate::Error::storage("disk gone");
-        assert_eq!(to_status(e).code(), tonic::Code::Internal);
-    }
 }

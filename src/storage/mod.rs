@@ -1,14 +1,24 @@
 //! Storage: a database is a URL. This module turns `--data` into a location on an object store
 //! (local path, `file://`, `s3://`), checks that it is a segdb database (or creates one in an empty
 //! place), and owns the Delta tables under it: `events`, `profiles`, `consent`, `identity`, and the
-//! engine's own state under `_segdb/`. It knows nothing of SQL or ingest formats.
+//! engine's own state under `_segdb/`. It pins one version of every table per statement
+//! ([`Snapshot`]), reads pinned versions (small tables directly, base tables through a Parquet
+//! scan DataFusion can ship to a cluster: [`provider`]), and commits at an exact version
+//! ([`commit`]). It knows nothing of SQL statements, segments or ingest formats.
 
+pub mod commit;
 mod location;
+pub mod log;
+pub mod provider;
+pub mod settings;
+mod snapshot;
 mod tables;
 
 pub use location::Location;
+pub use snapshot::{DataFile, Snapshot, Suppression, column as snapshot_column, conform, files_of};
 pub use tables::{Table, base_schema, ts_type};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -33,27 +43,39 @@ struct Marker {
     key_fingerprint: String,
 }
 
+type Handle = Arc<tokio::sync::Mutex<Option<DeltaTable>>>;
+
 /// An opened database: its location and handles on its tables.
 #[derive(Debug, Clone)]
 pub struct Database {
     location: Location,
     store: Arc<dyn ObjectStore>,
-    /// Open tables, brought up to date incrementally by [`Database::latest`].
-    handles: Arc<tokio::sync::Mutex<std::collections::HashMap<Table, DeltaTable>>>,
+    /// Open tables, brought up to date incrementally by [`Database::latest`] (one lock per
+    /// table, so pinning a snapshot reads every table's log concurrently).
+    handles: Arc<HashMap<Table, Handle>>,
+    /// The suppression list of the last suppression-table version read.
+    suppression: Arc<std::sync::Mutex<Option<(u64, Arc<Suppression>)>>>,
 }
 
 impl Database {
     /// Open the database at `location`, creating it when the place is empty. Refuses a non-empty
     /// place that is not a segdb database, and a keyring whose `user` key differs from the one
-    /// the database was created with.
+    /// the database was created with. A database written by an older segdb gains the engine
+    /// tables and catalog columns it lacks (nothing is lost).
     pub async fn open(location: Location, keyring: &Keyring) -> Result<Database> {
         location.check_keyring_outside(keyring)?;
         location.prepare_local()?;
         let store = location.object_store()?;
+        let handles = Table::BASE
+            .into_iter()
+            .chain(Table::ENGINE)
+            .map(|t| (t, Handle::default()))
+            .collect();
         let db = Database {
             location,
             store,
-            handles: Default::default(),
+            handles: Arc::new(handles),
+            suppression: Default::default(),
         };
         let fingerprint = Pseudonymizer::fingerprint(keyring);
         match db.read_marker().await? {
@@ -75,7 +97,7 @@ impl Database {
                 db.ensure_empty().await?;
                 let marker = Marker {
                     format: "segdb".into(),
-                    format_version: 1,
+                    format_version: 2,
                     created_at: Utc::now().to_rfc3339(),
                     key_fingerprint: fingerprint,
                 };
@@ -90,6 +112,9 @@ impl Database {
         for t in Table::BASE.into_iter().chain(Table::ENGINE) {
             db.ensure_table(t).await?;
         }
+        for t in Table::ENGINE.into_iter().chain([Table::Consent]) {
+            commit::migrate_columns(&db, t).await?;
+        }
         Ok(db)
     }
 
@@ -103,7 +128,7 @@ impl Database {
         &self.store
     }
 
-    /// Load the latest committed version of a table.
+    /// Load the latest committed version of a table afresh (writers).
     pub async fn load(&self, table: Table) -> Result<DeltaTable> {
         let url = self.location.table_url(table.path())?;
         let t = deltalake::DeltaTableBuilder::from_url(url)?
@@ -114,35 +139,50 @@ impl Database {
     }
 
     /// The latest committed version of a table, reusing an open handle (only new log entries are
-    /// read). For reads; writers load afresh with [`Database::load`].
+    /// read). The returned table is a snapshot: later commits do not change it.
     pub async fn latest(&self, table: Table) -> Result<DeltaTable> {
-        let mut handles = self.handles.lock().await;
-        if let Some(t) = handles.get_mut(&table) {
+        let handle = self.handles.get(&table).expect("every table has a handle");
+        let mut h = handle.lock().await;
+        if let Some(t) = h.as_mut() {
             if t.update_incremental(None).await.is_ok() {
                 return Ok(t.clone());
             }
         }
         let t = self.load(table).await?;
-        handles.insert(table, t.clone());
+        *h = Some(t.clone());
         Ok(t)
     }
 
-    /// Every row of a table's latest version, with that version (small engine tables and
-    /// one-off reads of the base tables).
-    pub async fn scan(
-        &self,
-        table: Table,
-    ) -> Result<(Option<u64>, Vec<arrow::array::RecordBatch>)> {
-        let t = self.latest(table).await?;
-        let ctx = datafusion::prelude::SessionContext::new();
-        t.update_datafusion_session(&ctx.state())?;
-        let batches = ctx.read_table(t.table_provider().await?)?.collect().await?;
-        Ok((t.version(), batches))
+    /// Pin the latest version of every table a statement may read.
+    pub async fn pin(&self) -> Result<Arc<Snapshot>> {
+        Snapshot::pin(self).await
+    }
+
+    /// The suppression list of a suppression-table version (cached per version).
+    pub(crate) async fn suppression_at(&self, table: &DeltaTable) -> Result<Arc<Suppression>> {
+        let version = table.version().unwrap_or(0);
+        if let Some((v, s)) = self.suppression.lock().expect("not poisoned").as_ref()
+            && *v == version
+        {
+            return Ok(s.clone());
+        }
+        let batches = snapshot::read_table(self, Table::Suppression, table).await?;
+        let s = Arc::new(Suppression::from_batches(&batches)?);
+        *self.suppression.lock().expect("not poisoned") = Some((version, s.clone()));
+        Ok(s)
+    }
+
+    /// The suppression list of the latest suppression-table version.
+    pub async fn latest_suppression(&self) -> Result<Arc<Suppression>> {
+        let t = self.latest(Table::Suppression).await?;
+        self.suppression_at(&t).await
     }
 
     /// Drop open handles (after log entries were removed).
     pub async fn forget_handles(&self) {
-        self.handles.lock().await.clear();
+        for h in self.handles.values() {
+            *h.lock().await = None;
+        }
     }
 
     async fn ensure_table(&self, table: Table) -> Result<()> {
@@ -191,11 +231,20 @@ impl Database {
         }
     }
 
-    fn unreachable(&self, e: object_store::Error) -> Error {
+    pub(crate) fn unreachable(&self, e: object_store::Error) -> Error {
         let detail = e.to_string();
         let first = detail.lines().next().unwrap_or("").trim();
         Error::storage(format!("cannot reach {}: {first}", self.location))
     }
+}
+
+/// Every row of a loaded version of `t` (writers reading what they are about to change).
+pub async fn read_pinned(
+    db: &Database,
+    t: Table,
+    d: &DeltaTable,
+) -> Result<Vec<arrow::array::RecordBatch>> {
+    snapshot::read_table(db, t, d).await
 }
 
 /// Register the object-store handlers for `s3://` (idempotent).
@@ -203,3 +252,14 @@ pub fn register_handlers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| deltalake::aws::register_handlers(None));
 }
+
+/// Stop the process here when `SEGDB_FAILPOINT` names this point (crash-safety tests only).
+pub fn failpoint(name: &str) {
+    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// The environment variable naming a failpoint.
+pub const FAILPOINT_ENV: &str = "SEGDB_FAILPOINT";

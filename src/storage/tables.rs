@@ -1,5 +1,7 @@
-//! The base tables and their schemas. Columns every table starts with are fixed here; events and
-//! profiles grow a column for each new property or attribute an ingest brings.
+//! The tables of a database and the columns each is created with. Events and profiles grow a
+//! column for each new property or attribute an ingest brings; the engine's own tables under
+//! `_segdb/` gain columns when a newer segdb opens an older database (see
+//! [`super::Database::open`]).
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use deltalake::protocol::SaveMode;
 use crate::error::Result;
 
 /// A table segdb owns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Events,
     Profiles,
@@ -24,12 +26,22 @@ pub enum Table {
     EventIndex,
     /// `_segdb/suppression`: forgotten users (ordinal + keyed hash of the pseudonym).
     Suppression,
-    /// `_segdb/audit`: one row per FORGET, without identifiers in clear.
+    /// `_segdb/audit`: one row per FORGET, zero-match forget and VACUUM, without identifiers.
     Audit,
+    /// `_segdb/links`: identity links as ordinal pairs (no pseudonyms).
+    Links,
+    /// `_segdb/snapshots`: refresh history and member bitmaps of materialised segments.
+    Snapshots,
+    /// `_segdb/traits`: computed trait definitions.
+    Traits,
+    /// `_segdb/exports`: standing exports (`CREATE EXPORT … ON REFRESH`).
+    Exports,
+    /// `_segdb/export_runs`: one row per export run.
+    ExportRuns,
 }
 
 impl Table {
-    /// The tables every database has from creation.
+    /// The tables users query by name.
     pub const BASE: [Table; 4] = [
         Table::Events,
         Table::Profiles,
@@ -37,14 +49,34 @@ impl Table {
         Table::Identity,
     ];
     /// The engine's own tables under `_segdb/`.
-    pub const ENGINE: [Table; 4] = [
+    pub const ENGINE: [Table; 9] = [
         Table::Segments,
         Table::EventIndex,
         Table::Suppression,
         Table::Audit,
+        Table::Links,
+        Table::Snapshots,
+        Table::Traits,
+        Table::Exports,
+        Table::ExportRuns,
+    ];
+    /// Every table a statement may read, pinned together by [`super::Snapshot::pin`].
+    pub const READ: [Table; 12] = [
+        Table::Events,
+        Table::Profiles,
+        Table::Consent,
+        Table::Identity,
+        Table::Segments,
+        Table::EventIndex,
+        Table::Suppression,
+        Table::Links,
+        Table::Snapshots,
+        Table::Traits,
+        Table::Exports,
+        Table::ExportRuns,
     ];
 
-    /// Its SQL name (and directory under the root).
+    /// Its SQL name (and, for base tables, its directory under the root).
     pub fn name(self) -> &'static str {
         match self {
             Table::Events => "events",
@@ -55,23 +87,41 @@ impl Table {
             Table::EventIndex => "event_index",
             Table::Suppression => "suppression",
             Table::Audit => "audit",
+            Table::Links => "links",
+            Table::Snapshots => "snapshots",
+            Table::Traits => "traits",
+            Table::Exports => "exports",
+            Table::ExportRuns => "export_runs",
         }
     }
 
     /// Directory relative to the database root.
     pub fn path(self) -> &'static str {
         match self {
+            Table::Events | Table::Profiles | Table::Consent | Table::Identity => self.name(),
             Table::Segments => "_segdb/segments",
             Table::EventIndex => "_segdb/event_index",
             Table::Suppression => "_segdb/suppression",
             Table::Audit => "_segdb/audit",
-            other => other.name(),
+            Table::Links => "_segdb/links",
+            Table::Snapshots => "_segdb/snapshots",
+            Table::Traits => "_segdb/traits",
+            Table::Exports => "_segdb/exports",
+            Table::ExportRuns => "_segdb/export_runs",
         }
     }
 
-    /// Look a table up by SQL name.
+    /// Look a base table up by SQL name.
     pub fn from_name(name: &str) -> Option<Table> {
         Table::BASE.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether rows carry the user ordinal `uid` (so forgotten users are filtered at scan).
+    pub fn has_uid(self) -> bool {
+        matches!(
+            self,
+            Table::Events | Table::Profiles | Table::Consent | Table::Identity
+        )
     }
 }
 
@@ -80,56 +130,112 @@ pub fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-/// The columns a table is created with.
+fn text(n: &str) -> Field {
+    Field::new(n, DataType::Utf8, true)
+}
+fn int(n: &str) -> Field {
+    Field::new(n, DataType::Int64, true)
+}
+fn ts(n: &str) -> Field {
+    Field::new(n, ts_type(), true)
+}
+fn bin(n: &str) -> Field {
+    Field::new(n, DataType::Binary, true)
+}
+
+/// The columns a table is created with (the current layout of the engine tables).
 pub fn base_schema(table: Table) -> SchemaRef {
     let pseudo = Field::new("user_id", DataType::Utf8, true);
     let uid = Field::new("uid", DataType::Int64, true);
     let fields = match table {
-        Table::Events => vec![
-            pseudo,
-            uid,
-            Field::new("event", DataType::Utf8, true),
-            Field::new("ts", ts_type(), true),
-        ],
-        Table::Profiles => vec![pseudo, uid, Field::new("updated_at", ts_type(), true)],
+        Table::Events => vec![pseudo, uid, text("event"), ts("ts")],
+        Table::Profiles => vec![pseudo, uid, ts("updated_at")],
         Table::Consent => vec![
             pseudo,
             uid,
-            Field::new("tc_string", DataType::Utf8, true),
-            Field::new("us_privacy", DataType::Utf8, true),
-            Field::new("gpp", DataType::Utf8, true),
-            Field::new("purpose", DataType::Utf8, true),
+            text("tc_string"),
+            text("us_privacy"),
+            text("gpp"),
+            text("purpose"),
             Field::new("granted", DataType::Boolean, true),
-            Field::new("expires_at", ts_type(), true),
-            Field::new("recorded_at", ts_type(), true),
+            ts("expires_at"),
+            ts("recorded_at"),
+            // When the load ran and the row's place in it: ties at one recorded_at go to the
+            // later row (added by wave 2; older rows read NULL and lose ties).
+            ts("ingested_at"),
+            int("row_seq"),
         ],
-        Table::Identity => vec![pseudo, uid, Field::new("first_seen", ts_type(), true)],
+        Table::Identity => vec![pseudo, uid, ts("first_seen")],
         Table::Segments => vec![
-            Field::new("name", DataType::Utf8, true),
-            Field::new("definition", DataType::Utf8, true),
-            Field::new("purposes", DataType::Utf8, true),
-            Field::new("comment", DataType::Utf8, true),
+            text("name"),
+            text("definition"),
+            text("purposes"),
+            text("comment"),
             Field::new("materialized", DataType::Boolean, true),
-            Field::new("refresh", DataType::Utf8, true),
-            Field::new("created_at", ts_type(), true),
+            text("refresh"),
+            ts("created_at"),
+            // Added by wave 2 (older catalogs are migrated at open).
+            int("keep_versions"),
+            int("holdout_percent"),
+            text("generation"),
         ],
         Table::EventIndex => vec![
-            Field::new("event", DataType::Utf8, true),
+            text("event"),
             Field::new("day", DataType::Date32, true),
             Field::new("slice", DataType::Int32, true),
-            Field::new("bitmap", DataType::Binary, true),
-            Field::new("events_version", DataType::Int64, true),
+            bin("bitmap"),
+            int("events_version"),
         ],
-        Table::Suppression => vec![
-            Field::new("uid", DataType::Int64, true),
-            Field::new("key_hash", DataType::Utf8, true),
-            Field::new("forgotten_at", ts_type(), true),
-        ],
+        Table::Suppression => vec![int("uid"), text("key_hash"), ts("forgotten_at")],
         Table::Audit => vec![
-            Field::new("at", ts_type(), true),
-            Field::new("action", DataType::Utf8, true),
-            Field::new("users", DataType::Int64, true),
-            Field::new("key_hashes", DataType::Utf8, true),
+            ts("at"),
+            text("action"),
+            int("users"),
+            text("key_hashes"),
+            text("requested_by"),
+        ],
+        Table::Links => vec![int("a"), int("b"), text("id_type"), ts("linked_at")],
+        Table::Snapshots => vec![
+            text("segment"),
+            text("generation"),
+            int("version"),
+            ts("as_of"),
+            ts("refreshed_at"),
+            text("trigger"),
+            text("status"),
+            int("size"),
+            int("entered"),
+            int("exited"),
+            int("holdout"),
+            int("took_ms"),
+            text("error"),
+            bin("members"),
+            bin("holdout_members"),
+            text("sources"),
+        ],
+        Table::Traits => vec![text("name"), text("definition"), ts("created_at")],
+        Table::Exports => vec![
+            text("name"),
+            text("segment"),
+            text("statement"),
+            ts("created_at"),
+            text("created_by"),
+        ],
+        Table::ExportRuns => vec![
+            text("export"),
+            text("segment"),
+            text("path"),
+            ts("started_at"),
+            text("status"),
+            int("files"),
+            int("rows"),
+            int("bytes"),
+            int("version"),
+            int("from_version"),
+            int("skipped"),
+            text("warning"),
+            text("error"),
+            int("took_ms"),
         ],
     };
     Arc::new(Schema::new(fields))

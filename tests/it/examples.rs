@@ -2,7 +2,7 @@
 //! every example segment selects a proper, non-empty part of the users.
 
 use segdb::cli::demo::EXAMPLES;
-use segdb::cli::sql::split_statements;
+use segdb::statement::split as split_statements;
 
 use crate::common::*;
 

@@ -245,21 +245,36 @@ async fn sql_writes_into_base_tables_are_refused() {
     assert_eq!(count(&e, "SELECT count(*) FROM scratch").await, 2);
 }
 
+fn segdb_rows(r: &segdb::QueryResult) -> Vec<String> {
+    render_rows(r, |c| c.unwrap_or("∅").to_string(), "|")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bound_parameters_are_cast_and_never_echoed() {
     use datafusion::common::{ParamValues, ScalarValue};
     let (_db, e) = one_event().await;
     let sql = "SELECT count(*) FROM events WHERE uid = $1";
     // A text parameter where the planner wants an integer is cast ...
-    let ok = e
-        .plan(sql, Some(ParamValues::from(vec![ScalarValue::from("0")])))
+    let s = e.session();
+    let p = s.parse_one(sql).unwrap();
+    let admin = segdb::statement::Role::Admin;
+    let ok = s
+        .plan(
+            &p,
+            admin,
+            Some(ParamValues::from(vec![ScalarValue::from("0")])),
+        )
+        .await
+        .unwrap()
+        .collect()
         .await
         .unwrap();
-    assert!(matches!(ok, segdb::engine::Planned::Query(_)));
+    assert_eq!(segdb_rows(&ok), vec!["1"]);
     // ... and one that does not cast fails without repeating the value.
-    let Err(err) = e
+    let Err(err) = s
         .plan(
-            sql,
+            &p,
+            admin,
             Some(ParamValues::from(vec![ScalarValue::from(
                 "raw.canary@example.com",
             )])),

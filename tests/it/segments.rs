@@ -508,15 +508,15 @@ async fn consent_bitmaps_are_reused_within_their_window_and_rederived_at_ingest(
     let holders = |at: &str| {
         format!("SELECT count(*) FROM identity WHERE has_consent(user_id, 'marketing', '{at}')")
     };
-    let derived = e.segments().consent_derivations().await;
+    let derived = e.segments().consent_derivations();
     assert_eq!(count(&e, &holders("2026-01-10T00:00:00Z")).await, 2);
-    assert_eq!(e.segments().consent_derivations().await, derived + 1);
+    assert_eq!(e.segments().consent_derivations(), derived + 1);
     // Another time in the same window (no record starts or expires in between): reused.
     assert_eq!(count(&e, &holders("2026-01-15T00:00:00Z")).await, 2);
-    assert_eq!(e.segments().consent_derivations().await, derived + 1);
+    assert_eq!(e.segments().consent_derivations(), derived + 1);
     // Past b's expiry: a new window, derived again, and correct.
     assert_eq!(count(&e, &holders("2026-01-25T00:00:00Z")).await, 1);
-    assert_eq!(e.segments().consent_derivations().await, derived + 2);
+    assert_eq!(e.segments().consent_derivations(), derived + 2);
     // A FOR PURPOSE segment reads the same bitmaps.
     e.sql("SET segdb.as_of = '2026-01-25T00:00:00Z'")
         .await
@@ -525,7 +525,7 @@ async fn consent_bitmaps_are_reused_within_their_window_and_rederived_at_ingest(
         .await
         .unwrap();
     assert_eq!(count(&e, "SELECT segment_size('mk')").await, 1);
-    assert_eq!(e.segments().consent_derivations().await, derived + 2);
+    assert_eq!(e.segments().consent_derivations(), derived + 2);
     // A consent load re-derives the cached purposes at once; the answers follow the new records.
     let more = db.input(
         "c2.csv",
@@ -534,7 +534,7 @@ async fn consent_bitmaps_are_reused_within_their_window_and_rederived_at_ingest(
     e.ingest(Kind::Consent, &[more], &IngestOptions::default())
         .await
         .unwrap();
-    assert_eq!(e.segments().consent_derivations().await, derived + 3);
+    assert_eq!(e.segments().consent_derivations(), derived + 3);
     assert_eq!(count(&e, "SELECT segment_size('mk')").await, 2);
     assert_eq!(count(&e, &holders("2026-01-10T00:00:00Z")).await, 3);
 }

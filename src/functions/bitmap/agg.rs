@@ -16,7 +16,7 @@ use datafusion::logical_expr::{
 use roaring::RoaringBitmap;
 
 use super::binary::as_binary;
-use crate::index::codec::{from_bytes, to_bytes};
+use crate::bitmap::codec::{from_bytes, to_bytes};
 
 /// What one aggregate does with its input.
 pub trait AggKind: Send + Sync + 'static {

@@ -12,8 +12,8 @@ use datafusion::logical_expr::{
 use roaring::RoaringBitmap;
 
 use super::binary::as_binary;
+use crate::bitmap::codec::from_bytes;
 use crate::functions::privacy::common::udf_identity;
-use crate::index::codec::from_bytes;
 
 #[derive(Debug)]
 pub struct RbContains {

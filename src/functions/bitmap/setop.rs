@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
 use roaring::RoaringBitmap;
 
 use super::binary::as_binary;
-use crate::index::codec::{from_bytes, to_bytes};
+use crate::bitmap::codec::{from_bytes, to_bytes};
 
 /// One set operation.
 pub trait SetOp: Send + Sync + 'static {

@@ -1,152 +1,173 @@
-//! Segment functions usable in any SQL: `segment_size`, `segment_bitmap`, `in_segment` (scalars)
-//! and `segment_members`, `segment_overlap` (table functions).
+//! Segment functions usable in any SQL.
 //!
-//! Evaluating a segment is asynchronous work (queries, index reads) that a scalar function cannot
-//! do mid-row, so the engine evaluates every segment a statement names *before* planning it (the
-//! names, and `as_of` when given, must be literals) and leaves the bitmaps here; the functions read
-//! them. Consent (`FOR PURPOSE`) and erasure are part of that evaluation, so no function can see a
-//! member the segment's rules exclude.
+//! Scalars (`segment_size`, `segment_bitmap`, `in_segment`, `has_consent`, `identity_of`):
+//! evaluating a segment is asynchronous work that a scalar function cannot do mid-row, so the
+//! functions registered here only declare their signature; segdb's query planner
+//! (`session::planner`) evaluates every call before the plan runs — with the statement's
+//! snapshot, at the statement's `as_of` — and replaces it with its value (a literal, or a probe
+//! over the members). That also happens for views and prepared statements, at every run.
+//!
+//! Table functions (`segment_members`, `segment_overlap`, `segment_history`, …) return tables
+//! whose scan evaluates, again with the scanning statement's snapshot.
 
 pub mod has_consent;
+pub mod identity_of;
 pub mod in_segment;
+pub mod lazy;
+pub mod probe;
 pub mod segment_bitmap;
+pub mod segment_changes;
+pub mod segment_history;
+pub mod segment_holdout;
 pub mod segment_members;
 pub mod segment_overlap;
 pub mod segment_size;
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use arrow::datatypes::DataType;
+use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
-use datafusion::logical_expr::ColumnarValue;
-use roaring::RoaringBitmap;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+};
 
-/// uid ⇄ pseudonym, for functions that take or return `user_id`.
-#[derive(Debug, Default)]
-pub struct IdentityMap {
-    pub by_uid: Vec<Option<Arc<str>>>,
-    pub by_pseudonym: HashMap<Arc<str>, u32>,
-}
+use crate::segment::Segments;
 
-/// Segment bitmaps evaluated for the statement being run.
-#[derive(Debug, Default)]
-pub struct Prefetched {
-    bitmaps: RwLock<HashMap<(String, Option<i64>), Arc<RoaringBitmap>>>,
-    identity: RwLock<Option<Arc<IdentityMap>>>,
-}
-
-/// Names of the functions whose segment arguments are evaluated before planning.
-pub const FUNCTIONS: [&str; 5] = [
+/// The scalar functions the planner evaluates (their names).
+pub const PLANNED: [&str; 5] = [
     "segment_size",
     "segment_bitmap",
     "in_segment",
-    "segment_members",
-    "segment_overlap",
+    "has_consent",
+    "identity_of",
 ];
 
-impl Prefetched {
-    pub fn clear(&self) {
-        self.bitmaps.write().expect("not poisoned").clear();
-    }
-    pub fn put(&self, name: &str, as_of: Option<i64>, bm: RoaringBitmap) {
-        self.bitmaps
-            .write()
-            .expect("not poisoned")
-            .insert((name.to_string(), as_of), Arc::new(bm));
-    }
-    pub fn has(&self, name: &str, as_of: Option<i64>) -> bool {
-        self.bitmaps
-            .read()
-            .expect("not poisoned")
-            .contains_key(&(name.to_string(), as_of))
-    }
-    pub fn set_identity(&self, map: Arc<IdentityMap>) {
-        *self.identity.write().expect("not poisoned") = Some(map);
-    }
-    pub fn identity(&self) -> Result<Arc<IdentityMap>> {
-        match self.identity.read().expect("not poisoned").clone() {
-            Some(m) => Ok(m),
-            None => {
-                exec_err!("segment functions: the identity map was not loaded for this statement")
-            }
-        }
-    }
-    pub fn get(&self, f: &str, name: &str, as_of: Option<i64>) -> Result<Arc<RoaringBitmap>> {
-        match self
-            .bitmaps
-            .read()
-            .expect("not poisoned")
-            .get(&(name.to_string(), as_of))
-        {
-            Some(b) => Ok(b.clone()),
-            None => plan_err!(
-                "{f}: segment '{name}' was not evaluated; segment functions take the segment name{} as literals",
-                if as_of.is_some() { " and as_of" } else { "" }
-            ),
-        }
+/// A scalar function evaluated by segdb's planner: it carries the signature, return type and
+/// readable output name; running it unplanned is an error.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Planned {
+    name: &'static str,
+    signature: Signature,
+    ret: DataType,
+}
+
+impl Planned {
+    pub(crate) fn udf(name: &'static str, signature: Signature, ret: DataType) -> ScalarUDF {
+        ScalarUDF::from(Planned {
+            name,
+            signature,
+            ret,
+        })
     }
 }
 
-/// Per row: is this user (a stored pseudonym, or a `uid`) in `bm`? NULL users give `null_as`
-/// (None keeps NULL).
-pub(crate) fn membership(
-    cache: &Prefetched,
-    users: &arrow::array::ArrayRef,
-    bm: &RoaringBitmap,
-    null_as: Option<bool>,
-) -> Result<arrow::array::BooleanArray> {
-    use arrow::array::{Array, AsArray, BooleanBuilder};
-    use arrow::datatypes::{DataType, Int64Type};
-    let rows = users.len();
-    let mut out = BooleanBuilder::with_capacity(rows);
-    let mut push = |valid: bool, member: bool| match (valid, null_as) {
-        (true, _) => out.append_value(member),
-        (false, Some(v)) => out.append_value(v),
-        (false, None) => out.append_null(),
-    };
-    if matches!(
-        users.data_type(),
-        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-    ) {
-        let ids = cache.identity()?;
-        let s = arrow::compute::cast(users, &DataType::Utf8)?;
-        let s = s.as_string::<i32>();
-        for i in 0..rows {
-            push(
-                s.is_valid(i),
-                s.is_valid(i)
-                    && ids
-                        .by_pseudonym
-                        .get(s.value(i))
-                        .is_some_and(|u| bm.contains(*u)),
-            );
-        }
-    } else {
-        let u = arrow::compute::cast(users, &DataType::Int64)?;
-        let u = u.as_primitive::<Int64Type>();
-        for i in 0..rows {
-            push(
-                u.is_valid(i),
-                u.is_valid(i) && u32::try_from(u.value(i)).is_ok_and(|v| bm.contains(v)),
-            );
-        }
-    }
-    Ok(out.finish())
+/// How an argument reads in an output column name: literals as SQL (`'x'`), everything else as
+/// DataFusion names it. `segment_size('x')` instead of `segment_size(Utf8("x"))`.
+pub fn arg_text(e: &Expr) -> Result<String> {
+    Ok(match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)) => format!("'{}'", s.replace('\'', "''")),
+            ScalarValue::Null => "NULL".into(),
+            other if other.is_null() => "NULL".into(),
+            other => other.to_string(),
+        },
+        Expr::Cast(c) => arg_text(&c.expr)?,
+        other => other.schema_name().to_string(),
+    })
 }
 
-/// A literal segment name argument.
-pub(crate) fn literal_name(f: &str, v: &ColumnarValue) -> Result<String> {
-    match v {
-        ColumnarValue::Scalar(
+/// `name(arg, …)` with [`arg_text`] arguments.
+pub fn call_name(name: &str, args: &[Expr]) -> Result<String> {
+    let a = args.iter().map(arg_text).collect::<Result<Vec<_>>>()?;
+    Ok(format!("{name}({})", a.join(", ")))
+}
+
+impl ScalarUDFImpl for Planned {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(self.ret.clone())
+    }
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        call_name(self.name, args)
+    }
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        exec_err!(
+            "{} is evaluated by segdb's planner before a query runs; it cannot run in a plan built elsewhere",
+            self.name
+        )
+    }
+}
+
+/// Every planned scalar.
+pub fn scalars() -> Vec<ScalarUDF> {
+    vec![
+        segment_size::udf(),
+        segment_bitmap::udf(),
+        in_segment::udf(),
+        has_consent::udf(),
+        identity_of::udf(),
+    ]
+}
+
+/// Every segment table function, over the engine's segment service.
+pub fn table_functions(
+    segments: &Arc<Segments>,
+) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    vec![
+        ("segment_members", segment_members::udtf(segments)),
+        ("segment_holdout", segment_holdout::udtf(segments)),
+        ("segment_overlap", segment_overlap::udtf(segments)),
+        ("segment_history", segment_history::udtf(segments)),
+        ("segment_changes", segment_changes::udtf(segments)),
+    ]
+}
+
+/// A literal argument, looking through casts (`TIMESTAMP '…'`).
+pub(crate) fn literal(e: &Expr) -> Option<ScalarValue> {
+    match e {
+        Expr::Literal(v, _) => Some(v.clone()),
+        Expr::Cast(c) => {
+            let inner = literal(&c.expr)?;
+            inner
+                .cast_to(&c.field.data_type().clone())
+                .ok()
+                .or(Some(inner))
+        }
+        Expr::TryCast(c) => literal(&c.expr),
+        Expr::Alias(a) => literal(&a.expr),
+        _ => None,
+    }
+}
+
+/// A literal string argument (segment names, purposes).
+pub(crate) fn string_arg(f: &str, what: &str, e: &Expr) -> Result<String> {
+    match literal(e) {
+        Some(
             ScalarValue::Utf8(Some(s))
             | ScalarValue::Utf8View(Some(s))
             | ScalarValue::LargeUtf8(Some(s)),
-        ) => Ok(s.clone()),
-        _ => exec_err!("{f}: the segment name must be a string literal"),
+        ) => Ok(s),
+        _ => plan_err!("{f}: the {what} must be a string literal"),
     }
 }
 
-/// An `as_of` argument: an ISO-8601 string or a timestamp, as epoch microseconds.
+/// A literal whole-number argument.
+pub(crate) fn int_arg(f: &str, what: &str, e: &Expr) -> Result<i64> {
+    match literal(e).map(|v| v.cast_to(&DataType::Int64)) {
+        Some(Ok(ScalarValue::Int64(Some(n)))) => Ok(n),
+        _ => plan_err!("{f}: {what} must be a whole-number literal"),
+    }
+}
+
+/// An `as_of` value: an ISO-8601 string or a timestamp, as epoch microseconds.
 pub(crate) fn as_of_value(f: &str, v: &ScalarValue) -> Result<Option<i64>> {
     match v {
         ScalarValue::Null => Ok(None),
@@ -154,8 +175,9 @@ pub(crate) fn as_of_value(f: &str, v: &ScalarValue) -> Result<Option<i64>> {
         | ScalarValue::Utf8View(Some(s))
         | ScalarValue::LargeUtf8(Some(s)) => match crate::ingest::parse_micros(s) {
             Some(t) => Ok(Some(t)),
-            None => exec_err!("{f}: as_of '{s}' is not an ISO-8601 timestamp"),
+            None => plan_err!("{f}: as_of '{s}' is not an ISO-8601 timestamp"),
         },
+        other if other.is_null() => Ok(None),
         other => {
             let t = other.cast_to(&arrow::datatypes::DataType::Timestamp(
                 arrow::datatypes::TimeUnit::Microsecond,
@@ -163,17 +185,19 @@ pub(crate) fn as_of_value(f: &str, v: &ScalarValue) -> Result<Option<i64>> {
             ))?;
             match t {
                 ScalarValue::TimestampMicrosecond(Some(v), _) => Ok(Some(v)),
-                _ => exec_err!("{f}: as_of must be a timestamp or an ISO-8601 string"),
+                _ => plan_err!("{f}: as_of must be a timestamp or an ISO-8601 string"),
             }
         }
     }
 }
 
-/// The `as_of` of a scalar call's optional argument.
-pub(crate) fn as_of_arg(f: &str, v: Option<&ColumnarValue>) -> Result<Option<i64>> {
-    match v {
+/// An optional literal `as_of` argument.
+pub(crate) fn as_of_arg(f: &str, e: Option<&Expr>) -> Result<Option<i64>> {
+    match e {
         None => Ok(None),
-        Some(ColumnarValue::Scalar(s)) => as_of_value(f, s),
-        Some(_) => exec_err!("{f}: as_of must be a literal"),
+        Some(e) => match literal(e) {
+            Some(v) => as_of_value(f, &v),
+            None => plan_err!("{f}: as_of must be a literal"),
+        },
     }
 }

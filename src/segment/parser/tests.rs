@@ -155,14 +155,14 @@ fn statements() {
         "create or replace segment Cart_Abandoners for purpose 'tcf:1', 'marketing' comment 'carted, no buy'\n  as DID 'add_to_cart' IN THE LAST 7 DAYS AND NOT DID 'purchase' IN THE LAST 7 DAYS;",
     )
     .unwrap();
-    let Statement::Create {
+    let Statement::CreateSegment(CreateSegment {
         name,
         or_replace,
         purposes,
         comment,
         definition,
         ..
-    } = s
+    }) = s
     else {
         panic!()
     };
@@ -176,21 +176,190 @@ fn statements() {
     );
     assert_eq!(
         parse_statement("DROP SEGMENT IF EXISTS x").unwrap(),
-        Statement::Drop {
+        Statement::DropSegment {
             name: "x".into(),
             if_exists: true
         }
     );
-    assert_eq!(parse_statement("show segments;").unwrap(), Statement::Show);
+    assert_eq!(
+        parse_statement("show segments;").unwrap(),
+        Statement::ShowSegments
+    );
     assert_eq!(
         parse_statement("EXPLAIN SEGMENT a").unwrap(),
-        Statement::Explain("a".into())
+        Statement::ExplainSegment("a".into())
     );
-    assert!(is_segment_statement(
+    assert!(starts_statement(
         "  create materialized segment x as all users"
     ));
-    assert!(!is_segment_statement("SELECT segment_size('x')"));
-    assert!(!is_segment_statement("CREATE TABLE t AS SELECT 1"));
+    assert!(!starts_statement("SELECT segment_size('x')"));
+    assert!(!starts_statement("CREATE TABLE t AS SELECT 1"));
+    assert!(!starts_statement("ALTER TABLE t ADD COLUMN x INT"));
+    assert!(starts_statement("ALTER TABLE events SET RETENTION 3 DAYS"));
+}
+
+#[test]
+fn materialized_segments_and_schedules() {
+    let s = parse_statement(
+        "CREATE MATERIALIZED SEGMENT m FOR PURPOSE 'tcf:1' REFRESH CRON '0 6 * * 1' TIMEZONE 'Europe/Berlin' HOLDOUT 10 PERCENT KEEP 5 VERSIONS AS ALL USERS",
+    )
+    .unwrap();
+    let Statement::CreateSegment(c) = s else {
+        panic!()
+    };
+    assert!(c.materialized);
+    assert_eq!(c.holdout_percent, Some(10));
+    assert_eq!(c.keep_versions, Some(5));
+    assert_eq!(
+        c.refresh,
+        Some(Refresh::Cron {
+            expr: "0 6 * * 1".into(),
+            tz: Some("Europe/Berlin".into())
+        })
+    );
+    let s =
+        parse_statement("CREATE MATERIALIZED SEGMENT m REFRESH EVERY '15 minutes' AS ALL USERS")
+            .unwrap();
+    let Statement::CreateSegment(c) = s else {
+        panic!()
+    };
+    assert_eq!(
+        c.refresh,
+        Some(Refresh::Every("15 minutes".into(), 900_000_000))
+    );
+    for (bad, why) in [
+        (
+            "CREATE SEGMENT m REFRESH MANUAL AS ALL USERS",
+            "materialised",
+        ),
+        (
+            "CREATE MATERIALIZED SEGMENT m REFRESH EVERY '500 ms' AS ALL USERS",
+            "under a second",
+        ),
+        (
+            "CREATE MATERIALIZED SEGMENT m REFRESH EVERY '1 month' AS ALL USERS",
+            "months",
+        ),
+        (
+            "CREATE MATERIALIZED SEGMENT m REFRESH CRON '* * *' AS ALL USERS",
+            "five",
+        ),
+        (
+            "CREATE MATERIALIZED SEGMENT m REFRESH CRON '0 6 * * *' TIMEZONE 'Nowhere/Town' AS ALL USERS",
+            "time zone",
+        ),
+        (
+            "CREATE MATERIALIZED SEGMENT m HOLDOUT 0 PERCENT AS ALL USERS",
+            "1 to 99",
+        ),
+        (
+            "CREATE MATERIALIZED SEGMENT m HOLDOUT 100 PERCENT AS ALL USERS",
+            "1 to 99",
+        ),
+        (
+            "CREATE MATERIALIZED SEGMENT m KEEP 0 VERSIONS AS ALL USERS",
+            "at least 1",
+        ),
+        ("ALTER SEGMENT m SET HOLDOUT 5 PERCENT", "CREATE OR REPLACE"),
+    ] {
+        let e = parse_statement(bad).unwrap_err();
+        assert!(e.message.contains(why), "{bad}: {e}");
+    }
+    assert_eq!(
+        parse_statement("REFRESH SEGMENT m AS OF '2026-01-01T00:00:00Z'").unwrap(),
+        Statement::RefreshSegment {
+            name: "m".into(),
+            as_of: crate::ingest::parse_micros("2026-01-01T00:00:00Z")
+        }
+    );
+    assert_eq!(
+        parse_statement("ALTER SEGMENT m SET KEEP 3 VERSIONS").unwrap(),
+        Statement::AlterSegment {
+            name: "m".into(),
+            change: AlterSegment::Keep(3)
+        }
+    );
+}
+
+#[test]
+fn exports_traits_forget_and_maintenance() {
+    let s = parse_statement(
+        "EXPORT SEGMENT m TO 's3://b/p' FORMAT csv PRESET meta COLUMNS (pseudonymize(user_id, 'px') AS partner_id, CAST(age AS int) AS age) CHANGES FROM VERSION 2 TO VERSION 3 FOR PURPOSE 'ads' MAX ROWS PER FILE 1000",
+    )
+    .unwrap();
+    let Statement::Export(e) = s else { panic!() };
+    assert_eq!(e.url, "s3://b/p");
+    assert_eq!(e.format, Some(ExportFormat::Csv));
+    assert_eq!(e.preset, Some(Preset::Meta));
+    assert_eq!(e.columns.len(), 2);
+    assert_eq!(e.columns[0].0.text, "pseudonymize(user_id, 'px')");
+    assert_eq!(e.columns[1].1, "age");
+    assert_eq!(e.changes, Some((2, Some(3))));
+    assert_eq!(e.purposes, vec!["ads"]);
+    assert_eq!(e.max_rows_per_file, Some(1000));
+    assert!(parse_statement("CREATE EXPORT x FOR SEGMENT m TO '/tmp/x'").is_err());
+    assert!(matches!(
+        parse_statement("CREATE EXPORT x FOR SEGMENT m TO '/tmp/x' PRESET google ON REFRESH")
+            .unwrap(),
+        Statement::CreateExport { .. }
+    ));
+    let Statement::CreateTrait(t) = parse_statement(
+        "CREATE TRAIT ltv AS SUM(price) OF EVENT 'purchase' WHERE price > 0 IN THE LAST 90 DAYS",
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        t.agg,
+        TraitAgg::Sum(Sql {
+            text: "price".into(),
+            pos: Pos {
+                line: 1,
+                column: 25
+            }
+        })
+    );
+    assert_eq!(t.filter.unwrap().text, "price > 0");
+    assert_eq!(t.window, Some(Window::Last(90, Unit::Day)));
+    assert!(matches!(
+        parse_statement("CREATE TRAIT n AS COUNT DISTINCT(category) OF EVENT 'view'").unwrap(),
+        Statement::CreateTrait(CreateTrait {
+            agg: TraitAgg::CountDistinct(_),
+            ..
+        })
+    ));
+    assert_eq!(
+        parse_statement("FORGET USER 'a@b.c'").unwrap(),
+        Statement::Forget(ForgetTarget::User("a@b.c".into()))
+    );
+    assert!(matches!(
+        parse_statement("FORGET USERS IN (SELECT user_id FROM t)").unwrap(),
+        Statement::Forget(ForgetTarget::Users(_))
+    ));
+    assert_eq!(
+        parse_statement(
+            "ALTER TABLE profiles SET PII (email AS EMAIL, phone AS PHONE 'DE', name AS DROP)"
+        )
+        .unwrap(),
+        Statement::SetPii {
+            table: "profiles".into(),
+            rules: vec![
+                ("email".into(), crate::storage::settings::PiiRule::Email),
+                (
+                    "phone".into(),
+                    crate::storage::settings::PiiRule::Phone(Some("DE".into()))
+                ),
+                ("name".into(), crate::storage::settings::PiiRule::Drop),
+            ]
+        }
+    );
+    assert_eq!(
+        parse_statement("ALTER TABLE events RESET RETENTION").unwrap(),
+        Statement::SetRetention {
+            table: "events".into(),
+            days: None
+        }
+    );
 }
 
 #[test]

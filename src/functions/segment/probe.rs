@@ -1,0 +1,218 @@
+//! The functions the planner puts in place of evaluated calls: a membership probe over a bitmap
+//! (for `in_segment` and `has_consent`) and a lookup of canonical pseudonyms (`identity_of`).
+//! They hold their data, so they exist only inside one statement's physical plan.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, StringBuilder};
+use arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use roaring::RoaringBitmap;
+
+use crate::segment::IdentityMap;
+
+/// Is each user (a stored pseudonym or a `uid`) in `members`? NULL users give NULL.
+#[derive(Debug)]
+pub struct MemberProbe {
+    name: String,
+    signature: Signature,
+    members: Arc<RoaringBitmap>,
+    ids: Arc<IdentityMap>,
+    /// Map through the canonical profile first (stitched identities).
+    canonical: Option<Arc<Vec<u32>>>,
+}
+
+impl PartialEq for MemberProbe {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.members, &o.members) && self.name == o.name
+    }
+}
+impl Eq for MemberProbe {}
+impl std::hash::Hash for MemberProbe {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl MemberProbe {
+    pub fn udf(
+        name: String,
+        members: Arc<RoaringBitmap>,
+        ids: Arc<IdentityMap>,
+        canonical: Option<Arc<Vec<u32>>>,
+    ) -> ScalarUDF {
+        ScalarUDF::from(MemberProbe {
+            name,
+            signature: Signature::any(1, Volatility::Immutable),
+            members,
+            ids,
+            canonical,
+        })
+    }
+
+    fn uid_of(&self, u: u32) -> u32 {
+        match &self.canonical {
+            Some(c) => c.get(u as usize).copied().unwrap_or(u),
+            None => u,
+        }
+    }
+
+    fn probe(&self, users: &ArrayRef) -> Result<ArrayRef> {
+        let mut out = BooleanBuilder::with_capacity(users.len());
+        if matches!(
+            users.data_type(),
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+        ) {
+            let s = arrow::compute::cast(users, &DataType::Utf8)?;
+            let s = s.as_string::<i32>();
+            for i in 0..s.len() {
+                if s.is_null(i) {
+                    out.append_null();
+                } else {
+                    out.append_value(
+                        self.ids
+                            .by_pseudonym
+                            .get(s.value(i))
+                            .is_some_and(|u| self.members.contains(self.uid_of(*u))),
+                    );
+                }
+            }
+        } else {
+            let u = arrow::compute::cast(users, &DataType::Int64)?;
+            let u = u.as_primitive::<Int64Type>();
+            for i in 0..u.len() {
+                if u.is_null(i) {
+                    out.append_null();
+                } else {
+                    out.append_value(
+                        u32::try_from(u.value(i))
+                            .is_ok_and(|v| self.members.contains(self.uid_of(v))),
+                    );
+                }
+            }
+        }
+        Ok(Arc::new(out.finish()))
+    }
+}
+
+impl ScalarUDFImpl for MemberProbe {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        match &args.args[0] {
+            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.probe(a)?)),
+            ColumnarValue::Scalar(s) => {
+                let a = self.probe(&s.to_array()?)?;
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&a, 0)?))
+            }
+        }
+    }
+}
+
+/// The canonical pseudonym of each user (a stored pseudonym or a `uid`).
+#[derive(Debug)]
+pub struct CanonicalLookup {
+    signature: Signature,
+    ids: Arc<IdentityMap>,
+    canonical: Option<Arc<Vec<u32>>>,
+    universe: Arc<RoaringBitmap>,
+}
+
+impl PartialEq for CanonicalLookup {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.ids, &o.ids)
+    }
+}
+impl Eq for CanonicalLookup {}
+impl std::hash::Hash for CanonicalLookup {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "identity_of".hash(state);
+    }
+}
+
+impl CanonicalLookup {
+    pub fn udf(
+        ids: Arc<IdentityMap>,
+        canonical: Option<Arc<Vec<u32>>>,
+        universe: Arc<RoaringBitmap>,
+    ) -> ScalarUDF {
+        ScalarUDF::from(CanonicalLookup {
+            signature: Signature::any(1, Volatility::Immutable),
+            ids,
+            canonical,
+            universe,
+        })
+    }
+
+    fn lookup(&self, users: &ArrayRef) -> Result<ArrayRef> {
+        let mut out = StringBuilder::with_capacity(users.len(), users.len() * 25);
+        let canon = |u: u32| -> Option<&str> {
+            if !self.universe.contains(u) {
+                return None;
+            }
+            let c = match &self.canonical {
+                Some(c) => c.get(u as usize).copied().unwrap_or(u),
+                None => u,
+            };
+            self.ids.pseudonym(c)
+        };
+        if matches!(
+            users.data_type(),
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+        ) {
+            let s = arrow::compute::cast(users, &DataType::Utf8)?;
+            let s = s.as_string::<i32>();
+            for i in 0..s.len() {
+                let v = s
+                    .is_valid(i)
+                    .then(|| self.ids.by_pseudonym.get(s.value(i)).copied())
+                    .flatten()
+                    .and_then(canon);
+                out.append_option(v);
+            }
+        } else {
+            let u = arrow::compute::cast(users, &DataType::Int64)?;
+            let u = u.as_primitive::<Int64Type>();
+            for i in 0..u.len() {
+                let v = u
+                    .is_valid(i)
+                    .then(|| u32::try_from(u.value(i)).ok())
+                    .flatten()
+                    .and_then(canon);
+                out.append_option(v);
+            }
+        }
+        Ok(Arc::new(out.finish()))
+    }
+}
+
+impl ScalarUDFImpl for CanonicalLookup {
+    fn name(&self) -> &str {
+        "identity_of"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        match &args.args[0] {
+            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.lookup(a)?)),
+            ColumnarValue::Scalar(s) => {
+                let a = self.lookup(&s.to_array()?)?;
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&a, 0)?))
+            }
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! Sessions: where statements run. A [`Session`] is one DataFusion session — its settings
+//! (DataFusion's and segdb's), SQL-level prepared statements, views, schemas and functions last
+//! for its lifetime and are seen by no other session. Every statement:
+//!
+//! 1. is parsed once by the front door (`statement`) into a statement and its kind;
+//! 2. is checked against the caller's role (`EXECUTE` against the prepared statement's kind);
+//! 3. pins one snapshot of every table (`storage::Snapshot`), which it alone reads;
+//! 4. runs in a copy of the session state that carries the snapshot — except statements that
+//!    change the session itself (SET, RESET, PREPARE, DEALLOCATE, functions), which run on it;
+//! 5. is planned by DataFusion with DDL, DML and statements disallowed unless the role allows
+//!    them, and never writes into the base tables or touches the keyring file;
+//! 6. has its segment functions evaluated by segdb's planner (`planner`) when it is planned
+//!    physically, with the same snapshot.
+
+pub mod literals;
+pub mod planner;
+pub mod public;
+mod segdb;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::{SQLOptions, SessionConfig};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use crate::engine::QueryResult;
+use crate::error::{Error, Result};
+use crate::privacy::Keyring;
+use crate::segment::Segments;
+use crate::segment::options::SegdbOptions;
+use crate::statement::{Kind, Parsed, Role, Statement};
+use crate::storage::{Database, Snapshot, Table};
+
+/// Default catalog and schema names users see.
+pub const CATALOG: &str = "segdb";
+pub const SCHEMA: &str = "public";
+
+/// What every session of one engine shares.
+pub struct Shared {
+    pub db: Database,
+    pub keyring: Arc<Keyring>,
+    pub segments: Arc<Segments>,
+    pub runtime: Arc<RuntimeEnv>,
+    /// The latest snapshot any statement pinned (table schemas for planning).
+    last: RwLock<Arc<Snapshot>>,
+    /// The planner after segdb's (None: DataFusion's own; a cluster's when attached).
+    pub(crate) inner_planner:
+        RwLock<Option<Arc<dyn datafusion::execution::context::QueryPlanner + Send + Sync>>>,
+}
+
+impl Shared {
+    /// Open the shared state over `db`.
+    pub async fn new(db: Database, keyring: Arc<Keyring>) -> Result<Arc<Shared>> {
+        let runtime = Arc::new(RuntimeEnv::default());
+        crate::storage::provider::register_store(&db, &runtime);
+        let segments = Arc::new(Segments::new(db.clone(), keyring.clone()));
+        let snap = db.pin().await?;
+        // Segment names for listings (the `segments` schema cannot do I/O to list).
+        let catalog = crate::segment::catalog::load(&snap).await?;
+        segments.remember_catalog(snap.version(Table::Segments), catalog);
+        Ok(Arc::new(Shared {
+            db,
+            keyring,
+            segments,
+            runtime,
+            last: RwLock::new(snap),
+            inner_planner: RwLock::new(None),
+        }))
+    }
+
+    /// The latest snapshot a statement pinned.
+    pub fn last_snapshot(&self) -> Arc<Snapshot> {
+        self.last.read().expect("not poisoned").clone()
+    }
+
+    /// Pin a snapshot for a statement.
+    pub async fn pin(&self) -> Result<Arc<Snapshot>> {
+        let s = self.db.pin().await?;
+        *self.last.write().expect("not poisoned") = s.clone();
+        Ok(s)
+    }
+}
+
+/// A statement after planning.
+pub enum Planned {
+    /// A query, planned and not yet run (its state carries the statement's snapshot).
+    Query(DataFrame),
+    /// A statement that has already run, with its (small) result.
+    Done(QueryResult),
+}
+
+impl Planned {
+    /// The schema of the result.
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            Planned::Query(df) => Arc::new(df.schema().as_arrow().clone()),
+            Planned::Done(r) => r.schema.clone(),
+        }
+    }
+
+    /// Run it and collect the result.
+    pub async fn collect(self) -> Result<QueryResult> {
+        match self {
+            Planned::Query(df) => {
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let batches: Vec<RecordBatch> = df.collect().await?;
+                Ok(QueryResult { schema, batches })
+            }
+            Planned::Done(r) => Ok(r),
+        }
+    }
+}
+
+/// One session.
+pub struct Session {
+    shared: Arc<Shared>,
+    ctx: SessionContext,
+    /// Kinds of this session's SQL-level prepared statements (checked at EXECUTE).
+    prepared: Mutex<HashMap<String, Kind>>,
+    /// Who runs this session's statements ("cli", "library", a Flight SQL user): recorded in the
+    /// audit log by FORGET and VACUUM.
+    who: String,
+}
+
+/// Options under which a role's statements are planned.
+fn options_for(role: Role, kind: &Kind) -> SQLOptions {
+    let none = crate::segment::context::expression_only();
+    match (role, kind) {
+        (Role::Admin, _) => SQLOptions::new(),
+        (_, Kind::Setting | Kind::Prepare(_) | Kind::Execute(_)) => {
+            none.with_allow_statements(true)
+        }
+        _ => none,
+    }
+}
+
+impl Session {
+    /// A new session over `shared`, run by `who`.
+    pub fn new(shared: Arc<Shared>, who: &str) -> Result<Session> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(true)
+            .with_option_extension(SegdbOptions::default());
+        let planner = Arc::new(planner::SegdbPlanner {
+            segments: shared.segments.clone(),
+            inner: shared.inner_planner.read().expect("not poisoned").clone(),
+        });
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(shared.runtime.clone())
+            .with_default_features()
+            .with_query_planner(planner)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let catalog = ctx.catalog(CATALOG).expect("default catalog exists");
+        catalog.register_schema(
+            SCHEMA,
+            Arc::new(public::PublicSchema {
+                shared: shared.clone(),
+                extra: datafusion::catalog::MemorySchemaProvider::new(),
+            }),
+        )?;
+        catalog.register_schema(
+            crate::segment::table::SCHEMA,
+            Arc::new(crate::segment::table::SegmentsSchema {
+                segments: shared.segments.clone(),
+            }),
+        )?;
+        crate::functions::register_all(&ctx, shared.keyring.clone());
+        for f in crate::functions::segment::scalars() {
+            ctx.register_udf(f);
+        }
+        for (name, f) in crate::functions::segment::table_functions(&shared.segments) {
+            ctx.register_udtf(name, f);
+        }
+        Ok(Session {
+            shared,
+            ctx,
+            prepared: Mutex::new(HashMap::new()),
+            who: who.to_string(),
+        })
+    }
+
+    /// The DataFusion session.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Who runs this session.
+    pub fn who(&self) -> &str {
+        &self.who
+    }
+
+    /// Parse the statements of `sql` with this session's SQL dialect.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Parsed>> {
+        let state = self.ctx.state();
+        let o = &state.config().options().sql_parser;
+        crate::statement::parse(sql, o.dialect.as_ref(), o.recursion_limit.get())
+    }
+
+    /// Parse exactly one statement.
+    pub fn parse_one(&self, sql: &str) -> Result<Parsed> {
+        let state = self.ctx.state();
+        let o = &state.config().options().sql_parser;
+        crate::statement::parse_one(sql, o.dialect.as_ref(), o.recursion_limit.get())
+    }
+
+    /// May `role` run `p` (for EXECUTE: the prepared statement's kind)?
+    pub fn check_role(&self, p: &Parsed, role: Role) -> Result<()> {
+        let kind = match &p.kind {
+            Kind::Execute(name) => self
+                .prepared
+                .lock()
+                .expect("not poisoned")
+                .get(name)
+                .cloned()
+                .unwrap_or(Kind::Query),
+            k => k.clone(),
+        };
+        if role.allows(&kind) {
+            Ok(())
+        } else {
+            Err(Error::denied(format!(
+                "role {} may not run {} statements",
+                role.name(),
+                kind.name().replace('_', " ")
+            )))
+        }
+    }
+
+    /// A copy of the session state carrying a freshly pinned snapshot.
+    pub async fn statement_context(&self) -> Result<(SessionContext, Arc<Snapshot>)> {
+        let snap = self.shared.pin().await?;
+        let mut state = self.ctx.state();
+        state.config_mut().set_extension(snap.clone());
+        Ok((SessionContext::new_with_state(state), snap))
+    }
+
+    /// Plan one statement for `role`: segdb statements, settings and DDL run here (their
+    /// result is [`Planned::Done`] or an empty query); a query is returned planned, with
+    /// `params` bound to its `$n` placeholders, for the caller to run or stream.
+    pub async fn plan(
+        &self,
+        p: &Parsed,
+        role: Role,
+        params: Option<ParamValues>,
+    ) -> Result<Planned> {
+        self.check_role(p, role)?;
+        let (stmt_ctx, _snap) = self.statement_context().await?;
+        match &p.statement {
+            Statement::Segdb(s) => {
+                if params.is_some() {
+                    return Err(Error::invalid(
+                        "parameters can only be bound to queries, not to segdb statements",
+                    ));
+                }
+                segdb::execute(self, &stmt_ctx, s).await.map(Planned::Done)
+            }
+            Statement::Sql(ast) => {
+                let mut ast = (**ast).clone();
+                literals::rewrite(&mut ast, &self.shared.keyring);
+                let plan = stmt_ctx.state().statement_to_plan(ast).await?;
+                options_for(role, &p.kind).verify_plan(&plan).map_err(|e| {
+                    Error::denied(format!(
+                        "role {} may not run this statement ({})",
+                        role.name(),
+                        e.message()
+                    ))
+                })?;
+                self.refuse_forbidden(&plan)?;
+                let on_session = matches!(
+                    &plan,
+                    LogicalPlan::Statement(
+                        datafusion::logical_expr::Statement::SetVariable(_)
+                            | datafusion::logical_expr::Statement::ResetVariable(_)
+                            | datafusion::logical_expr::Statement::Prepare(_)
+                            | datafusion::logical_expr::Statement::Deallocate(_)
+                    ) | LogicalPlan::Ddl(
+                        DdlStatement::CreateFunction(_) | DdlStatement::DropFunction(_)
+                    )
+                );
+                if let LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(prep)) =
+                    &plan
+                    && let Kind::Prepare(inner) = &p.kind
+                {
+                    self.prepared
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(prep.name.to_ascii_lowercase(), (**inner).clone());
+                }
+                let df = if on_session {
+                    self.ctx.execute_logical_plan(plan).await?
+                } else {
+                    stmt_ctx.execute_logical_plan(plan).await?
+                };
+                Ok(Planned::Query(match params {
+                    Some(values) => {
+                        let values = coerce_params(df.logical_plan(), values)?;
+                        df.with_param_values(values)?
+                    }
+                    None => df,
+                }))
+            }
+        }
+    }
+
+    /// The logical plan of a DataFusion statement, without running anything (for the schemas
+    /// of a prepared statement).
+    pub async fn logical_plan(&self, p: &Parsed) -> Result<LogicalPlan> {
+        let Statement::Sql(ast) = &p.statement else {
+            return Err(Error::invalid("not a SQL query"));
+        };
+        let mut ast = (**ast).clone();
+        literals::rewrite(&mut ast, &self.shared.keyring);
+        let (stmt_ctx, _) = self.statement_context().await?;
+        Ok(stmt_ctx.state().statement_to_plan(ast).await?)
+    }
+
+    /// Plan and run one statement, collecting its result.
+    pub async fn execute(&self, p: &Parsed, role: Role) -> Result<QueryResult> {
+        self.plan(p, role, None).await?.collect().await
+    }
+
+    /// Run every statement of `sql` as an admin; returns the last result.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let parsed = self.parse(sql)?;
+        if parsed.is_empty() {
+            return Err(Error::invalid("no statement was given"));
+        }
+        let mut last = None;
+        for p in &parsed {
+            last = Some(self.execute(p, Role::Admin).await?);
+        }
+        Ok(last.expect("at least one statement"))
+    }
+
+    /// Writes into the base tables (they skip pseudonymisation) and SQL that reads or writes
+    /// the keyring file are refused for every role.
+    fn refuse_forbidden(&self, plan: &LogicalPlan) -> Result<()> {
+        let mut err = None;
+        let _ = plan.apply_with_subqueries(|node| {
+            use datafusion::common::tree_node::TreeNodeRecursion;
+            match node {
+                LogicalPlan::Dml(dml)
+                    if Table::from_name(dml.table_name.table()).is_some()
+                        && dml.table_name.schema().is_none_or(|s| s == SCHEMA)
+                        && dml.table_name.catalog().is_none_or(|c| c == CATALOG) =>
+                {
+                    err = Some(Error::invalid(format!(
+                        "{} is written only by ingest (segdb ingest or Flight SQL bulk ingest), which pseudonymises user ids, and by FORGET; {} is refused",
+                        dml.table_name.table(),
+                        dml.op
+                    )));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                LogicalPlan::Ddl(DdlStatement::CreateExternalTable(t))
+                    if t.locations.iter().any(|l| self.touches_keyring(l)) =>
+                {
+                    err = Some(keyring_refusal());
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                LogicalPlan::Copy(c) if self.touches_keyring(&c.output_url) => {
+                    err = Some(keyring_refusal());
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Does a location given to SQL name the keyring file, or a directory holding it?
+    fn touches_keyring(&self, location: &str) -> bool {
+        let Some(k) = self.shared.keyring.path() else {
+            return false;
+        };
+        touches(location, k)
+    }
+}
+
+fn keyring_refusal() -> Error {
+    Error::denied(
+        "the keyring file (pseudonymisation keys) cannot be read or written from SQL; keys never leave the keyring",
+    )
+}
+
+/// Whether `location` (a path, a `file://` URL, possibly with a glob) is `keyring` or a
+/// directory above it. Symbolic links are resolved.
+pub(crate) fn touches(location: &str, keyring: &std::path::Path) -> bool {
+    let loc = location.trim();
+    let path = if let Some(rest) = loc.strip_prefix("file://") {
+        rest.to_string()
+    } else if loc.contains("://") {
+        return false;
+    } else {
+        loc.to_string()
+    };
+    // Up to the first glob character: the directory a listing would read.
+    let cut = path.find(['*', '?', '[', '{']).unwrap_or(path.len());
+    let base = std::path::PathBuf::from(&path[..cut]);
+    let abs = |p: &std::path::Path| -> std::path::PathBuf {
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(p)
+        };
+        std::fs::canonicalize(&p).unwrap_or(p)
+    };
+    let (base, key) = (abs(&base), abs(keyring));
+    key.starts_with(&base) || base == key
+}
+
+/// Cast positional parameters to the types the planner inferred for `$n` (clients bind what
+/// their language has: Python ints are int64 where the column is int32). A value that does not
+/// cast is an error naming the parameter, never the value (it may be a raw id).
+fn coerce_params(plan: &LogicalPlan, p: ParamValues) -> Result<ParamValues> {
+    use datafusion::common::ScalarValue;
+    let ParamValues::List(values) = p else {
+        return Ok(p);
+    };
+    let types = plan.get_parameter_types()?;
+    let mut out = Vec::with_capacity(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        let v = v.value;
+        let cast = match types.get(&format!("${}", i + 1)) {
+            Some(Some(t)) if v.is_null() => ScalarValue::try_from(t).unwrap_or(v),
+            Some(Some(t)) if &v.data_type() != t => v.cast_to(t).map_err(|_| {
+                Error::invalid(format!(
+                    "parameter ${} ({}) cannot be used as {t}",
+                    i + 1,
+                    v.data_type()
+                ))
+            })?,
+            _ => v,
+        };
+        out.push(cast);
+    }
+    Ok(ParamValues::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyring_locations_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("segdb.keyring");
+        std::fs::write(&key, "{}").unwrap();
+        let link = dir.path().join("innocent.csv");
+        std::os::unix::fs::symlink(&key, &link).unwrap();
+        for loc in [
+            key.to_str().unwrap().to_string(),
+            format!("file://{}", key.display()),
+            dir.path().to_str().unwrap().to_string(),
+            format!("{}/*.keyring", dir.path().display()),
+            link.to_str().unwrap().to_string(),
+        ] {
+            assert!(touches(&loc, &key), "{loc}");
+        }
+        assert!(!touches("/tmp/other-dir-xyz/data.csv", &key));
+        assert!(!touches("s3://bucket/x", &key));
+    }
+}

@@ -1,0 +1,141 @@
+//! Running segdb's own statements (the ones `segment::parser` reads): each gets the statement's
+//! evaluation context — its snapshot and settings — and returns a small result.
+
+use std::sync::Arc;
+
+use arrow::array::UInt64Array;
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::SessionContext;
+
+use super::Session;
+use crate::engine::QueryResult;
+use crate::error::{Error, Result};
+use crate::segment::EvalCtx;
+use crate::segment::ast::{ForgetTarget, Statement};
+use crate::segment::ddl::{empty, result};
+
+fn counts(names: &[&str], values: &[u64]) -> Result<QueryResult> {
+    let schema = Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::UInt64, false))
+            .collect::<Vec<_>>(),
+    ));
+    result(
+        schema,
+        values
+            .iter()
+            .map(|v| Arc::new(UInt64Array::from(vec![*v])) as _)
+            .collect(),
+    )
+}
+
+/// Run one segdb statement in the statement context `stmt_ctx`.
+pub(super) async fn execute(
+    session: &Session,
+    stmt_ctx: &SessionContext,
+    s: &Statement,
+) -> Result<QueryResult> {
+    let shared = session.shared();
+    let segments = &shared.segments;
+    let ctx = EvalCtx::from_state(&stmt_ctx.state(), &shared.db).await?;
+    match s {
+        Statement::CreateSegment(c) => {
+            let (def, size) = segments.create(&ctx, c).await?;
+            let size = match size {
+                Some(s) => s,
+                None => segments.members(&ctx, &def.name).await?.len(),
+            };
+            segments.created_result(&def.name, size)
+        }
+        Statement::DropSegment { name, if_exists } => {
+            segments.drop_segment(name, *if_exists).await?;
+            Ok(empty())
+        }
+        Statement::ShowSegments => segments.show(&ctx).await,
+        Statement::DescribeSegment(name) => segments.describe(&ctx, name).await,
+        Statement::ExplainSegment(name) => segments.explain(&ctx, name).await,
+        Statement::AlterSegment { name, change } => segments.alter(name, change).await,
+        Statement::Forget(target) => {
+            let target = match target {
+                ForgetTarget::User(id) => crate::erasure::Target::One(id.clone()),
+                ForgetTarget::Users(q) => {
+                    let df = ctx.plan(&q.text).await?;
+                    if !df.schema().has_column_with_unqualified_name("user_id") {
+                        return Err(Error::invalid(
+                            "FORGET USERS IN (…): the query must return a user_id column",
+                        ));
+                    }
+                    let batches = df.select_columns(&["user_id"])?.collect().await?;
+                    let mut v = Vec::new();
+                    for b in batches {
+                        use arrow::array::{Array, AsArray};
+                        let s = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+                        let s = s.as_string::<i32>();
+                        v.extend(
+                            (0..s.len())
+                                .filter(|&i| s.is_valid(i))
+                                .map(|i| s.value(i).to_string()),
+                        );
+                    }
+                    crate::erasure::Target::Pseudonyms(v)
+                }
+            };
+            let expand = segments.component_expander(&ctx).await?;
+            let n =
+                crate::erasure::forget(&ctx.snap, &shared.keyring, target, session.who(), &*expand)
+                    .await?;
+            counts(&["forgotten"], &[n])
+        }
+        Statement::Vacuum => {
+            let (files, logs) = crate::erasure::vacuum(&shared.db, session.who()).await?;
+            counts(
+                &["files_removed", "log_entries_removed"],
+                &[files as u64, logs as u64],
+            )
+        }
+        Statement::SetRetention { table, days } => {
+            if table != "events" {
+                return Err(Error::invalid(
+                    "retention applies to the events table: ALTER TABLE events SET RETENTION n DAYS",
+                ));
+            }
+            crate::erasure::set_retention_days(&shared.db, *days).await?;
+            Ok(empty())
+        }
+        Statement::SetPii { table, rules } => {
+            crate::ingest::pii::declare(&shared.db, table, rules).await?;
+            Ok(empty())
+        }
+        Statement::RefreshSegment { name, as_of } => {
+            crate::materialize::refresh_statement(shared, &ctx, name, *as_of).await
+        }
+        Statement::Export(spec) => {
+            crate::materialize::export::run_statement(shared, &ctx, spec, session.who()).await
+        }
+        Statement::CreateExport {
+            name,
+            if_not_exists,
+            spec,
+        } => {
+            crate::materialize::export::create(
+                shared,
+                &ctx,
+                name,
+                *if_not_exists,
+                spec,
+                session.who(),
+            )
+            .await
+        }
+        Statement::DropExport { name, if_exists } => {
+            crate::materialize::export::drop(shared, name, *if_exists).await
+        }
+        Statement::ShowExports => crate::materialize::export::show(shared, &ctx).await,
+        Statement::CreateTrait(t) => crate::traits::create(shared, &ctx, t).await,
+        Statement::DropTrait { name, if_exists } => {
+            crate::traits::drop(shared, name, *if_exists).await
+        }
+        Statement::ShowTraits => crate::traits::show(shared, &ctx).await,
+    }
+}
