@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
 
 use crate::error::Result;
 use crate::ingest::{IngestOptions, IngestReport, Kind};
@@ -36,26 +35,7 @@ impl Default for Config {
     }
 }
 
-/// The result of one statement.
-#[derive(Debug, Clone)]
-pub struct QueryResult {
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
-}
-
-impl QueryResult {
-    pub fn num_rows(&self) -> usize {
-        self.batches.iter().map(|b| b.num_rows()).sum()
-    }
-
-    /// The batches as a record-batch stream.
-    pub fn into_stream(self) -> datafusion::execution::SendableRecordBatchStream {
-        let batches = futures::stream::iter(self.batches.into_iter().map(Ok));
-        Box::pin(
-            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(self.schema, batches),
-        )
-    }
-}
+pub use crate::result::QueryResult;
 
 /// An open segdb database with a SQL session over it.
 pub struct Engine {

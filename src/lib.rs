@@ -26,12 +26,15 @@ pub mod ingest;
 pub mod logging;
 pub mod materialize;
 pub mod privacy;
+pub mod result;
 pub mod segment;
 pub mod server;
 pub mod session;
 pub mod statement;
 pub mod storage;
+pub mod time;
 pub mod traits;
 
-pub use engine::{Config, Engine, QueryResult};
+pub use engine::{Config, Engine};
 pub use error::{Error, Result};
+pub use result::QueryResult;

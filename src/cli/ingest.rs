@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestOptions;
 
 pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
-    let engine = Engine::open(&global.engine_config()).await?;
+    let engine = Engine::open(&global.engine_config())
+        .await?
+        .with_caller("cli")?;
     let opts = IngestOptions {
         format: args.format,
         strict: args.strict,

@@ -18,7 +18,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Generate(args) => generate::run(args),
         Command::Demo(args) => demo::run(&cli.global, args).await,
         Command::Index(crate::config::IndexCommand::Rebuild) => {
-            let engine = crate::engine::Engine::open(&cli.global.engine_config()).await?;
+            let engine = crate::engine::Engine::open(&cli.global.engine_config())
+                .await?
+                .with_caller("cli")?;
             let started = std::time::Instant::now();
             let (keys, bytes) = engine.rebuild_index().await?;
             println!(
@@ -29,7 +31,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Vacuum => {
-            let engine = crate::engine::Engine::open(&cli.global.engine_config()).await?;
+            let engine = crate::engine::Engine::open(&cli.global.engine_config())
+                .await?
+                .with_caller("cli")?;
             let r = engine.sql("VACUUM").await?;
             crate::cli::output::print(
                 &mut std::io::stdout(),

@@ -6,8 +6,8 @@ use std::io::Write;
 use arrow::array::RecordBatch;
 
 use crate::config::OutputFormat;
-use crate::engine::QueryResult;
 use crate::error::Result;
+use crate::result::QueryResult;
 
 /// Write `result` to `out` in `format`. Statements without result columns print nothing.
 pub fn print(out: &mut dyn Write, result: &QueryResult, format: OutputFormat) -> Result<()> {

@@ -3,7 +3,6 @@
 
 pub mod bitmap;
 pub mod privacy;
-pub mod segment;
 #[cfg(test)]
 pub(crate) mod test_util;
 

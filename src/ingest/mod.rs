@@ -8,7 +8,6 @@ mod identity;
 mod normalize;
 pub mod pii;
 mod read;
-mod timestamp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +26,7 @@ use crate::privacy::Keyring;
 use crate::privacy::pseudonym::Pseudonymizer;
 use crate::storage::{Database, Table};
 
-pub(crate) use timestamp::parse_micros;
+pub use crate::time::parse_micros;
 
 /// What is being loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -129,6 +128,8 @@ async fn after_load(
     (report, days): (IngestReport, Option<IndexDays>),
 ) -> Result<IngestReport> {
     if let (Some(days), Some(v)) = (days, report.version) {
+        // Crash tests: the events commit is done, the index has not caught up.
+        failpoint("ingest-before-index");
         crate::index::catchup::after_load(db, &days, v).await?;
     }
     Ok(report)

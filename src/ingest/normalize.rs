@@ -15,11 +15,11 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::identity::Identity;
 use super::read::{SourceBatch, TextColumns, type_word};
-use super::timestamp::parse_micros;
 use super::{BadRow, Kind};
 use crate::error::{Error, Result};
 use crate::privacy::pseudonym::Pseudonymizer;
 use crate::storage::ts_type;
+use crate::time::parse_micros;
 
 /// Columns each kind reads as text before validating them itself.
 /// The consent columns segdb reads (everything else on a consent row is ignored).

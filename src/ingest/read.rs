@@ -60,17 +60,41 @@ pub(crate) fn detect_format(path: &Path, forced: Option<Format>) -> Result<Forma
     }
 }
 
-/// Open `path` and call `sink` with each batch in order.
+/// Is the file gzip-compressed (by its magic bytes)?
+fn is_gzip(path: &Path) -> Result<bool> {
+    let mut f = File::open(path)
+        .map_err(|e| Error::ingest(format!("cannot open {}: {e}", path.display())))?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic)?;
+    Ok(n == 2 && magic == [0x1f, 0x8b])
+}
+
+/// Open `path` (gzip-compressed CSV and NDJSON are decompressed as they are read) and call
+/// `sink` with each batch in order.
 pub(crate) fn read_file(
     path: &Path,
     format: Format,
     text: &TextColumns,
     sink: &mut dyn FnMut(SourceBatch) -> Result<()>,
 ) -> Result<()> {
-    let open = || {
-        File::open(path).map_err(|e| Error::ingest(format!("cannot open {}: {e}", path.display())))
+    let gz = is_gzip(path)?;
+    let open = || -> Result<Box<dyn Read>> {
+        let f = File::open(path)
+            .map_err(|e| Error::ingest(format!("cannot open {}: {e}", path.display())))?;
+        Ok(if gz {
+            Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+                f,
+            )))
+        } else {
+            Box::new(f)
+        })
     };
     let file_name = super::display_name(path);
+    if gz && format == Format::Parquet {
+        return Err(Error::ingest(format!(
+            "{file_name} is a gzip-compressed Parquet file; Parquet compresses inside the file, so decompress it (gunzip) and load the .parquet"
+        )));
+    }
     match format {
         Format::Csv => {
             let delim = if file_name.to_ascii_lowercase().ends_with(".tsv") {
@@ -85,7 +109,12 @@ pub(crate) fn read_file(
             let schema = infer_ndjson(open()?, text, &file_name)?;
             read_ndjson(open()?, schema, &file_name, sink)
         }
-        Format::Parquet => read_parquet(open()?, &file_name, sink),
+        Format::Parquet => read_parquet(
+            File::open(path)
+                .map_err(|e| Error::ingest(format!("cannot open {}: {e}", path.display())))?,
+            &file_name,
+            sink,
+        ),
     }
 }
 
@@ -113,7 +142,7 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn infer_csv(f: File, delim: u8, text: &TextColumns, file: &str) -> Result<SchemaRef> {
+fn infer_csv(f: impl Read, delim: u8, text: &TextColumns, file: &str) -> Result<SchemaRef> {
     let mut rdr = csv_reader(BufReader::with_capacity(1 << 20, f), delim);
     let headers = rdr
         .headers()
@@ -246,7 +275,7 @@ impl ColBuilder {
 }
 
 fn read_csv(
-    f: File,
+    f: impl Read,
     delim: u8,
     schema: SchemaRef,
     file: &str,
@@ -382,7 +411,7 @@ fn parse_json_object(line: &[u8]) -> std::result::Result<Option<serde_json::Valu
     }
 }
 
-fn infer_ndjson(f: File, text: &TextColumns, file: &str) -> Result<SchemaRef> {
+fn infer_ndjson(f: impl Read, text: &TextColumns, file: &str) -> Result<SchemaRef> {
     let values = json_lines(f).filter_map(|l| match l {
         Ok((line, _)) => parse_json_object(&line).ok().flatten().map(Ok),
         Err(e) => Some(Err(arrow::error::ArrowError::ExternalError(Box::new(e)))),
@@ -405,7 +434,7 @@ fn infer_ndjson(f: File, text: &TextColumns, file: &str) -> Result<SchemaRef> {
 }
 
 fn read_ndjson(
-    f: File,
+    f: impl Read,
     schema: SchemaRef,
     file: &str,
     sink: &mut dyn FnMut(SourceBatch) -> Result<()>,

@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use crate::engine::QueryResult;
 use crate::error::{Error, Result};
+use crate::result::QueryResult;
 use crate::segment::EvalCtx;
+use crate::segment::Segments;
 use crate::segment::ast::ExportSpec;
-use crate::session::Shared;
 
 pub async fn run_statement(
-    _: &Arc<Shared>,
+    _: &Arc<Segments>,
     _: &EvalCtx,
     _: &ExportSpec,
     _: &str,
@@ -17,7 +17,7 @@ pub async fn run_statement(
     Err(Error::invalid("EXPORT: TODO"))
 }
 pub async fn create(
-    _: &Arc<Shared>,
+    _: &Arc<Segments>,
     _: &EvalCtx,
     _: &str,
     _: bool,
@@ -26,9 +26,9 @@ pub async fn create(
 ) -> Result<QueryResult> {
     Err(Error::invalid("CREATE EXPORT: TODO"))
 }
-pub async fn drop(_: &Arc<Shared>, _: &str, _: bool) -> Result<QueryResult> {
+pub async fn drop(_: &Arc<Segments>, _: &str, _: bool) -> Result<QueryResult> {
     Err(Error::invalid("DROP EXPORT: TODO"))
 }
-pub async fn show(_: &Arc<Shared>, _: &EvalCtx) -> Result<QueryResult> {
+pub async fn show(_: &Arc<Segments>, _: &EvalCtx) -> Result<QueryResult> {
     Err(Error::invalid("SHOW EXPORTS: TODO"))
 }

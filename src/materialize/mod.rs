@@ -2,13 +2,13 @@
 
 pub mod export;
 
-use crate::engine::QueryResult;
 use crate::error::{Error, Result};
+use crate::result::QueryResult;
 use crate::segment::EvalCtx;
-use crate::session::Shared;
+use crate::segment::Segments;
 
 pub async fn refresh_statement(
-    _shared: &std::sync::Arc<Shared>,
+    _segments: &std::sync::Arc<Segments>,
     _ctx: &EvalCtx,
     _name: &str,
     _as_of: Option<i64>,

@@ -15,9 +15,9 @@ use super::ast::{AlterSegment, CreateSegment, EventRef, Expr, Leaf, Refresh};
 use super::catalog::{self, Catalog, DEFAULT_KEEP, SegmentDef};
 use super::eval::{Evaluator, suggest, walk_leaves};
 use super::{EvalCtx, Segments, consent, sqlgen};
-use crate::engine::QueryResult;
 use crate::error::{Error, Result};
 use crate::index::EventIndex;
+use crate::result::QueryResult;
 
 pub(crate) fn result(schema: SchemaRef, cols: Vec<ArrayRef>) -> Result<QueryResult> {
     let batch = RecordBatch::try_new(schema.clone(), cols)?;

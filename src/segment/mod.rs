@@ -11,6 +11,7 @@ pub mod consent;
 pub mod context;
 pub mod ddl;
 pub mod eval;
+pub mod functions;
 pub mod options;
 pub mod parser;
 pub mod schedule;

@@ -88,7 +88,7 @@ impl ExtensionOptions for SegdbOptions {
                 self.as_of = if matches!(lower.as_str(), "" | "now" | "default") {
                     None
                 } else {
-                    Some(crate::ingest::parse_micros(v).ok_or_else(|| {
+                    Some(crate::time::parse_micros(v).ok_or_else(|| {
                         bad(
                             "as_of",
                             format!("'{v}' is not an ISO-8601 timestamp such as '2026-01-31T00:00:00Z' (or 'now')"),
@@ -188,7 +188,7 @@ mod tests {
     fn settings_parse_and_refuse_junk() {
         let mut o = SegdbOptions::default();
         o.set("as_of", "'2026-01-31T00:00:00Z'").unwrap();
-        assert_eq!(o.as_of, crate::ingest::parse_micros("2026-01-31T00:00:00Z"));
+        assert_eq!(o.as_of, crate::time::parse_micros("2026-01-31T00:00:00Z"));
         assert_eq!(
             o.entries()[0].value.as_deref(),
             Some("2026-01-31T00:00:00Z")

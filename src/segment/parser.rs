@@ -227,7 +227,7 @@ impl<'a> Parser<'a> {
     fn timestamp(&mut self, what: &str) -> Result<i64, ParseError> {
         let pos = self.pos_at(self.i);
         let s = self.string(what)?;
-        crate::ingest::parse_micros(&s).ok_or(ParseError {
+        crate::time::parse_micros(&s).ok_or(ParseError {
             message: format!("{what} is not an ISO-8601 timestamp (e.g. '2026-01-31T00:00:00Z'; no zone means UTC)"),
             pos,
         })

@@ -40,7 +40,7 @@ use super::wire::{
     DoGetStream, batch_stream, df_status, ipc_schema, number_placeholders, one_batch, to_status,
     to_wire, wire_schema,
 };
-use crate::engine::QueryResult;
+use crate::result::QueryResult;
 use crate::session::{Planned, Shared};
 use crate::statement::{Kind, Role, Statement};
 

@@ -29,9 +29,9 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{DataFrame, SessionContext};
 
-use crate::engine::QueryResult;
 use crate::error::{Error, Result};
 use crate::privacy::Keyring;
+use crate::result::QueryResult;
 use crate::segment::Segments;
 use crate::segment::options::SegdbOptions;
 use crate::statement::{Kind, Parsed, Role, Statement};
@@ -174,10 +174,10 @@ impl Session {
             }),
         )?;
         crate::functions::register_all(&ctx, shared.keyring.clone());
-        for f in crate::functions::segment::scalars() {
+        for f in crate::segment::functions::scalars() {
             ctx.register_udf(f);
         }
-        for (name, f) in crate::functions::segment::table_functions(&shared.segments) {
+        for (name, f) in crate::segment::functions::table_functions(&shared.segments) {
             ctx.register_udtf(name, f);
         }
         Ok(Session {

@@ -20,8 +20,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 
-use crate::functions::segment::probe::{CanonicalLookup, MemberProbe};
-use crate::functions::segment::{PLANNED, as_of_arg, call_name, string_arg};
+use crate::segment::functions::probe::{CanonicalLookup, MemberProbe};
+use crate::segment::functions::{PLANNED, as_of_arg, call_name, string_arg};
 use crate::segment::{EvalCtx, Segments};
 
 /// The planner installed in every segdb session.

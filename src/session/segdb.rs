@@ -8,8 +8,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
 
 use super::Session;
-use crate::engine::QueryResult;
 use crate::error::{Error, Result};
+use crate::result::QueryResult;
 use crate::segment::EvalCtx;
 use crate::segment::ast::{ForgetTarget, Statement};
 use crate::segment::ddl::{empty, result};
@@ -108,10 +108,10 @@ pub(super) async fn execute(
             Ok(empty())
         }
         Statement::RefreshSegment { name, as_of } => {
-            crate::materialize::refresh_statement(shared, &ctx, name, *as_of).await
+            crate::materialize::refresh_statement(segments, &ctx, name, *as_of).await
         }
         Statement::Export(spec) => {
-            crate::materialize::export::run_statement(shared, &ctx, spec, session.who()).await
+            crate::materialize::export::run_statement(segments, &ctx, spec, session.who()).await
         }
         Statement::CreateExport {
             name,
@@ -119,7 +119,7 @@ pub(super) async fn execute(
             spec,
         } => {
             crate::materialize::export::create(
-                shared,
+                segments,
                 &ctx,
                 name,
                 *if_not_exists,
@@ -129,13 +129,13 @@ pub(super) async fn execute(
             .await
         }
         Statement::DropExport { name, if_exists } => {
-            crate::materialize::export::drop(shared, name, *if_exists).await
+            crate::materialize::export::drop(segments, name, *if_exists).await
         }
-        Statement::ShowExports => crate::materialize::export::show(shared, &ctx).await,
-        Statement::CreateTrait(t) => crate::traits::create(shared, &ctx, t).await,
+        Statement::ShowExports => crate::materialize::export::show(segments, &ctx).await,
+        Statement::CreateTrait(t) => crate::traits::create(segments, &ctx, t).await,
         Statement::DropTrait { name, if_exists } => {
-            crate::traits::drop(shared, name, *if_exists).await
+            crate::traits::drop(segments, name, *if_exists).await
         }
-        Statement::ShowTraits => crate::traits::show(shared, &ctx).await,
+        Statement::ShowTraits => crate::traits::show(segments, &ctx).await,
     }
 }

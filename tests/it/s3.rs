@@ -237,6 +237,31 @@ fn s3_and_local_path_give_identical_results() {
         stderr(&o)
     );
 
+    // FORGET + VACUUM on the bucket: afterwards no object holds the pseudonym.
+    let gone = expected_pseudonym("from-s3");
+    let out = on(
+        true,
+        &["sql", "--format", "csv", "-c", "FORGET USER 'from-s3'"],
+    );
+    assert_eq!(out, "forgotten\n1\n");
+    on(true, &["vacuum"]);
+    let found = bucket_objects_containing(&endpoint, "segdb-test", "dbs/one/", &gone);
+    assert!(
+        found.is_empty(),
+        "after VACUUM the pseudonym is in {found:?}"
+    );
+    let n = on(
+        true,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(*) AS n FROM profiles",
+        ],
+    );
+    assert_ne!(n, "n\n0\n", "other users are still there");
+
     // An unreachable bucket is a clear one-line error.
     let o = local.cli_env(
         &[
@@ -252,4 +277,65 @@ fn s3_and_local_path_give_identical_results() {
     let err = stderr(&o);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     drop(weed);
+}
+
+/// Keys of every object under `prefix` whose bytes, or decoded Parquet strings, hold `needle`.
+fn bucket_objects_containing(
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+    needle: &str,
+) -> Vec<String> {
+    use arrow::array::{Array, AsArray};
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("segdb")
+            .with_secret_access_key("segdb-secret")
+            .with_bucket_name(bucket)
+            .build()
+            .unwrap();
+        let list: Vec<_> = store
+            .list(Some(&object_store::path::Path::from(prefix)))
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(!list.is_empty(), "nothing listed under {prefix}");
+        let mut hits = Vec::new();
+        for meta in list {
+            let bytes = store
+                .get(&meta.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let mut hit = bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+            if !hit && meta.location.as_ref().ends_with(".parquet") {
+                let r =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                        .unwrap()
+                        .build()
+                        .unwrap();
+                for b in r {
+                    for c in b.unwrap().columns() {
+                        if let Ok(s) = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8) {
+                            let s = s.as_string::<i32>();
+                            hit |=
+                                (0..s.len()).any(|i| s.is_valid(i) && s.value(i).contains(needle));
+                        }
+                    }
+                }
+            }
+            if hit {
+                hits.push(meta.location.to_string());
+            }
+        }
+        hits
+    })
 }

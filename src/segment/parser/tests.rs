@@ -269,7 +269,7 @@ fn materialized_segments_and_schedules() {
         parse_statement("REFRESH SEGMENT m AS OF '2026-01-01T00:00:00Z'").unwrap(),
         Statement::RefreshSegment {
             name: "m".into(),
-            as_of: crate::ingest::parse_micros("2026-01-01T00:00:00Z")
+            as_of: crate::time::parse_micros("2026-01-01T00:00:00Z")
         }
     );
     assert_eq!(

@@ -173,7 +173,7 @@ pub(crate) fn as_of_value(f: &str, v: &ScalarValue) -> Result<Option<i64>> {
         ScalarValue::Null => Ok(None),
         ScalarValue::Utf8(Some(s))
         | ScalarValue::Utf8View(Some(s))
-        | ScalarValue::LargeUtf8(Some(s)) => match crate::ingest::parse_micros(s) {
+        | ScalarValue::LargeUtf8(Some(s)) => match crate::time::parse_micros(s) {
             Some(t) => Ok(Some(t)),
             None => plan_err!("{f}: as_of '{s}' is not an ISO-8601 timestamp"),
         },

@@ -1,10 +1,11 @@
-//! Parsing the timestamps ingest accepts: ISO-8601 (with a zone, or without one meaning UTC, or a
-//! bare date meaning midnight UTC) and integer epoch milliseconds. Output is epoch microseconds.
+//! Timestamps as users write them (ingest columns, SET segdb.as_of, windows, function arguments):
+//! ISO-8601 (with a zone, or without one meaning UTC, or a bare date meaning midnight UTC) and
+//! integer epoch milliseconds. Output is epoch microseconds.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
 /// Parse one textual timestamp into epoch microseconds.
-pub(crate) fn parse_micros(s: &str) -> Option<i64> {
+pub fn parse_micros(s: &str) -> Option<i64> {
     let s = s.trim();
     if s.is_empty() {
         return None;
