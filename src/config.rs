@@ -88,6 +88,22 @@ pub enum Command {
     /// Manage the users of `segdb serve`.
     #[command(subcommand)]
     User(UserCommand),
+    /// Refresh materialised segments once and exit (for cron, Airflow, Kubernetes CronJobs):
+    /// the due ones (`--due`) or the named ones. Exit code 1 if any refresh failed.
+    Refresh(RefreshArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// Refresh every segment whose schedule has a fire time since its last refresh (each at
+    /// that fire time).
+    #[arg(long, conflicts_with = "names", env = "SEGDB_REFRESH_DUE")]
+    pub due: bool,
+    /// Segments to refresh now.
+    pub names: Vec<String>,
+    /// Config file (`[scheduler] max_concurrent` bounds parallel refreshes).
+    #[arg(long, default_value = "./segdb.toml", env = "SEGDB_CONFIG")]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +200,11 @@ pub struct IngestArgs {
     /// How many rejected rows to list (all are counted).
     #[arg(long, default_value_t = 20, env = "SEGDB_INGEST_SHOW_REJECTED")]
     pub show_rejected: usize,
+    /// For this load, what to do with a personal column: COL=EMAIL (stored only as its SHA-256
+    /// match key COL_sha256), COL=PHONE[:CC] (COL_sha256 and COL_e164_sha256), COL=DROP, or
+    /// COL=KEEP (not personal after all; audited). Repeatable; overrides ALTER TABLE … SET PII.
+    #[arg(long = "pii", value_parser = crate::ingest::pii::parse_arg)]
+    pub pii: Vec<(String, crate::storage::settings::PiiRule)>,
 }
 
 /// Output format of the generator.

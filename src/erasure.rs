@@ -68,6 +68,11 @@ async fn audit(db: &Database, action: &str, users: i64, hashes: &[&str], who: &s
     Ok(())
 }
 
+/// Record an administrative action (no identifiers) in the audit log.
+pub async fn audit_action(db: &Database, action: &str, who: &str) -> Result<()> {
+    audit(db, action, 0, &[], who).await
+}
+
 /// The ordinals in `extra` plus every ordinal linked to them (a profile is forgotten whole).
 pub type Expand<'a> = &'a (dyn Fn(&roaring::RoaringBitmap) -> roaring::RoaringBitmap + Sync);
 

@@ -141,8 +141,13 @@ def arrow_format_decimal(unscaled: int, precision: int | None, scale: int) -> st
     return sign + "0." + rest.rjust(scale, "0")
 
 
-def _unscaled(v: decimal.Decimal, scale: int) -> int:
-    return int(v.scaleb(scale, _DCTX).to_integral_value(context=_DCTX))
+def _decimal_ints(arr) -> list:
+    """Unscaled values straight from the data buffer (pyarrow can't convert negative scales)."""
+    width = arr.type.bit_width // 8
+    mv = memoryview(arr.buffers()[1])
+    base = arr.offset
+    return [int.from_bytes(mv[(base + i) * width:(base + i + 1) * width], "little", signed=True)
+            for i in range(len(arr))]
 
 
 # ---------------------------------------------------------------- dates and times
@@ -150,7 +155,7 @@ def _unscaled(v: decimal.Decimal, scale: int) -> int:
 def _civil_from_days(z: int):
     """Howard Hinnant's algorithm: days since 1970-01-01 -> (y, m, d), any range."""
     z += 719468
-    era = (z if z >= 0 else z - 146096) // 146097
+    era = z // 146097  # floor division: C++'s (z >= 0 ? z : z - 146096) / 146097
     doe = z - era * 146097
     yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
     y = yoe + era * 400
@@ -368,6 +373,13 @@ def format_column(arr, top: bool = True) -> list[str]:
     n = len(arr)
     if n == 0:
         return []
+    if isinstance(t, IntervalYearMonth) or isinstance(t, IntervalDayTime):
+        valid = _valid(arr.storage)
+        if isinstance(t, IntervalYearMonth):
+            vals = [interval_ym(v[0]) for v in _buffer_ints(arr.storage, "i", 4)]
+        else:
+            vals = [interval_dt(*v) for v in _buffer_ints(arr.storage, "ii", 8)]
+        return [v if ok else NULL for v, ok in zip(vals, valid)]
     if isinstance(t, pa.ExtensionType) or isinstance(arr, pa.ExtensionArray):
         return format_column(arr.storage, top)
     valid = _valid(arr)
@@ -395,13 +407,11 @@ def format_column(arr, top: bool = True) -> list[str]:
         return finish([ryu_format(v, single) for v in vals])
     if pa.types.is_decimal(t):
         scale, prec = t.scale, t.precision
-        vals = arr.to_pylist()
         out = []
-        for v in vals:
-            if v is None:
+        for u, ok in zip(_decimal_ints(arr), valid):
+            if not ok:
                 out.append(NULL)
                 continue
-            u = _unscaled(v, scale)
             if top:
                 s = arrow_format_decimal(u, None, scale)
                 out.append(big_decimal_to_str(decimal.Decimal(s), scale))
@@ -444,10 +454,6 @@ def format_column(arr, top: bool = True) -> list[str]:
     if pa.types.is_interval(t):  # month_day_nano
         return finish([interval_mdn(v.months, v.days, v.nanoseconds) if v is not None else NULL
                        for v in arr.to_pylist()])
-    if t.id == 21 or str(t) in ("month_interval", "interval[months]"):
-        return finish([interval_ym(v[0]) for v in _buffer_ints(arr, "i", 4)])
-    if t.id == 22 or str(t) in ("day_time_interval", "interval[day_time]"):
-        return finish([interval_dt(v[0], v[1]) for v in _buffer_ints(arr, "ii", 8)])
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t):
         offs = arr.offsets.to_pylist()
         if pa.types.is_map(t):
@@ -528,12 +534,86 @@ def column_type_char(t: pa.DataType) -> str:
     return "?"
 
 
+_INTERVAL_MONTHS, _INTERVAL_DAY_TIME = 21, 22  # arrow::Type ids pyarrow has no array class for
+
+
+class IntervalYearMonth(pa.ExtensionType):
+    def __init__(self):
+        super().__init__(pa.int32(), "segdb.conformance.interval_year_month")
+
+    def __arrow_ext_serialize__(self):
+        return b""
+
+    @classmethod
+    def __arrow_ext_deserialize__(cls, storage_type, serialized):
+        return cls()
+
+
+class IntervalDayTime(pa.ExtensionType):
+    def __init__(self):
+        super().__init__(pa.binary(8), "segdb.conformance.interval_day_time")
+
+    def __arrow_ext_serialize__(self):
+        return b""
+
+    @classmethod
+    def __arrow_ext_deserialize__(cls, storage_type, serialized):
+        return cls()
+
+
+for _ext in (IntervalYearMonth(), IntervalDayTime()):
+    try:
+        pa.register_extension_type(_ext)
+    except pa.ArrowKeyError:
+        pass
+
+
+def _fix_type(t: pa.DataType):
+    """Replace interval[months] / interval[day_time] (anywhere) by same-layout extension types."""
+    if t.id == _INTERVAL_MONTHS:
+        return IntervalYearMonth()
+    if t.id == _INTERVAL_DAY_TIME:
+        return IntervalDayTime()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        f = t.value_field
+        nf = f.with_type(_fix_type(f.type))
+        if nf.type == f.type:
+            return t
+        if pa.types.is_fixed_size_list(t):
+            return pa.list_(nf, t.list_size)
+        return pa.large_list(nf) if pa.types.is_large_list(t) else pa.list_(nf)
+    if pa.types.is_struct(t):
+        fields = [t.field(i) for i in range(t.num_fields)]
+        nfs = [f.with_type(_fix_type(f.type)) for f in fields]
+        return t if all(a.type == b.type for a, b in zip(fields, nfs)) else pa.struct(nfs)
+    if pa.types.is_map(t):
+        k, v = t.key_field, t.item_field
+        nv = v.with_type(_fix_type(v.type))
+        return t if nv.type == v.type else pa.map_(k, nv, keys_sorted=t.keys_sorted)
+    if pa.types.is_dictionary(t):
+        nv = _fix_type(t.value_type)
+        return t if nv == t.value_type else pa.dictionary(t.index_type, nv, t.ordered)
+    return t
+
+
+def readable_batch(b: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch whose columns pyarrow can wrap (see _fix_type); the same buffers."""
+    fields = list(b.schema)
+    fixed = [f.with_type(_fix_type(f.type)) for f in fields]
+    if all(a.type == c.type for a, c in zip(fields, fixed)):
+        return b
+    _, array_capsule = b.__arrow_c_array__()
+    schema = pa.schema(fixed, metadata=b.schema.metadata)
+    return pa.RecordBatch._import_from_c_capsule(schema.__arrow_c_schema__(), array_capsule)
+
+
 def batches_to_rows(schema: pa.Schema, batches, workspace_root: str | None) -> list[list[str]]:
     """normalize.rs convert_batches: cells, explain-style row expansion, WORKSPACE_ROOT."""
     rows: list[list[str]] = []
     for b in batches:
         if b.num_rows == 0:
             continue
+        b = readable_batch(b)
         cols = [format_column(b.column(i), True) for i in range(b.num_columns)]
         for r in range(b.num_rows):
             row = [c[r] for c in cols]

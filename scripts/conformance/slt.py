@@ -208,6 +208,7 @@ class Output:
     rows: list = field(default_factory=list)
     error: str = ""
     millis: float = 0.0
+    arrow_types: list = field(default_factory=list)  # str() of each column's Arrow type
 
 
 def _compile(pattern: str):

@@ -14,6 +14,7 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
         format: args.format,
         strict: args.strict,
         progress: true,
+        pii: args.pii.clone(),
     };
     let report = match engine.ingest(args.kind, &args.files, &opts).await {
         Ok(r) => r,

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod generate;
 pub mod ingest;
 pub mod output;
+pub mod refresh;
 pub mod serve;
 pub mod sql;
 
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Refresh(args) => refresh::run(&cli.global, args).await,
         Command::User(crate::config::UserCommand::Add { name, role, config }) => {
             serve::add_user(&name, &role, &config)
         }

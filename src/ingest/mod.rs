@@ -91,6 +91,8 @@ pub struct IngestOptions {
     pub strict: bool,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// `--pii col=RULE` for this load (over the declared rules).
+    pub pii: Vec<(String, crate::storage::settings::PiiRule)>,
 }
 
 /// What a load did.
@@ -257,8 +259,32 @@ async fn ingest_local(
         total_bytes += meta.len();
         inputs.push((f.clone(), read::detect_format(f, opts.format)?));
     }
+    // Personal columns: checked for every input before anything is read or written.
+    let rules = pii::Rules::for_load(db, kind, &opts.pii).await?;
+    for (p, f) in &inputs {
+        rules.check(&read::peek_columns(p, *f)?, &display_name(p))?;
+    }
+    if opts
+        .pii
+        .iter()
+        .any(|(_, r)| *r == crate::storage::settings::PiiRule::Keep)
+    {
+        let cols: Vec<&str> = opts
+            .pii
+            .iter()
+            .filter(|(_, r)| *r == crate::storage::settings::PiiRule::Keep)
+            .map(|(c, _)| c.as_str())
+            .collect();
+        crate::erasure::audit_action(
+            db,
+            &format!("INGEST {} --pii KEEP {}", kind.name(), cols.join(",")),
+            "ingest",
+        )
+        .await?;
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<(usize, read::SourceBatch)>>(4);
-    let text = normalize::text_columns(kind);
+    let mut text = normalize::text_columns(kind);
+    text.extend(rules.text_columns());
     let names = inputs.iter().map(|(p, _)| display_name(p)).collect();
     let reader = tokio::task::spawn_blocking(move || {
         for (idx, (path, format)) in inputs.iter().enumerate() {
@@ -273,7 +299,10 @@ async fn ingest_local(
         }
     });
     let progress = progress_bar(opts.progress, total_bytes);
-    let r = load(db, keyring, kind, names, rx, &progress, opts, started).await;
+    let r = load(
+        db, keyring, kind, names, rx, &progress, opts, started, &rules,
+    )
+    .await;
     reader
         .await
         .map_err(|e| Error::ingest(format!("reader failed: {e}")))?;
@@ -320,6 +349,7 @@ pub(crate) async fn ingest_stream(
         }
     });
     let progress = indicatif::ProgressBar::hidden();
+    let rules = pii::Rules::for_load(db, kind, &opts.pii).await?;
     let r = load(
         db,
         keyring,
@@ -329,6 +359,7 @@ pub(crate) async fn ingest_stream(
         &progress,
         opts,
         started,
+        &rules,
     )
     .await;
     feeder.abort();
@@ -346,6 +377,7 @@ async fn load(
     progress: &indicatif::ProgressBar,
     opts: &IngestOptions,
     started: Instant,
+    rules: &pii::Rules,
 ) -> Result<(IngestReport, Option<IndexDays>)> {
     let mut table = db.load(kind.table()).await?;
     let table_schema = table.snapshot()?.snapshot().arrow_schema();
@@ -371,12 +403,21 @@ async fn load(
     let mut collector = (kind == Kind::Events).then(crate::index::Collector::default);
     let mut loaded_uids = roaring::RoaringBitmap::new();
     while let Some(msg) = rx.recv().await {
-        let (idx, sb) = msg?;
+        let (idx, mut sb) = msg?;
         let name = names[idx].clone();
         if !checked[idx] {
+            let columns: Vec<String> = sb
+                .batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            rules.check(&columns, &name)?;
             norm.check_columns(&sb.batch.schema(), &name)?;
             checked[idx] = true;
         }
+        sb.batch = rules.apply(sb.batch)?;
         progress.inc(sb.bytes);
         let out = norm.normalize(sb, &mut identity, &mut rejected, &name)?;
         norm.note_schema(&out.schema());

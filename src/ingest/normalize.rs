@@ -34,11 +34,11 @@ const CONSENT_COLUMNS: [&str; 7] = [
 ];
 
 pub(crate) fn text_columns(kind: Kind) -> TextColumns {
-    let mut t: TextColumns = ["user_id"].into_iter().collect();
+    let mut t: TextColumns = ["user_id".to_string()].into_iter().collect();
     match kind {
-        Kind::Events => t.extend(["event", "ts"]),
+        Kind::Events => t.extend(["event", "ts"].map(String::from)),
         Kind::Profiles => {}
-        Kind::Consent => t.extend(CONSENT_COLUMNS.into_iter().chain(["ts"])),
+        Kind::Consent => t.extend(CONSENT_COLUMNS.into_iter().chain(["ts"]).map(String::from)),
     }
     t
 }

@@ -33,7 +33,7 @@ pub(crate) struct SourceBatch {
 }
 
 /// What the normaliser needs from a reader: the names of columns to keep as text.
-pub(crate) type TextColumns = HashSet<&'static str>;
+pub(crate) type TextColumns = HashSet<String>;
 
 /// Pick the format from `--format` or the extension.
 pub(crate) fn detect_format(path: &Path, forced: Option<Format>) -> Result<Format> {
@@ -58,6 +58,63 @@ pub(crate) fn detect_format(path: &Path, forced: Option<Format>) -> Result<Forma
             path.display()
         )))
     }
+}
+
+/// The column names of a file, read cheaply (a CSV header, the keys of the first NDJSON lines,
+/// a Parquet footer), to check them before anything of the load is read or written.
+pub(crate) fn peek_columns(path: &Path, format: Format) -> Result<Vec<String>> {
+    let open = || -> Result<Box<dyn Read>> {
+        let f = File::open(path)
+            .map_err(|e| Error::ingest(format!("cannot open {}: {e}", path.display())))?;
+        Ok(if is_gzip(path)? {
+            Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(f)))
+        } else {
+            Box::new(f)
+        })
+    };
+    let file = super::display_name(path);
+    Ok(match format {
+        Format::Csv => {
+            let delim = if file.to_ascii_lowercase().contains(".tsv") {
+                b'\t'
+            } else {
+                b','
+            };
+            let mut rdr = csv_reader(BufReader::new(open()?), delim);
+            rdr.headers()
+                .map_err(|e| Error::ingest(format!("{file}: cannot read the CSV header: {e}")))?
+                .iter()
+                .map(|h| h.trim().to_string())
+                .collect()
+        }
+        Format::Ndjson => {
+            let mut names: Vec<String> = Vec::new();
+            for line in BufReader::new(open()?).lines().take(1000) {
+                let Ok(line) = line else { break };
+                if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&line) {
+                    for k in m.keys() {
+                        if !names.contains(k) {
+                            names.push(k.clone());
+                        }
+                    }
+                }
+            }
+            names
+        }
+        Format::Parquet => {
+            let f = File::open(path)
+                .map_err(|e| Error::ingest(format!("cannot open {}: {e}", path.display())))?;
+            let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .map_err(|e| {
+                    Error::ingest(format!("{file} is not a readable Parquet file: {e}"))
+                })?;
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        }
+    })
 }
 
 /// Is the file gzip-compressed (by its magic bytes)?
@@ -190,7 +247,7 @@ fn infer_csv(f: impl Read, delim: u8, text: &TextColumns, file: &str) -> Result<
         .iter()
         .zip(kinds)
         .map(|(n, k)| {
-            let t = if text.contains(n.as_str()) || !k.seen {
+            let t = if text.contains(&n.to_ascii_lowercase()) || !k.seen {
                 DataType::Utf8
             } else if k.int {
                 DataType::Int64
@@ -422,7 +479,9 @@ fn infer_ndjson(f: impl Read, text: &TextColumns, file: &str) -> Result<SchemaRe
         .fields()
         .iter()
         .map(|f| {
-            let t = if text.contains(f.name().as_str()) || f.data_type() == &DataType::Null {
+            let t = if text.contains(&f.name().to_ascii_lowercase())
+                || f.data_type() == &DataType::Null
+            {
                 DataType::Utf8
             } else {
                 f.data_type().clone()

@@ -111,6 +111,7 @@ mod tests {
             if what.starts_with("sha256_hex")
                 || what.starts_with("email basic")
                 || what.starts_with("phone meta")
+                || what.starts_with("phone google")
             {
                 assert_eq!(&sha256_hex(normalised.as_bytes()), hash, "{what}");
                 checked += 1;
@@ -130,6 +131,16 @@ mod tests {
                 } else if what.starts_with("phone meta") {
                     assert_eq!(
                         normalize_phone(raw, None).as_deref(),
+                        Some(normalised.as_str()),
+                        "{what}"
+                    );
+                    checked += 1;
+                } else if what.starts_with("phone google") {
+                    // Google hashes the E.164 form with its '+' (the `<col>_e164_sha256` key).
+                    assert_eq!(
+                        normalize_phone(raw, None)
+                            .map(|d| format!("+{d}"))
+                            .as_deref(),
                         Some(normalised.as_str()),
                         "{what}"
                     );

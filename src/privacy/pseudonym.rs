@@ -85,6 +85,50 @@ mod tests {
         .unwrap()
     }
 
+    /// The `pseudonymize` and HMAC rows of `../shared/vectors/hash_vectors.json` (key 00 01 … 1f).
+    #[test]
+    fn shared_vectors() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/vectors/hash_vectors.json"
+        ))
+        .unwrap();
+        let all: Vec<(String, String, String)> = serde_json::from_str(&text).unwrap();
+        let key: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let mut checked = 0;
+        for (what, value, want) in &all {
+            let Some(domain) = what
+                .split_once("domain='")
+                .map(|(_, r)| r.split('\'').next().unwrap_or(""))
+                .or_else(|| {
+                    what.split_once("0x00 '")
+                        .map(|(_, r)| r.split('\'').next().unwrap_or(""))
+                })
+            else {
+                continue;
+            };
+            let ring =
+                Keyring::from_keys([("user".to_string(), key), (domain.to_string(), key)]).unwrap();
+            let p = Pseudonymizer::new(&ring, domain);
+            if what.starts_with("pseudonymize(") {
+                assert_eq!(&p.pseudonymize(value), want, "{what}");
+                checked += 1;
+            } else if what.starts_with("HMAC-SHA256(key=000102") {
+                let mut mac = p.base.clone();
+                mac.update(value.as_bytes());
+                let hex: String = mac
+                    .finalize()
+                    .into_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                assert_eq!(&hex, want, "{what}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 6, "checked only {checked} vectors");
+    }
+
     #[test]
     fn shape_and_determinism() {
         let p = Pseudonymizer::new(&ring(), "user");

@@ -77,6 +77,17 @@ impl EvalCtx {
         })
     }
 
+    /// The same context over a freshly pinned snapshot (to read what this statement committed).
+    pub async fn repin(&self) -> Result<EvalCtx> {
+        let snap = self.snap.db().pin().await?;
+        let mut c = self.clone();
+        let mut st = c.df.state();
+        st.config_mut().set_extension(snap.clone());
+        c.df = SessionContext::new_with_state(st);
+        c.snap = snap;
+        Ok(c)
+    }
+
     /// The same context at another reference time (`None`: unchanged).
     pub fn at(&self, as_of: Option<i64>) -> EvalCtx {
         let mut c = self.clone();

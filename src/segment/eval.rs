@@ -235,7 +235,17 @@ impl<'a> Evaluator<'a> {
     /// A stored segment's membership at the evaluation's `as_of` (consent and erasure applied;
     /// a materialised segment from its snapshot unless `segdb.materialized = 'live'`).
     pub async fn segment(&mut self, name: &str) -> Result<Membership> {
-        if let Some(m) = self.segments.get(name) {
+        self.segment_read(name, true).await
+    }
+
+    /// A segment's membership evaluated from its definition, even when it is materialised (its
+    /// dependencies still read their snapshots): what a refresh stores.
+    pub async fn live(&mut self, name: &str) -> Result<Membership> {
+        self.segment_read(name, false).await
+    }
+
+    async fn segment_read(&mut self, name: &str, snapshots: bool) -> Result<Membership> {
+        if snapshots && let Some(m) = self.segments.get(name) {
             return Ok(m.clone());
         }
         let def = self
@@ -250,7 +260,12 @@ impl<'a> Evaluator<'a> {
             .clone();
         let ctx = self.ctx.nested(&def.name)?;
         let purposes = def.purposes()?.to_vec();
-        let m = match self.service.read_snapshot(&ctx, &def).await? {
+        let stored = if snapshots {
+            self.service.read_snapshot(&ctx, &def).await?
+        } else {
+            None
+        };
+        let m = match stored {
             Some(snap) => {
                 self.note(format!(
                     "materialised: snapshot version {} (as of {}), current consent and erasure applied",
@@ -304,7 +319,9 @@ impl<'a> Evaluator<'a> {
                 }
             }
         };
-        self.segments.insert(name.to_string(), m.clone());
+        if snapshots {
+            self.segments.insert(name.to_string(), m.clone());
+        }
         Ok(m)
     }
 

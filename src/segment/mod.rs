@@ -390,6 +390,20 @@ impl Segments {
         ev.segment(&def.name.clone()).await
     }
 
+    /// A segment evaluated from its definition (materialised or not), its dependencies read as
+    /// usual: what a refresh stores.
+    pub async fn live(&self, ctx: &EvalCtx, name: &str) -> Result<Membership> {
+        let catalog = self.catalog(ctx).await?;
+        let universe = self.universe(ctx).await?;
+        let index = if ctx.opts.use_index {
+            Some(self.index(ctx).await?)
+        } else {
+            None
+        };
+        let mut ev = eval::Evaluator::new(ctx.clone(), self, &catalog, &universe, index.as_deref());
+        ev.live(name).await
+    }
+
     /// What a segment means wherever it leaves the engine: its target members (consent,
     /// erasure and holdout applied).
     pub async fn members(&self, ctx: &EvalCtx, name: &str) -> Result<RoaringBitmap> {

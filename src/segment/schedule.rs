@@ -13,14 +13,32 @@ use super::ast::Refresh;
 /// Parse an interval into microseconds.
 pub fn parse_interval(s: &str) -> Result<i64, String> {
     let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    if lower.contains("month") || lower.contains("year") || t.ends_with('M') || lower.ends_with('y')
-    {
+    // The unit words, with humantime's case-sensitive `M` (months) kept apart from `m`.
+    let words: Vec<String> = t
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            if w == "M" {
+                w.to_string()
+            } else {
+                w.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    let calendar = [
+        "month", "months", "mon", "M", "year", "years", "y", "yr", "yrs",
+    ];
+    if words.iter().any(|w| calendar.contains(&w.as_str())) {
         return Err(format!(
             "interval '{s}': months and years have no fixed length; use days or weeks, or REFRESH CRON"
         ));
     }
-    let d = humantime::parse_duration(t).map_err(|e| {
+    let t = t
+        .replace("milliseconds", "ms")
+        .replace("millisecond", "ms")
+        .replace("microseconds", "us")
+        .replace("microsecond", "us");
+    let d = humantime::parse_duration(&t).map_err(|e| {
         format!("interval '{s}' is not valid ({e}); write it like '30 seconds', '15 minutes', '1 hour', '1 day' or '1 week'")
     })?;
     if d < std::time::Duration::from_secs(1) {
@@ -130,6 +148,13 @@ mod tests {
         assert_eq!(parse_interval("30 seconds").unwrap(), 30_000_000);
         assert_eq!(parse_interval("15 minutes").unwrap(), 900_000_000);
         assert_eq!(parse_interval("1 hour").unwrap(), 3_600_000_000);
+        assert_eq!(parse_interval("1 day").unwrap(), 86_400_000_000);
+        assert_eq!(parse_interval("2 days").unwrap(), 2 * 86_400_000_000);
+        assert!(
+            parse_interval("500 milliseconds")
+                .unwrap_err()
+                .contains("under a second")
+        );
         assert_eq!(parse_interval("1 week").unwrap(), 7 * 86_400_000_000);
         for bad in ["1 month", "2 years", "500ms", "0 seconds", "soon", ""] {
             assert!(parse_interval(bad).is_err(), "{bad}");

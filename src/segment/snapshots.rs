@@ -53,13 +53,15 @@ pub struct Stored {
     pub holdout: RoaringBitmap,
     /// Every ordinal ever assigned a group in this generation (holdout assignments carry over).
     pub assigned: RoaringBitmap,
+    /// The target group as activated at refresh time.
+    pub target: RoaringBitmap,
 }
 
 /// The history of one snapshots-table version.
 #[derive(Debug, Default)]
 pub struct History {
     pub rows: Vec<Row>,
-    bitmaps: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    bitmaps: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)>,
     decoded: Mutex<HashMap<(String, String, u64), Arc<Stored>>>,
 }
 
@@ -96,6 +98,8 @@ impl History {
             let members = members.as_binary::<i32>();
             let held = column(b, "holdout_members", &DataType::Binary)?;
             let held = held.as_binary::<i32>();
+            let target = column(b, "target_members", &DataType::Binary)?;
+            let target = target.as_binary::<i32>();
             let s = |a: &arrow::array::ArrayRef, r: usize| {
                 let a = a.as_string::<i32>();
                 a.is_valid(r).then(|| a.value(r).to_string())
@@ -109,6 +113,7 @@ impl History {
                 h.bitmaps.push((
                     members.is_valid(r).then(|| members.value(r).to_vec()),
                     held.is_valid(r).then(|| held.value(r).to_vec()),
+                    target.is_valid(r).then(|| target.value(r).to_vec()),
                 ));
                 h.rows.push(Row {
                     segment,
@@ -196,7 +201,7 @@ impl History {
                 r.segment
             ))
         };
-        let (m, h) = &self.bitmaps[r.bitmaps];
+        let (m, h, t) = &self.bitmaps[r.bitmaps];
         let members = match m {
             Some(b) => from_bytes(b).ok_or_else(damaged)?,
             None => RoaringBitmap::new(),
@@ -205,12 +210,17 @@ impl History {
             Some(b) => decode_groups(b).ok_or_else(damaged)?,
             None => (RoaringBitmap::new(), RoaringBitmap::new()),
         };
+        let target = match t {
+            Some(b) => from_bytes(b).ok_or_else(damaged)?,
+            None => &members - &holdout,
+        };
         let s = Arc::new(Stored {
             version: v,
             as_of: r.as_of,
             members,
             holdout,
             assigned,
+            target,
         });
         self.decoded
             .lock()

@@ -33,6 +33,59 @@ pub struct ServerConfig {
     pub server: ServerSection,
     #[serde(default)]
     pub users: HashMap<String, UserEntry>,
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
+    #[serde(default)]
+    pub export: ExportSection,
+    #[serde(default)]
+    pub identity: IdentitySection,
+}
+
+/// `[scheduler]` settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SchedulerSection {
+    /// Refreshes running at the same time at most.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent: usize,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection {
+            max_concurrent: default_concurrency(),
+        }
+    }
+}
+
+fn default_concurrency() -> usize {
+    2
+}
+
+/// `[export] allowed_urls`: where analysts may export to (URL prefixes).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ExportSection {
+    #[serde(default)]
+    pub allowed_urls: Vec<String>,
+}
+
+/// `[identity]` settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdentitySection {
+    /// Ids a stitched profile may hold at most; links beyond it are refused and counted.
+    #[serde(default = "default_max_ids")]
+    pub max_ids_per_profile: usize,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        IdentitySection {
+            max_ids_per_profile: default_max_ids(),
+        }
+    }
+}
+
+fn default_max_ids() -> usize {
+    50
 }
 
 /// `[server]` settings.

@@ -56,8 +56,22 @@ pub async fn serve(
             opts.config.display()
         )));
     }
+    *engine
+        .shared()
+        .export_allowed
+        .write()
+        .expect("not poisoned") = Some(config.export.allowed_urls.clone());
     let service = service::SegdbFlightSql::new(engine.shared().clone(), authenticator);
     let inflight = service.inflight();
+    // Materialised segments refresh on their schedules while the server runs.
+    let scheduler_session = Arc::new(engine.new_session("scheduler")?);
+    let (sched_tx, sched_rx) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(crate::materialize::scheduler::run(
+        engine.shared().segments.clone(),
+        scheduler_session.contexts(),
+        config.scheduler.max_concurrent,
+        sched_rx,
+    ));
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
         .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", opts.addr)))?;
@@ -131,6 +145,8 @@ pub async fn serve(
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
+    let _ = sched_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), scheduler).await;
     tracing::info!(target: "segdb::server", "stopped");
     Ok(())
 }

@@ -12,9 +12,9 @@
 //! 6. has its segment functions evaluated by segdb's planner (`planner`) when it is planned
 //!    physically, with the same snapshot.
 
-pub mod literals;
 pub mod planner;
 pub mod public;
+pub mod rewrite;
 mod segdb;
 
 use std::collections::HashMap;
@@ -49,6 +49,9 @@ pub struct Shared {
     pub runtime: Arc<RuntimeEnv>,
     /// The latest snapshot any statement pinned (table schemas for planning).
     last: RwLock<Arc<Snapshot>>,
+    /// `[export] allowed_urls` of the server's config: where non-admins may export (`None`:
+    /// nothing configured, so only admins export).
+    pub export_allowed: RwLock<Option<Vec<String>>>,
     /// The planner after segdb's (None: DataFusion's own; a cluster's when attached).
     pub(crate) inner_planner:
         RwLock<Option<Arc<dyn datafusion::execution::context::QueryPlanner + Send + Sync>>>,
@@ -70,6 +73,7 @@ impl Shared {
             segments,
             runtime,
             last: RwLock::new(snap),
+            export_allowed: RwLock::new(None),
             inner_planner: RwLock::new(None),
         }))
     }
@@ -248,6 +252,21 @@ impl Session {
         Ok((SessionContext::new_with_state(state), snap))
     }
 
+    /// An evaluation context over a freshly pinned snapshot, with this session's settings.
+    pub async fn eval_context(&self) -> Result<crate::segment::EvalCtx> {
+        let (ctx, _) = self.statement_context().await?;
+        crate::segment::EvalCtx::from_state(&ctx.state(), &self.shared.db).await
+    }
+
+    /// Contexts for scheduled work (each call pins a new snapshot).
+    pub fn contexts(self: &Arc<Self>) -> crate::materialize::scheduler::Contexts {
+        let s = self.clone();
+        Arc::new(move || {
+            let s = s.clone();
+            Box::pin(async move { s.eval_context().await })
+        })
+    }
+
     /// Plan one statement for `role`: segdb statements, settings and DDL run here (their
     /// result is [`Planned::Done`] or an empty query); a query is returned planned, with
     /// `params` bound to its `$n` placeholders, for the caller to run or stream.
@@ -266,11 +285,18 @@ impl Session {
                         "parameters can only be bound to queries, not to segdb statements",
                     ));
                 }
-                segdb::execute(self, &stmt_ctx, s).await.map(Planned::Done)
+                segdb::execute(self, &stmt_ctx, s, role)
+                    .await
+                    .map(Planned::Done)
             }
             Statement::Sql(ast) => {
                 let mut ast = (**ast).clone();
-                literals::rewrite(&mut ast, &self.shared.keyring);
+                rewrite::private_literals(&mut ast, &self.shared.keyring);
+                let values: Option<Vec<datafusion::common::ScalarValue>> = match &params {
+                    Some(ParamValues::List(v)) => Some(v.iter().map(|x| x.value.clone()).collect()),
+                    _ => None,
+                };
+                rewrite::table_functions(&mut ast, values.as_deref(), false);
                 let plan = stmt_ctx.state().statement_to_plan(ast).await?;
                 options_for(role, &p.kind).verify_plan(&plan).map_err(|e| {
                     Error::denied(format!(
@@ -323,7 +349,8 @@ impl Session {
             return Err(Error::invalid("not a SQL query"));
         };
         let mut ast = (**ast).clone();
-        literals::rewrite(&mut ast, &self.shared.keyring);
+        rewrite::private_literals(&mut ast, &self.shared.keyring);
+        rewrite::table_functions(&mut ast, None, true);
         let (stmt_ctx, _) = self.statement_context().await?;
         Ok(stmt_ctx.state().statement_to_plan(ast).await?)
     }

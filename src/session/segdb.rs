@@ -13,6 +13,7 @@ use crate::result::QueryResult;
 use crate::segment::EvalCtx;
 use crate::segment::ast::{ForgetTarget, Statement};
 use crate::segment::ddl::{empty, result};
+use crate::statement::Role;
 
 fn counts(names: &[&str], values: &[u64]) -> Result<QueryResult> {
     let schema = Arc::new(Schema::new(
@@ -35,13 +36,38 @@ pub(super) async fn execute(
     session: &Session,
     stmt_ctx: &SessionContext,
     s: &Statement,
+    role: Role,
 ) -> Result<QueryResult> {
     let shared = session.shared();
     let segments = &shared.segments;
     let ctx = EvalCtx::from_state(&stmt_ctx.state(), &shared.db).await?;
+    let allowed_guard = shared.export_allowed.read().expect("not poisoned").clone();
+    let allowed: Option<&[String]> = match role {
+        Role::Admin => None,
+        _ => Some(allowed_guard.as_deref().unwrap_or(&[])),
+    };
     match s {
         Statement::CreateSegment(c) => {
             let (def, size) = segments.create(&ctx, c).await?;
+            // A new materialised segment computes its version 1 now.
+            if def.materialized && size.is_some() {
+                let ctx = ctx.repin().await?;
+                let o = crate::materialize::refresh(
+                    segments,
+                    &ctx,
+                    &def.name,
+                    None,
+                    crate::materialize::Trigger::Create,
+                )
+                .await?;
+                if let crate::materialize::Status::Failed(why) = &o.status {
+                    return Err(Error::invalid(format!(
+                        "segment '{}' was stored, but its first refresh failed: {why}",
+                        def.name
+                    )));
+                }
+                return segments.created_result(&def.name, o.size);
+            }
             let size = match size {
                 Some(s) => s,
                 None => segments.members(&ctx, &def.name).await?.len(),
@@ -49,6 +75,13 @@ pub(super) async fn execute(
             segments.created_result(&def.name, size)
         }
         Statement::DropSegment { name, if_exists } => {
+            let standing = crate::materialize::export::standing(&ctx).await?;
+            if let Some(e) = standing.values().find(|e| &e.segment == name) {
+                return Err(Error::invalid(format!(
+                    "segment '{name}' has the standing export '{}'; DROP EXPORT {} first",
+                    e.name, e.name
+                )));
+            }
             segments.drop_segment(name, *if_exists).await?;
             Ok(empty())
         }
@@ -88,6 +121,10 @@ pub(super) async fn execute(
             counts(&["forgotten"], &[n])
         }
         Statement::Vacuum => {
+            let pruned = crate::materialize::prune(segments, &ctx).await?;
+            if pruned > 0 {
+                tracing::info!(rows = pruned, "vacuum: refresh history beyond KEEP removed");
+            }
             let (files, logs) = crate::erasure::vacuum(&shared.db, session.who()).await?;
             counts(
                 &["files_removed", "log_entries_removed"],
@@ -104,14 +141,14 @@ pub(super) async fn execute(
             Ok(empty())
         }
         Statement::SetPii { table, rules } => {
-            crate::ingest::pii::declare(&shared.db, table, rules).await?;
+            crate::ingest::pii::declare(&shared.db, table, rules, session.who()).await?;
             Ok(empty())
         }
         Statement::RefreshSegment { name, as_of } => {
             crate::materialize::refresh_statement(segments, &ctx, name, *as_of).await
         }
         Statement::Export(spec) => {
-            crate::materialize::export::run_statement(segments, &ctx, spec, session.who()).await
+            crate::materialize::export::run_statement(segments, &ctx, spec, allowed).await
         }
         Statement::CreateExport {
             name,
@@ -125,6 +162,7 @@ pub(super) async fn execute(
                 *if_not_exists,
                 spec,
                 session.who(),
+                allowed,
             )
             .await
         }

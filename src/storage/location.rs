@@ -165,6 +165,109 @@ impl Location {
     }
 }
 
+/// Where files are written to or read from outside the database: a local directory, a
+/// `file://` URL or `s3://bucket/prefix` (S3 settings from the `AWS_*` variables).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub store: Arc<dyn ObjectStore>,
+    /// The prefix inside the store (no leading or trailing `/`).
+    pub prefix: object_store::path::Path,
+    /// The URL in canonical form (`/abs/dir`, `s3://bucket/prefix`), for messages and results.
+    pub url: String,
+}
+
+impl Target {
+    /// Open `url` as a place to write to (a local directory is created).
+    pub fn open(url: &str) -> Result<Target> {
+        let u = url.trim();
+        if u.is_empty() {
+            return Err(Error::invalid("the target URL is empty"));
+        }
+        if let Some(rest) = u.strip_prefix("s3://").or_else(|| u.strip_prefix("s3a://")) {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::invalid(format!(
+                    "{u} names no bucket (s3://bucket/prefix)"
+                )));
+            }
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
+                b = b.with_allow_http(true);
+            }
+            let store = b.build().map_err(|e| {
+                Error::invalid(format!(
+                    "cannot reach s3://{bucket}: {}",
+                    e.to_string().lines().next().unwrap_or("")
+                ))
+            })?;
+            let prefix = prefix.trim_matches('/');
+            return Ok(Target {
+                store: Arc::new(store),
+                prefix: object_store::path::Path::from(prefix),
+                url: format!("s3://{bucket}/{prefix}")
+                    .trim_end_matches('/')
+                    .to_string(),
+            });
+        }
+        let path = if let Some(rest) = u.strip_prefix("file://") {
+            PathBuf::from(rest)
+        } else if u.contains("://") {
+            return Err(Error::invalid(format!(
+                "{u}: exports go to a directory, file://… or s3://bucket/prefix"
+            )));
+        } else {
+            PathBuf::from(u)
+        };
+        let abs = if path.is_absolute() {
+            path
+        } else {
+            std::env::current_dir()?.join(path)
+        };
+        let abs = normalize(&abs);
+        std::fs::create_dir_all(&abs)
+            .map_err(|e| Error::invalid(format!("cannot create {}: {e}", abs.display())))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&abs)
+            .map_err(|e| Error::invalid(format!("cannot write to {}: {e}", abs.display())))?;
+        Ok(Target {
+            store: Arc::new(store),
+            prefix: object_store::path::Path::from(""),
+            url: abs.display().to_string(),
+        })
+    }
+
+    /// The path of `name` under the prefix.
+    pub fn child(&self, name: &str) -> object_store::path::Path {
+        if self.prefix.as_ref().is_empty() {
+            object_store::path::Path::from(name)
+        } else {
+            object_store::path::Path::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    /// Whether `url` (canonical) lies under one of `allowed` (URL prefixes).
+    pub fn is_under(&self, allowed: &[String]) -> bool {
+        allowed.iter().any(|a| {
+            let a = match Target::canonical(a) {
+                Some(a) => a,
+                None => return false,
+            };
+            self.url == a
+                || self
+                    .url
+                    .starts_with(&format!("{}/", a.trim_end_matches('/')))
+        })
+    }
+
+    fn canonical(url: &str) -> Option<String> {
+        let u = url.trim();
+        if let Some(rest) = u.strip_prefix("s3://").or_else(|| u.strip_prefix("s3a://")) {
+            return Some(format!("s3://{}", rest.trim_end_matches('/')));
+        }
+        let p = PathBuf::from(u.strip_prefix("file://").unwrap_or(u));
+        p.is_absolute().then(|| normalize(&p).display().to_string())
+    }
+}
+
 /// Lexically normalise `.` and `..` (the directory may not exist yet, so no canonicalize).
 fn normalize(p: &std::path::Path) -> PathBuf {
     use std::path::Component;

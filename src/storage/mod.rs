@@ -14,7 +14,7 @@ pub mod settings;
 mod snapshot;
 mod tables;
 
-pub use location::Location;
+pub use location::{Location, Target};
 pub use snapshot::{DataFile, Snapshot, Suppression, column as snapshot_column, conform, files_of};
 pub use tables::{Table, base_schema, ts_type};
 

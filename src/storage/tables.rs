@@ -212,6 +212,9 @@ pub fn base_schema(table: Table) -> SchemaRef {
             bin("members"),
             bin("holdout_members"),
             text("sources"),
+            // The target group as activated at refresh time (consent as of the refresh): what
+            // the next version's entered/exited are counted against.
+            bin("target_members"),
         ],
         Table::Traits => vec![text("name"), text("definition"), ts("created_at")],
         Table::Exports => vec![

@@ -8,6 +8,7 @@ mod examples;
 mod flight;
 mod frontdoor;
 mod ingest;
+mod materialize;
 mod privacy;
 mod s3;
 mod segments;

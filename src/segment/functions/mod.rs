@@ -10,6 +10,7 @@
 //! Table functions (`segment_members`, `segment_overlap`, `segment_history`, …) return tables
 //! whose scan evaluates, again with the scanning statement's snapshot.
 
+pub mod export_history;
 pub mod has_consent;
 pub mod identity_of;
 pub mod in_segment;
@@ -127,6 +128,7 @@ pub fn table_functions(
         ("segment_overlap", segment_overlap::udtf(segments)),
         ("segment_history", segment_history::udtf(segments)),
         ("segment_changes", segment_changes::udtf(segments)),
+        ("export_history", export_history::udtf(segments)),
     ]
 }
 

@@ -20,14 +20,15 @@ from adbc_driver_manager.dbapi import (  # noqa: F401  DB-API names SQLAlchemy l
     NotSupportedError,
     OperationalError,
     ProgrammingError,
+    Warning,
 )
 
-try:  # not every adbc_driver_manager release exports Warning
-    from adbc_driver_manager.dbapi import Warning  # noqa: F401,A004
-except ImportError:  # pragma: no cover
-    class Warning(Exception):  # noqa: A001,N818
-        pass
 
+__all__ = [
+    "apilevel", "threadsafety", "paramstyle", "connect", "Warning", "Error", "InterfaceError",
+    "DatabaseError", "DataError", "OperationalError", "IntegrityError", "InternalError",
+    "ProgrammingError", "NotSupportedError",
+]
 
 apilevel = "2.0"
 threadsafety = 1

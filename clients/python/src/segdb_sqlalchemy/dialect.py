@@ -16,8 +16,9 @@ Metadata comes from Flight SQL's GetDbSchemas/GetTables (schemas `public`, `segm
 `segments`, with their definition as the table comment. Column types are mapped from Arrow.
 """
 
+import functools
 import re
-from typing import Any, Dict, List, Optional
+from typing import Dict, Optional
 
 import pyarrow as pa
 from sqlalchemy import exc, types as sqltypes
@@ -161,14 +162,15 @@ def arrow_type_name(t: pa.DataType) -> str:
     sqla = arrow_to_sqla(t)
     if isinstance(sqla, sqltypes.NullType):
         return str(t).upper()
-    return sqla.compile(dialect=SegdbDialect())
+    return sqla.compile(dialect=_dialect())
+
+
+@functools.lru_cache(maxsize=1)
+def _dialect() -> "SegdbDialect":
+    return SegdbDialect()
 
 
 # --- dialect ------------------------------------------------------------------------------------
-
-
-class SegdbIdentifierPreparer(compiler.IdentifierPreparer):
-    pass
 
 
 class SegdbDialect(default.DefaultDialect):
@@ -196,7 +198,6 @@ class SegdbDialect(default.DefaultDialect):
     default_schema_name = "public"
 
     type_compiler = SegdbTypeCompiler
-    preparer = SegdbIdentifierPreparer
 
     @classmethod
     def dbapi(cls):  # SQLAlchemy 1.4
@@ -292,15 +293,6 @@ class SegdbDialect(default.DefaultDialect):
         # away: the pool drops the connection and the next checkout handshakes again.
         text = str(e).lower()
         return "unauthenticated" in text or "unavailable" in text
-
-    def do_ping(self, dbapi_connection):
-        cur = dbapi_connection.cursor()
-        try:
-            cur.execute("SELECT 1")
-            cur.fetchall()
-        finally:
-            cur.close()
-        return True
 
     # --- reflection ---------------------------------------------------------------------------
 
@@ -423,4 +415,4 @@ def _like_exact(name: Optional[str]) -> Optional[str]:
     return name
 
 
-__all__: List[Any] = ["SegdbDialect", "arrow_to_sqla", "arrow_type_name", "DOUBLE", "UNSIGNED"]
+__all__ = ["SegdbDialect", "arrow_to_sqla", "arrow_type_name", "DOUBLE", "UNSIGNED"]

@@ -19,6 +19,7 @@ from marshmallow.validate import Range
 from sqlalchemy import types
 from sqlalchemy.engine.url import URL
 from sqlglot.dialects.dialect import Dialect as SqlglotDialect
+from sqlglot.tokens import Tokenizer as SqlglotTokenizer, TokenType
 
 from superset.constants import TimeGrain
 from superset.databases.utils import make_url_safe
@@ -41,17 +42,25 @@ SEGDB_FUNCTIONS = [
 ]
 
 
-
 class Segdb(SqlglotDialect):
     """How Superset's SQL parser (sqlglot) reads and re-writes segdb SQL.
 
     Superset parses every SQL Lab statement and executes sqlglot's re-rendering of it. sqlglot's
     generic dialect upper-cases function names, which DataFusion accepts for scalar functions
     but not for table functions: `FROM SEGMENT_MEMBERS('x')` is "table function not found".
-    This dialect is the generic one with function names kept as written.
+    This dialect is the generic one with function names kept as written, and with segdb's own
+    statements that sqlglot cannot parse (`FORGET USER 'x'`, `DESCRIBE SEGMENT s`) passed
+    through verbatim, as it already does for `CREATE SEGMENT`, `SHOW SEGMENTS` or `VACUUM`.
     """
 
     NORMALIZE_FUNCTIONS = False
+
+    class Tokenizer(SqlglotTokenizer):
+        KEYWORDS = {
+            **SqlglotTokenizer.KEYWORDS,
+            "FORGET": TokenType.COMMAND,
+            "DESCRIBE": TokenType.COMMAND,
+        }
 
 
 # Superset chooses the sqlglot dialect by engine name from this table and offers no entry point
@@ -59,6 +68,9 @@ class Segdb(SqlglotDialect):
 # loaded, so an entry a user configured there wins.
 SQLGLOT_DIALECTS.setdefault("segdb", Segdb)
 
+NOT_TLS_REGEX = re.compile(r"first record does not look like a TLS handshake")
+UNTRUSTED_REGEX = re.compile(r"x509|failed to verify certificate")
+EXPECTS_TLS_REGEX = re.compile(r"error reading server preface")
 UNAUTHENTICATED_REGEX = re.compile(r"UNAUTHENTICATED")
 UNAVAILABLE_REGEX = re.compile(r"unavailable|connection refused", re.IGNORECASE)
 PERMISSION_DENIED_REGEX = re.compile(r"PERMISSION_DENIED|UNAUTHORIZED.*may not")
@@ -139,7 +151,26 @@ class SegdbEngineSpec(BaseEngineSpec):
         TimeGrain.YEAR: "date_trunc('year', {col})",
     }
 
+    # Checked in this order; the first match names the error.
     custom_errors = {
+        NOT_TLS_REGEX: (
+            __("%(hostname)s:%(port)s does not serve TLS: drop tls=true."),
+            SupersetErrorType.CONNECTION_ACCESS_DENIED_ERROR,
+            {"invalid": ["encryption"]},
+        ),
+        UNTRUSTED_REGEX: (
+            __(
+                "The TLS certificate of %(hostname)s is not trusted: add "
+                "tls_root_certs=/path/to/ca.pem (or tls_skip_verify=true)."
+            ),
+            SupersetErrorType.CONNECTION_ACCESS_DENIED_ERROR,
+            {"invalid": ["encryption"]},
+        ),
+        EXPECTS_TLS_REGEX: (
+            __("%(hostname)s:%(port)s closed the connection: if it serves TLS, add tls=true."),
+            SupersetErrorType.CONNECTION_ACCESS_DENIED_ERROR,
+            {"invalid": ["encryption"]},
+        ),
         UNAUTHENTICATED_REGEX: (
             __('Wrong user name or password for "%(username)s" (or the token expired).'),
             SupersetErrorType.CONNECTION_ACCESS_DENIED_ERROR,
