@@ -208,10 +208,26 @@ async fn sent(
             ))
         })?;
     let universe = segments.universe(ctx).await?;
-    let mut m = &(&s.members & &*universe) - &s.holdout;
-    let at = consent_at.unwrap_or(s.as_of);
-    for p in purposes {
-        m &= &*segments.consent_holders(ctx, p, at).await?;
+    let mut m = match consent_at {
+        // Now: the version's members with current consent.
+        Some(at) => {
+            let mut m = &(&s.members & &*universe) - &s.holdout;
+            for p in purposes {
+                m &= &*segments.consent_holders(ctx, p, at).await?;
+            }
+            m
+        }
+        // As sent then: the target group stored at the refresh (consent as it was then).
+        None => &s.target & &*universe,
+    };
+    if consent_at.is_none() {
+        let own: Vec<&String> = purposes
+            .iter()
+            .filter(|p| def.purposes().is_ok_and(|d| !d.contains(p)))
+            .collect();
+        for p in own {
+            m &= &*segments.consent_holders(ctx, p, s.as_of).await?;
+        }
     }
     Ok((m, s.as_of))
 }
@@ -641,8 +657,9 @@ pub struct StandingExport {
 }
 
 fn parse_spec(text: &str) -> Option<ExportSpec> {
-    match crate::segment::parser::parse_statement(&format!("EXPORT SEGMENT {text}")).ok()? {
-        Statement::Export(s) => Some(s),
+    let stmt = format!("CREATE EXPORT stored FOR SEGMENT {text}");
+    match crate::segment::parser::parse_statement(&stmt).ok()? {
+        Statement::CreateExport { spec, .. } => Some(spec),
         _ => None,
     }
 }

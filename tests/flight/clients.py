@@ -135,6 +135,16 @@ with connect("admin", admin_pw) as conn, conn.cursor() as cur:
     expect_error(lambda: cur.adbc_ingest("not_a_table", batch, mode="append"),
                  AdbcStatusCode.INVALID_ARGUMENT, "events, profiles or consent")
     summary["ingested"] = n
+    # Personal columns: undeclared ones refuse the load whole; declared ones are stored only as
+    # their match keys (the raw e-mail is then in no byte under the data dir).
+    email = canary.replace("@", ".mail@")
+    prof = pa.table({"user_id": [canary], "email": [email], "plan": ["plus"]})
+    msg = expect_error(lambda: cur.adbc_ingest("profiles", prof, mode="append"),
+                       AdbcStatusCode.INVALID_ARGUMENT, "looks personal")
+    assert email not in msg, msg
+    cur.execute("ALTER TABLE profiles SET PII (email AS EMAIL)")
+    assert cur.adbc_ingest("profiles", prof, mode="append") == 1
+    assert scalar(cur, "SELECT count(*) FROM profiles WHERE email_sha256 = hash_email(?)", (email,)) == 1
 
     # Malformed SQL: InvalidArgument carrying the parse error.
     msg = expect_error(lambda: cur.execute("SELEC 1"), AdbcStatusCode.INVALID_ARGUMENT)

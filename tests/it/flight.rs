@@ -248,10 +248,16 @@ async fn flight_sql_end_to_end() {
             common::files_containing(&db.data, canary).is_empty(),
             "raw id stored"
         );
+        let email = canary.replace('@', ".mail@");
+        assert!(
+            common::files_containing(&db.data, &email).is_empty(),
+            "raw e-mail stored"
+        );
     }
 
     let log = server.stop();
-    for secret in [canary, ADMIN_PW, READER_PW, token.as_str()] {
+    let email = canary.replace('@', ".mail@");
+    for secret in [canary, email.as_str(), ADMIN_PW, READER_PW, token.as_str()] {
         assert!(!log.contains(secret), "log leaks {secret}");
     }
     assert!(

@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod erasure;
 mod examples;
+mod exports;
 mod flight;
 mod frontdoor;
 mod ingest;
