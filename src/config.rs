@@ -205,6 +205,10 @@ pub struct IngestArgs {
     /// COL=KEEP (not personal after all; audited). Repeatable; overrides ALTER TABLE … SET PII.
     #[arg(long = "pii", value_parser = crate::ingest::pii::parse_arg)]
     pub pii: Vec<(String, crate::storage::settings::PiiRule)>,
+    /// Config file (`[identity] max_ids_per_profile` caps how many ids a stitched profile may
+    /// hold; links beyond it are refused and counted).
+    #[arg(long, default_value = "./segdb.toml", env = "SEGDB_CONFIG")]
+    pub config: PathBuf,
 }
 
 /// Output format of the generator.

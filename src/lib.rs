@@ -23,6 +23,7 @@ pub mod error;
 pub mod functions;
 pub mod index;
 pub mod ingest;
+pub mod links;
 pub mod logging;
 pub mod materialize;
 pub mod privacy;
@@ -33,7 +34,6 @@ pub mod session;
 pub mod statement;
 pub mod storage;
 pub mod time;
-pub mod traits;
 
 pub use engine::{Config, Engine};
 pub use error::{Error, Result};

@@ -1,4 +1,4 @@
-//! `segdb ingest events|profiles|consent FILE…`: load, then report what was loaded and which rows
+//! `segdb ingest events|profiles|consent|links FILE…`: load, then report what was loaded and which rows
 //! were rejected (by file and row number, never by value).
 
 use crate::config::{GlobalOpts, IngestArgs};
@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestOptions;
 
 pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
+    let config = crate::server::auth::ServerConfig::load(&args.config)?;
     let engine = Engine::open(&global.engine_config())
         .await?
         .with_caller("cli")?;
@@ -15,6 +16,7 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
         strict: args.strict,
         progress: true,
         pii: args.pii.clone(),
+        max_ids_per_profile: Some(config.identity.max_ids_per_profile),
     };
     let report = match engine.ingest(args.kind, &args.files, &opts).await {
         Ok(r) => r,
@@ -38,6 +40,12 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
             report.kind.name(),
             report.files
         ),
+    }
+    if report.refused_links > 0 {
+        eprintln!(
+            "refused {} link(s): the profile would hold more than {} ids ([identity] max_ids_per_profile)",
+            report.refused_links, config.identity.max_ids_per_profile
+        );
     }
     if !report.rejected.is_empty() {
         eprintln!("rejected {} rows:", report.rejected.len());

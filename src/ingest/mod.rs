@@ -5,6 +5,7 @@
 //! Bad rows are counted and reported by file and row number, and never echo a raw identifier.
 
 mod identity;
+mod links;
 mod normalize;
 pub mod pii;
 mod read;
@@ -34,6 +35,8 @@ pub enum Kind {
     Events,
     Profiles,
     Consent,
+    /// Identity links (`user_id`, `linked_id`, optional `id_type`).
+    Links,
 }
 
 impl Kind {
@@ -45,6 +48,7 @@ impl Kind {
             Kind::Events => Table::Events,
             Kind::Profiles => Table::Profiles,
             Kind::Consent => Table::Consent,
+            Kind::Links => Table::Links,
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct IngestOptions {
     pub progress: bool,
     /// `--pii col=RULE` for this load (over the declared rules).
     pub pii: Vec<(String, crate::storage::settings::PiiRule)>,
+    /// `[identity] max_ids_per_profile` (default 50).
+    pub max_ids_per_profile: Option<usize>,
 }
 
 /// What a load did.
@@ -106,6 +112,8 @@ pub struct IngestReport {
     /// Table version the load committed (`None` when there was nothing to commit).
     pub version: Option<u64>,
     pub took_ms: u128,
+    /// Links refused because a profile would hold more than `max_ids_per_profile` ids.
+    pub refused_links: u64,
 }
 
 pub use crate::storage::FAILPOINT_ENV;
@@ -379,6 +387,9 @@ async fn load(
     started: Instant,
     rules: &pii::Rules,
 ) -> Result<(IngestReport, Option<IndexDays>)> {
+    if kind == Kind::Links {
+        return load_links(db, keyring, names, rx, progress, opts, started).await;
+    }
     let mut table = db.load(kind.table()).await?;
     let table_schema = table.snapshot()?.snapshot().arrow_schema();
     let mut identity = identity::Identity::load(db).await?;
@@ -454,29 +465,28 @@ async fn load(
                 new_users: 0,
                 version: None,
                 took_ms: started.elapsed().as_millis(),
+                refused_links: 0,
             },
             None,
         ));
     }
 
     // 1. Identities first: rows must never reference an ordinal that is not committed.
-    if let Some(batch) = identity.fresh_batch(now)? {
-        let mut id_table = db.load(Table::Identity).await?;
-        if id_table.version() != identity.version {
-            return Err(Error::ingest(
-                "another load assigned user ordinals at the same time; nothing was committed, run this load again",
-            ));
-        }
-        let mut w = RecordBatchWriter::for_table(&id_table)?
-            .with_commit_properties(CommitProperties::default().with_max_retries(0));
-        w.write(batch).await?;
-        w.flush_and_commit(&mut id_table).await.map_err(|e| match e {
-            deltalake::DeltaTableError::VersionAlreadyExists(_) | deltalake::DeltaTableError::Transaction { .. } => {
-                Error::ingest("another load assigned user ordinals at the same time; nothing was committed, run this load again")
-            }
-            other => other.into(),
-        })?;
-    }
+    commit_identity(db, &identity, now).await?;
+    // Then the load's links (anonymous ids it tied to users), then the load itself.
+    let anon: Vec<links::Link> = norm
+        .links
+        .iter()
+        .map(|(a, b)| links::Link {
+            a: *a,
+            b: *b,
+            id_type: Some("anonymous_id".into()),
+        })
+        .collect();
+    let max = opts
+        .max_ids_per_profile
+        .unwrap_or(crate::links::DEFAULT_MAX_IDS);
+    let (_, refused_links, _) = links::commit(db, &anon, max, now).await?;
 
     // 2. The load itself, in one commit — unless a FORGET committed since the load began and
     //    names users in it (their rows would come back after the FORGET deleted them).
@@ -528,6 +538,7 @@ async fn load(
         new_users,
         version: Some(version),
         took_ms,
+        refused_links,
     };
     Ok((report, collector.map(|c| c.finish())))
 }
@@ -570,6 +581,98 @@ fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
             .expect("valid template"),
     );
     pb
+}
+
+/// Commit the ordinals a load assigned (refusing when another load assigned some meanwhile).
+async fn commit_identity(db: &Database, identity: &identity::Identity, now: i64) -> Result<()> {
+    if let Some(batch) = identity.fresh_batch(now)? {
+        let mut id_table = db.load(Table::Identity).await?;
+        if id_table.version() != identity.version {
+            return Err(Error::ingest(
+                "another load assigned user ordinals at the same time; nothing was committed, run this load again",
+            ));
+        }
+        let mut w = RecordBatchWriter::for_table(&id_table)?
+            .with_commit_properties(CommitProperties::default().with_max_retries(0));
+        w.write(batch).await?;
+        w.flush_and_commit(&mut id_table).await.map_err(|e| match e {
+            deltalake::DeltaTableError::VersionAlreadyExists(_) | deltalake::DeltaTableError::Transaction { .. } => {
+                Error::ingest("another load assigned user ordinals at the same time; nothing was committed, run this load again")
+            }
+            other => other.into(),
+        })?;
+    }
+    Ok(())
+}
+
+/// A links load: read, pseudonymise, assign ordinals, then commit identities and links.
+#[allow(clippy::too_many_arguments)]
+async fn load_links(
+    db: &Database,
+    keyring: &Keyring,
+    names: Vec<String>,
+    mut rx: tokio::sync::mpsc::Receiver<Result<(usize, read::SourceBatch)>>,
+    progress: &indicatif::ProgressBar,
+    opts: &IngestOptions,
+    started: Instant,
+) -> Result<(IngestReport, Option<IndexDays>)> {
+    let mut identity = identity::Identity::load(db).await?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let suppression = db.latest_suppression().await?;
+    let mut reader = links::LinkReader::new(
+        Pseudonymizer::new(keyring, crate::privacy::keyring::USER_DOMAIN),
+        suppression.by_hash.keys().cloned().collect(),
+        Pseudonymizer::new(keyring, crate::erasure::FORGET_DOMAIN),
+    );
+    let mut rejected = Vec::new();
+    let mut checked = vec![false; names.len()];
+    let mut rows = 0;
+    while let Some(msg) = rx.recv().await {
+        let (idx, sb) = msg?;
+        if !checked[idx] {
+            links::LinkReader::check_columns(&sb.batch.schema(), &names[idx])?;
+            checked[idx] = true;
+        }
+        progress.inc(sb.bytes);
+        rows += reader.add(sb, &mut identity, &mut rejected, &names[idx])?;
+    }
+    rejected.sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
+    if opts.strict && !rejected.is_empty() {
+        return Err(Error::Rejected(format!(
+            "{} rows rejected and the load is strict (--strict, or a Flight SQL bulk ingest); nothing was committed (first: {})",
+            rejected.len(),
+            rejected[0]
+        )));
+    }
+    let new_users = identity.fresh_count();
+    commit_identity(db, &identity, now).await?;
+    let max = opts
+        .max_ids_per_profile
+        .unwrap_or(crate::links::DEFAULT_MAX_IDS);
+    let (accepted, refused, version) = links::commit(db, &reader.links, max, now).await?;
+    let _ = rows;
+    let took_ms = started.elapsed().as_millis();
+    tracing::info!(
+        table = "links",
+        links = accepted,
+        refused,
+        rejected = rejected.len(),
+        new_users,
+        took_ms,
+        "ingested"
+    );
+    Ok((
+        links::report(
+            names.len(),
+            accepted,
+            rejected,
+            new_users,
+            refused,
+            version,
+            took_ms,
+        ),
+        None,
+    ))
 }
 
 /// Finish the data files, then commit them (with the grown schema, if any) as one append —

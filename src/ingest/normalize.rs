@@ -36,9 +36,10 @@ const CONSENT_COLUMNS: [&str; 7] = [
 pub(crate) fn text_columns(kind: Kind) -> TextColumns {
     let mut t: TextColumns = ["user_id".to_string()].into_iter().collect();
     match kind {
-        Kind::Events => t.extend(["event", "ts"].map(String::from)),
+        Kind::Events => t.extend(["event", "ts", "anonymous_id"].map(String::from)),
         Kind::Profiles => {}
         Kind::Consent => t.extend(CONSENT_COLUMNS.into_iter().chain(["ts"]).map(String::from)),
+        Kind::Links => t.extend(["linked_id", "id_type"].map(String::from)),
     }
     t
 }
@@ -57,6 +58,8 @@ pub(crate) struct Normalizer {
     now: i64,
     /// Place of the next kept row in this load (consent ties go to the later row).
     seq: i64,
+    /// `user_id` ↔ `anonymous_id` links found in an events load (ordinals).
+    pub(crate) links: Vec<(u32, u32)>,
 }
 
 impl Normalizer {
@@ -70,6 +73,7 @@ impl Normalizer {
             table,
             now,
             seq: 0,
+            links: Vec::new(),
         }
     }
 
@@ -151,6 +155,7 @@ impl Normalizer {
             Kind::Profiles => &["uid", "updated_at"],
             Kind::Consent => &["uid", "ingested_at", "row_seq"],
             Kind::Events => &["uid"],
+            Kind::Links => &[],
         };
         for r in reserved {
             if has(r) {
@@ -189,14 +194,50 @@ impl Normalizer {
         let col = |name: &str| schema.index_of(name).ok().map(|i| batch.column(i).clone());
 
         let raw_ids = as_text(&col("user_id").expect("checked"))?;
+        // Events may carry an anonymous_id: a row without a user_id belongs to it, and a row with
+        // both links them (placeholders never link).
+        let anon = match (self.kind, col("anonymous_id")) {
+            (Kind::Events, Some(a)) => Some(as_text(&a)?),
+            _ => None,
+        };
+        let usable =
+            |a: &StringArray, i: usize| a.is_valid(i) && !crate::links::is_junk(a.value(i));
+        let raw_ids = match &anon {
+            Some(an) => (0..n)
+                .map(|i| {
+                    if usable(&raw_ids, i) {
+                        Some(raw_ids.value(i).to_string())
+                    } else if usable(an, i) {
+                        Some(an.value(i).to_string())
+                    } else {
+                        raw_ids.is_valid(i).then(|| raw_ids.value(i).to_string())
+                    }
+                })
+                .collect::<StringArray>(),
+            None => raw_ids,
+        };
+        let pending_links: Vec<Option<String>> = match &anon {
+            Some(an) => (0..n)
+                .map(|i| {
+                    (usable(an, i) && raw_ids.is_valid(i) && raw_ids.value(i) != an.value(i))
+                        .then(|| an.value(i).to_string())
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         for i in 0..n {
             if raw_ids.is_null(i) || raw_ids.value(i).trim().is_empty() {
-                reject(&mut ok, i, "user_id is missing".into());
+                let why = if anon.is_some() {
+                    "user_id is missing and anonymous_id is missing or a placeholder"
+                } else {
+                    "user_id is missing"
+                };
+                reject(&mut ok, i, why.into());
             }
         }
 
         let mut fixed: Vec<(Field, ArrayRef)> = Vec::new();
-        let mut consumed: Vec<&str> = vec!["user_id"];
+        let mut consumed: Vec<&str> = vec!["user_id", "anonymous_id"];
         match self.kind {
             Kind::Events => {
                 let ev = as_text(&col("event").expect("checked"))?;
@@ -217,6 +258,7 @@ impl Normalizer {
                 let now = TimestampMicrosecondArray::from(vec![self.now; n]).with_timezone("UTC");
                 fixed.push((Field::new("updated_at", ts_type(), true), Arc::new(now)));
             }
+            Kind::Links => unreachable!("links are loaded by ingest::links"),
             Kind::Consent => {
                 let text = |c: &str| -> Result<StringArray> {
                     Ok(match col(c) {
@@ -371,6 +413,12 @@ impl Normalizer {
             }
         }
         // Keep the good rows, then pseudonymise and assign ordinals (bad rows create no identity).
+        let pending_links: Vec<Option<String>> = pending_links
+            .into_iter()
+            .zip(ok.iter())
+            .filter(|(_, k)| **k)
+            .map(|(l, _)| l)
+            .collect();
         let mask = BooleanArray::from(ok);
         let raw_ids = filter(&raw_ids, &mask)?;
         let raw_ids = raw_ids.as_string::<i32>();
@@ -382,6 +430,13 @@ impl Normalizer {
             let u = identity.ordinal(&p)?;
             pseudo.append_value(&*p);
             uids.append_value(u);
+            if let Some(Some(other)) = pending_links.get(i) {
+                let (q, forgotten) = self.pseudonym(other);
+                if !forgotten {
+                    let v = identity.ordinal(&q)?;
+                    self.links.push((u as u32, v as u32));
+                }
+            }
         }
         let mut fields = vec![
             Field::new("user_id", DataType::Utf8, true),

@@ -102,6 +102,9 @@ pub(crate) fn peek_columns(path: &Path, format: Format) -> Result<Vec<String>> {
             names
         }
         Format::Parquet => {
+            if is_gzip(path)? {
+                return Err(gzip_parquet(&file));
+            }
             let f = File::open(path)
                 .map_err(|e| Error::ingest(format!("cannot open {}: {e}", path.display())))?;
             let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
@@ -115,6 +118,12 @@ pub(crate) fn peek_columns(path: &Path, format: Format) -> Result<Vec<String>> {
                 .collect()
         }
     })
+}
+
+fn gzip_parquet(file: &str) -> Error {
+    Error::ingest(format!(
+        "{file} is a gzip-compressed Parquet file; Parquet compresses inside the file, so decompress it (gunzip) and load the .parquet"
+    ))
 }
 
 /// Is the file gzip-compressed (by its magic bytes)?
@@ -148,9 +157,7 @@ pub(crate) fn read_file(
     };
     let file_name = super::display_name(path);
     if gz && format == Format::Parquet {
-        return Err(Error::ingest(format!(
-            "{file_name} is a gzip-compressed Parquet file; Parquet compresses inside the file, so decompress it (gunzip) and load the .parquet"
-        )));
+        return Err(gzip_parquet(&file_name));
     }
     match format {
         Format::Csv => {

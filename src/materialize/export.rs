@@ -207,6 +207,7 @@ async fn sent(
                 def.name, def.keep_versions
             ))
         })?;
+    let s = segments.through_canon(ctx, s).await?;
     let universe = segments.universe(ctx).await?;
     let mut m = match consent_at {
         // Now: the version's members with current consent.

@@ -113,7 +113,10 @@ async fn target(
 async fn compute(segments: &Segments, ctx: &EvalCtx, def: &SegmentDef) -> Result<Computed> {
     let history = segments.history(ctx).await?;
     let prev_max = history.max_version(&def.name, &def.generation);
-    let prev = history.latest(&def.name, &def.generation, None).await?;
+    let prev = match history.latest(&def.name, &def.generation, None).await? {
+        Some(p) => Some(segments.through_canon(ctx, p).await?),
+        None => None,
+    };
     let m = segments.live(ctx, &def.name).await?;
     let pre = m.pre;
     let (holdout, assigned) = match def.holdout_percent {

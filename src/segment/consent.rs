@@ -8,6 +8,15 @@ use super::sqlgen::ts_lit;
 
 /// The query returning the `uid`s that hold consent for `purpose` at `as_of`, or an error text.
 pub(crate) fn purpose_query(purpose: &str, as_of: i64) -> Result<String, String> {
+    purpose_query_over(purpose, as_of, "consent")
+}
+
+/// [`purpose_query`] over another relation (the stitched `consent`, whose `uid` is canonical).
+pub(crate) fn purpose_query_over(
+    purpose: &str,
+    as_of: i64,
+    consent: &str,
+) -> Result<String, String> {
     let at = ts_lit(as_of);
     if let Some(n) = purpose.strip_prefix("tcf:") {
         let n: u32 = n
@@ -21,13 +30,13 @@ pub(crate) fn purpose_query(purpose: &str, as_of: i64) -> Result<String, String>
         }
         return Ok(format!(
             "SELECT uid FROM (SELECT uid, tc_string, row_number() OVER (PARTITION BY uid ORDER BY recorded_at DESC, ingested_at DESC NULLS LAST, row_seq DESC NULLS LAST) AS rn \
-             FROM consent WHERE tc_string IS NOT NULL AND recorded_at <= {at}) l WHERE rn = 1 AND tcf_purpose_consent(tc_string, {n})"
+             FROM {consent} WHERE tc_string IS NOT NULL AND recorded_at <= {at}) l WHERE rn = 1 AND tcf_purpose_consent(tc_string, {n})"
         ));
     }
     if purpose == "sale" {
         return Ok(format!(
             "SELECT uid FROM (SELECT uid, us_privacy, gpp, row_number() OVER (PARTITION BY uid ORDER BY recorded_at DESC, ingested_at DESC NULLS LAST, row_seq DESC NULLS LAST) AS rn \
-             FROM consent WHERE (us_privacy IS NOT NULL OR gpp IS NOT NULL) AND recorded_at <= {at}) l WHERE rn = 1 AND \
+             FROM {consent} WHERE (us_privacy IS NOT NULL OR gpp IS NOT NULL) AND recorded_at <= {at}) l WHERE rn = 1 AND \
              CASE WHEN us_privacy IS NOT NULL THEN regexp_like(us_privacy, '^1[YNyn-]{{3}}$') AND NOT usp_opted_out(us_privacy) \
                   ELSE gpp_section_ids(gpp) IS NOT NULL AND NOT gpp_sale_opted_out(gpp) END"
         ));
@@ -38,7 +47,7 @@ pub(crate) fn purpose_query(purpose: &str, as_of: i64) -> Result<String, String>
     let p = purpose.replace('\'', "''");
     Ok(format!(
         "SELECT uid FROM (SELECT uid, granted, expires_at, row_number() OVER (PARTITION BY uid ORDER BY recorded_at DESC, ingested_at DESC NULLS LAST, row_seq DESC NULLS LAST) AS rn \
-         FROM consent WHERE purpose = '{p}' AND granted IS NOT NULL AND recorded_at <= {at}) l \
+         FROM {consent} WHERE purpose = '{p}' AND granted IS NOT NULL AND recorded_at <= {at}) l \
          WHERE rn = 1 AND granted AND (expires_at IS NULL OR expires_at > {at})"
     ))
 }

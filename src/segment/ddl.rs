@@ -204,7 +204,8 @@ impl Segments {
             let mut opts_live = live.clone();
             opts_live.opts.materialized = super::options::Materialized::Live;
             let use_index = ctx.opts.use_index.then_some(&*index);
-            let mut ev = Evaluator::new(opts_live, self, &next, &universe, use_index);
+            let canon = self.canonical(ctx).await?;
+            let mut ev = Evaluator::new(opts_live, self, &next, &universe, use_index, canon);
             ev.eval(&c.expr, false).await?;
             ev.segment(&def.name).await?.target().len()
         };
@@ -427,15 +428,29 @@ impl Segments {
         } else {
             None
         };
-        let mut ev = Evaluator::new(ctx.clone(), self, &catalog, &universe, index.as_deref());
+        let canon = self.canonical(ctx).await?;
+        let stitched = canon.as_ref().map(|c| c.links_version);
+        let mut ev = Evaluator::new(
+            ctx.clone(),
+            self,
+            &catalog,
+            &universe,
+            index.as_deref(),
+            canon,
+        );
         ev.explain = Some(Vec::new());
         ev.cached_profiles = false;
         let m = ev.segment(&def.name).await?;
         let mut lines = vec![format!(
-            "segment {}: {} members of {} known users, as of {}",
+            "segment {}: {} members of {} known {}, as of {}",
             def.name,
             m.target().len(),
             universe.len(),
+            if stitched.is_some() {
+                "profiles (stitched identities)"
+            } else {
+                "users"
+            },
             sqlgen::ts_text(ctx.as_of)
         )];
         if !m.holdout.is_empty() {

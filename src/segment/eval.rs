@@ -23,6 +23,7 @@ use super::ast::*;
 use super::catalog::{Catalog, SegmentDef};
 use super::context::EvalCtx;
 use super::sqlgen::{event_cond, ts_text, window_cond};
+use super::stitch::{Canon, Relations};
 use crate::bitmap::bsi::Bsi;
 use crate::error::{Error, Result};
 use crate::index::{DAY_US, EventIndex};
@@ -202,6 +203,9 @@ pub struct Evaluator<'a> {
     depth: usize,
     /// Use cached PROFILE bitmaps (EXPLAIN turns it off to show the scan).
     pub cached_profiles: bool,
+    /// The canonical map when evaluating over stitched profiles.
+    canon: Option<Arc<Canon>>,
+    rel: Relations,
 }
 
 impl<'a> Evaluator<'a> {
@@ -211,8 +215,13 @@ impl<'a> Evaluator<'a> {
         catalog: &'a Catalog,
         universe: &'a RoaringBitmap,
         index: Option<&'a EventIndex>,
+        canon: Option<Arc<Canon>>,
     ) -> Self {
         Evaluator {
+            rel: Relations {
+                stitched: canon.is_some(),
+            },
+            canon,
             ctx,
             service,
             catalog,
@@ -400,7 +409,9 @@ impl<'a> Evaluator<'a> {
         let (bm, path) = match l {
             Leaf::AllUsers => (self.universe.clone(), "universe".to_string()),
             Leaf::Profile(sql) => {
-                let versions = self.service.profile_versions(&self.ctx);
+                let versions = self
+                    .service
+                    .profile_versions(&self.ctx, self.canon.as_deref());
                 let cached = if self.cached_profiles {
                     self.service.cached_profile(&sql.text, versions)
                 } else {
@@ -412,7 +423,11 @@ impl<'a> Evaluator<'a> {
                         "profile bitmap cached for this profiles version".to_string(),
                     ),
                     None => {
-                        let q = format!("SELECT uid FROM profiles WHERE ({})", sql.text);
+                        let q = format!(
+                            "SELECT uid FROM {} WHERE ({})",
+                            self.rel.profiles(),
+                            sql.text
+                        );
                         let bm = uid_bitmap(&self.ctx, &q)
                             .await
                             .map_err(|e| leaf_error(e, sql.pos, "PROFILE predicate"))?;
@@ -451,14 +466,19 @@ impl<'a> Evaluator<'a> {
                         } else {
                             "all days".into()
                         };
-                        (
-                            idx.counts(ev, from, to),
-                            format!("index: {days} of bit-sliced counts"),
-                        )
+                        let counts = idx.counts(ev, from, to);
+                        match &self.canon {
+                            Some(c) => (
+                                c.bsi(&counts),
+                                format!("index: {days} of bit-sliced counts, summed per profile"),
+                            ),
+                            None => (counts, format!("index: {days} of bit-sliced counts")),
+                        }
                     }
                     _ => {
                         let q = format!(
-                            "SELECT uid, count(*) FROM events WHERE ({}) AND {} GROUP BY uid",
+                            "SELECT uid, count(*) FROM {} WHERE ({}) AND {} GROUP BY uid",
+                            self.rel.events(),
                             event_cond(what),
                             window_cond(lo, hi)
                         );
@@ -488,16 +508,17 @@ impl<'a> Evaluator<'a> {
             } => {
                 let (lo, hi) = window_bounds(window.as_ref(), self.ctx.as_of);
                 let w = window_cond(lo, hi);
+                let ev = self.rel.events();
                 let q = match within {
                     None => format!(
                         "SELECT uid FROM (SELECT uid, min(ts) FILTER (WHERE {a}) AS fa, max(ts) FILTER (WHERE {b}) AS lb \
-                         FROM events WHERE {w} AND (({a}) OR ({b})) GROUP BY uid) s WHERE fa < lb",
+                         FROM {ev} WHERE {w} AND (({a}) OR ({b})) GROUP BY uid) s WHERE fa < lb",
                         a = event_cond(first),
                         b = event_cond(then)
                     ),
                     Some((n, u)) => format!(
-                        "SELECT DISTINCT x.uid FROM (SELECT uid, ts FROM events WHERE ({a}) AND {w}) x \
-                         JOIN (SELECT uid, ts FROM events WHERE ({b}) AND {w}) y \
+                        "SELECT DISTINCT x.uid FROM (SELECT uid, ts FROM {ev} WHERE ({a}) AND {w}) x \
+                         JOIN (SELECT uid, ts FROM {ev} WHERE ({b}) AND {w}) y \
                          ON x.uid = y.uid AND x.ts < y.ts AND y.ts <= x.ts + arrow_cast({d}, 'Duration(Microsecond)')",
                         a = event_cond(first),
                         b = event_cond(then),
@@ -552,7 +573,7 @@ impl<'a> Evaluator<'a> {
                         if s.is_valid(i)
                             && let Some(u) = ids.by_pseudonym.get(s.value(i))
                         {
-                            bm.insert(*u);
+                            bm.insert(self.canon.as_ref().map_or(*u, |c| c.of(*u)));
                         }
                     }
                 }

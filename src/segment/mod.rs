@@ -17,7 +17,9 @@ pub mod parser;
 pub mod schedule;
 pub mod snapshots;
 mod sqlgen;
+pub mod stitch;
 pub mod table;
+pub mod traits;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +48,7 @@ pub struct Segments {
     db: Database,
     keyring: Arc<Keyring>,
     cache: Mutex<Cache>,
+    traits: Mutex<traits::Cache>,
 }
 
 impl std::fmt::Debug for Segments {
@@ -62,14 +65,18 @@ struct Cache {
     identity: Option<(u64, Arc<IdentityMap>)>,
     /// The index caught up to an events version, by (index-table version, events version).
     index: Option<((u64, u64), Arc<EventIndex>)>,
-    /// PROFILE leaf bitmaps by (predicate, profiles version, identity version).
-    profile_leaves: HashMap<(String, u64, u64), RoaringBitmap>,
+    /// PROFILE leaf bitmaps by (predicate, (profiles, identity, links) versions).
+    profile_leaves: HashMap<(String, ProfileVersions), RoaringBitmap>,
     /// Consent holders per purpose (see [`ConsentBitmap`]).
     consent: HashMap<String, ConsentBitmap>,
     /// How many times holders were derived from the consent table (tests read it).
     consent_derivations: u64,
     /// Snapshot rows by snapshots-table version.
     snapshots: Option<(u64, Arc<snapshots::History>)>,
+    /// The canonical map by links version.
+    canon: Option<(u64, Arc<stitch::Canon>)>,
+    /// The stitched universe by (identity, suppression, links) version.
+    stitched_universe: Option<((u64, u64, u64), Arc<RoaringBitmap>)>,
 }
 
 /// The users holding consent for one purpose, derived from one version of the consent table.
@@ -77,13 +84,15 @@ struct Cache {
 /// `at` in `[from, until)` — between the nearest such times around the `at` it was derived for.
 struct ConsentBitmap {
     version: u64,
+    /// The links version it was stitched over (`None`: raw ids).
+    links: Option<u64>,
     from: i64,
     until: i64,
     holders: Arc<RoaringBitmap>,
 }
 
-/// Versions of the tables a PROFILE leaf reads.
-pub(crate) type ProfileVersions = (u64, u64);
+/// Versions of the tables a PROFILE leaf reads (profiles, identity, links when stitched).
+pub(crate) type ProfileVersions = (u64, u64, Option<u64>);
 
 impl Segments {
     pub fn new(db: Database, keyring: Arc<Keyring>) -> Self {
@@ -91,6 +100,7 @@ impl Segments {
             db,
             keyring,
             cache: Mutex::new(Cache::default()),
+            traits: Mutex::new(traits::Cache::default()),
         }
     }
 
@@ -158,8 +168,30 @@ impl Segments {
         Ok(m)
     }
 
-    /// Every known, non-erased user of the statement's snapshot.
+    /// Every known, non-erased profile of the statement's snapshot: users, or the canonical
+    /// ordinals of stitched profiles.
     pub async fn universe(&self, ctx: &EvalCtx) -> Result<Arc<RoaringBitmap>> {
+        let raw = self.raw_universe(ctx).await?;
+        let Some(canon) = self.canonical(ctx).await? else {
+            return Ok(raw);
+        };
+        let key = (
+            ctx.snap.version(Table::Identity),
+            ctx.snap.version(Table::Suppression),
+            canon.links_version,
+        );
+        if let Some((k, u)) = &self.cache().stitched_universe
+            && *k == key
+        {
+            return Ok(u.clone());
+        }
+        let u = Arc::new(canon.image(&raw));
+        self.cache().stitched_universe = Some((key, u.clone()));
+        Ok(u)
+    }
+
+    /// Every known, non-erased id of the statement's snapshot (never stitched).
+    pub async fn raw_universe(&self, ctx: &EvalCtx) -> Result<Arc<RoaringBitmap>> {
         let key = (
             ctx.snap.version(Table::Identity),
             ctx.snap.version(Table::Suppression),
@@ -230,10 +262,16 @@ impl Segments {
         purpose: &str,
         at: i64,
     ) -> Result<Arc<RoaringBitmap>> {
-        let q = consent::purpose_query(purpose, at).map_err(Error::invalid)?;
+        let canon = self.canonical(ctx).await?;
+        let rel = stitch::Relations {
+            stitched: canon.is_some(),
+        };
+        let links = canon.as_ref().map(|c| c.links_version);
+        let q = consent::purpose_query_over(purpose, at, rel.consent()).map_err(Error::invalid)?;
         let version = ctx.snap.version(Table::Consent);
         if let Some(c) = self.cache().consent.get(purpose)
             && c.version == version
+            && c.links == links
             && c.from <= at
             && at < c.until
         {
@@ -247,6 +285,7 @@ impl Segments {
             purpose.to_string(),
             ConsentBitmap {
                 version,
+                links,
                 from,
                 until,
                 holders: holders.clone(),
@@ -266,10 +305,15 @@ impl Segments {
     }
 
     /// The versions PROFILE leaf results depend on.
-    pub(crate) fn profile_versions(&self, ctx: &EvalCtx) -> ProfileVersions {
+    pub(crate) fn profile_versions(
+        &self,
+        ctx: &EvalCtx,
+        canon: Option<&stitch::Canon>,
+    ) -> ProfileVersions {
         (
             ctx.snap.version(Table::Profiles),
             ctx.snap.version(Table::Identity),
+            canon.map(|c| c.links_version),
         )
     }
 
@@ -277,7 +321,7 @@ impl Segments {
     pub(crate) fn cached_profile(&self, sql: &str, v: ProfileVersions) -> Option<RoaringBitmap> {
         self.cache()
             .profile_leaves
-            .get(&(sql.to_string(), v.0, v.1))
+            .get(&(sql.to_string(), v))
             .cloned()
     }
 
@@ -285,9 +329,9 @@ impl Segments {
     pub(crate) fn store_profile(&self, sql: &str, v: ProfileVersions, bm: RoaringBitmap) {
         let mut c = self.cache();
         c.profile_leaves
-            .retain(|(_, a, b), _| *a == v.0 && *b == v.1);
+            .retain(|(_, k), _| (k.0, k.1) == (v.0, v.1));
         if c.profile_leaves.len() < 256 {
-            c.profile_leaves.insert((sql.to_string(), v.0, v.1), bm);
+            c.profile_leaves.insert((sql.to_string(), v), bm);
         }
     }
 
@@ -316,7 +360,23 @@ impl Segments {
         }
         let h = self.history(ctx).await?;
         let at = ctx.as_of_explicit.then_some(ctx.as_of);
-        h.latest(&def.name, &def.generation, at).await
+        match h.latest(&def.name, &def.generation, at).await? {
+            Some(s) => Ok(Some(self.through_canon(ctx, s).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A stored snapshot read through the statement's canonical map (stitched profiles that
+    /// merged since the refresh are one member).
+    pub async fn through_canon(
+        &self,
+        ctx: &EvalCtx,
+        s: Arc<snapshots::Stored>,
+    ) -> Result<Arc<snapshots::Stored>> {
+        Ok(match self.canonical(ctx).await? {
+            Some(c) => Arc::new(c.stored(&s)),
+            None => s,
+        })
     }
 
     /// The holdout of a live evaluation of `def`: members whose keyed hash falls in the
@@ -339,10 +399,36 @@ impl Segments {
         ))
     }
 
-    /// The canonical ordinal of every ordinal, when segments are evaluated over stitched
-    /// profiles (`None`: every id is its own profile).
-    pub async fn canonical(&self, _ctx: &EvalCtx) -> Result<Option<Arc<Vec<u32>>>> {
-        Ok(None)
+    /// The canonical map of the statement's links, whatever the identity mode.
+    pub async fn canon(&self, ctx: &EvalCtx) -> Result<Arc<stitch::Canon>> {
+        let v = ctx.snap.version(Table::Links);
+        if let Some((cv, c)) = &self.cache().canon
+            && *cv == v
+        {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(stitch::Canon::new(
+            crate::links::components(&ctx.snap).await?,
+            v,
+        ));
+        self.cache().canon = Some((v, c.clone()));
+        Ok(c)
+    }
+
+    /// The canonical map when segments are evaluated over stitched profiles (`None`: every id
+    /// is its own profile — `segdb.identity = 'raw'`, or `'auto'` without links). When stitched,
+    /// the statement's embedded SQL can call `segdb_canonical(uid)`.
+    pub async fn canonical(&self, ctx: &EvalCtx) -> Result<Option<Arc<stitch::Canon>>> {
+        use options::IdentityMode;
+        if ctx.opts.identity == IdentityMode::Raw {
+            return Ok(None);
+        }
+        let c = self.canon(ctx).await?;
+        if ctx.opts.identity == IdentityMode::Auto && c.is_trivial() {
+            return Ok(None);
+        }
+        ctx.df.register_udf(c.udf());
+        Ok(Some(c))
     }
 
     /// The known, non-erased users holding consent for `purpose` at `at`.
@@ -357,18 +443,14 @@ impl Segments {
         Ok(Arc::new(&*holders & &*universe))
     }
 
-    /// Adds the other ids of each ordinal's profile (identity links) to a set of ordinals.
+    /// Adds the other ids of each ordinal's profile (identity links, whatever the identity
+    /// mode: FORGET of any id forgets the whole profile) to a set of ordinals.
     pub async fn component_expander(
         &self,
-        _ctx: &EvalCtx,
+        ctx: &EvalCtx,
     ) -> Result<Box<dyn Fn(&RoaringBitmap) -> RoaringBitmap + Send + Sync>> {
-        Ok(Box::new(|b: &RoaringBitmap| b.clone()))
-    }
-
-    /// Users matching a TRAIT predicate.
-    pub async fn trait_leaf(&self, ctx: &EvalCtx, predicate: &str) -> Result<RoaringBitmap> {
-        let q = format!("SELECT uid FROM traits WHERE ({predicate})");
-        eval::uid_bitmap(ctx, &q).await
+        let c = self.canon(ctx).await?;
+        Ok(Box::new(move |b: &RoaringBitmap| c.expand(b)))
     }
 
     /// The membership of stored segment `name` at the context's `as_of`.
@@ -386,7 +468,15 @@ impl Segments {
         } else {
             None
         };
-        let mut ev = eval::Evaluator::new(ctx.clone(), self, &catalog, &universe, index.as_deref());
+        let canon = self.canonical(ctx).await?;
+        let mut ev = eval::Evaluator::new(
+            ctx.clone(),
+            self,
+            &catalog,
+            &universe,
+            index.as_deref(),
+            canon,
+        );
         ev.segment(&def.name.clone()).await
     }
 
@@ -400,7 +490,15 @@ impl Segments {
         } else {
             None
         };
-        let mut ev = eval::Evaluator::new(ctx.clone(), self, &catalog, &universe, index.as_deref());
+        let canon = self.canonical(ctx).await?;
+        let mut ev = eval::Evaluator::new(
+            ctx.clone(),
+            self,
+            &catalog,
+            &universe,
+            index.as_deref(),
+            canon,
+        );
         ev.live(name).await
     }
 

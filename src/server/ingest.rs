@@ -32,15 +32,16 @@ pub async fn run(
         "events" => Kind::Events,
         "profiles" => Kind::Profiles,
         "consent" => Kind::Consent,
+        "links" => Kind::Links,
         other => {
             return Err(Status::invalid_argument(format!(
-                "bulk ingest loads events, profiles or consent, not {other:?}"
+                "bulk ingest loads events, profiles, consent or links, not {other:?}"
             )));
         }
     };
     if cmd.temporary {
         return Err(Status::invalid_argument(
-            "segdb has no temporary tables; ingest into events, profiles or consent",
+            "segdb has no temporary tables; ingest into events, profiles, consent or links",
         ));
     }
     if cmd
@@ -71,11 +72,16 @@ pub async fn run(
         request.into_inner().map_err(FlightError::from),
     )
     .map_err(|e| crate::Error::ingest(format!("cannot read the batches: {e}")));
+    let shared = session.shared();
     let opts = IngestOptions {
         strict: true,
+        max_ids_per_profile: Some(
+            shared
+                .max_ids_per_profile
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
         ..Default::default()
     };
-    let shared = session.shared();
     let report = crate::ingest::ingest_batches(
         &shared.db,
         &shared.keyring,

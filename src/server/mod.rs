@@ -61,6 +61,10 @@ pub async fn serve(
         .export_allowed
         .write()
         .expect("not poisoned") = Some(config.export.allowed_urls.clone());
+    engine.shared().max_ids_per_profile.store(
+        config.identity.max_ids_per_profile,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let service = service::SegdbFlightSql::new(engine.shared().clone(), authenticator);
     let inflight = service.inflight();
     // Materialised segments refresh on their schedules while the server runs.

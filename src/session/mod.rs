@@ -52,6 +52,8 @@ pub struct Shared {
     /// `[export] allowed_urls` of the server's config: where non-admins may export (`None`:
     /// nothing configured, so only admins export).
     pub export_allowed: RwLock<Option<Vec<String>>>,
+    /// `[identity] max_ids_per_profile` for loads through this state (Flight SQL bulk ingest).
+    pub max_ids_per_profile: std::sync::atomic::AtomicUsize,
     /// The planner after segdb's (None: DataFusion's own; a cluster's when attached).
     pub(crate) inner_planner:
         RwLock<Option<Arc<dyn datafusion::execution::context::QueryPlanner + Send + Sync>>>,
@@ -74,6 +76,7 @@ impl Shared {
             runtime,
             last: RwLock::new(snap),
             export_allowed: RwLock::new(None),
+            max_ids_per_profile: std::sync::atomic::AtomicUsize::new(crate::links::DEFAULT_MAX_IDS),
             inner_planner: RwLock::new(None),
         }))
     }

@@ -84,7 +84,7 @@ async fn evaluate(segments: &Segments, ctx: &EvalCtx, f: &ScalarFunction) -> Res
             let seg = string_arg(name, "segment name", &args[0])?;
             let members = segments.members(ctx, &seg).await.map_err(ext)?;
             let ids = segments.identity(ctx).await.map_err(ext)?;
-            let canonical = segments.canonical(ctx).await.map_err(ext)?;
+            let canonical = segments.canonical(ctx).await.map_err(ext)?.map(|c| c.map());
             Ok(MemberProbe::udf(label, Arc::new(members), ids, canonical)
                 .call(vec![args[1].clone()]))
         }
@@ -96,13 +96,13 @@ async fn evaluate(segments: &Segments, ctx: &EvalCtx, f: &ScalarFunction) -> Res
                 .await
                 .map_err(ext)?;
             let ids = segments.identity(ctx).await.map_err(ext)?;
-            let canonical = segments.canonical(ctx).await.map_err(ext)?;
+            let canonical = segments.canonical(ctx).await.map_err(ext)?.map(|c| c.map());
             Ok(MemberProbe::udf(label, holders, ids, canonical).call(vec![args[0].clone()]))
         }
         "identity_of" => {
             let ids = segments.identity(ctx).await.map_err(ext)?;
-            let canonical = segments.canonical(ctx).await.map_err(ext)?;
-            let universe = segments.universe(ctx).await.map_err(ext)?;
+            let canonical = segments.canonical(ctx).await.map_err(ext)?.map(|c| c.map());
+            let universe = segments.raw_universe(ctx).await.map_err(ext)?;
             Ok(CanonicalLookup::udf(ids, canonical, universe).call(vec![args[0].clone()]))
         }
         other => Err(DataFusionError::Internal(format!("{other} is not planned"))),

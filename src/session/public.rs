@@ -45,6 +45,7 @@ impl std::fmt::Debug for PublicSchema {
 impl SchemaProvider for PublicSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = Table::BASE.iter().map(|t| t.name().to_string()).collect();
+        names.push(TRAITS.to_string());
         names.extend(self.extra.table_names());
         names
     }
@@ -57,6 +58,19 @@ impl SchemaProvider for PublicSchema {
                     .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))?;
                 Ok(Some(Arc::new(p)))
             }
+            None if name == TRAITS => {
+                let snap = self.shared.last_snapshot();
+                let catalog = self
+                    .shared
+                    .segments
+                    .trait_catalog(&snap)
+                    .await
+                    .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))?;
+                Ok(Some(Arc::new(TraitsTable {
+                    schema: crate::segment::traits::table_schema(&catalog, false),
+                    segments: self.shared.segments.clone(),
+                })))
+            }
             None => self.extra.table(name).await,
         }
     }
@@ -66,7 +80,7 @@ impl SchemaProvider for PublicSchema {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> Result<Option<Arc<dyn TableProvider>>> {
-        if Table::from_name(&name).is_some() {
+        if Table::from_name(&name).is_some() || name == TRAITS {
             return datafusion::common::plan_err!("{name} is a segdb table; it cannot be replaced");
         }
         let schema = table.schema();
@@ -84,14 +98,74 @@ impl SchemaProvider for PublicSchema {
     }
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if Table::from_name(name).is_some() {
+        if Table::from_name(name).is_some() || name == TRAITS {
             return datafusion::common::plan_err!("{name} is a segdb table; it cannot be dropped");
         }
         self.extra.deregister_table(name)
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        Table::from_name(name).is_some() || self.extra.table_exist(name)
+        Table::from_name(name).is_some() || name == TRAITS || self.extra.table_exist(name)
+    }
+}
+
+/// Name of the computed-traits table.
+pub const TRAITS: &str = "traits";
+
+/// `traits`: one row per profile (`user_id` and one column per trait), computed by the scanning
+/// statement at its `as_of` over its snapshot.
+#[derive(Debug)]
+struct TraitsTable {
+    /// The columns when the statement was planned.
+    schema: SchemaRef,
+    segments: Arc<crate::segment::Segments>,
+}
+
+#[async_trait]
+impl TableProvider for TraitsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let ext = |e: crate::Error| datafusion::common::DataFusionError::External(Box::new(e));
+        let ctx = crate::segment::table::eval_ctx(state, &self.segments)
+            .await
+            .map_err(ext)?;
+        let table = self.segments.traits_table(&ctx).await.map_err(ext)?;
+        // The statement's traits, shaped as planned (a trait created or dropped in between
+        // reads NULL / is left out).
+        let cols: Vec<ArrayRef> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match table.column_by_name(f.name()) {
+                Some(c) => arrow::compute::cast(c, f.data_type()),
+                None => Ok(arrow::array::new_null_array(
+                    f.data_type(),
+                    table.num_rows(),
+                )),
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let schema = self.schema.clone();
+        let batch = arrow::array::RecordBatch::try_new(schema.clone(), cols)?;
+        Ok(
+            datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+                &[vec![batch]],
+                schema,
+                projection.cloned(),
+            )?,
+        )
     }
 }
 

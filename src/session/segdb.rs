@@ -170,10 +170,10 @@ pub(super) async fn execute(
             crate::materialize::export::drop(segments, name, *if_exists).await
         }
         Statement::ShowExports => crate::materialize::export::show(segments, &ctx).await,
-        Statement::CreateTrait(t) => crate::traits::create(segments, &ctx, t).await,
+        Statement::CreateTrait(t) => crate::segment::traits::create(segments, &ctx, t).await,
         Statement::DropTrait { name, if_exists } => {
-            crate::traits::drop(segments, name, *if_exists).await
+            crate::segment::traits::drop(segments, &ctx, name, *if_exists).await
         }
-        Statement::ShowTraits => crate::traits::show(segments, &ctx).await,
+        Statement::ShowTraits => crate::segment::traits::show(segments, &ctx).await,
     }
 }

@@ -216,7 +216,12 @@ pub fn base_schema(table: Table) -> SchemaRef {
             // the next version's entered/exited are counted against.
             bin("target_members"),
         ],
-        Table::Traits => vec![text("name"), text("definition"), ts("created_at")],
+        Table::Traits => vec![
+            text("name"),
+            text("definition"),
+            text("data_type"),
+            ts("created_at"),
+        ],
         Table::Exports => vec![
             text("name"),
             text("segment"),

@@ -133,7 +133,7 @@ with connect("admin", admin_pw) as conn, conn.cursor() as cur:
     assert "x@example.com" not in msg, msg
     assert scalar(cur, "SELECT count(*) FROM events") == after
     expect_error(lambda: cur.adbc_ingest("not_a_table", batch, mode="append"),
-                 AdbcStatusCode.INVALID_ARGUMENT, "events, profiles or consent")
+                 AdbcStatusCode.INVALID_ARGUMENT, "events, profiles, consent or links")
     summary["ingested"] = n
     # Personal columns: undeclared ones refuse the load whole; declared ones are stored only as
     # their match keys (the raw e-mail is then in no byte under the data dir).

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use segdb::ingest::{IngestOptions, Kind};
 
 use crate::common::{self, TestDb, count, expected_pseudonym, rows};

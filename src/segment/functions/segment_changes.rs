@@ -62,6 +62,7 @@ pub async fn version_now(
             "segment '{name}' has no version {v} in its history (versions kept: up to {max}; older ones may have gone at VACUUM)"
         )));
     };
+    let s = segments.through_canon(ctx, s).await?;
     let universe = segments.universe(ctx).await?;
     let mut m = &s.members & &*universe;
     for p in def.purposes()? {
