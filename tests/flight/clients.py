@@ -145,6 +145,16 @@ with connect("admin", admin_pw) as conn, conn.cursor() as cur:
     cur.execute("ALTER TABLE profiles SET PII (email AS EMAIL)")
     assert cur.adbc_ingest("profiles", prof, mode="append") == 1
     assert scalar(cur, "SELECT count(*) FROM profiles WHERE email_sha256 = hash_email(?)", (email,)) == 1
+    # Identity links through bulk ingest: a cookie id tied to the canary stitches into its
+    # profile (the canary's id came first, so it is canonical); a placeholder is refused whole.
+    cookie = "flight-cookie-" + canary
+    links = pa.table({"user_id": [canary], "linked_id": [cookie], "id_type": ["cookie"]})
+    assert cur.adbc_ingest("links", links, mode="append") == 1
+    assert scalar(cur, "SELECT identity_of(pseudonymize(?))", (cookie,)) == \
+        scalar(cur, "SELECT pseudonymize(?)", (canary,))
+    junk = pa.table({"user_id": [canary], "linked_id": ["undefined"]})
+    expect_error(lambda: cur.adbc_ingest("links", junk, mode="append"),
+                 AdbcStatusCode.INVALID_ARGUMENT, "placeholder")
 
     # Malformed SQL: InvalidArgument carrying the parse error.
     msg = expect_error(lambda: cur.execute("SELEC 1"), AdbcStatusCode.INVALID_ARGUMENT)

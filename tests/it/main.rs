@@ -8,6 +8,7 @@ mod examples;
 mod exports;
 mod flight;
 mod frontdoor;
+mod identity;
 mod ingest;
 mod materialize;
 mod privacy;
