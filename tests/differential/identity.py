@@ -4,8 +4,11 @@ The scenario (deterministic from --seed) writes its own CSV inputs: ~80 people (
 1-6 raw ids each (CRM e-mails, app ids, web cookie ids that appear in events only as
 `anonymous_id`), linked by a links file and by event rows carrying both a `user_id` and an
 `anonymous_id`; events over Oct-Nov 2026 with a numeric `price` (sometimes empty = NULL) and a
-text `category`, with some same-`ts` ties inside a component; a profiles file loaded twice (the
-later load's row wins); 'ads' consent records spread over the ids of a component. It drives the
+text `category`, with some same-`ts` ties inside a component and events exactly on every window
+boundary used; a few components whose ids first appear together in one events or links row (so
+the user_id-before-anonymous_id and user_id-before-linked_id rules decide their canonical id); a
+profiles file loaded twice (the later load's row wins); 'ads' consent records spread over the ids
+of a component. It drives the
 real `segdb` CLI through the loads
 
     profiles_1, consent, [checks], events_1, [checks], links, events_2, profiles_2
@@ -16,6 +19,7 @@ smallest ordinal), plain DuckDB SQL over the same CSV files for segments and tra
 rules written out explicitly):
 
 - before any link exists, `segdb.identity = 'auto'` evaluates over raw ids;
+- after events_1, whose rows with both ids are the only links so far, 'auto' is stitched;
 - `identity_of(p)` for every id, after events_1 (partial components) and after every load: every
   id of a component maps to one pseudonym, that pseudonym is one of the component's ids, and it is
   the id that appeared first in the loads;
@@ -31,13 +35,15 @@ rules written out explicitly):
   stitched and raw: one row per profile, types of the counts, every value (floats with a
   tolerance); SHOW TRAITS and DROP TRAIT;
 - the events table: one row per input event, owned by the user_id or else the anonymous id;
-- FORGET USER of one (non-canonical) raw id of a component forgets the whole component: no id of
-  it in segment members (stitched and raw), traits, events, profiles or consent, in_segment and
-  has_consent false for each; everybody else unchanged (the oracle without that component); after
-  `segdb vacuum` no byte of any of its pseudonyms in any file of the data directory (Parquet
-  files also decoded), and no raw id anywhere;
-- `[identity] max_ids_per_profile = 3` (a separate database, `--config`): the links that would
-  grow a component past 3 ids are refused and counted ("refused N link(s)").
+- FORGET USER of a non-canonical raw id of one component, and of a non-canonical pseudonym of
+  another, forgets each whole component: no id of them in segment members (stitched and raw),
+  traits, events, profiles or consent, in_segment and has_consent false for each; everybody else
+  unchanged (the oracle without those components); after `segdb vacuum` no byte of any of their
+  pseudonyms in any file of the data directory (Parquet files also decoded), and no raw id
+  anywhere;
+- `[identity] max_ids_per_profile = 3` (a separate database, `--config`): the links (links rows
+  and events rows with both ids) that would grow a component past 3 ids are refused and counted
+  ("refused N link(s)"), and the components are the ones the cap leaves.
 
 usage: identity.py --segdb BIN --work DIR [--seed N]
 """
@@ -153,8 +159,8 @@ def window_sql(w, as_of):
 
 
 class Leaf:
-    def __init__(self, seg, sql):
-        self.seg, self.sql = seg, sql  # sql(as_of) -> a query returning column key
+    def __init__(self, seg, sql, did=None):
+        self.seg, self.sql, self.did = seg, sql, did  # sql(as_of) -> a query returning column key; did = (event, window)
 
 
 class Not:
@@ -180,6 +186,25 @@ def seg_text(e):
     if isinstance(e, And):
         return " AND ".join(f"({seg_text(x)})" if isinstance(x, Or) else seg_text(x) for x in e.xs)
     return " OR ".join(seg_text(x) for x in e.xs)
+
+
+def leaves(e):
+    if isinstance(e, Leaf):
+        return [e]
+    if isinstance(e, Not):
+        return leaves(e.x)
+    return [l for x in e.xs for l in leaves(x)]
+
+
+def boundaries(window, as_of):
+    """(inside, outside) instants at the edges of a window's half-open [lo, hi)."""
+    if window is None:
+        return [], [as_of]
+    if window[0] == "last":
+        return [as_of - window[1] * UNIT[window[2]]], [as_of]
+    if window[0] == "since":
+        return [window[1]], [as_of]
+    return [window[1]], [window[2]]
 
 
 def oracle_sql(e, as_of):
@@ -211,7 +236,7 @@ def did(event, freq, window, where=None):
                 f"FROM E WHERE event = {lit(event)}{pred} AND {window_sql(window, as_of)} GROUP BY key) x "
                 f"ON U.key = x.key) WHERE {cond})")
 
-    return Leaf(text, sql)
+    return Leaf(text, sql, did=(event, window))
 
 
 def profile(pred):
@@ -310,7 +335,8 @@ STAGE0_SEGMENTS = [
 
 # ---- input generation -------------------------------------------------------------------------
 
-def generate(rng, work):
+def generate(rng, work, edges_at):
+    """edges_at: [(event, instant)] to place events exactly on window boundaries."""
     used = set()
 
     def new_id(kind, n):
@@ -335,12 +361,33 @@ def generate(rng, work):
         for i, k in zip(ids, kinds):
             kind_of[i] = k
         comps.append(ids)
+    # components whose ids first appear together in one row: an events row with both ids at the top
+    # of events_1 (user_id gets its ordinal before anonymous_id), or links rows (user_id before
+    # linked_id) between ids whose own events come only in events_2; no profile_1 or consent rows
+    special = {}
+    for mode in ("both", "both", "link", "link"):
+        c = len(comps)
+        kinds = ["app", "web"] if mode == "both" else rng.choice([["crm", "web"], ["crm", "web", "app"], ["web", "app", "web"]])
+        ids = [new_id(k, c) for k in kinds]
+        for i, k in zip(ids, kinds):
+            kind_of[i] = k
+        comps.append(ids)
+        special[c] = mode
 
     # edges: a random spanning tree per component, sometimes an extra (cycle) edge; each edge is an
     # events row with both ids (non-web user_id + web anonymous_id) or a links row
     both_rows = {1: [], 2: []}  # (user_id, anonymous_id)
     link_rows = []
-    for ids in comps:
+    first_rows = []
+    for ci, ids in enumerate(comps):
+        if special.get(ci) == "both":
+            first_rows.append((ids[0], ids[1]))
+            continue
+        if special.get(ci) == "link":
+            for a, b in zip(ids, ids[1:]):
+                u, l = (a, b) if rng.random() < 0.5 else (b, a)
+                link_rows.append((u, l, ID_TYPE[kind_of[l]]))
+            continue
         order = ids[:]
         rng.shuffle(order)
         edges = [(order[i], order[rng.randrange(i)]) for i in range(1, len(order))]
@@ -366,7 +413,7 @@ def generate(rng, work):
     prof1, prof2, prof1_id = [], [], {}
     for ci, ids in enumerate(comps):
         cands = [i for i in ids if kind_of[i] != "web"] or ids
-        if rng.random() < 0.8:
+        if ci not in special and rng.random() < 0.8:
             i = rng.choice(cands)
             prof1_id[ci] = i
             prof1.append((i, rng.choice(COUNTRIES), rng.choice(PLANS)))
@@ -387,8 +434,8 @@ def generate(rng, work):
                 seen_t.add(t)
                 return t
 
-    for ids in comps:
-        if rng.random() < 0.15:
+    for ci, ids in enumerate(comps):
+        if ci in special or rng.random() < 0.15:
             continue
         for i in rng.sample(ids, min(len(ids), rng.choice([1, 1, 2]))):
             for _ in range(rng.choice([1, 1, 2, 3])):
@@ -412,8 +459,8 @@ def generate(rng, work):
         return (owner, rng.choice(PLACEHOLDER_SPELLINGS) if rng.random() < 0.1 else "")
 
     ev = {1: [], 2: []}
-    by_comp = []
     for ci, ids in enumerate(comps):
+        pick_file = (lambda: 2) if special.get(ci) == "link" else (lambda: rng.choice([1, 2]))
         mine = []
         for i in ids:
             n = max(1, round(rng.lognormvariate(0, 0.7) * 8))
@@ -423,20 +470,29 @@ def generate(rng, work):
                 u, a = as_row(i)
                 p, cat = attrs()
                 row = (u, a, rng.choices(names, ew)[0], rand_time(rng, START, END), p, cat)
-                ev[rng.choice([1, 2])].append(row)
+                ev[pick_file()].append(row)
                 mine.append(row)
-        by_comp.append(mine)
         if mine and rng.random() < 0.25:  # same-ts ties inside the component (FIRST/LAST tie rule)
             for _ in range(rng.randint(1, 3)):
                 base = rng.choice(mine)
                 u, a = as_row(rng.choice(ids))
                 p, cat = attrs()
-                ev[rng.choice([1, 2])].append((u, a, base[2], base[3], p, cat))
+                ev[pick_file()].append((u, a, base[2], base[3], p, cat))
+    plain = [i for ci, ids in enumerate(comps) if ci not in special for i in ids]
+    for event, t in edges_at:
+        for i in rng.sample(plain, 2):
+            u, a = as_row(i)
+            p, cat = attrs()
+            ev[rng.choice([1, 2])].append((u, a, event, t, p, cat))
     for f in (1, 2):
         for u, a in both_rows[f]:
             p, cat = attrs()
             ev[f].append((u, a, rng.choices(names, ew)[0], rand_time(rng, START, END), p, cat))
         rng.shuffle(ev[f])
+        if f == 1:
+            for u, a in reversed(first_rows):
+                p, cat = attrs()
+                ev[f].insert(0, (u, a, rng.choices(names, ew)[0], rand_time(rng, START, END), p, cat))
         write_csv(f"{work}/events_{f}.csv", ["user_id", "anonymous_id", "event", "ts", "price", "category"],
                   [(u, a, e, iso(t), p, c) for u, a, e, t, p, c in ev[f]])
 
@@ -808,20 +864,23 @@ def main():
         mac = hmac.new(key, b"segdb/v1\x00user\x00" + raw.encode(), hashlib.sha256).digest()[:16]
         return "p1_" + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
-    gen = generate(rng, work)
     traits = gen_traits(rng)
     segments = gen_segments(rng)
+    as_ofs = [rand_time(rng, datetime.datetime(2026, 11, 12, tzinfo=UTC), datetime.datetime(2026, 12, 3, tzinfo=UTC), ms=0.6)
+              for _ in range(3)]
+    as_ofs = [t + datetime.timedelta(seconds=1) if t.hour == t.minute == t.second == 0 and not t.microsecond else t
+              for t in as_ofs]
+    windows = {(t.event, t.window) for t in traits}
+    windows |= {l.did for _, _, e in segments for l in leaves(e) if l.did}
+    edges_at = sorted({(ev, x) for ev, w in windows for t in as_ofs for side in boundaries(w, t) for x in side},
+                      key=lambda p: (p[0], p[1]))
+    gen = generate(rng, work, edges_at)
     all_ids = [i for ids in gen["comps"] for i in ids]
     pseudonym_of = {i: pseudonym(i) for i in all_ids}
     chk = Checker(pseudonym_of)
     db = Segdb(args.segdb, work)
     oracle = Oracle(work)
     ident = Identity()
-    P = lambda raws: {pseudonym_of[r] for r in raws}
-    as_ofs = [rand_time(rng, datetime.datetime(2026, 11, 12, tzinfo=UTC), datetime.datetime(2026, 12, 3, tzinfo=UTC), ms=0.6)
-              for _ in range(3)]
-    as_ofs = [t + datetime.timedelta(seconds=1) if t.hour == t.minute == t.second == 0 and not t.microsecond else t
-              for t in as_ofs]
 
     def load(kind, name, *extra):
         p = db.ingest(kind, f"{work}/{name}", *extra)
@@ -877,8 +936,17 @@ def main():
     chk.canon = canon1
     b = Batch()
     identity_batch(b, "identity", sorted(canon1))
+    b.q("", f"SET segdb.as_of = '{iso(as_ofs[1])}'")
+    for name, _, _ in STAGE0_SEGMENTS:
+        b.q(f"members {name}", f"SELECT user_id FROM segment_members('{name}')")
     res = b.run(db)
     check_identity("identity_of after events_1 (partial components)", res["identity"], sorted(canon1), canon1)
+    # the links of events_1's rows with both ids alone switch 'auto' to stitched
+    oracle.set_ordinals(ident.ordinal)
+    oracle.state({r: canon1[r] for r in ident.ordinal}, [1], [1])
+    for name, purpose, expr in STAGE0_SEGMENTS:
+        chk.components(f"after events_1 (links from anonymous_id only), identity 'auto': {name} = {seg_text(expr)} at {iso(as_ofs[1])}",
+                       [r["user_id"] for r in res[f"members {name}"]], oracle.segment(expr, purpose, as_ofs[1]))
 
     # ---- stage 2: links (placeholder rows rejected), events_2, profiles_2 ------------------------
     p = load("links", "links.csv")
@@ -988,7 +1056,7 @@ def main():
         chk.failures.append("vacuous scenario")
         print(f"scenario too weak: segments always empty: {vac}; component sizes {sizes}")
 
-    # ---- FORGET one component by a non-canonical raw id -------------------------------------------
+    # ---- FORGET two components: by a non-canonical raw id, by a pseudonym----------------------------------------
     comp_members = {}
     for r, c in canon.items():
         comp_members.setdefault(c, []).append(r)
@@ -1001,11 +1069,18 @@ def main():
     fc = rng.choice(cands)
     members = sorted(comp_members[fc])
     by = rng.choice([r for r in members if r != fc and gen["kind_of"][r] == "web"] or [r for r in members if r != fc])
-    fps = [pseudonym_of[r] for r in members]
-    alive = [i for i in all_ids if canon[i] != fc]
+    # a second component, forgotten by the pseudonym of one of its non-canonical ids
+    cands2 = sorted(c for c, ms in comp_members.items() if c != fc and len(ms) >= 2)
+    fc2 = rng.choice(cands2)
+    members2 = sorted(comp_members[fc2])
+    by2 = pseudonym_of[rng.choice([r for r in members2 if r != fc2])]
+    forgotten = {fc, fc2}
+    fps = [pseudonym_of[r] for r in members + members2]
+    alive = [i for i in all_ids if canon[i] not in forgotten]
     t = as_ofs[0]
     b = Batch()
     b.q("forget", f"FORGET USER {lit(by)}")
+    b.q("forget 2", f"FORGET USER {lit(by2)}")
     b.q("", f"SET segdb.as_of = '{iso(t)}'")
     b.q("traits", "SELECT * FROM traits")
     for name, _, _ in all_segments:
@@ -1026,11 +1101,14 @@ def main():
     outs += [(label, [r["user_id"] for r in res[k]]) for label, k in (("traits", "traits"), ("raw traits", "raw traits"),
                                                                       ("events.user_id", "events"), ("profiles.user_id", "profiles"),
                                                                       ("consent.user_id", "consent"))]
-    chk.absent(f"FORGET USER '{by}' forgets its whole component {chk.comp_desc(fc)}: no id of it in any output", fps, outs)
-    chk.ok("after FORGET: in_segment and has_consent are false for every id of the component",
+    chk.absent(f"FORGET USER '{by}' forgets its whole component {chk.comp_desc(fc)}: no id of it in any output",
+               [pseudonym_of[r] for r in members], outs)
+    chk.absent(f"FORGET USER '{by2}' (pseudonym of {chk.raw_of[by2]}) forgets its whole component {chk.comp_desc(fc2)}: "
+               f"no id of it in any output", [pseudonym_of[r] for r in members2], outs)
+    chk.ok("after FORGET: in_segment and has_consent are false for every id of the components",
            all(r["m"] is not True and r["h"] is not True for r in res["in_segment"]), json.dumps(res["in_segment"]))
     for mode, stitched in modes:
-        km = {r: (canon[r] if stitched else r) for r in ident.ordinal if canon[r] != fc}
+        km = {r: (canon[r] if stitched else r) for r in ident.ordinal if canon[r] not in forgotten}
         oracle.state(km, [1, 2], [1, 2])
         want_t = oracle.traits(traits, t)
         if stitched:
@@ -1050,7 +1128,7 @@ def main():
     hits, undecoded = scan_dir(oracle.con, f"{work}/db", fps + [probe] + all_ids)
     chk.ok("the file scan finds a live pseudonym (the scan works)", bool(hits[probe]), "not found anywhere")
     left = {chk.name(p): hits[p][:4] for p in fps if hits[p]}
-    chk.ok(f"after FORGET + vacuum: no byte of the component's {len(fps)} pseudonyms in any file", not left, json.dumps(left))
+    chk.ok(f"after FORGET + vacuum: no byte of the forgotten components' {len(fps)} pseudonyms in any file", not left, json.dumps(left))
     raw_left = {r: hits[r][:3] for r in all_ids if hits[r]}
     chk.ok("no raw id in any file of the data directory", not raw_left, json.dumps(dict(list(raw_left.items())[:5])))
     if undecoded:
@@ -1070,7 +1148,15 @@ def main():
     p = cap.ingest("links", f"{work}/cap_links.csv", "--config", f"{work}/cap.toml")
     m = re.search(r"refused (\d+) link", p.stderr)
     chk.eq("max_ids_per_profile = 3: refused links counted on stderr", int(m.group(1)) if m else None, 2)
-    want_cap = {a_: a_, b_: a_, c_: a_, d_: d_, e_: e_, f_: e_, g_: g_, h_: g_, i_: i_, j_: i_}
+    # links from events rows obey the cap too: a_'s component is full, d_'s is not
+    w1, w2 = (f"web-cap{n}-{rng.randrange(16 ** 8):08x}" for n in (1, 2))
+    write_csv(f"{work}/cap_events_2.csv", ["user_id", "anonymous_id", "event", "ts"],
+              [(a_, w1, "view", iso(START + 2 * DAY)), (d_, w2, "view", iso(START + 2 * DAY)), ("", w1, "view", iso(START + 3 * DAY))])
+    p = cap.ingest("events", f"{work}/cap_events_2.csv", "--config", f"{work}/cap.toml")
+    m = re.search(r"refused (\d+) link", p.stderr)
+    chk.eq("max_ids_per_profile = 3: a link from an events row (user_id + anonymous_id) refused and counted", int(m.group(1)) if m else None, 1)
+    cap_ids += [w1, w2]
+    want_cap = {a_: a_, b_: a_, c_: a_, d_: d_, e_: e_, f_: e_, g_: g_, h_: g_, i_: i_, j_: i_, w1: w1, w2: d_}
     cap_res = cap.sql([f"SELECT column1 AS p, identity_of(column1) AS c FROM {values([pseudonym(x) for x in cap_ids])}"])[0]
     got_cap = {r["p"]: r["c"] for r in cap_res}
     chk.eq("max_ids_per_profile = 3: components after the refused links (identity_of)",
@@ -1084,7 +1170,7 @@ def main():
         "component_sizes": {s: sizes.count(s) for s in sorted(set(sizes))},
         "as_of": [iso(t) for t in as_ofs],
         "segment_sizes_stitched": {n: [len(want_members[(n, ai, True)]) for ai in range(3)] for n, _, _ in all_segments},
-        "forgotten": {"by": by, "component": members},
+        "forgotten": [{"by": by, "component": members}, {"by": by2, "component": members2}],
         "checks": chk.checks,
         "failed": len(chk.failures),
         "segdb_calls": db.calls + cap.calls,
