@@ -91,6 +91,33 @@ pub enum Command {
     /// Refresh materialised segments once and exit (for cron, Airflow, Kubernetes CronJobs):
     /// the due ones (`--due`) or the named ones. Exit code 1 if any refresh failed.
     Refresh(RefreshArgs),
+    /// Reports written to files.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// The lift of a segment with a holdout: print segment_lift's table and write an SVG chart
+    /// of both groups' cumulative conversion over the days after the snapshot.
+    Lift(LiftArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LiftArgs {
+    /// A materialised segment with HOLDOUT n PERCENT.
+    pub segment: String,
+    /// The conversion event.
+    pub event: String,
+    /// Where to write the chart (SVG).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Days after the snapshot's as_of in which a conversion counts.
+    #[arg(long, default_value_t = crate::segment::lift::DEFAULT_DAYS_AFTER)]
+    pub days: i64,
+    /// Snapshot version (default: the latest).
+    #[arg(long)]
+    pub version: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -79,3 +79,10 @@ mod tests {
         }
     }
 }
+
+/// Epoch microseconds as RFC 3339 UTC (seconds, or fractions when there are any).
+pub fn format_micros(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}

@@ -32,6 +32,15 @@ impl Bsi {
         Bsi { slices }
     }
 
+    /// The sum of all counts.
+    pub fn total(&self) -> u64 {
+        self.slices
+            .iter()
+            .enumerate()
+            .map(|(k, s)| s.len() << k)
+            .sum()
+    }
+
     /// Users with a non-zero count.
     pub fn present(&self) -> RoaringBitmap {
         let mut out = RoaringBitmap::new();

@@ -30,6 +30,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "sql/examples/05_segment_queries.sql",
         include_str!("../../sql/examples/05_segment_queries.sql"),
     ),
+    (
+        "sql/examples/06_campaign_lift.sql",
+        include_str!("../../sql/examples/06_campaign_lift.sql"),
+    ),
 ];
 
 pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {

@@ -5,6 +5,7 @@ pub mod generate;
 pub mod ingest;
 pub mod output;
 pub mod refresh;
+pub mod report;
 pub mod serve;
 pub mod sql;
 
@@ -45,6 +46,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Refresh(args) => refresh::run(&cli.global, args).await,
+        Command::Report(crate::config::ReportCommand::Lift(args)) => {
+            report::lift(&cli.global, args).await
+        }
         Command::User(crate::config::UserCommand::Add { name, role, config }) => {
             serve::add_user(&name, &role, &config)
         }

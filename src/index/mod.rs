@@ -5,6 +5,7 @@
 
 pub mod catchup;
 pub mod store;
+pub mod timeline;
 
 use std::collections::HashMap;
 

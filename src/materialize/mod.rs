@@ -88,6 +88,8 @@ struct Computed {
     assigned: RoaringBitmap,
     target: RoaringBitmap,
     size: u64,
+    /// Held-out members with the purposes' consent at refresh time (counted like `size`).
+    holdout_size: u64,
     entered: u64,
     exited: u64,
     prev_max: u64,
@@ -134,6 +136,12 @@ async fn compute(segments: &Segments, ctx: &EvalCtx, def: &SegmentDef) -> Result
         None => (RoaringBitmap::new(), RoaringBitmap::new()),
     };
     let now_target = target(segments, ctx, def, &pre, &holdout, ctx.as_of).await?;
+    // The holdout counted the way `size` is: members with the purposes' consent now (the stored
+    // group keeps everyone assigned, so consent given later is applied at read).
+    let mut consented_holdout = holdout.clone();
+    for p in def.purposes()? {
+        consented_holdout &= &*segments.consent_holders(ctx, p, ctx.as_of).await?;
+    }
     // Against the previous version as it was activated at its own refresh.
     let prev_target = prev.as_ref().map(|p| p.target.clone()).unwrap_or_default();
     Ok(Computed {
@@ -141,8 +149,9 @@ async fn compute(segments: &Segments, ctx: &EvalCtx, def: &SegmentDef) -> Result
         entered: (&now_target - &prev_target).len(),
         exited: (&prev_target - &now_target).len(),
         target: now_target,
+        holdout_size: consented_holdout.len(),
         pre,
-        holdout: &holdout & &(&m.post | &holdout),
+        holdout,
         assigned,
         prev_max,
     })
@@ -176,7 +185,7 @@ fn row(
         n(c.map(|c| c.size)),
         n(c.map(|c| c.entered)),
         n(c.map(|c| c.exited)),
-        n(c.and_then(|c| def.holdout_percent.map(|_| c.holdout.len()))),
+        n(c.and_then(|c| def.holdout_percent.map(|_| c.holdout_size))),
         n(Some(took_ms)),
         Arc::new(StringArray::from(vec![error.map(str::to_string)])),
         Arc::new(BinaryArray::from(vec![
@@ -292,7 +301,7 @@ pub async fn refresh(
         size: c.size,
         entered: c.entered,
         exited: c.exited,
-        holdout: c.holdout.len(),
+        holdout: c.holdout_size,
         took_ms,
         status: if committed {
             Status::Ok

@@ -451,31 +451,18 @@ impl<'a> Evaluator<'a> {
                 pos,
             } => {
                 let (lo, hi) = window_bounds(window.as_ref(), self.ctx.as_of);
-                let aligned =
-                    lo.is_none_or(|lo| lo.rem_euclid(DAY_US) == 0) && hi.rem_euclid(DAY_US) == 0;
-                let (bsi, path) = match self.index {
-                    Some(idx) if what.filter.is_none() && aligned => {
-                        let from = lo.map_or(i32::MIN, |lo| lo.div_euclid(DAY_US) as i32);
-                        let to = hi.div_euclid(DAY_US) as i32;
-                        let ev = match &what.event {
-                            EventRef::Named(n) => Some(n.as_str()),
-                            EventRef::Any => None,
-                        };
-                        let days = if lo.is_some() {
-                            format!("{} days", (to as i64 - from as i64).max(0))
-                        } else {
-                            "all days".into()
-                        };
-                        let counts = idx.counts(ev, from, to);
-                        match &self.canon {
-                            Some(c) => (
-                                c.bsi(&counts),
-                                format!("index: {days} of bit-sliced counts, summed per profile"),
-                            ),
-                            None => (counts, format!("index: {days} of bit-sliced counts")),
-                        }
+                let from_index = match self.index {
+                    Some(idx) if what.filter.is_none() => {
+                        self.index_counts(idx, &what.event, lo, hi).await?
                     }
-                    _ => {
+                    _ => None,
+                };
+                let (bsi, path) = match from_index {
+                    Some((counts, path)) => match &self.canon {
+                        Some(c) => (c.bsi(&counts), format!("{path}, summed per profile")),
+                        None => (counts, path),
+                    },
+                    None => {
                         let q = format!(
                             "SELECT uid, count(*) FROM {} WHERE ({}) AND {} GROUP BY uid",
                             self.rel.events(),
@@ -487,7 +474,7 @@ impl<'a> Evaluator<'a> {
                         } else if self.index.is_none() {
                             "index off"
                         } else {
-                            "window not day-aligned"
+                            "day timelines over the memory budget"
                         };
                         (
                             count_bsi(&self.ctx, &q)
@@ -507,6 +494,31 @@ impl<'a> Evaluator<'a> {
                 pos,
             } => {
                 let (lo, hi) = window_bounds(window.as_ref(), self.ctx.as_of);
+                if let Some(idx) = self.index
+                    && first.filter.is_none()
+                    && then.filter.is_none()
+                    && let Some(bm) = self
+                        .sequence_from_timelines(
+                            idx,
+                            first,
+                            then,
+                            within
+                                .as_ref()
+                                .map(|(n, u)| (*n as i64).saturating_mul(u.micros())),
+                            lo,
+                            hi,
+                        )
+                        .await?
+                {
+                    let bm = bm & self.universe;
+                    let key = leaf_text(l);
+                    self.note(format!(
+                        "{key}  [index: day timelines of both events]  size {}",
+                        bm.len()
+                    ));
+                    self.memo.insert(key, bm.clone());
+                    return Ok(bm);
+                }
                 let w = window_cond(lo, hi);
                 let ev = self.rel.events();
                 let q = match within {
@@ -586,6 +598,156 @@ impl<'a> Evaluator<'a> {
         self.note(format!("{key}  [{path}]  size {}", bm.len()));
         self.memo.insert(key, bm.clone());
         Ok(bm)
+    }
+}
+
+impl Evaluator<'_> {
+    /// Per-user counts of `event` in `[lo, hi)` from the index: whole days from the per-day
+    /// counts, the partial days at either edge from the day timelines. `None` when the
+    /// timelines would not fit their memory budget.
+    async fn index_counts(
+        &self,
+        idx: &EventIndex,
+        event: &EventRef,
+        lo: Option<i64>,
+        hi: i64,
+    ) -> Result<Option<(Bsi, String)>> {
+        use crate::index::timeline::{counts_in, split};
+        let sp = split(lo, hi);
+        let ev = match event {
+            EventRef::Named(n) => Some(n.as_str()),
+            EventRef::Any => None,
+        };
+        let mut counts = match sp.whole {
+            Some((a, b)) => idx.counts(ev, a, b),
+            None => Bsi::default(),
+        };
+        let whole = match sp.whole {
+            Some((i32::MIN, _)) => "all whole days".to_string(),
+            Some((a, b)) => format!("{} whole days", b - a),
+            None => "no whole day".to_string(),
+        };
+        if sp.partial.is_empty() {
+            return Ok(Some((
+                counts,
+                format!("index: {whole} of bit-sliced counts"),
+            )));
+        }
+        let names: Vec<String> = match ev {
+            Some(n) => vec![n.to_string()],
+            None => idx.event_names(),
+        };
+        let keys: Vec<(String, i32)> = sp
+            .partial
+            .iter()
+            .flat_map(|(a, _)| {
+                let day = a.div_euclid(DAY_US) as i32;
+                names.iter().map(move |n| (n.clone(), day))
+            })
+            .collect();
+        let Some(tl) = self.service.timelines(&self.ctx, &keys, idx).await? else {
+            return Ok(None);
+        };
+        for (a, b) in &sp.partial {
+            let day = a.div_euclid(DAY_US) as i32;
+            let parts: Vec<&crate::index::timeline::Timeline> = names
+                .iter()
+                .filter_map(|n| tl.get(&(n.clone(), day)).map(|t| t.as_ref()))
+                .collect();
+            counts.add(&Bsi::from_counts(counts_in(&parts, *a, *b)));
+        }
+        Ok(Some((
+            counts,
+            format!(
+                "index: {whole} of bit-sliced counts + {} partial day(s) from day timelines",
+                sp.partial.len()
+            ),
+        )))
+    }
+
+    /// `DID a THEN b [WITHIN d]` over `[lo, hi)` from the day timelines of both events: users
+    /// with both events in the window first (from the per-day counts), then their occurrences
+    /// grouped per profile and checked in time order. `None` when that would not fit the
+    /// timeline budget, or the window is unbounded.
+    async fn sequence_from_timelines(
+        &self,
+        idx: &EventIndex,
+        first: &EventSpec,
+        then: &EventSpec,
+        within: Option<i64>,
+        lo: Option<i64>,
+        hi: i64,
+    ) -> Result<Option<RoaringBitmap>> {
+        use crate::index::timeline::days_of;
+        let Some(lo) = lo else { return Ok(None) };
+        if lo >= hi {
+            return Ok(Some(RoaringBitmap::new()));
+        }
+        let days = days_of(lo, hi);
+        if days.len() > 400 {
+            return Ok(None);
+        }
+        let names = |e: &EventRef| -> Vec<String> {
+            match e {
+                EventRef::Named(n) => vec![n.clone()],
+                EventRef::Any => idx.event_names(),
+            }
+        };
+        let (na, nb) = (names(&first.event), names(&then.event));
+        // Users who did both somewhere in the touched days (a superset of the answer).
+        let present = |ns: &[String]| {
+            let mut b = RoaringBitmap::new();
+            for n in ns {
+                b |= idx.counts(Some(n), days.start, days.end).present();
+            }
+            b
+        };
+        let mut cand = present(&na);
+        cand &= present(&nb);
+        if let Some(c) = &self.canon {
+            // Stitched: a profile may have `a` under one id and `b` under another.
+            let both = &c.image(&present(&na)) & &c.image(&present(&nb));
+            cand = c.expand(&both);
+        }
+        if cand.is_empty() {
+            return Ok(Some(RoaringBitmap::new()));
+        }
+        let mut keys: Vec<(String, i32)> = Vec::new();
+        for n in na.iter().chain(nb.iter()) {
+            for d in days.clone() {
+                keys.push((n.clone(), d));
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        let Some(tl) = self.service.timelines(&self.ctx, &keys, idx).await? else {
+            return Ok(None);
+        };
+        let canon = self.canon.clone();
+        let collect = |ns: &[String]| -> Vec<(u32, i64)> {
+            let mut out = Vec::new();
+            for d in days.clone() {
+                // Day by day, each day in time order: per user the result stays time-ordered
+                // for one event; several events (ANY EVENT) or stitched ids are re-sorted.
+                for n in ns {
+                    if let Some(t) = tl.get(&(n.clone(), d)) {
+                        for i in t.range(lo, hi) {
+                            let u = t.uid[i];
+                            if cand.contains(u) {
+                                let u = canon.as_ref().map_or(u, |c| c.of(u));
+                                out.push((u, t.ts[i]));
+                            }
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let (a, b) = (collect(&na), collect(&nb));
+        let ordered = self.canon.is_none() && na.len() == 1 && nb.len() == 1;
+        Ok(Some(crate::index::timeline::sequences(
+            &a, &b, within, ordered,
+        )))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod context;
 pub mod ddl;
 pub mod eval;
 pub mod functions;
+pub mod lift;
 pub mod options;
 pub mod parser;
 pub mod schedule;
@@ -77,6 +78,8 @@ struct Cache {
     canon: Option<(u64, Arc<stitch::Canon>)>,
     /// The stitched universe by (identity, suppression, links) version.
     stitched_universe: Option<((u64, u64, u64), Arc<RoaringBitmap>)>,
+    /// Day timelines of one events version.
+    timelines: (u64, crate::index::timeline::Timelines),
 }
 
 /// The users holding consent for one purpose, derived from one version of the consent table.
@@ -89,6 +92,15 @@ struct ConsentBitmap {
     from: i64,
     until: i64,
     holders: Arc<RoaringBitmap>,
+}
+
+/// Bytes of day timelines kept in memory (`SEGDB_TIMELINE_CACHE_MB`).
+fn timeline_budget() -> usize {
+    std::env::var("SEGDB_TIMELINE_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(512)
+        * 1_000_000
 }
 
 /// Versions of the tables a PROFILE leaf reads (profiles, identity, links when stitched).
@@ -252,6 +264,118 @@ impl Segments {
             );
         }
         Ok(idx)
+    }
+
+    /// The day timelines of `keys` (event, day) at the statement's events version: cached ones,
+    /// and the missing ones built by one scan. Returns `None` when they would not fit the budget
+    /// (the caller scans instead).
+    pub async fn timelines(
+        &self,
+        ctx: &EvalCtx,
+        keys: &[(String, i32)],
+        index: &EventIndex,
+    ) -> Result<Option<crate::index::timeline::Timelines>> {
+        use crate::index::timeline::Timeline;
+        let version = ctx.snap.version(Table::Events);
+        let mut out = crate::index::timeline::Timelines::new();
+        let mut missing: Vec<(String, i32)> = Vec::new();
+        {
+            let c = self.cache();
+            for k in keys {
+                match (c.timelines.0 == version)
+                    .then(|| c.timelines.1.get(k))
+                    .flatten()
+                {
+                    Some(t) => {
+                        out.insert(k.clone(), t.clone());
+                    }
+                    None => missing.push(k.clone()),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Some(out));
+        }
+        // Keys without events are empty; the others are counted from the index first, to
+        // refuse what would not fit.
+        let mut wanted: Vec<(String, i32)> = Vec::new();
+        let mut entries = 0u64;
+        for k in missing {
+            match index.days.get(&k) {
+                Some(bsi) => {
+                    entries += bsi.total();
+                    wanted.push(k);
+                }
+                None => {
+                    out.insert(k, Arc::new(Timeline::default()));
+                }
+            }
+        }
+        if entries as usize * 12 > timeline_budget() {
+            return Ok(None);
+        }
+        if !wanted.is_empty() {
+            let events: std::collections::BTreeSet<&str> =
+                wanted.iter().map(|k| k.0.as_str()).collect();
+            let (d0, d1) = (
+                wanted.iter().map(|k| k.1).min().unwrap_or(0),
+                wanted.iter().map(|k| k.1).max().unwrap_or(0),
+            );
+            let list: Vec<String> = events
+                .iter()
+                .map(|e| format!("'{}'", e.replace('\'', "''")))
+                .collect();
+            let q = format!(
+                "SELECT uid, event, CAST(ts AS BIGINT) FROM events WHERE event IN ({}) AND {}",
+                list.join(", "),
+                sqlgen::window_cond(
+                    Some(i64::from(d0) * crate::index::DAY_US),
+                    (i64::from(d1) + 1) * crate::index::DAY_US
+                )
+            );
+            let want: std::collections::HashSet<&(String, i32)> = wanted.iter().collect();
+            let mut pairs: HashMap<(String, i32), Vec<(i64, u32)>> = HashMap::new();
+            for b in ctx.query(&q).await? {
+                use arrow::array::{Array, AsArray};
+                let u = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)?;
+                let u = u.as_primitive::<arrow::datatypes::Int64Type>();
+                let e = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
+                let e = e.as_string::<i32>();
+                let t = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
+                for i in 0..b.num_rows() {
+                    if u.is_null(i) || e.is_null(i) || t.is_null(i) {
+                        continue;
+                    }
+                    let key = (
+                        e.value(i).to_string(),
+                        t.value(i).div_euclid(crate::index::DAY_US) as i32,
+                    );
+                    if want.contains(&key) {
+                        pairs
+                            .entry(key)
+                            .or_default()
+                            .push((t.value(i), u.value(i) as u32));
+                    }
+                }
+            }
+            for k in wanted {
+                let t = Arc::new(Timeline::from_pairs(pairs.remove(&k).unwrap_or_default()));
+                out.insert(k, t);
+            }
+        }
+        // Remember them (this events version only, within the budget).
+        let mut c = self.cache();
+        if c.timelines.0 != version {
+            c.timelines = (version, Default::default());
+        }
+        let mut bytes: usize = c.timelines.1.values().map(|t| t.bytes()).sum();
+        for (k, t) in &out {
+            if !c.timelines.1.contains_key(k) && bytes + t.bytes() <= timeline_budget() {
+                bytes += t.bytes();
+                c.timelines.1.insert(k.clone(), t.clone());
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Users holding consent for `purpose` at `at` (every consent record, not only known users'),

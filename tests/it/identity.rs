@@ -449,7 +449,10 @@ fn identity_and_traits_match_an_independent_oracle() {
                 .as_secs()
                 % 100_000
         });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/differential/identity.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/differential/identity.py"
+    );
     for seed in base..base + 2 {
         let work = tempfile::tempdir().unwrap();
         let o = std::process::Command::new(&py)

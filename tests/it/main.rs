@@ -10,6 +10,7 @@ mod flight;
 mod frontdoor;
 mod identity;
 mod ingest;
+mod lift;
 mod materialize;
 mod privacy;
 mod s3;

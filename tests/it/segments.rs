@@ -188,7 +188,8 @@ async fn statements_functions_and_persistence() {
     );
     let plan = rows(&e, "EXPLAIN SEGMENT de_buyers").await.join("\n");
     assert!(
-        plan.contains("[index: 20 days of bit-sliced counts]") && plan.contains("[scan profiles]"),
+        plan.contains("[index: 20 whole days of bit-sliced counts]")
+            && plan.contains("[scan profiles]"),
         "{plan}"
     );
 

@@ -5,25 +5,25 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
 use arrow::datatypes::{DataType, Int64Type};
-use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
-use roaring::RoaringBitmap;
 
-use super::binary::as_binary;
-use crate::bitmap::codec::from_bytes;
+use super::binary::{BitmapArg, DecodeCache};
 use crate::functions::privacy::common::udf_identity;
 
 #[derive(Debug)]
 pub struct RbContains {
     signature: Signature,
+    cache: DecodeCache,
 }
 
 impl RbContains {
     pub fn new() -> Self {
         RbContains {
             signature: Signature::any(2, Volatility::Immutable),
+            cache: DecodeCache::default(),
         }
     }
 }
@@ -52,26 +52,29 @@ impl ScalarUDFImpl for RbContains {
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let rows = if scalar { 1 } else { args.number_rows };
-        let bins = as_binary(&args.args[0].to_array(rows)?)?;
+        // A scalar bitmap (the usual case: a literal) is decoded once, not copied per row.
+        let bins = BitmapArg::of(&args.args[0], &self.cache, "rb_contains")?;
         let vals = arrow::compute::cast(&args.args[1].to_array(rows)?, &DataType::Int64)?;
         let vals = vals.as_primitive::<Int64Type>();
         let mut out = BooleanBuilder::with_capacity(rows);
-        // Bitmap arguments are usually one scalar: decode each distinct value once.
-        let mut last: Option<(Vec<u8>, RoaringBitmap)> = None;
-        for i in 0..rows {
-            if bins.is_null(i) || vals.is_null(i) {
-                out.append_null();
-                continue;
+        match &bins {
+            BitmapArg::Scalar(None) => out.append_nulls(rows),
+            BitmapArg::Scalar(Some(bm)) => {
+                for v in vals.iter() {
+                    out.append_option(v.map(|v| u32::try_from(v).is_ok_and(|v| bm.contains(v))));
+                }
             }
-            let bytes = bins.value(i);
-            if last.as_ref().is_none_or(|(k, _)| k.as_slice() != bytes) {
-                let Some(bm) = from_bytes(bytes) else {
-                    return exec_err!("rb_contains: row {i} is not a portable Roaring bitmap");
-                };
-                last = Some((bytes.to_vec(), bm));
+            BitmapArg::Column(_) => {
+                for i in 0..rows {
+                    let bm = bins.get(i, "rb_contains")?;
+                    match (bm, vals.is_valid(i)) {
+                        (Some(bm), true) => out.append_value(
+                            u32::try_from(vals.value(i)).is_ok_and(|v| bm.contains(v)),
+                        ),
+                        _ => out.append_null(),
+                    }
+                }
             }
-            let bm = &last.as_ref().expect("set above").1;
-            out.append_value(u32::try_from(vals.value(i)).is_ok_and(|v| bm.contains(v)));
         }
         let arr: ArrayRef = Arc::new(out.finish());
         if scalar {

@@ -6,16 +6,16 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BinaryBuilder, UInt64Builder};
+use arrow::array::{ArrayRef, BinaryBuilder, UInt64Builder};
 use arrow::datatypes::DataType;
-use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use roaring::RoaringBitmap;
 
-use super::binary::as_binary;
-use crate::bitmap::codec::{from_bytes, to_bytes};
+use super::binary::{BitmapArg, DecodeCache};
+use crate::bitmap::codec::to_bytes;
 
 /// One set operation.
 pub trait SetOp: Send + Sync + 'static {
@@ -25,29 +25,27 @@ pub trait SetOp: Send + Sync + 'static {
     fn cardinality(a: &RoaringBitmap, b: &RoaringBitmap) -> u64;
 }
 
-/// Evaluate `f` over pairs of bitmaps, row by row (scalars broadcast).
+/// Evaluate `f` over pairs of bitmaps, row by row; a scalar argument is decoded once (through
+/// `caches`), and two scalars give one row.
 fn pairs<T>(
     args: &ScalarFunctionArgs,
     name: &str,
-    mut f: impl FnMut(Option<(RoaringBitmap, RoaringBitmap)>) -> T,
+    caches: &[DecodeCache; 2],
+    mut f: impl FnMut(Option<(&RoaringBitmap, &RoaringBitmap)>) -> T,
 ) -> Result<(Vec<T>, bool)> {
     let all_scalar = args
         .args
         .iter()
         .all(|a| matches!(a, ColumnarValue::Scalar(_)));
     let rows = if all_scalar { 1 } else { args.number_rows };
-    let a = as_binary(&args.args[0].to_array(rows)?)?;
-    let b = as_binary(&args.args[1].to_array(rows)?)?;
+    let a = BitmapArg::of(&args.args[0], &caches[0], name)?;
+    let b = BitmapArg::of(&args.args[1], &caches[1], name)?;
     let mut out = Vec::with_capacity(rows);
     for i in 0..rows {
-        if a.is_null(i) || b.is_null(i) {
-            out.push(f(None));
-            continue;
+        match (a.get(i, name)?, b.get(i, name)?) {
+            (Some(x), Some(y)) => out.push(f(Some((&x, &y)))),
+            _ => out.push(f(None)),
         }
-        let (Some(x), Some(y)) = (from_bytes(a.value(i)), from_bytes(b.value(i))) else {
-            return exec_err!("{name}: row {i} holds bytes that are not a portable Roaring bitmap");
-        };
-        out.push(f(Some((x, y))));
     }
     Ok((out, all_scalar))
 }
@@ -63,12 +61,14 @@ fn finish(arr: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
 /// `rb_<op>(a, b)`.
 pub struct RbSetOp<O> {
     signature: Signature,
+    caches: [DecodeCache; 2],
     _o: PhantomData<O>,
 }
 
 /// `rb_<op>_cardinality(a, b)`.
 pub struct RbSetOpCardinality<O> {
     signature: Signature,
+    caches: [DecodeCache; 2],
     _o: PhantomData<O>,
 }
 
@@ -78,6 +78,7 @@ macro_rules! boilerplate {
             pub fn new() -> Self {
                 $t {
                     signature: Signature::any(2, Volatility::Immutable),
+                    caches: Default::default(),
                     _o: PhantomData,
                 }
             }
@@ -119,8 +120,8 @@ impl<O: SetOp> ScalarUDFImpl for RbSetOp<O> {
         Ok(DataType::Binary)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let (vals, scalar) = pairs(&args, O::NAME, |p| {
-            p.map(|(a, b)| to_bytes(&O::apply(&a, &b)))
+        let (vals, scalar) = pairs(&args, O::NAME, &self.caches, |p| {
+            p.map(|(a, b)| to_bytes(&O::apply(a, b)))
         })?;
         let mut b = BinaryBuilder::new();
         for v in vals {
@@ -144,8 +145,8 @@ impl<O: SetOp> ScalarUDFImpl for RbSetOpCardinality<O> {
         Ok(DataType::UInt64)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let (vals, scalar) = pairs(&args, O::CARDINALITY_NAME, |p| {
-            p.map(|(a, b)| O::cardinality(&a, &b))
+        let (vals, scalar) = pairs(&args, O::CARDINALITY_NAME, &self.caches, |p| {
+            p.map(|(a, b)| O::cardinality(a, b))
         })?;
         let mut b = UInt64Builder::new();
         for v in vals {

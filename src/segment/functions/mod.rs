@@ -129,6 +129,7 @@ pub fn table_functions(
         ("segment_history", segment_history::udtf(segments)),
         ("segment_changes", segment_changes::udtf(segments)),
         ("export_history", export_history::udtf(segments)),
+        ("segment_lift", crate::segment::lift::udtf(segments)),
     ]
 }
 
