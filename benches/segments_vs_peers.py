@@ -31,12 +31,15 @@ def queries(as_of):
     seq = f"""SELECT DISTINCT x.user_id FROM (SELECT user_id, ts FROM events WHERE event = 'add_to_cart' AND {w(30)}) x
                   JOIN (SELECT user_id, ts FROM events WHERE event = 'purchase' AND {w(30)}) y
                   ON x.user_id = y.user_id AND x.ts < y.ts AND y.ts <= x.ts + INTERVAL 1 HOUR"""
-    q4 = f"""SELECT count(*) FROM (
-      ((SELECT user_id FROM profiles WHERE plan IN ('plus', 'premium'))
-       INTERSECT (SELECT user_id FROM events WHERE event = 'view_item' AND {w(14)} GROUP BY user_id HAVING count(*) >= 3)
-       INTERSECT ({seq})
-       EXCEPT ({q2_users})
-       INTERSECT (SELECT user_id FROM profiles WHERE device = 'mobile'))
+    # Set operators nest explicitly: SQL binds INTERSECT tighter than EXCEPT and UNION.
+    core = f"""SELECT user_id FROM (
+        SELECT user_id FROM (
+          (SELECT user_id FROM profiles WHERE plan IN ('plus', 'premium'))
+          INTERSECT (SELECT user_id FROM events WHERE event = 'view_item' AND {w(14)} GROUP BY user_id HAVING count(*) >= 3)
+          INTERSECT ({seq})
+        ) abc EXCEPT ({q2_users})
+      ) d INTERSECT (SELECT user_id FROM profiles WHERE device = 'mobile')"""
+    q4 = f"""SELECT count(*) FROM (({core})
       UNION (SELECT DISTINCT user_id FROM events WHERE event = 'newsletter_signup' AND {w(7)})) t"""
     return {
         "q1": ("DID 'purchase' AT LEAST 3 TIMES IN THE LAST 30 DAYS AND PROFILE country = 'DE'",

@@ -94,6 +94,49 @@ pub enum Command {
     /// Reports written to files.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Run a Ballista scheduler for this database (queries of `segdb sql --cluster` and
+    /// `segdb serve --cluster` are planned here and run on the executors).
+    Scheduler(SchedulerArgs),
+    /// Run a Ballista executor for this database: reads its files and runs segdb's functions
+    /// with this node's own keyring.
+    Executor(ExecutorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on (host:port; port 0 picks a free one and prints it).
+    #[arg(long, default_value = "127.0.0.1:50050", env = "SEGDB_SCHEDULER_BIND")]
+    pub bind: std::net::SocketAddr,
+    /// Seconds after a job ends before its shuffle and result files are deleted from the
+    /// executors (the client must have fetched the result by then).
+    #[arg(long, default_value_t = 30, env = "SEGDB_JOB_CLEANUP_SECS")]
+    pub cleanup_after: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler: HOST:PORT or df://HOST:PORT.
+    #[arg(long, env = "SEGDB_SCHEDULER")]
+    pub scheduler: String,
+    /// Host to bind and to advertise to the scheduler and other executors.
+    #[arg(long, default_value = "127.0.0.1", env = "SEGDB_EXECUTOR_HOST")]
+    pub bind_host: String,
+    /// Arrow Flight port for shuffle data and results.
+    #[arg(long, default_value_t = 50061, env = "SEGDB_EXECUTOR_PORT")]
+    pub port: u16,
+    /// gRPC port (default: --port + 1).
+    #[arg(long, env = "SEGDB_EXECUTOR_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
+    /// Concurrent tasks (default: the number of cores).
+    #[arg(long, env = "SEGDB_EXECUTOR_VCORES")]
+    pub vcores: Option<usize>,
+    /// Directory for shuffle files and spills, dedicated to this executor (default: a
+    /// directory under the system temp dir named after the port).
+    #[arg(long, env = "SEGDB_EXECUTOR_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Memory for tasks, e.g. 4GiB (default: 70 % of the machine's).
+    #[arg(long, env = "SEGDB_EXECUTOR_MEMORY")]
+    pub memory_pool_size: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +193,9 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert", env = "SEGDB_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Run queries over the tables on a Ballista cluster: df://HOST:PORT of `segdb scheduler`.
+    #[arg(long, env = "SEGDB_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +254,9 @@ pub struct SqlArgs {
     /// Print "Time: <ms> ms" to stderr after each statement.
     #[arg(long, env = "SEGDB_TIMING")]
     pub timing: bool,
+    /// Run queries over the tables on a Ballista cluster: df://HOST:PORT of `segdb scheduler`.
+    #[arg(long, env = "SEGDB_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -65,6 +65,20 @@ impl Engine {
         Ok(self)
     }
 
+    /// Run queries over the tables on the Ballista cluster at `addr` (`df://HOST:PORT`);
+    /// segment evaluation, DDL, ingest, erasure and refreshes stay here (DESIGN §12).
+    pub fn with_cluster(mut self, addr: &str) -> Result<Engine> {
+        self.shared.attach_cluster(addr)?;
+        let who = self.session.who().to_string();
+        self.session = Session::new(self.shared.clone(), &who)?;
+        Ok(self)
+    }
+
+    /// How many plans this engine's process submitted to its cluster (0 when embedded).
+    pub fn cluster_jobs(&self) -> u64 {
+        self.shared.cluster_jobs()
+    }
+
     /// A new, independent session (its own settings, prepared statements, views, schemas).
     pub fn new_session(&self, who: &str) -> Result<Session> {
         Session::new(self.shared.clone(), who)

@@ -40,6 +40,8 @@ pub enum Error {
     /// A local file operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Result alias used throughout the crate.

@@ -15,6 +15,7 @@
 
 pub mod bitmap;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod datagen;
 pub mod engine;

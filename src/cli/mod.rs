@@ -1,5 +1,6 @@
 //! Subcommands, one file each. Each returns an exit code; `main` only maps errors to stderr.
 
+pub mod cluster;
 pub mod demo;
 pub mod generate;
 pub mod ingest;
@@ -45,6 +46,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Scheduler(args) => cluster::scheduler(&cli.global, args).await,
+        Command::Executor(args) => cluster::executor(&cli.global, args).await,
         Command::Refresh(args) => refresh::run(&cli.global, args).await,
         Command::Report(crate::config::ReportCommand::Lift(args)) => {
             report::lift(&cli.global, args).await

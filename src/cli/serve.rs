@@ -8,7 +8,10 @@ use crate::error::{Error, Result};
 use crate::server::auth::{Role, add_user as write_user};
 
 pub async fn run(global: &GlobalOpts, args: ServeArgs) -> Result<i32> {
-    let engine = crate::engine::Engine::open(&global.engine_config()).await?;
+    let mut engine = crate::engine::Engine::open(&global.engine_config()).await?;
+    if let Some(c) = &args.cluster {
+        engine = engine.with_cluster(c)?;
+    }
     let opts = crate::server::ServeOptions {
         addr: args.flight,
         config: args.config,

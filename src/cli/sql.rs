@@ -10,9 +10,12 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 pub async fn run(global: &GlobalOpts, args: SqlArgs) -> Result<i32> {
-    let engine = Engine::open(&global.engine_config())
+    let mut engine = Engine::open(&global.engine_config())
         .await?
         .with_caller("cli")?;
+    if let Some(c) = &args.cluster {
+        engine = engine.with_cluster(c)?;
+    }
     let mut scripts: Vec<String> = args.command.clone();
     for f in &args.file {
         scripts.push(

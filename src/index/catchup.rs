@@ -65,7 +65,7 @@ pub async fn count_files(
     let state = ctx.state();
     let exec = crate::storage::provider::scan_files(
         &state,
-        db,
+        &crate::storage::provider::store_url(db),
         Table::Events,
         files,
         &schema,

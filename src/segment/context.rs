@@ -66,6 +66,9 @@ impl EvalCtx {
             .unwrap_or_default();
         let mut st = state.clone();
         st.config_mut().set_extension(snap.clone());
+        // Segment evaluation runs here, never on a cluster (DESIGN §12).
+        st.config_mut()
+            .set_extension(Arc::new(crate::cluster::planner::LocalOnly));
         let as_of = opts.as_of.unwrap_or(snap.pinned_at);
         Ok(EvalCtx {
             df: SessionContext::new_with_state(st),

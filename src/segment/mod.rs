@@ -143,6 +143,11 @@ impl Segments {
         Ok(c)
     }
 
+    /// The segments-table version of the catalog this process read last.
+    pub fn catalog_version(&self) -> Option<u64> {
+        self.cache().catalog.as_ref().map(|(v, _)| *v)
+    }
+
     /// Segment names of the latest catalog this process has read (for listings that cannot
     /// wait for I/O).
     pub fn known_names(&self) -> Vec<String> {

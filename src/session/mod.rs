@@ -57,6 +57,10 @@ pub struct Shared {
     /// The planner after segdb's (None: DataFusion's own; a cluster's when attached).
     pub(crate) inner_planner:
         RwLock<Option<Arc<dyn datafusion::execution::context::QueryPlanner + Send + Sync>>>,
+    /// The Ballista scheduler queries run on (`http://host:port`), when attached.
+    pub(crate) cluster: RwLock<Option<String>>,
+    /// Plans submitted to the cluster so far.
+    pub(crate) cluster_jobs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -78,6 +82,8 @@ impl Shared {
             export_allowed: RwLock::new(None),
             max_ids_per_profile: std::sync::atomic::AtomicUsize::new(crate::links::DEFAULT_MAX_IDS),
             inner_planner: RwLock::new(None),
+            cluster: RwLock::new(None),
+            cluster_jobs: Default::default(),
         }))
     }
 
@@ -86,9 +92,43 @@ impl Shared {
         self.last.read().expect("not poisoned").clone()
     }
 
+    /// Run queries over the tables on the Ballista cluster whose scheduler is at `addr`
+    /// (`df://HOST:PORT`); sessions made afterwards use it.
+    pub fn attach_cluster(&self, addr: &str) -> Result<()> {
+        let url = crate::cluster::scheduler_url(addr)?;
+        let planner = crate::cluster::planner::ClusterPlanner::new(
+            url.clone(),
+            self.cluster_jobs.clone(),
+            ballista_core::extension::SessionConfigExt::ballista_config(&cluster_config(
+                session_config(),
+            )),
+        );
+        *self.inner_planner.write().expect("not poisoned") = Some(Arc::new(planner));
+        *self.cluster.write().expect("not poisoned") = Some(url);
+        Ok(())
+    }
+
+    /// How many plans this process submitted to the cluster.
+    pub fn cluster_jobs(&self) -> u64 {
+        self.cluster_jobs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The scheduler URL when attached to a cluster.
+    pub fn cluster(&self) -> Option<String> {
+        self.cluster.read().expect("not poisoned").clone()
+    }
+
     /// Pin a snapshot for a statement.
     pub async fn pin(&self) -> Result<Arc<Snapshot>> {
         let s = self.db.pin().await?;
+        // Planning-time checks (table functions, `segments.*` listings) read the catalog this
+        // process read last: bring it to the statement's version when another engine or
+        // process changed it.
+        if self.segments.catalog_version() != Some(s.version(Table::Segments)) {
+            let catalog = crate::segment::catalog::load(&s).await?;
+            self.segments
+                .remember_catalog(s.version(Table::Segments), catalog);
+        }
         *self.last.write().expect("not poisoned") = s.clone();
         Ok(s)
     }
@@ -135,6 +175,36 @@ pub struct Session {
     who: String,
 }
 
+/// The session configuration of every segdb session, embedded or on a cluster: DataFusion's
+/// defaults (view types included, so results have the same types in both modes), segdb's
+/// catalog names and settings.
+pub fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        .with_create_default_catalog_and_schema(true)
+        .with_option_extension(SegdbOptions::default())
+}
+
+/// `config` for a session attached to a cluster: Ballista's settings namespace (so
+/// `SET ballista.…` works and travels) with segdb's message limits, and the three execution
+/// switches Ballista cannot distribute turned off — round-robin repartitioning, physical
+/// uncorrelated scalar subqueries (planned as joins instead) and dynamic filters. None of them
+/// changes a result or its types. Ballista's other defaults (Utf8 instead of view types,
+/// sort-merge joins) are not taken: segdb keeps one configuration for both modes.
+pub fn cluster_config(config: SessionConfig) -> SessionConfig {
+    use ballista_core::extension::SessionConfigExt;
+    config
+        .with_option_extension(ballista_core::config::BallistaConfig::default())
+        .with_ballista_grpc_client_max_message_size(crate::cluster::node::MAX_MESSAGE)
+        .with_round_robin_repartition(false)
+        .set_bool(
+            "datafusion.optimizer.enable_physical_uncorrelated_scalar_subquery",
+            false,
+        )
+        .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false)
+}
+
 /// Options under which a role's statements are planned.
 fn options_for(role: Role, kind: &Kind) -> SQLOptions {
     let none = crate::segment::context::expression_only();
@@ -150,11 +220,10 @@ fn options_for(role: Role, kind: &Kind) -> SQLOptions {
 impl Session {
     /// A new session over `shared`, run by `who`.
     pub fn new(shared: Arc<Shared>, who: &str) -> Result<Session> {
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema(CATALOG, SCHEMA)
-            .with_create_default_catalog_and_schema(true)
-            .with_option_extension(SegdbOptions::default());
+        let mut config = session_config();
+        if shared.cluster().is_some() {
+            config = cluster_config(config);
+        }
         let planner = Arc::new(planner::SegdbPlanner {
             segments: shared.segments.clone(),
             inner: shared.inner_planner.read().expect("not poisoned").clone(),

@@ -94,6 +94,11 @@ impl BaseTable {
     pub fn table(&self) -> Table {
         self.table
     }
+
+    /// The database it reads.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
 }
 
 #[async_trait]
@@ -128,62 +133,88 @@ impl TableProvider for BaseTable {
             _ => self.db.pin().await.map_err(ext)?,
         };
         let files = snapshot.files(self.table).map_err(ext)?;
-        let suppressed = &snapshot.suppression().uids;
-        let filter = self.table.has_uid() && !suppressed.is_empty();
-        let uid = self.schema.index_of("uid").ok();
-        // The suppression filter needs `uid` even when the query does not.
-        let mut proj: Option<Vec<usize>> = projection.cloned();
-        let mut added_uid = false;
-        if filter && let (Some(p), Some(u)) = (proj.as_mut(), uid) {
-            if !p.contains(&u) {
-                p.push(u);
-                added_uid = true;
-            }
-        }
-        let exec = scan_files(
+        scan_table(
             state,
-            &self.db,
+            &store_url(&self.db),
             self.table,
             &files,
             &self.schema,
-            proj.clone(),
-            if filter { None } else { limit },
+            &snapshot.suppression().uids,
+            projection,
+            limit,
         )
-        .await?;
-        if !filter {
-            return Ok(exec);
-        }
-        let contains = Arc::new(ScalarUDF::from(
-            crate::functions::bitmap::rb_contains::RbContains::new(),
-        ));
-        let bytes = lit(datafusion::scalar::ScalarValue::Binary(Some(
-            crate::bitmap::codec::to_bytes(suppressed),
-        )));
-        let keep = not(contains.call(vec![bytes, col("uid")]));
-        let df_schema = DFSchema::try_from(exec.schema().as_ref().clone())?;
-        let predicate = state.create_physical_expr(keep, &df_schema)?;
-        let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, exec)?);
-        if !added_uid {
-            return Ok(filtered);
-        }
-        let schema = filtered.schema();
-        let exprs: Vec<ProjectionExpr> = (0..schema.fields().len() - 1)
-            .map(|i| ProjectionExpr {
-                expr: Arc::new(datafusion::physical_expr::expressions::Column::new(
-                    schema.field(i).name(),
-                    i,
-                )),
-                alias: schema.field(i).name().clone(),
-            })
-            .collect();
-        Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
+        .await
     }
+}
+
+/// The scan of table `t`'s `files` (read as `schema`) with the rows of the `suppressed` user
+/// ordinals filtered out — for the embedded engine (from the statement's snapshot) and for a
+/// cluster (from the file list and bitmap frozen into the plan).
+#[allow(clippy::too_many_arguments)]
+pub async fn scan_table(
+    state: &dyn Session,
+    store: &ObjectStoreUrl,
+    table: Table,
+    files: &[DataFile],
+    schema: &SchemaRef,
+    suppressed: &roaring::RoaringBitmap,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let filter = table.has_uid() && !suppressed.is_empty();
+    let uid = schema.index_of("uid").ok();
+    // The suppression filter needs `uid` even when the query does not.
+    let mut proj: Option<Vec<usize>> = projection.cloned();
+    let mut added_uid = false;
+    if filter && let (Some(p), Some(u)) = (proj.as_mut(), uid) {
+        if !p.contains(&u) {
+            p.push(u);
+            added_uid = true;
+        }
+    }
+    let exec = scan_files(
+        state,
+        store,
+        table,
+        files,
+        schema,
+        proj.clone(),
+        if filter { None } else { limit },
+    )
+    .await?;
+    if !filter {
+        return Ok(exec);
+    }
+    let contains = Arc::new(ScalarUDF::from(
+        crate::functions::bitmap::rb_contains::RbContains::new(),
+    ));
+    let bytes = lit(datafusion::scalar::ScalarValue::Binary(Some(
+        crate::bitmap::codec::to_bytes(suppressed),
+    )));
+    let keep = not(contains.call(vec![bytes, col("uid")]));
+    let df_schema = DFSchema::try_from(exec.schema().as_ref().clone())?;
+    let predicate = state.create_physical_expr(keep, &df_schema)?;
+    let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, exec)?);
+    if !added_uid {
+        return Ok(filtered);
+    }
+    let schema = filtered.schema();
+    let exprs: Vec<ProjectionExpr> = (0..schema.fields().len() - 1)
+        .map(|i| ProjectionExpr {
+            expr: Arc::new(datafusion::physical_expr::expressions::Column::new(
+                schema.field(i).name(),
+                i,
+            )),
+            alias: schema.field(i).name().clone(),
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
 }
 
 /// A Parquet scan of `files` (of table `t`) read as `schema`.
 pub async fn scan_files(
     state: &dyn Session,
-    db: &Database,
+    store: &ObjectStoreUrl,
     t: Table,
     files: &[DataFile],
     schema: &SchemaRef,
@@ -217,7 +248,7 @@ pub async fn scan_files(
     }
     let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
     let source = format.file_source(schema.clone().into());
-    let config = FileScanConfigBuilder::new(store_url(db), source)
+    let config = FileScanConfigBuilder::new(store.clone(), source)
         .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
         .with_projection_indices(projection)?
         .with_limit(limit)

@@ -1,6 +1,7 @@
 //! The one integration-test binary: end-to-end behaviour through the library and the CLI.
 
 mod cli;
+mod cluster;
 mod common;
 mod crash;
 mod erasure;
