@@ -276,7 +276,12 @@ async fn cluster_answers_equal_embedded() {
         0
     );
 
-    // Executors delete every job's files once it ends (the scheduler here says so after 2 s).
+    // Executors delete every job's files once it ends (the scheduler here says so after 2 s):
+    // the last job's are there now, and gone soon.
+    assert!(
+        !job_dirs(&cluster.work_dirs).is_empty(),
+        "no job files right after a query: the cleanup check below would prove nothing"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while !job_dirs(&cluster.work_dirs).is_empty() {
         assert!(

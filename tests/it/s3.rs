@@ -262,6 +262,56 @@ fn s3_and_local_path_give_identical_results() {
     );
     assert_ne!(n, "n\n0\n", "other users are still there");
 
+    // The same database on a cluster: a scheduler and an executor reading the bucket (each
+    // from its own --data and the S3 variables), after the FORGET and VACUUM above.
+    let spawn_node = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_segdb"));
+        c.args(["--data", s3_url])
+            .args(args)
+            .env("SEGDB_KEYRING", &local.keyring)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in &s3_env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        (child, line)
+    };
+    let (mut scheduler, line) = spawn_node(&["scheduler", "--bind", "127.0.0.1:0"]);
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    let port = free_port().to_string();
+    let grpc = free_port().to_string();
+    let work = local.dir.path().join("executor-work");
+    let (mut executor, _) = spawn_node(&[
+        "executor",
+        "--scheduler",
+        &addr,
+        "--port",
+        &port,
+        "--grpc-port",
+        &grpc,
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    let q = "SELECT event, count(*) AS n, count(DISTINCT uid) AS u FROM events GROUP BY event ORDER BY event";
+    let embedded = on(true, &["sql", "--format", "csv", "-c", q]);
+    let clustered = on(
+        true,
+        &["sql", "--format", "csv", "--cluster", &addr, "-c", q],
+    );
+    let _ = executor.kill();
+    let _ = executor.wait();
+    let _ = scheduler.kill();
+    let _ = scheduler.wait();
+    assert_eq!(clustered, embedded, "cluster over S3");
+    assert!(embedded.lines().count() > 2, "{embedded}");
+
     // An unreachable bucket is a clear one-line error.
     let o = local.cli_env(
         &[
