@@ -24,12 +24,8 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_proto::protobuf::LogicalPlanNode;
 
 use super::tables::{Collected, FrozenTable};
+use crate::segment::context::LocalOnly;
 use crate::storage::provider::{BaseTable, statement_snapshot, store_url};
-
-/// A session-config marker: plans of this state never leave the process (segment evaluation,
-/// refreshes, exports — the work DESIGN §12 keeps on the client).
-#[derive(Debug, Default)]
-pub struct LocalOnly;
 
 /// Where one plan runs, and why (for logs and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,11 @@ use super::options::{self, SegdbOptions};
 use crate::error::{Error, Result};
 use crate::storage::{Database, Snapshot};
 
+/// A session-config marker: plans of a state carrying it never leave the process (segment
+/// evaluation, refreshes, exports — the work DESIGN §12 keeps on a cluster's client).
+#[derive(Debug, Default)]
+pub struct LocalOnly;
+
 /// The segments being evaluated around a nested evaluation (to refuse cycles through SQL, e.g.
 /// `USERS IN (SELECT user_id FROM segments.x)` inside `x`).
 #[derive(Debug, Default, Clone)]
@@ -67,8 +72,7 @@ impl EvalCtx {
         let mut st = state.clone();
         st.config_mut().set_extension(snap.clone());
         // Segment evaluation runs here, never on a cluster (DESIGN §12).
-        st.config_mut()
-            .set_extension(Arc::new(crate::cluster::planner::LocalOnly));
+        st.config_mut().set_extension(Arc::new(LocalOnly));
         let as_of = opts.as_of.unwrap_or(snap.pinned_at);
         Ok(EvalCtx {
             df: SessionContext::new_with_state(st),
