@@ -312,6 +312,55 @@ fn s3_and_local_path_give_identical_results() {
     assert_eq!(clustered, embedded, "cluster over S3");
     assert!(embedded.lines().count() > 2, "{embedded}");
 
+    // An export to the bucket: the members with consent land there, manifest last.
+    on(
+        true,
+        &[
+            "sql",
+            "-c",
+            "CREATE MATERIALIZED SEGMENT everyone FOR PURPOSE 'marketing' AS ALL USERS",
+        ],
+    );
+    let members = on(
+        true,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT user_id FROM segment_members('everyone') ORDER BY user_id",
+        ],
+    );
+    let members: Vec<&str> = members.lines().skip(1).collect();
+    assert!(!members.is_empty(), "nobody with 'marketing' consent");
+    let out = on(
+        true,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            "EXPORT SEGMENT everyone TO 's3://segdb-test/exports/'",
+        ],
+    );
+    assert!(
+        out.contains(&format!("|{}|", members.len()))
+            || out.contains(&format!(",{},", members.len())),
+        "export result {out} does not count {} rows",
+        members.len()
+    );
+    for needle in [members[0], members[members.len() - 1], "\"segment\""] {
+        let found = bucket_objects_containing(&endpoint, "segdb-test", "exports/", needle);
+        assert!(!found.is_empty(), "{needle} is in no exported object");
+    }
+    let manifest = bucket_objects_containing(&endpoint, "segdb-test", "exports/", "\"segment\"");
+    assert!(
+        manifest
+            .iter()
+            .all(|m| m.ends_with("everyone-v1/_manifest.json")),
+        "{manifest:?}"
+    );
+
     // An unreachable bucket is a clear one-line error.
     let o = local.cli_env(
         &[
