@@ -13,7 +13,7 @@ use crate::storage::{Database, Location};
 async fn open(global: &GlobalOpts) -> Result<(Database, Arc<Keyring>)> {
     crate::storage::register_handlers();
     let keyring = Keyring::open(&global.keyring)?;
-    let db = Database::open(Location::parse(&global.data)?, &keyring).await?;
+    let db = Database::open_existing(Location::parse(&global.data)?, &keyring).await?;
     Ok((db, Arc::new(keyring)))
 }
 

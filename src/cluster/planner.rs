@@ -4,8 +4,9 @@
 //! table → its rows, [`Collected`]) and submitted to the Ballista scheduler; anything else runs
 //! here: plans that read no base table (there is nothing to distribute), segment evaluation
 //! (marked [`LocalOnly`]), plans with a probe over evaluated members (`in_segment`,
-//! `has_consent`, `identity_of`: their member sets live in this process), DML, COPY and
-//! `information_schema` (the client's catalog).
+//! `has_consent`, `identity_of`: their member sets live in this process), DML, COPY,
+//! `information_schema` (the client's catalog), and any plan in which a raw personal value is
+//! still a literal argument of `pseudonymize` / `hash_*` (so it never leaves the process).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -39,6 +40,23 @@ pub enum Placement {
     LocalFunction,
     /// Writes (DML, COPY) or reads the client's information_schema.
     LocalStatement,
+    /// A function of a personal value still has a constant argument. The front door replaces
+    /// `pseudonymize('raw id')` in SQL text by its pseudonym and the optimizer folds what is
+    /// left, so this is a last guard (plans built through the DataFrame API with folding off):
+    /// a raw value never travels in a plan.
+    PersonalLiteral,
+}
+
+/// Functions whose arguments are personal values (raw ids, emails, phone numbers).
+const PERSONAL_INPUT: [&str; 3] = ["pseudonymize", "hash_email", "hash_phone"];
+
+/// Is `e` a call of a [`PERSONAL_INPUT`] function whose personal value (the first argument; a
+/// second one names a key domain) is a constant — a literal, a cast of one, anything that reads
+/// no column?
+fn carries_personal_literal(e: &Expr) -> bool {
+    matches!(e, Expr::ScalarFunction(f)
+        if PERSONAL_INPUT.contains(&f.func.name())
+            && f.args.first().is_some_and(|a| a.column_refs().is_empty()))
 }
 
 pub struct ClusterPlanner {
@@ -120,6 +138,10 @@ pub fn placement(plan: &LogicalPlan, session: &dyn Session) -> Placement {
                 };
                 if unknown {
                     out = Some(Placement::LocalFunction);
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                if carries_personal_literal(x) {
+                    out = Some(Placement::PersonalLiteral);
                     return Ok(TreeNodeRecursion::Stop);
                 }
                 Ok(TreeNodeRecursion::Continue)
@@ -213,5 +235,35 @@ impl QueryPlanner for ClusterPlanner {
         self.submitted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::{ScalarUDF, cast, col, lit};
+
+    use super::*;
+
+    #[test]
+    fn constant_arguments_of_personal_functions_are_caught() {
+        let ring = Arc::new(
+            crate::privacy::Keyring::from_keys([("user".to_string(), [7u8; 32])]).unwrap(),
+        );
+        let p = ScalarUDF::from(crate::functions::privacy::pseudonymize::Pseudonymize::new(
+            ring,
+        ));
+        assert!(carries_personal_literal(&p.call(vec![lit("raw@x.com")])));
+        assert!(carries_personal_literal(&p.call(vec![cast(
+            lit("raw@x.com"),
+            arrow::datatypes::DataType::Utf8View
+        )])));
+        assert!(!carries_personal_literal(&p.call(vec![col("email")])));
+        assert!(!carries_personal_literal(
+            &p.call(vec![col("user_id"), lit("partner_x")])
+        ));
+        let contains = ScalarUDF::from(crate::functions::bitmap::rb_contains::RbContains::new());
+        assert!(!carries_personal_literal(
+            &contains.call(vec![lit(vec![0u8]), col("uid")])
+        ));
     }
 }

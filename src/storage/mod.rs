@@ -63,6 +63,19 @@ impl Database {
     /// the database was created with. A database written by an older segdb gains the engine
     /// tables and catalog columns it lacks (nothing is lost).
     pub async fn open(location: Location, keyring: &Keyring) -> Result<Database> {
+        Self::open_or_create(location, keyring, true).await
+    }
+
+    /// Open an existing database (cluster nodes: they never create one).
+    pub async fn open_existing(location: Location, keyring: &Keyring) -> Result<Database> {
+        Self::open_or_create(location, keyring, false).await
+    }
+
+    async fn open_or_create(
+        location: Location,
+        keyring: &Keyring,
+        create: bool,
+    ) -> Result<Database> {
         location.check_keyring_outside(keyring)?;
         location.prepare_local()?;
         let store = location.object_store()?;
@@ -92,6 +105,12 @@ impl Database {
                         db.location
                     )));
                 }
+            }
+            None if !create => {
+                return Err(Error::storage(format!(
+                    "{} is not a segdb database (create it with `segdb ingest` or `segdb demo` first)",
+                    db.location
+                )));
             }
             None => {
                 db.ensure_empty().await?;
