@@ -53,6 +53,25 @@ pub fn aggregate_functions() -> Vec<AggregateUDF> {
     ]
 }
 
+/// Apply `f` (array in, array out) to the one argument of a call, keeping a scalar a scalar —
+/// the body of every one-argument probe (`in_segment`'s member probe, `identity_of`, the
+/// canonical map, the session tables' suppression check).
+pub fn map_unary(
+    arg: &datafusion::logical_expr::ColumnarValue,
+    f: impl Fn(&arrow::array::ArrayRef) -> datafusion::common::Result<arrow::array::ArrayRef>,
+) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
+    use datafusion::logical_expr::ColumnarValue;
+    match arg {
+        ColumnarValue::Array(a) => Ok(ColumnarValue::Array(f(a)?)),
+        ColumnarValue::Scalar(s) => {
+            let a = f(&s.to_array()?)?;
+            Ok(ColumnarValue::Scalar(
+                datafusion::scalar::ScalarValue::try_from_array(&a, 0)?,
+            ))
+        }
+    }
+}
+
 /// Register every segdb function on `ctx`.
 pub fn register_all(ctx: &SessionContext, keyring: Arc<Keyring>) {
     for f in scalar_functions(keyring) {

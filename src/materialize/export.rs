@@ -813,9 +813,17 @@ pub async fn runs(ctx: &EvalCtx) -> Result<Vec<RecordBatch>> {
     ctx.snap.read(Table::ExportRuns).await
 }
 
-/// The version a standing export last sent successfully.
-fn last_sent(runs: &[RecordBatch], export: &str) -> Result<Option<(u64, i64, String)>> {
-    let mut best: Option<(u64, i64, String)> = None;
+/// One recorded run of a standing export (the columns `last_sent` and SHOW EXPORTS read).
+struct RunRow {
+    export: String,
+    status: String,
+    version: Option<i64>,
+    started_at: i64,
+}
+
+/// The runs of every standing export, in storage order (rows without an export name skipped).
+fn run_rows(runs: &[RecordBatch]) -> Result<Vec<RunRow>> {
+    let mut out = Vec::new();
     for b in runs {
         let t = |n: &str| crate::storage::snapshot_column(b, n, &DataType::Utf8);
         let i64c = |n: &str| crate::storage::snapshot_column(b, n, &DataType::Int64);
@@ -831,11 +839,28 @@ fn last_sent(runs: &[RecordBatch], export: &str) -> Result<Option<(u64, i64, Str
             at.as_primitive::<arrow::datatypes::Int64Type>(),
         );
         for i in 0..b.num_rows() {
-            if e.is_valid(i) && e.value(i) == export && s.value(i) == "ok" && v.is_valid(i) {
-                let cand = (v.value(i) as u64, at.value(i), s.value(i).to_string());
-                if best.as_ref().is_none_or(|b| cand.0 >= b.0) {
-                    best = Some(cand);
-                }
+            if e.is_null(i) {
+                continue;
+            }
+            out.push(RunRow {
+                export: e.value(i).to_string(),
+                status: s.value(i).to_string(),
+                version: v.is_valid(i).then(|| v.value(i)),
+                started_at: at.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The version a standing export last sent successfully.
+fn last_sent(runs: &[RecordBatch], export: &str) -> Result<Option<(u64, i64, String)>> {
+    let mut best: Option<(u64, i64, String)> = None;
+    for r in run_rows(runs)? {
+        if let (true, true, Some(v)) = (r.export == export, r.status == "ok", r.version) {
+            let cand = (v as u64, r.started_at, r.status);
+            if best.as_ref().is_none_or(|b| cand.0 >= b.0) {
+                best = Some(cand);
             }
         }
     }
@@ -911,34 +936,12 @@ pub async fn show(_segments: &Arc<Segments>, ctx: &EvalCtx) -> Result<QueryResul
     let all = standing(ctx).await?;
     let runs = runs(ctx).await?;
     let mut last: BTreeMap<String, (i64, String, Option<i64>)> = BTreeMap::new();
-    for b in &runs {
-        let t = |n: &str| crate::storage::snapshot_column(b, n, &DataType::Utf8);
-        let i64c = |n: &str| crate::storage::snapshot_column(b, n, &DataType::Int64);
-        let (e, s, v, at) = (
-            t("export")?,
-            t("status")?,
-            i64c("version")?,
-            i64c("started_at")?,
-        );
-        let (e, s) = (e.as_string::<i32>(), s.as_string::<i32>());
-        let (v, at) = (
-            v.as_primitive::<arrow::datatypes::Int64Type>(),
-            at.as_primitive::<arrow::datatypes::Int64Type>(),
-        );
-        for i in 0..b.num_rows() {
-            if e.is_null(i) {
-                continue;
-            }
-            let entry = (
-                at.value(i),
-                s.value(i).to_string(),
-                v.is_valid(i).then(|| v.value(i)),
-            );
-            match last.get(e.value(i)) {
-                Some(prev) if prev.0 > entry.0 => {}
-                _ => {
-                    last.insert(e.value(i).to_string(), entry);
-                }
+    for r in run_rows(&runs)? {
+        let entry = (r.started_at, r.status, r.version);
+        match last.get(&r.export) {
+            Some(prev) if prev.0 > entry.0 => {}
+            _ => {
+                last.insert(r.export, entry);
             }
         }
     }

@@ -83,6 +83,17 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The definition of `name`, or the error every statement gives for an unknown segment
+    /// (with a suggestion when a known name is close).
+    pub fn require(&self, name: &str) -> Result<&SegmentDef> {
+        self.get(name).ok_or_else(|| {
+            Error::invalid(format!(
+                "segment '{name}' does not exist{}",
+                super::eval::suggest(name, self.segments.keys())
+            ))
+        })
+    }
+
     /// Find a segment by name (exact, then case-insensitive).
     pub fn get(&self, name: &str) -> Option<&SegmentDef> {
         self.segments.get(name).or_else(|| {

@@ -359,15 +359,7 @@ impl Segments {
     /// `DESCRIBE SEGMENT name`: the definition and its current size.
     pub async fn describe(&self, ctx: &EvalCtx, name: &str) -> Result<QueryResult> {
         let catalog = self.catalog(ctx).await?;
-        let def = catalog
-            .get(name)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "segment '{name}' does not exist{}",
-                    suggest(name, catalog.segments.keys())
-                ))
-            })?
-            .clone();
+        let def = catalog.require(name)?.clone();
         let m = self.membership(ctx, &def.name).await?;
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
@@ -413,15 +405,7 @@ impl Segments {
     /// `EXPLAIN SEGMENT name`: one line per leaf with its access path and size.
     pub async fn explain(&self, ctx: &EvalCtx, name: &str) -> Result<QueryResult> {
         let catalog = self.catalog(ctx).await?;
-        let def = catalog
-            .get(name)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "segment '{name}' does not exist{}",
-                    suggest(name, catalog.segments.keys())
-                ))
-            })?
-            .clone();
+        let def = catalog.require(name)?.clone();
         let universe = self.universe(ctx).await?;
         let index = if ctx.opts.use_index {
             Some(self.index(ctx).await?)

@@ -257,16 +257,7 @@ impl<'a> Evaluator<'a> {
         if snapshots && let Some(m) = self.segments.get(name) {
             return Ok(m.clone());
         }
-        let def = self
-            .catalog
-            .get(name)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "segment '{name}' does not exist{}",
-                    suggest(name, self.catalog.segments.keys())
-                ))
-            })?
-            .clone();
+        let def = self.catalog.require(name)?.clone();
         let ctx = self.ctx.nested(&def.name)?;
         let purposes = def.purposes()?.to_vec();
         let stored = if snapshots {

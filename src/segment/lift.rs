@@ -229,15 +229,7 @@ impl Segments {
             ));
         }
         let catalog = self.catalog(ctx).await?;
-        let def = catalog
-            .get(name)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "segment '{name}' does not exist{}",
-                    super::eval::suggest(name, catalog.segments.keys())
-                ))
-            })?
-            .clone();
+        let def = catalog.require(name)?.clone();
         let Some(pct) = def.holdout_percent.filter(|_| def.materialized) else {
             return Err(Error::invalid(format!(
                 "segment '{name}' has no holdout group; lift needs CREATE OR REPLACE MATERIALIZED SEGMENT {name} … HOLDOUT n PERCENT AS …"

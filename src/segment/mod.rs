@@ -161,14 +161,9 @@ impl Segments {
     /// A definition from the latest catalog this process read (for planning-time checks; the
     /// statement re-reads its own snapshot's catalog when it runs).
     pub fn cached_def(&self, name: &str) -> Result<SegmentDef> {
-        let c = self.cache().catalog.as_ref().map(|(_, c)| c.clone());
-        match c.as_ref().and_then(|c| c.get(name)) {
-            Some(d) => Ok(d.clone()),
-            None => Err(Error::invalid(format!(
-                "segment '{name}' does not exist{}",
-                c.map(|c| eval::suggest(name, c.segments.keys()))
-                    .unwrap_or_default()
-            ))),
+        match self.cache().catalog.as_ref() {
+            Some((_, c)) => c.require(name).cloned(),
+            None => Err(Error::invalid(format!("segment '{name}' does not exist"))),
         }
     }
 
@@ -585,12 +580,7 @@ impl Segments {
     /// The membership of stored segment `name` at the context's `as_of`.
     pub async fn membership(&self, ctx: &EvalCtx, name: &str) -> Result<Membership> {
         let catalog = self.catalog(ctx).await?;
-        let def = catalog.get(name).ok_or_else(|| {
-            Error::invalid(format!(
-                "segment '{name}' does not exist{}",
-                eval::suggest(name, catalog.segments.keys())
-            ))
-        })?;
+        let def = catalog.require(name)?;
         let universe = self.universe(ctx).await?;
         let index = if ctx.opts.use_index {
             Some(self.index(ctx).await?)

@@ -12,7 +12,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session, TableProvider};
-use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::common::{DFSchema, Result};
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
@@ -348,12 +348,6 @@ impl ScalarUDFImpl for Forgotten {
         Ok(DataType::Boolean)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        match &args.args[0] {
-            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.check(a)?)),
-            ColumnarValue::Scalar(s) => {
-                let a = self.check(&s.to_array()?)?;
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&a, 0)?))
-            }
-        }
+        crate::functions::map_unary(&args.args[0], |a| self.check(a))
     }
 }

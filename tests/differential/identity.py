@@ -65,6 +65,8 @@ import time
 
 import duckdb
 
+from shared import iso, lit, ts_lit, write_csv, Leaf, Not, And, Or, seg_text, leaves
+
 UTC = datetime.timezone.utc
 START = datetime.datetime(2026, 10, 1, tzinfo=UTC)
 END = datetime.datetime(2026, 12, 1, tzinfo=UTC)
@@ -87,34 +89,12 @@ def is_placeholder(v):
     return v is None or v.strip().lower() in PLACEHOLDERS
 
 
-def iso(t):
-    """ISO-8601 UTC with a Z; milliseconds only when the time has them."""
-    if t.microsecond:
-        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def lit(s):
-    return "'" + str(s).replace("'", "''") + "'"
-
-
-def ts_lit(t):
-    return f"TIMESTAMPTZ {lit(t.isoformat())}"
-
-
 def rand_time(rng, lo, hi, ms=0.2):
     """A uniformly random instant in [lo, hi), whole seconds, sometimes with milliseconds."""
     t = lo + datetime.timedelta(seconds=rng.randrange(int((hi - lo).total_seconds())))
     if rng.random() < ms:
         t += datetime.timedelta(milliseconds=rng.randrange(1, 1000))
     return t
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
 
 
 # ---- windows, segment expressions -------------------------------------------------------------
@@ -156,44 +136,6 @@ def window_sql(w, as_of):
     if w[0] == "since":
         return f"ts >= {ts_lit(w[1])} AND ts < {ts_lit(as_of)}"
     return f"ts >= {ts_lit(w[1])} AND ts < {ts_lit(w[2])}"
-
-
-class Leaf:
-    def __init__(self, seg, sql, did=None):
-        self.seg, self.sql, self.did = seg, sql, did  # sql(as_of) -> a query returning column key; did = (event, window)
-
-
-class Not:
-    def __init__(self, x):
-        self.x = x
-
-
-class And:
-    def __init__(self, *xs):
-        self.xs = xs
-
-
-class Or:
-    def __init__(self, *xs):
-        self.xs = xs
-
-
-def seg_text(e):
-    if isinstance(e, Leaf):
-        return e.seg
-    if isinstance(e, Not):
-        return f"NOT {seg_text(e.x)}" if isinstance(e.x, (Leaf, Not)) else f"NOT ({seg_text(e.x)})"
-    if isinstance(e, And):
-        return " AND ".join(f"({seg_text(x)})" if isinstance(x, Or) else seg_text(x) for x in e.xs)
-    return " OR ".join(seg_text(x) for x in e.xs)
-
-
-def leaves(e):
-    if isinstance(e, Leaf):
-        return [e]
-    if isinstance(e, Not):
-        return leaves(e.x)
-    return [l for x in e.xs for l in leaves(x)]
 
 
 def boundaries(window, as_of):

@@ -48,7 +48,6 @@ usage: lift.py --segdb BIN --work DIR [--seed N]
 
 import argparse
 import base64
-import csv
 import datetime
 import hashlib
 import hmac
@@ -64,6 +63,8 @@ import xml.etree.ElementTree as ET
 
 import duckdb
 
+from shared import iso, lit, ts_lit, write_csv
+
 UTC = datetime.timezone.utc
 JAN = datetime.datetime(2026, 1, 1, tzinfo=UTC)
 DEC = datetime.datetime(2025, 12, 1, tzinfo=UTC)
@@ -73,21 +74,6 @@ PLANS = ["free", "plus", "premium"]
 Z95 = 1.959963984540054
 LIFT_COLUMNS = ["grp", "users", "converters", "rate", "lift", "ci_low", "ci_high", "p_value", "srm_p", "note"]
 STAT_COLUMNS = ["lift", "ci_low", "ci_high", "p_value", "srm_p"]
-
-
-def iso(t):
-    """ISO-8601 UTC with a Z; milliseconds only when the time has them."""
-    if t.microsecond:
-        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def lit(s):
-    return "'" + str(s).replace("'", "''") + "'"
-
-
-def ts_lit(t):
-    return f"TIMESTAMPTZ {lit(t.isoformat())}"
 
 
 def rand_time(rng, lo, hi, ms=0.2):
@@ -106,13 +92,6 @@ def poisson(rng, lam):
         if p <= l:
             return k
         k += 1
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
 
 
 # ---- segment definitions: segment-language text + independent SQL over E (events), P (profiles)

@@ -31,7 +31,6 @@ usage: materialized.py --segdb BIN --work DIR [--seed N]
 
 import argparse
 import base64
-import csv
 import datetime
 import hashlib
 import hmac
@@ -45,6 +44,8 @@ import time
 
 import duckdb
 
+from shared import iso, lit, ts_lit, Leaf, Not, And, Or, seg_text, leaves, write_csv
+
 UTC = datetime.timezone.utc
 JAN = datetime.datetime(2026, 1, 1, tzinfo=UTC)
 COUNTRIES = ["DE", "FR", "US", "GB"]
@@ -52,57 +53,12 @@ PLANS = ["free", "plus", "premium"]
 EVENT_WEIGHTS = [("view", 0.68), ("add_to_cart", 0.21), ("purchase", 0.11)]
 
 
-def iso(t):
-    """ISO-8601 UTC with a Z; milliseconds only when the time has them."""
-    if t.microsecond:
-        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_ts(s):
     return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def lit(s):
-    return "'" + str(s).replace("'", "''") + "'"
-
-
-def ts_lit(t):
-    return f"TIMESTAMPTZ {lit(t.isoformat())}"
-
-
 # ---- segment definitions: segment-language text + independent SQL --------------------------
 # SQL leaves read the temp tables U (universe: raw ids), E (events), P (current profiles).
-
-class Leaf:
-    def __init__(self, seg, sql, did=None):
-        self.seg, self.sql, self.did = seg, sql, did  # did = (event, window_days) for boundaries
-
-
-class Not:
-    def __init__(self, x):
-        self.x = x
-
-
-class And:
-    def __init__(self, *xs):
-        self.xs = xs
-
-
-class Or:
-    def __init__(self, *xs):
-        self.xs = xs
-
-
-def seg_text(e):
-    if isinstance(e, Leaf):
-        return e.seg
-    if isinstance(e, Not):
-        return f"NOT {seg_text(e.x)}" if isinstance(e.x, (Leaf, Not)) else f"NOT ({seg_text(e.x)})"
-    if isinstance(e, And):
-        return " AND ".join(f"({seg_text(x)})" if isinstance(x, Or) else seg_text(x) for x in e.xs)
-    return " OR ".join(seg_text(x) for x in e.xs)
-
 
 def oracle_sql(e, as_of):
     if isinstance(e, Leaf):
@@ -111,14 +67,6 @@ def oracle_sql(e, as_of):
         return f"(SELECT user_id FROM U EXCEPT {oracle_sql(e.x, as_of)})"
     op = " INTERSECT " if isinstance(e, And) else " UNION "
     return "(" + op.join(oracle_sql(x, as_of) for x in e.xs) + ")"
-
-
-def leaves(e):
-    if isinstance(e, Leaf):
-        return [e]
-    if isinstance(e, Not):
-        return leaves(e.x)
-    return [l for x in e.xs for l in leaves(x)]
 
 
 def did(event, days, freq_seg="", cond="c >= 1"):
@@ -170,13 +118,6 @@ def rand_time(rng, lo, hi):
     if rng.random() < 0.2:
         t += datetime.timedelta(milliseconds=rng.randrange(1, 1000))
     return t
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
 
 
 def generate(rng, work, definition):

@@ -224,3 +224,49 @@ pub async fn loaded(
     }
     (db, src, stats.users)
 }
+
+/// The first seed of a differential run: `SEGDB_DIFF_SEED`, or one from the clock (printed on
+/// failure, so a failing run can be replayed).
+pub fn diff_seed() -> u64 {
+    std::env::var("SEGDB_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                % 100_000
+        })
+}
+
+/// Run `tests/differential/<name>.py --segdb BIN --work DIR --seed N` for `seeds` seeds from
+/// [`diff_seed`], each in a fresh work dir; fails with the oracle's report and the seed. Returns
+/// false (after saying so) when there is no test venv and none is required.
+pub fn run_differential(name: &str, seeds: u64) -> bool {
+    let Some(py) = crate::segments::python() else {
+        eprintln!("SKIPPED the {name} differential test: no test venv (run scripts/test)");
+        return false;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/differential")
+        .join(format!("{name}.py"));
+    let base = diff_seed();
+    for seed in base..base + seeds {
+        let work = tempfile::tempdir().unwrap();
+        let o = Command::new(&py)
+            .arg(&script)
+            .args(["--segdb", env!("CARGO_BIN_EXE_segdb"), "--work"])
+            .arg(work.path())
+            .args(["--seed", &seed.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name} differential failed (rerun with SEGDB_DIFF_SEED={seed}):\n{}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+    true
+}

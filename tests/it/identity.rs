@@ -435,37 +435,5 @@ c,view,2026-11-06T10:00:00Z,1,hats
 /// against DuckDB on the same input files (tests/differential/identity.py).
 #[test]
 fn identity_and_traits_match_an_independent_oracle() {
-    let Some(py) = crate::segments::python() else {
-        eprintln!("SKIPPED identity_and_traits_match_an_independent_oracle: no test venv");
-        return;
-    };
-    let base: u64 = std::env::var("SEGDB_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                % 100_000
-        });
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/differential/identity.py"
-    );
-    for seed in base..base + 2 {
-        let work = tempfile::tempdir().unwrap();
-        let o = std::process::Command::new(&py)
-            .args([script, "--segdb", env!("CARGO_BIN_EXE_segdb"), "--work"])
-            .arg(work.path())
-            .args(["--seed", &seed.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "identity differential failed (rerun with SEGDB_DIFF_SEED={seed}):\n{}\n{}",
-            common::stdout(&o),
-            common::stderr(&o)
-        );
-    }
+    common::run_differential("identity", 2);
 }

@@ -343,36 +343,7 @@ async fn lift_numbers_follow_the_formulas_and_detect_a_planted_effect() {
 /// report's SVG, against DuckDB on the same input files (tests/differential/lift.py).
 #[test]
 fn holdouts_and_lift_match_an_independent_oracle() {
-    let Some(py) = crate::segments::python() else {
-        eprintln!("SKIPPED holdouts_and_lift_match_an_independent_oracle: no test venv");
-        return;
-    };
-    let base: u64 = std::env::var("SEGDB_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                % 100_000
-        });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/differential/lift.py");
-    for seed in base..base + 2 {
-        let work = tempfile::tempdir().unwrap();
-        let o = std::process::Command::new(&py)
-            .args([script, "--segdb", env!("CARGO_BIN_EXE_segdb"), "--work"])
-            .arg(work.path())
-            .args(["--seed", &seed.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "lift differential failed (rerun with SEGDB_DIFF_SEED={seed}):\n{}\n{}",
-            common::stdout(&o),
-            common::stderr(&o)
-        );
-    }
+    common::run_differential("lift", 2);
 }
 
 /// The `user_id` values of an exported Parquet file, read directly (segdb does not open files by

@@ -720,37 +720,5 @@ fn copy_dir(from: &Path, to: &Path) {
 /// with a FORGET and consent withdrawals between versions (tests/differential/materialized.py).
 #[test]
 fn materialized_versions_match_an_independent_oracle() {
-    let Some(py) = crate::segments::python() else {
-        eprintln!("SKIPPED materialized_versions_match_an_independent_oracle: no test venv");
-        return;
-    };
-    let base: u64 = std::env::var("SEGDB_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                % 100_000
-        });
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/differential/materialized.py"
-    );
-    for seed in base..base + 3 {
-        let work = tempfile::tempdir().unwrap();
-        let o = std::process::Command::new(&py)
-            .args([script, "--segdb", env!("CARGO_BIN_EXE_segdb"), "--work"])
-            .arg(work.path())
-            .args(["--seed", &seed.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "materialized differential failed (rerun with SEGDB_DIFF_SEED={seed}):\n{}\n{}",
-            common::stdout(&o),
-            common::stderr(&o)
-        );
-    }
+    common::run_differential("materialized", 3);
 }

@@ -35,16 +35,7 @@ async fn differential_against_duckdb() {
         return;
     };
     let (db, src, _) = loaded(600, 25, 5, 15.0).await;
-    let seed: u64 = std::env::var("SEGDB_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                % 100_000
-        });
+    let seed = diff_seed();
     let cases = std::env::var("SEGDB_DIFF_CASES").unwrap_or_else(|_| "300".into());
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, StringBuilder};
 use arrow::datatypes::{DataType, Int64Type};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -109,13 +109,7 @@ impl ScalarUDFImpl for MemberProbe {
         Ok(DataType::Boolean)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        match &args.args[0] {
-            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.probe(a)?)),
-            ColumnarValue::Scalar(s) => {
-                let a = self.probe(&s.to_array()?)?;
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&a, 0)?))
-            }
-        }
+        crate::functions::map_unary(&args.args[0], |a| self.probe(a))
     }
 }
 
@@ -207,12 +201,6 @@ impl ScalarUDFImpl for CanonicalLookup {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        match &args.args[0] {
-            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.lookup(a)?)),
-            ColumnarValue::Scalar(s) => {
-                let a = self.lookup(&s.to_array()?)?;
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&a, 0)?))
-            }
-        }
+        crate::functions::map_unary(&args.args[0], |a| self.lookup(a))
     }
 }
