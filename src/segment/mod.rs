@@ -213,13 +213,23 @@ impl Segments {
         {
             return Ok(u.clone());
         }
-        let ids = self.identity(ctx).await?;
-        let mut u = RoaringBitmap::new();
-        for (i, p) in ids.by_uid.iter().enumerate() {
-            if p.is_some() {
-                u.insert(i as u32);
-            }
-        }
+        // From the identity map when this process has it at this version; otherwise from the
+        // uid column alone: building the pseudonym map was half of a cold `segment_size` at 10M
+        // users, and a size never needs it.
+        let cached = match &self.cache().identity {
+            Some((v, m)) if *v == ctx.snap.version(Table::Identity) => Some(m.clone()),
+            _ => None,
+        };
+        let mut u = match cached {
+            Some(ids) => ids
+                .by_uid
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.is_some())
+                .map(|(i, _)| i as u32)
+                .collect(),
+            None => ctx.snap.identity_uids().await?,
+        };
         // Forgotten users leave at once, even before their identity row is cleared.
         u -= &ctx.snap.suppression().uids;
         let u = Arc::new(u);

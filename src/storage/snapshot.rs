@@ -147,6 +147,26 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The ordinals that have a pseudonym in the identity table — what [`Self::identity_rows`]
+    /// gives, without materialising the pseudonyms (the universe of a statement needs only
+    /// these).
+    pub async fn identity_uids(&self) -> Result<roaring::RoaringBitmap> {
+        let mut out = roaring::RoaringBitmap::new();
+        for b in self.read(Table::Identity).await? {
+            let u = column(&b, "uid", &DataType::Int64)?;
+            let u = u.as_primitive::<Int64Type>();
+            let p = b.column_by_name("user_id");
+            for i in 0..b.num_rows() {
+                if u.is_valid(i) && p.is_some_and(|p| p.is_valid(i)) {
+                    out.insert(u.value(i) as u32);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// A column of `b` cast to `ty` (all NULL when the batch lacks it).
 pub fn column(b: &RecordBatch, name: &str, ty: &DataType) -> Result<arrow::array::ArrayRef> {
     match b.column_by_name(name) {
