@@ -224,6 +224,9 @@ async fn delete_rows(db: &Database, uids: &[u32]) -> Result<()> {
     Ok(())
 }
 
+/// How old a file no commit references must be before VACUUM deletes it.
+pub const ORPHAN_AGE_HOURS: i64 = 1;
+
 /// `VACUUM`: drop events older than the retention (if set) and any remaining rows of forgotten
 /// users, then per table delete data files no longer referenced, write a checkpoint, and remove
 /// the log entries before it. Returns (files removed, log entries removed).
@@ -282,6 +285,16 @@ pub async fn vacuum(db: &Database, who: &str) -> Result<(usize, usize)> {
             .with_enforce_retention_duration(false)
             .await?;
         files += metrics.files_deleted.len();
+        // Files no commit references (a load killed between writing and committing; its rows
+        // may be of users forgotten since): removed once they are an hour old, so a concurrent
+        // load's files, not yet committed, are never touched.
+        let (table, orphans) = table
+            .vacuum()
+            .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
+            .with_retention_period(chrono::Duration::hours(ORPHAN_AGE_HOURS))
+            .with_enforce_retention_duration(false)
+            .await?;
+        files += orphans.files_deleted.len();
         // A checkpoint at the current version makes the older log entries unnecessary.
         let mut table = table;
         table.update_state().await?;

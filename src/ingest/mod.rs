@@ -697,6 +697,16 @@ where
     // Every data file of the load is on storage now; nothing is visible until the commit.
     failpoint("ingest-before-commit");
     if raced().await? {
+        // Nothing references these files and VACUUM only removes files a commit removed: delete
+        // them now, or the forgotten users' rows would stay on storage.
+        use object_store::ObjectStoreExt;
+        let store = table.object_store();
+        for a in &adds {
+            let path = deltalake::Path::from(a.path.as_str());
+            if let Err(e) = store.delete(&path).await {
+                tracing::warn!(error = %e, "could not delete a refused load's data file");
+            }
+        }
         return Err(forget_raced());
     }
     let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();

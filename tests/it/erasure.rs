@@ -325,3 +325,48 @@ fn a_forget_interrupted_by_a_crash_completes_when_rerun() {
     ]);
     assert_eq!(stdout(&o), "n\n1\n");
 }
+
+/// A data file no commit references (a load killed after writing it) is removed by VACUUM once
+/// it is an hour old, whatever it holds; a fresh one (a load still running elsewhere) is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_removes_old_orphan_files_and_keeps_fresh_ones() {
+    let db = TestDb::new();
+    let f = db.input(
+        "e.csv",
+        "user_id,event,ts\nkept@x.com,view,2026-01-01T00:00:00Z\n",
+    );
+    assert!(
+        db.cli(&["ingest", "events", f.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let events = db.data.join("events");
+    let active: Vec<_> = std::fs::read_dir(&events)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    assert_eq!(active.len(), 1);
+    let old = events.join("part-00000-orphan-old.snappy.parquet");
+    let fresh = events.join("part-00000-orphan-fresh.snappy.parquet");
+    for p in [&old, &fresh] {
+        std::fs::copy(&active[0], p).unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let o = db.cli(&["vacuum"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!old.exists(), "an hour-old orphan survived VACUUM");
+    assert!(
+        fresh.exists(),
+        "VACUUM deleted a fresh, possibly in-flight file"
+    );
+    assert!(active[0].exists(), "VACUUM deleted an active file");
+    let e = db.engine().await;
+    assert_eq!(count(&e, "SELECT count(*) FROM events").await, 1);
+}

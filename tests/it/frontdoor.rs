@@ -771,9 +771,10 @@ async fn a_load_racing_a_forget_never_brings_the_user_back() {
     let o = db.cli(&["vacuum"]);
     assert!(o.status.success(), "{}", common::stderr(&o));
     let p = expected_pseudonym(target);
+    let found = files_containing(&db.data, &p);
     assert!(
-        files_containing(&db.data, &p).is_empty(),
-        "the forgotten pseudonym is back"
+        found.is_empty(),
+        "the forgotten pseudonym is back in {found:?}"
     );
     let e = db.engine().await;
     assert_eq!(
