@@ -6,11 +6,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::Output;
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -233,6 +234,7 @@ pub struct Authenticator {
     /// `--insecure-no-auth`: everyone is an admin.
     open: bool,
     tokens: Mutex<HashMap<String, (String, Role, Instant)>>,
+    verifier: Verifier,
 }
 
 impl Authenticator {
@@ -242,6 +244,7 @@ impl Authenticator {
             ttl: Duration::from_secs(config.server.token_ttl_secs.max(1)),
             open,
             tokens: Mutex::new(HashMap::new()),
+            verifier: Verifier::new(),
         }
     }
 
@@ -280,13 +283,13 @@ impl Authenticator {
                     .ok_or(Denied::BadCredentials)?;
                 let (user, password) = c.split_once(':').ok_or(Denied::BadCredentials)?;
                 match self.users.get(user) {
-                    Some(entry) if verify(&entry.password_hash, password) => {
+                    Some(entry) if self.verifier.verify(&entry.password_hash, password) => {
                         (user.to_string(), entry.role)
                     }
                     _ if self.open => (user.to_string(), Role::Admin),
                     _ => {
                         // Spend the same time as a real check so that user names do not leak.
-                        let _ = verify(DUMMY_HASH, password);
+                        let _ = self.verifier.verify(DUMMY_HASH, password);
                         return Err(Denied::BadCredentials);
                     }
                 }
@@ -344,14 +347,80 @@ impl Authenticator {
 /// A valid hash of a random password, checked when the user does not exist.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2VnZGJkdW1teXNhbHQ$0Qk1l9w0tQnOa1wS4H0o4m0n7q4cQ0mZz8yJ9m2eQ9s";
 
-fn verify(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+/// Password checks run on a few reusable argon2 work areas. Each check needs `m` KiB (19 MiB with
+/// the default parameters); allocating that per login left the allocator holding ~20 MB for
+/// every login that ran concurrently with another, so a login storm grew the server by hundreds
+/// of megabytes it never gave back. At most `available_parallelism` checks run at once (more
+/// could not run faster on the cores there are); the others wait for a work area.
+struct Verifier {
+    areas: Mutex<(Vec<Vec<Block>>, usize)>,
+    freed: Condvar,
+    limit: usize,
+}
+
+impl Verifier {
+    fn new() -> Verifier {
+        Verifier {
+            areas: Mutex::new((Vec::new(), 0)),
+            freed: Condvar::new(),
+            limit: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
+        }
+    }
+
+    /// Whether `password` matches the argon2 PHC string `hash`.
+    fn verify(&self, hash: &str, password: &str) -> bool {
+        let mut area = {
+            let mut g = self.areas.lock().expect("not poisoned");
+            loop {
+                if let Some(a) = g.0.pop() {
+                    break a;
+                }
+                if g.1 < self.limit {
+                    g.1 += 1;
+                    break Vec::new();
+                }
+                g = self.freed.wait(g).expect("not poisoned");
+            }
+        };
+        let ok = check(hash, password, &mut area);
+        self.areas.lock().expect("not poisoned").0.push(area);
+        self.freed.notify_one();
+        ok
+    }
+}
+
+fn check(hash: &str, password: &str, area: &mut Vec<Block>) -> bool {
+    let Ok(h) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(h.algorithm) else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(&h) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if area.len() < blocks {
+        area.resize(blocks, Block::default());
+    }
+    let argon = Argon2::new(algorithm, version, params);
+    Output::init_with(expected.len(), |out| {
+        argon
+            .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut area[..blocks])
+            .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .is_ok_and(|computed| computed == expected)
 }
 
 fn new_token() -> String {
@@ -428,6 +497,59 @@ mod tests {
         assert_eq!(
             auth.login(Some("Basic %%%")).unwrap_err(),
             Denied::BadCredentials
+        );
+    }
+
+    #[test]
+    fn password_checks_agree_with_argon2_and_reuse_their_work_areas() {
+        use argon2::password_hash::PasswordVerifier;
+        let v = Verifier::new();
+        let salt = SaltString::encode_b64(b"segdb-test-salt!").unwrap();
+        let mut hashes = vec![DUMMY_HASH.to_string()];
+        for (alg, m, t, p) in [
+            (Algorithm::Argon2id, 19456, 2, 1),
+            (Algorithm::Argon2id, 64, 1, 4),
+            (Algorithm::Argon2i, 256, 3, 2),
+            (Algorithm::Argon2d, 32, 1, 1),
+        ] {
+            let argon = Argon2::new(alg, Version::V0x13, Params::new(m, t, p, None).unwrap());
+            hashes.push(argon.hash_password(b"s3cret", &salt).unwrap().to_string());
+        }
+        hashes.push(
+            Argon2::new(
+                Algorithm::Argon2id,
+                Version::V0x10,
+                Params::new(64, 1, 1, None).unwrap(),
+            )
+            .hash_password(b"s3cret", &salt)
+            .unwrap()
+            .to_string(),
+        );
+        for h in &hashes {
+            for pw in ["s3cret", "s3crex", "", "s3cret "] {
+                let theirs = Argon2::default()
+                    .verify_password(pw.as_bytes(), &PasswordHash::new(h).unwrap())
+                    .is_ok();
+                assert_eq!(v.verify(h, pw), theirs, "{h} {pw:?}");
+                // A larger area left from an earlier check must not change the answer.
+                assert_eq!(v.verify(h, pw), theirs, "{h} {pw:?} again");
+            }
+        }
+        assert!(v.verify(&hashes[1], "s3cret"));
+        assert!(!v.verify("not a hash", "s3cret"));
+        assert!(
+            !v.verify("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ", "s3cret"),
+            "no output"
+        );
+        let g = v.areas.lock().unwrap();
+        assert!(
+            g.1 <= v.limit && !g.0.is_empty(),
+            "areas are reused, at most {}",
+            v.limit
+        );
+        assert!(
+            g.0.iter().any(|a| a.len() == 19456),
+            "the largest area is kept for the next check"
         );
     }
 

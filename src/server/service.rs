@@ -447,8 +447,14 @@ impl FlightSqlService for SegdbFlightSql {
         let header = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        let (token, caller) = self.auth.login(header).map_err(|d| {
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // A password check is tens of milliseconds of CPU: run it off the async workers.
+        let auth = self.auth.clone();
+        let checked = tokio::task::spawn_blocking(move || auth.login(header.as_deref()))
+            .await
+            .map_err(|_| Status::internal("the password check failed"))?;
+        let (token, caller) = checked.map_err(|d| {
             tracing::info!(target: "segdb::server", denied = %d, "handshake refused");
             Status::unauthenticated(d.to_string())
         })?;
