@@ -163,6 +163,9 @@ impl Database {
         let handle = self.handles.get(&table).expect("every table has a handle");
         let mut h = handle.lock().await;
         if let Some(t) = h.as_mut() {
+            if self.no_commit_after(table, t) {
+                return Ok(t.clone());
+            }
             if t.update_incremental(None).await.is_ok() {
                 return Ok(t.clone());
             }
@@ -170,6 +173,23 @@ impl Database {
         let t = self.load(table).await?;
         *h = Some(t.clone());
         Ok(t)
+    }
+
+    /// On a local disk, whether no commit follows the handle's version: two `stat`s instead of
+    /// delta-rs listing the log through the blocking pool (twelve tables per statement made that
+    /// most of a small statement's time). A commit is a log entry that appears whole (written
+    /// elsewhere, then linked in) and is always a JSON entry, so a missing next entry means no
+    /// newer version, provided the handle's own entry is still there: VACUUM removes the entries
+    /// below its checkpoint, and a handle older than that must ask delta-rs. On object stores
+    /// delta-rs asks as before.
+    fn no_commit_after(&self, table: Table, t: &DeltaTable) -> bool {
+        let (Some(root), Some(v)) = (self.location.local_path(), t.version()) else {
+            return false;
+        };
+        let log = root.join(table.path()).join("_delta_log");
+        let entry = |v: u64| log.join(format!("{v:020}.json"));
+        let missing = |p: std::path::PathBuf| matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        std::fs::symlink_metadata(entry(v)).is_ok() && missing(entry(v + 1))
     }
 
     /// Pin the latest version of every table a statement may read.

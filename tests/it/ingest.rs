@@ -367,4 +367,22 @@ async fn a_second_engine_sees_committed_data() {
         .await
         .unwrap();
     assert_eq!(count(&reader, "SELECT count(*) FROM events").await, 1);
+    // The reader's handle is at that version. More commits, then a VACUUM that checkpoints and
+    // removes the log entries below it (the reader's own among them): the reader must still
+    // find the newest version, not keep its old one.
+    for (i, name) in ["b.csv", "c.csv", "d.csv"].into_iter().enumerate() {
+        let f = db.input(name, &format!("user_id,event,ts\nm{i},x,2026-01-02\n"));
+        writer
+            .ingest(Kind::Events, &[f], &IngestOptions::default())
+            .await
+            .unwrap();
+    }
+    writer.sql("VACUUM").await.unwrap();
+    assert_eq!(count(&reader, "SELECT count(*) FROM events").await, 4);
+    let e = db.input("e.csv", "user_id,event,ts\nm9,x,2026-01-03\n");
+    writer
+        .ingest(Kind::Events, &[e], &IngestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(count(&reader, "SELECT count(*) FROM events").await, 5);
 }
