@@ -1,15 +1,20 @@
 //! segdb: an embedded analytical database for audience segments.
 //!
 //! ```text
-//!  files ──► ingest (read → validate → pseudonymise → identity ordinals) ──► Delta tables
-//!                                                                          (events, profiles,
-//!  SQL ──► engine (DataFusion session, segdb functions) ◄── latest snapshot   consent, identity)
-//!                                                                          on a local path,
-//!                                                                          file:// or s3://
+//!  files ──► ingest (read → validate → pseudonymise → identity ordinals, event index) ──► Delta
+//!            tables on a local path, file:// or s3:// (events, profiles, consent, identity,
+//!            links; segments, snapshots, traits, exports, audit under _segdb/)
+//!
+//!  SQL / Flight SQL ──► front door (statement kind, role, one pinned snapshot per statement)
+//!     ──► DataFusion session: segdb functions, segment language → roaring-bitmap plans,
+//!         consent and erasure applied at scan time; embedded or on a Ballista cluster
+//!
+//!  schedules ──► refreshes (versioned snapshots, entered/exited, holdouts) ──► exports
 //! ```
 //!
 //! Raw user identifiers stop at the ingest door: only keyed pseudonyms (`p1_…`) and dense user
-//! ordinals (`uid`) are stored. See `ARCHITECTURE.md` for the walk-through.
+//! ordinals (`uid`) are stored. See `ARCHITECTURE.md` for the walk-through and `DESIGN.md`
+//! (shared with the acceptance checks) for the contract.
 
 #![deny(unreachable_pub, clippy::dbg_macro, clippy::todo)]
 

@@ -8,8 +8,6 @@
 //! never link, and a link that would make a component hold more than `max_ids_per_profile` ids
 //! is refused (and counted by the load that tried it).
 
-use std::sync::Arc;
-
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
 
@@ -150,15 +148,6 @@ pub async fn components(snap: &Snapshot) -> Result<Components> {
         c.link(a, b, usize::MAX);
     }
     Ok(c)
-}
-
-/// The canonical map of a snapshot over `n` ordinals, or `None` without links.
-pub async fn canonical_map(snap: &Snapshot, n: usize) -> Result<Option<Arc<Vec<u32>>>> {
-    let mut c = components(snap).await?;
-    if c.is_trivial() {
-        return Ok(None);
-    }
-    Ok(Some(Arc::new(c.canonical(n))))
 }
 
 #[cfg(test)]

@@ -50,24 +50,35 @@ impl Bsi {
         out
     }
 
-    /// `self += other`, ripple carry.
+    /// `self += other`, ripple carry: per slice `sum = a ^ b ^ carry`,
+    /// `carry' = (a & b) | (carry & (a ^ b))`, computed in place with `a ^ b` once, and stopping
+    /// as soon as `other` has no more slices and nothing is carried.
     pub fn add(&mut self, other: &Bsi) {
         let mut carry = RoaringBitmap::new();
-        let n = self.slices.len().max(other.slices.len());
-        for k in 0..n {
+        let mut k = 0;
+        while k < other.slices.len() || !carry.is_empty() {
             if self.slices.len() <= k {
                 self.slices.push(RoaringBitmap::new());
             }
-            let a = &self.slices[k];
-            let empty = RoaringBitmap::new();
-            let b = other.slices.get(k).unwrap_or(&empty);
-            let sum = &(a ^ b) ^ &carry;
-            let new_carry = &(a & b) | &(&carry & &(a ^ b));
-            self.slices[k] = sum;
-            carry = new_carry;
-        }
-        if !carry.is_empty() {
-            self.slices.push(carry);
+            let a = &mut self.slices[k];
+            match other.slices.get(k).filter(|b| !b.is_empty()) {
+                Some(b) => {
+                    let mut next = &*a & b;
+                    *a ^= b; // a ^ b
+                    if !carry.is_empty() {
+                        next |= &carry & &*a;
+                        *a ^= &carry; // a ^ b ^ carry
+                    }
+                    carry = next;
+                }
+                None => {
+                    // a + carry: sum a ^ carry, carry' a & carry.
+                    let next = &*a & &carry;
+                    *a ^= &carry;
+                    carry = next;
+                }
+            }
+            k += 1;
         }
     }
 
@@ -176,5 +187,48 @@ mod tests {
             }
         }
         assert!(acc.greater_than(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn add_of_mixed_widths_and_sparse_slices_is_plain_addition() {
+        let mut x: u64 = 99;
+        let mut next = |m: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % m
+        };
+        for round in 0..40 {
+            let mut total: HashMap<u32, u64> = HashMap::new();
+            let mut acc = Bsi::default();
+            for _ in 0..(1 + next(6)) {
+                // Widths from one slice to eleven; some parts hold only even counts (an empty
+                // slice 0) or only a few users.
+                let max = [2, 3, 8, 1024, 2048][next(5) as usize];
+                let even = next(3) == 0;
+                let users = [5, 300, 70_000][next(3) as usize] as u32;
+                let mut part = Vec::new();
+                for u in (0..users).step_by(1 + next(4) as usize) {
+                    let mut c = next(max);
+                    if even {
+                        c &= !1;
+                    }
+                    if c > 0 {
+                        part.push((u, c));
+                        *total.entry(u).or_default() += c;
+                    }
+                }
+                acc.add(&Bsi::from_counts(part));
+            }
+            assert_eq!(counts(&acc, 70_000), total, "round {round}");
+        }
+        // Adding nothing changes nothing; adding to nothing copies.
+        let a = Bsi::from_counts([(1, 5), (7, 2)]);
+        let mut b = a.clone();
+        b.add(&Bsi::default());
+        assert_eq!(b, a);
+        let mut c = Bsi::default();
+        c.add(&a);
+        assert_eq!(c, a);
     }
 }

@@ -87,6 +87,7 @@ pub async fn rebuild(db: &Database, events: &deltalake::DeltaTable) -> Result<Ev
     Ok(EventIndex {
         days: count_files(db, events, &files).await?,
         events_version: events.version().unwrap_or(0),
+        ..EventIndex::default()
     })
 }
 

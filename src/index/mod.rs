@@ -8,6 +8,7 @@ pub mod store;
 pub mod timeline;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
@@ -24,9 +25,29 @@ pub type Days = HashMap<(String, i32), Bsi>;
 /// The in-memory index.
 #[derive(Debug, Default, Clone)]
 pub struct EventIndex {
+    /// Per (event, day) counts; change them through [`EventIndex::add`] (it drops cached sums).
     pub days: Days,
     /// The events-table version this index reflects (0: no events committed yet).
     pub events_version: u64,
+    /// Sums already computed over day ranges of this index (see [`EventIndex::counts`]).
+    sums: Sums,
+}
+
+/// Bytes of sums kept per index; past it the cache starts over.
+const SUMS_BUDGET: usize = 64 << 20;
+
+/// Sums over (event or any, first day, end day). The whole days of a window stay the same from
+/// one midnight to the next while `as_of` moves, so a dashboard or a schedule asking all day
+/// adds the per-day counts once. A clone starts empty: clones are made to be changed.
+#[derive(Debug, Default)]
+struct Sums {
+    map: std::sync::Mutex<(HashMap<(Option<String>, i32, i32), Arc<Bsi>>, usize)>,
+}
+
+impl Clone for Sums {
+    fn clone(&self) -> Sums {
+        Sums::default()
+    }
 }
 
 impl EventIndex {
@@ -40,11 +61,25 @@ impl EventIndex {
 
     /// Sum of the day counts of `event` (`None` = any event) over days `[from, to)`.
     pub fn counts(&self, event: Option<&str>, from_day: i32, to_day: i32) -> Bsi {
+        let key = (event.map(str::to_string), from_day, to_day);
+        if let Some(b) = self.sums.map.lock().expect("not poisoned").0.get(&key) {
+            return Bsi::clone(b);
+        }
         let mut acc = Bsi::default();
         for ((e, d), bsi) in &self.days {
             if *d >= from_day && *d < to_day && event.is_none_or(|want| want == e) {
                 acc.add(bsi);
             }
+        }
+        let bytes: usize = acc.slices.iter().map(|s| s.serialized_size()).sum();
+        let mut g = self.sums.map.lock().expect("not poisoned");
+        if g.1 + bytes > SUMS_BUDGET {
+            g.0.clear();
+            g.1 = 0;
+        }
+        if bytes <= SUMS_BUDGET {
+            g.1 += bytes;
+            g.0.insert(key, Arc::new(acc.clone()));
         }
         acc
     }
@@ -60,6 +95,7 @@ impl EventIndex {
 
     /// Add per-day counts.
     pub fn add(&mut self, days: &Days) {
+        self.sums = Sums::default();
         for (k, bsi) in days {
             self.days.entry(k.clone()).or_default().add(bsi);
         }
@@ -119,5 +155,70 @@ impl Collector {
                 (k, Bsi::from_counts(counts))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(users: &[(u32, u64)]) -> Bsi {
+        Bsi::from_counts(users.iter().copied())
+    }
+
+    #[test]
+    fn cached_sums_equal_fresh_sums_and_follow_added_days() {
+        let mut days = Days::new();
+        days.insert(("a".into(), 10), day(&[(1, 2), (2, 1)]));
+        days.insert(("a".into(), 11), day(&[(1, 1), (3, 4)]));
+        days.insert(("b".into(), 11), day(&[(2, 7)]));
+        let mut idx = EventIndex::default();
+        idx.add(&days);
+        let fresh = |idx: &EventIndex, e: Option<&str>, a: i32, b: i32| {
+            let mut acc = Bsi::default();
+            for ((k, d), bsi) in &idx.days {
+                if *d >= a && *d < b && e.is_none_or(|w| w == k) {
+                    acc.add(bsi);
+                }
+            }
+            acc
+        };
+        for _ in 0..2 {
+            for (e, a, b) in [
+                (Some("a"), 10, 12),
+                (None, 10, 12),
+                (Some("b"), 0, 11),
+                (None, 11, 12),
+            ] {
+                assert_eq!(idx.counts(e, a, b), fresh(&idx, e, a, b), "{e:?} {a} {b}");
+            }
+        }
+        assert_eq!(
+            idx.counts(Some("a"), 10, 12).at_least(3),
+            [1, 3].into_iter().collect()
+        );
+        // New days for a range already summed: the next sum includes them.
+        let mut more = Days::new();
+        more.insert(("a".into(), 11), day(&[(2, 5)]));
+        idx.add(&more);
+        assert_eq!(
+            idx.counts(Some("a"), 10, 12),
+            fresh(&idx, Some("a"), 10, 12)
+        );
+        assert_eq!(
+            idx.counts(Some("a"), 10, 12).at_least(6),
+            [2].into_iter().collect()
+        );
+        // A clone starts with no sums, and its changes do not reach the original.
+        let mut c = idx.clone();
+        c.add(&more);
+        assert_eq!(
+            idx.counts(Some("a"), 10, 12).at_least(6),
+            [2].into_iter().collect()
+        );
+        assert_eq!(
+            c.counts(Some("a"), 10, 12).at_least(11),
+            [2].into_iter().collect()
+        );
     }
 }
