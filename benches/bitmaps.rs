@@ -112,6 +112,44 @@ fn bsi(c: &mut Criterion) {
     });
 }
 
+fn partial_day(c: &mut Criterion) {
+    use segdb::index::timeline::{Timeline, counts_in};
+    // A day's timeline of a frequent event, cut at 17:00 (the today piece of a window at as_of
+    // now): few repeats (300k occurrences over 1M users) and many (over 100k users).
+    for (users, label) in [(1_000_000u64, "few repeats"), (100_000, "many repeats")] {
+        let mut x = 5;
+        let pairs: Vec<(i64, u32)> = (0..300_000)
+            .map(|_| {
+                (
+                    (lcg(&mut x) % 86_400) as i64 * 1_000_000,
+                    (lcg(&mut x) % users) as u32,
+                )
+            })
+            .collect();
+        let t = Timeline::from_pairs(pairs);
+        let hi = 17 * 3_600 * 1_000_000;
+        c.bench_function(&format!("timeline/radix sort, count: {label}"), |b| {
+            b.iter(|| counts_in(&[&t], 0, hi))
+        });
+        // The same with a comparison sort (what it replaced).
+        c.bench_function(&format!("timeline/sort_unstable, count: {label}"), |b| {
+            b.iter(|| {
+                let r = t.range(0, hi);
+                let mut u = t.uid[r].to_vec();
+                u.sort_unstable();
+                let mut out: Vec<(u32, u64)> = Vec::new();
+                for v in u {
+                    match out.last_mut() {
+                        Some((x, c)) if *x == v => *c += 1,
+                        _ => out.push((v, 1)),
+                    }
+                }
+                Bsi::from_counts(out)
+            })
+        });
+    }
+}
+
 fn index_build(c: &mut Criterion) {
     use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
     use std::sync::Arc;
@@ -162,5 +200,6 @@ fn main() {
     codec(&mut c);
     set_ops(&mut c);
     bsi(&mut c);
+    partial_day(&mut c);
     index_build(&mut c);
 }

@@ -12,23 +12,37 @@ pub struct Bsi {
 }
 
 impl Bsi {
-    /// Build from (user, count) pairs; zero counts are absent.
+    /// Build from (user, count) pairs; zero counts are absent. Pairs in ascending user order
+    /// (the usual case) are appended per slice; others are inserted.
     pub fn from_counts(counts: impl IntoIterator<Item = (u32, u64)>) -> Bsi {
-        let mut slices: Vec<RoaringBitmap> = Vec::new();
-        for (u, c) in counts {
-            let mut c = c;
+        let mut cols: Vec<Vec<u32>> = Vec::new();
+        let mut ascending = true;
+        let mut last: Option<u32> = None;
+        for (u, mut c) in counts {
+            if c == 0 {
+                continue;
+            }
+            ascending &= last.is_none_or(|l| u > l);
+            last = Some(u);
             let mut k = 0;
             while c > 0 {
-                if slices.len() <= k {
-                    slices.push(RoaringBitmap::new());
+                if cols.len() <= k {
+                    cols.push(Vec::new());
                 }
                 if c & 1 == 1 {
-                    slices[k].insert(u);
+                    cols[k].push(u);
                 }
                 c >>= 1;
                 k += 1;
             }
         }
+        let slices = cols
+            .into_iter()
+            .map(|v| match ascending {
+                true => RoaringBitmap::from_sorted_iter(v).expect("ascending users"),
+                false => v.into_iter().collect(),
+            })
+            .collect();
         Bsi { slices }
     }
 

@@ -645,7 +645,7 @@ impl Evaluator<'_> {
                 .iter()
                 .filter_map(|n| tl.get(&(n.clone(), day)).map(|t| t.as_ref()))
                 .collect();
-            counts.add(&Bsi::from_counts(counts_in(&parts, *a, *b)));
+            counts.add(&counts_in(&parts, *a, *b));
         }
         Ok(Some((
             counts,
