@@ -156,6 +156,13 @@ pub fn df_status(e: &DataFusionError) -> Status {
         | DataFusionError::SchemaError(..)
         | DataFusionError::NotImplemented(_)
         | DataFusionError::Configuration(_) => Status::invalid_argument(msg),
+        // DataFusion reports EXECUTE of an unknown name as an execution error; it is the
+        // caller's mistake, not the server's.
+        DataFusionError::Execution(m)
+            if m.starts_with("Prepared statement '") && m.ends_with("' does not exist") =>
+        {
+            Status::invalid_argument(msg)
+        }
         DataFusionError::External(inner) => match inner.downcast_ref::<crate::Error>() {
             Some(crate::Error::Invalid(_)) => Status::invalid_argument(msg),
             Some(crate::Error::Denied(_)) => Status::permission_denied(msg),
