@@ -144,15 +144,8 @@ impl Collector {
         self.occurrences
             .into_iter()
             .map(|(k, mut uids)| {
-                uids.sort_unstable();
-                let mut counts: Vec<(u32, u64)> = Vec::new();
-                for u in uids {
-                    match counts.last_mut() {
-                        Some((x, c)) if *x == u => *c += 1,
-                        _ => counts.push((u, 1)),
-                    }
-                }
-                (k, Bsi::from_counts(counts))
+                timeline::radix_sort(&mut uids);
+                (k, Bsi::from_counts(timeline::runs(uids)))
             })
             .collect()
     }

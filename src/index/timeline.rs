@@ -54,14 +54,19 @@ pub fn counts_in(timelines: &[&Timeline], lo: i64, hi: i64) -> Bsi {
         uids.extend_from_slice(&t.uid[t.range(lo, hi)]);
     }
     radix_sort(&mut uids);
+    Bsi::from_counts(runs(uids))
+}
+
+/// (value, how many times) of a sorted list.
+pub fn runs(sorted: Vec<u32>) -> Vec<(u32, u64)> {
     let mut out: Vec<(u32, u64)> = Vec::new();
-    for u in uids {
+    for u in sorted {
         match out.last_mut() {
             Some((x, c)) if *x == u => *c += 1,
             _ => out.push((u, 1)),
         }
     }
-    Bsi::from_counts(out)
+    out
 }
 
 /// Least-significant-digit radix sort, 11 bits a pass, as many passes as the largest value
