@@ -71,6 +71,12 @@ impl TestDb {
         self.cli_env(args, &[])
     }
 
+    /// `segdb ingest KIND FILE` through the CLI; it must succeed.
+    pub fn ingest_cli(&self, kind: &str, file: &Path) {
+        let o = self.cli(&["ingest", kind, file.to_str().unwrap()]);
+        assert!(o.status.success(), "ingest {kind}: {}", stderr(&o));
+    }
+
     pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_segdb"));
         c.args(args)

@@ -11,11 +11,7 @@ fn a_crash_before_commit_leaves_the_previous_state() {
         "first.csv",
         "user_id,event,ts\na,x,2026-01-01\nb,x,2026-01-01\n",
     );
-    assert!(
-        db.cli(&["ingest", "events", first.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &first);
     let files_before = all_files(&db.data.join("events")).len();
 
     let second = db.input(
@@ -104,11 +100,7 @@ fn loads_survive_kill_9_at_any_point() {
         "seed.csv",
         "user_id,event,ts,batch\nseed,e,2026-11-01T00:00:00Z,-1\n",
     );
-    assert!(
-        db.cli(&["ingest", "events", seed.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &seed);
     assert!(
         db.cli(&[
             "sql",

@@ -280,11 +280,7 @@ fn a_forget_interrupted_by_a_crash_completes_when_rerun() {
         "e.csv",
         "user_id,event,ts\nvictim@example.com,x,2026-01-01\nkeep,x,2026-01-02\n",
     );
-    assert!(
-        db.cli(&["ingest", "events", f.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &f);
     let p = expected_pseudonym("victim@example.com");
     let o = db.cli_env(
         &["sql", "-c", "FORGET USER 'victim@example.com'"],
@@ -335,11 +331,7 @@ async fn vacuum_removes_old_orphan_files_and_keeps_fresh_ones() {
         "e.csv",
         "user_id,event,ts\nkept@x.com,view,2026-01-01T00:00:00Z\n",
     );
-    assert!(
-        db.cli(&["ingest", "events", f.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &f);
     let events = db.data.join("events");
     let active: Vec<_> = std::fs::read_dir(&events)
         .unwrap()

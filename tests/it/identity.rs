@@ -28,11 +28,7 @@ crm-3,null,device
 async fn stitched_db() -> TestDb {
     let db = TestDb::new();
     let p = db.input("profiles.csv", "user_id,country\ncrm-1,DE\ncrm-2,FR\n");
-    assert!(
-        db.cli(&["ingest", "profiles", p.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("profiles", &p);
     let e = db.input("events.csv", EVENTS);
     let o = db.cli(&["ingest", "events", e.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -53,11 +49,7 @@ async fn stitched_db() -> TestDb {
     );
     // app-9's profile row is the latest of its profile.
     let p2 = db.input("profiles2.csv", "user_id,country\napp-9,US\n");
-    assert!(
-        db.cli(&["ingest", "profiles", p2.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("profiles", &p2);
     db
 }
 
@@ -182,11 +174,7 @@ crm-2,ads,false,2026-11-20T00:00:00Z
 web-1,ads,true,2026-11-10T00:00:00Z
 ",
     );
-    assert!(
-        db.cli(&["ingest", "consent", c.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("consent", &c);
     let e = db.engine().await;
     e.sql("CREATE SEGMENT buyers_ads FOR PURPOSE 'ads' AS DID 'purchase'")
         .await
@@ -290,11 +278,7 @@ async fn snapshots_are_read_through_the_current_canonical_map() {
         "events.csv",
         "user_id,event,ts\nu1,purchase,2026-11-01T00:00:00Z\nu2,purchase,2026-11-02T00:00:00Z\nu3,purchase,2026-11-03T00:00:00Z\nu4,view,2026-11-03T00:00:00Z\n",
     );
-    assert!(
-        db.cli(&["ingest", "events", e0.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &e0);
     let e = db.engine().await;
     e.sql("CREATE MATERIALIZED SEGMENT buyers HOLDOUT 50 PERCENT AS DID 'purchase'")
         .await
@@ -313,11 +297,7 @@ async fn snapshots_are_read_through_the_current_canonical_map() {
     // Link u2 and u3 to u1: without a refresh, the snapshot now holds one profile, in u1's
     // group (u1 is the canonical id and was stored).
     let l = db.input("links.csv", "user_id,linked_id\nu1,u2\nu3,u1\n");
-    assert!(
-        db.cli(&["ingest", "links", l.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("links", &l);
     let u1_held = count(
         &e,
         "SELECT count(*) FROM segment_holdout('buyers') WHERE user_id = pseudonymize('u1')",
@@ -353,11 +333,7 @@ b,purchase,2026-11-06T10:00:00Z,7,hats
 c,view,2026-11-06T10:00:00Z,1,hats
 ",
     );
-    assert!(
-        db.cli(&["ingest", "events", ev.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &ev);
     let e = db.engine().await;
     for t in [
         "CREATE TRAIT n AS COUNT OF EVENT 'purchase'",

@@ -361,28 +361,26 @@ async fn a_second_engine_sees_committed_data() {
     let writer = db.engine().await;
     let reader = db.engine().await;
     assert_eq!(count(&reader, "SELECT count(*) FROM events").await, 0);
-    let a = db.input("a.csv", "user_id,event,ts\nm,x,2026-01-01\n");
-    writer
-        .ingest(Kind::Events, &[a], &IngestOptions::default())
-        .await
-        .unwrap();
+    let load = |name: &str, csv: String| {
+        let f = db.input(name, &csv);
+        let writer = &writer;
+        async move {
+            writer
+                .ingest(Kind::Events, &[f], &IngestOptions::default())
+                .await
+                .unwrap();
+        }
+    };
+    load("a.csv", "user_id,event,ts\nm,x,2026-01-01\n".into()).await;
     assert_eq!(count(&reader, "SELECT count(*) FROM events").await, 1);
     // The reader's handle is at that version. More commits, then a VACUUM that checkpoints and
     // removes the log entries below it (the reader's own among them): the reader must still
     // find the newest version, not keep its old one.
     for (i, name) in ["b.csv", "c.csv", "d.csv"].into_iter().enumerate() {
-        let f = db.input(name, &format!("user_id,event,ts\nm{i},x,2026-01-02\n"));
-        writer
-            .ingest(Kind::Events, &[f], &IngestOptions::default())
-            .await
-            .unwrap();
+        load(name, format!("user_id,event,ts\nm{i},x,2026-01-02\n")).await;
     }
     writer.sql("VACUUM").await.unwrap();
     assert_eq!(count(&reader, "SELECT count(*) FROM events").await, 4);
-    let e = db.input("e.csv", "user_id,event,ts\nm9,x,2026-01-03\n");
-    writer
-        .ingest(Kind::Events, &[e], &IngestOptions::default())
-        .await
-        .unwrap();
+    load("e.csv", "user_id,event,ts\nm9,x,2026-01-03\n".into()).await;
     assert_eq!(count(&reader, "SELECT count(*) FROM events").await, 5);
 }

@@ -11,11 +11,7 @@ fn campaign_db(n: usize, converts: impl Fn(usize) -> bool) -> TestDb {
         before.push_str(&format!("user-{i},view,2026-11-01T12:00:00Z\n"));
     }
     let f = db.input("before.csv", &before);
-    assert!(
-        db.cli(&["ingest", "events", f.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &f);
     let mut after = String::from("user_id,event,ts\n");
     for i in 0..n {
         if converts(i) {
@@ -28,11 +24,7 @@ fn campaign_db(n: usize, converts: impl Fn(usize) -> bool) -> TestDb {
         }
     }
     let f = db.input("after.csv", &after);
-    assert!(
-        db.cli(&["ingest", "events", f.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &f);
     db
 }
 
@@ -97,11 +89,7 @@ async fn holdout_split_is_binomial_stable_and_never_activated() {
         more.push_str(&format!("user-{i},view,2026-11-01T13:00:00Z\n"));
     }
     let f = db.input("more.csv", &more);
-    assert!(
-        db.cli(&["ingest", "events", f.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &f);
     let o = db.cli(&["sql", "-c", "REFRESH SEGMENT s10"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let e = db.engine().await;
@@ -126,11 +114,7 @@ async fn holdout_split_is_binomial_stable_and_never_activated() {
         consent.push_str(&format!("user-{i},ads,true,2026-10-01T00:00:00Z\n"));
     }
     let f = db.input("consent.csv", &consent);
-    assert!(
-        db.cli(&["ingest", "consent", f.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("consent", &f);
     let e = db.engine().await;
     let r = rows(
         &e,
@@ -227,11 +211,7 @@ async fn lift_numbers_follow_the_formulas_and_detect_a_planted_effect() {
         }
     }
     let f = db.input("conv.csv", &conv);
-    assert!(
-        db.cli(&["ingest", "events", f.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &f);
     let e = db.engine().await;
     let nh = held.len() as f64;
     let nt = 3000.0 - nh;

@@ -194,11 +194,7 @@ fn a_new_keyring_is_created_private() {
 fn rotating_a_partner_key_changes_partner_ids_only() {
     let db = TestDb::new();
     let f = db.input("e.csv", "user_id,event,ts\nalice,a,2026-01-01\n");
-    assert!(
-        db.cli(&["ingest", "events", f.to_str().unwrap()])
-            .status
-            .success()
-    );
+    db.ingest_cli("events", &f);
     let q = [
         "sql",
         "--format",
