@@ -42,6 +42,16 @@ pub struct GlobalOpts {
     /// `serve`, also one info line per request (`error,segdb=info`).
     #[arg(long, global = true, env = "SEGDB_LOG")]
     pub log: Option<String>,
+    /// Config file for every command: users and roles (`segdb user add` writes them),
+    /// `[storage]`, `[scheduler]`, `[export]`, `[identity]`, `[server]`. A missing file is an
+    /// empty config. Flags and SEGDB_* variables win over it.
+    #[arg(
+        long,
+        global = true,
+        env = "SEGDB_CONFIG",
+        default_value = "./segdb.toml"
+    )]
+    pub config: PathBuf,
 }
 
 impl Cli {
@@ -56,11 +66,20 @@ impl Cli {
 }
 
 impl GlobalOpts {
-    pub fn engine_config(&self) -> crate::engine::Config {
-        crate::engine::Config {
+    /// How to open the database: `--data`, `--keyring`, and the `[storage]` section of the
+    /// config file.
+    pub fn engine_config(&self) -> crate::Result<crate::engine::Config> {
+        let file = self.file()?;
+        Ok(crate::engine::Config {
             data: self.data.clone(),
             keyring: self.keyring.clone(),
-        }
+            storage: file.storage.object_store_options()?,
+        })
+    }
+
+    /// The config file (`--config`), read afresh.
+    pub fn file(&self) -> crate::Result<crate::server::auth::ServerConfig> {
+        crate::server::auth::ServerConfig::load(&self.config)
     }
 }
 
@@ -68,7 +87,8 @@ impl GlobalOpts {
 pub enum Command {
     /// Run SQL: an interactive shell, or the statements of -c / -f.
     Sql(SqlArgs),
-    /// Load files into events, profiles or consent (user ids are pseudonymised on the way in).
+    /// Load files into events, profiles, consent or identity links (user ids are pseudonymised
+    /// on the way in).
     Ingest(IngestArgs),
     /// Write a synthetic e-commerce dataset (profiles, events, consent).
     Generate(GenerateArgs),
@@ -171,9 +191,6 @@ pub struct RefreshArgs {
     pub due: bool,
     /// Segments to refresh now.
     pub names: Vec<String>,
-    /// Config file (`[scheduler] max_concurrent` bounds parallel refreshes).
-    #[arg(long, default_value = "./segdb.toml", env = "SEGDB_CONFIG")]
-    pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -181,9 +198,6 @@ pub struct ServeArgs {
     /// Address to listen on (host:port; port 0 picks a free one and prints it).
     #[arg(long, default_value = "127.0.0.1:50051", env = "SEGDB_FLIGHT")]
     pub flight: std::net::SocketAddr,
-    /// Config file with users and roles (see `segdb user add`).
-    #[arg(long, default_value = "./segdb.toml", env = "SEGDB_CONFIG")]
-    pub config: PathBuf,
     /// Accept every call without credentials, as an admin. Only for a trusted machine.
     #[arg(long, env = "SEGDB_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -208,9 +222,6 @@ pub enum UserCommand {
         /// reader (queries), analyst (queries, CREATE/DROP SEGMENT) or admin (everything).
         #[arg(long)]
         role: String,
-        /// Config file to write (created with mode 0600).
-        #[arg(long, default_value = "./segdb.toml", env = "SEGDB_CONFIG")]
-        config: PathBuf,
     },
 }
 
@@ -223,6 +234,15 @@ pub enum KeysCommand {
         #[arg(long, env = "SEGDB_KEYS_DOMAIN")]
         domain: String,
     },
+    /// Rewrite the keyring file sealed (AES-256-GCM) under a key-encryption key from
+    /// SEGDB_KEYRING_PASSPHRASE (stretched with argon2id) or SEGDB_KEYRING_KEK (base64 of 32
+    /// bytes). Every command then needs that variable to open it.
+    Seal,
+    /// Rewrite a sealed keyring file in clear (needs its variable).
+    Unseal,
+    /// Print the keyed fingerprint of the `user` key that databases record (the same sealed or
+    /// not; it identifies the key without revealing it).
+    Fingerprint,
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,7 +281,9 @@ pub struct SqlArgs {
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// Target table.
+    /// Target: events (user_id, event, ts, properties), profiles (user_id, attributes),
+    /// consent (user_id and tc_string, us_privacy, gpp or purpose + granted) or links
+    /// (user_id, linked_id, optional id_type).
     #[arg(value_enum)]
     pub kind: Kind,
     /// Input files (format from the extension unless --format is given).
@@ -281,10 +303,6 @@ pub struct IngestArgs {
     /// COL=KEEP (not personal after all; audited). Repeatable; overrides ALTER TABLE … SET PII.
     #[arg(long = "pii", value_parser = crate::ingest::pii::parse_arg)]
     pub pii: Vec<(String, crate::storage::settings::PiiRule)>,
-    /// Config file (`[identity] max_ids_per_profile` caps how many ids a stitched profile may
-    /// hold; links beyond it are refused and counted).
-    #[arg(long, default_value = "./segdb.toml", env = "SEGDB_CONFIG")]
-    pub config: PathBuf,
 }
 
 /// Output format of the generator.

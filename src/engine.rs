@@ -24,6 +24,9 @@ pub struct Config {
     pub data: String,
     /// `--keyring`: the keyring file (created on first use).
     pub keyring: PathBuf,
+    /// Object-store options for a bucket (`[storage]` of the config file: server-side
+    /// encryption), applied to every object the database writes and reads.
+    pub storage: std::collections::HashMap<String, String>,
 }
 
 impl Default for Config {
@@ -31,6 +34,7 @@ impl Default for Config {
         Config {
             data: "./segdb-data".into(),
             keyring: PathBuf::from("./segdb.keyring"),
+            storage: Default::default(),
         }
     }
 }
@@ -47,7 +51,8 @@ impl Engine {
     /// Open (or create) the database of `config`.
     pub async fn open(config: &Config) -> Result<Engine> {
         let keyring = Keyring::open_or_create(&config.keyring)?;
-        Self::open_with_keyring(Location::parse(&config.data)?, keyring).await
+        let location = Location::parse(&config.data)?.with_options(config.storage.clone());
+        Self::open_with_keyring(location, keyring).await
     }
 
     /// Open a database with a keyring the caller manages.
@@ -66,9 +71,21 @@ impl Engine {
     }
 
     /// Run queries over the tables on the Ballista cluster at `addr` (`df://HOST:PORT`);
-    /// segment evaluation, DDL, ingest, erasure and refreshes stay here (DESIGN §12).
-    pub fn with_cluster(mut self, addr: &str) -> Result<Engine> {
-        self.shared.attach_cluster(addr)?;
+    /// segment evaluation, DDL, ingest, erasure and refreshes stay here (DESIGN §12). Every
+    /// call carries the cluster's secret (`SEGDB_CLUSTER_SECRET`; see
+    /// [`with_cluster_secret`](Self::with_cluster_secret) to pass it).
+    pub fn with_cluster(self, addr: &str) -> Result<Engine> {
+        let secret = crate::cluster::auth::ClusterSecret::required(None)?;
+        self.with_cluster_secret(addr, secret)
+    }
+
+    /// [`with_cluster`](Self::with_cluster) with the cluster's secret given.
+    pub fn with_cluster_secret(
+        mut self,
+        addr: &str,
+        secret: crate::cluster::auth::ClusterSecret,
+    ) -> Result<Engine> {
+        self.shared.attach_cluster(addr, secret)?;
         let who = self.session.who().to_string();
         self.session = Session::new(self.shared.clone(), &who)?;
         Ok(self)

@@ -26,7 +26,7 @@ pub enum Error {
     #[error("{0}")]
     Denied(String),
     /// A query failed to plan or run.
-    #[error("{0}")]
+    #[error("{}", datafusion_message(.0))]
     DataFusion(#[from] datafusion::error::DataFusionError),
     /// A Delta Lake operation failed.
     #[error("delta: {0}")]
@@ -42,6 +42,23 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("cluster: {0}")]
     Cluster(String),
+    /// A statement ran longer than `segdb.statement_timeout` and was cancelled.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// The message of a DataFusion error. segdb's own errors raised inside a plan (segment
+/// functions, scans) travel wrapped as DataFusion's "External error: …"; they are shown as
+/// segdb wrote them.
+pub fn datafusion_message(e: &datafusion::error::DataFusionError) -> String {
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(ours) => ours.to_string(),
+            None => e.to_string(),
+        },
+        _ => e.to_string(),
+    }
 }
 
 /// Result alias used throughout the crate.
@@ -59,6 +76,13 @@ impl Error {
     }
     pub(crate) fn denied(msg: impl Into<String>) -> Self {
         Error::Denied(msg.into())
+    }
+    /// A statement cancelled after `limit` (`segdb.statement_timeout`).
+    pub(crate) fn timed_out(limit: std::time::Duration) -> Self {
+        Error::Timeout(format!(
+            "statement cancelled: it ran longer than segdb.statement_timeout ({}); an admin may raise it with SET segdb.statement_timeout = '…'",
+            humantime::format_duration(limit)
+        ))
     }
 
     /// The process exit code for this error: 2 for usage errors, 3 for a strict load's

@@ -29,6 +29,7 @@ pub mod error;
 pub mod functions;
 pub mod index;
 pub mod ingest;
+pub mod limits;
 pub mod links;
 pub mod logging;
 pub mod materialize;

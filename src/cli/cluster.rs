@@ -13,27 +13,37 @@ use crate::storage::{Database, Location};
 async fn open(global: &GlobalOpts) -> Result<(Database, Arc<Keyring>)> {
     crate::storage::register_handlers();
     let keyring = Keyring::open(&global.keyring)?;
-    let db = Database::open_existing(Location::parse(&global.data)?, &keyring).await?;
+    let location = Location::parse(&global.data)?.with_options(global.engine_config()?.storage);
+    let db = Database::open_existing(location, &keyring).await?;
     Ok((db, Arc::new(keyring)))
 }
 
 pub async fn scheduler(global: &GlobalOpts, args: SchedulerArgs) -> Result<i32> {
+    let secret =
+        crate::cluster::auth::ClusterSecret::required(global.file()?.cluster.secret.as_deref())?;
     let (db, keyring) = open(global).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     let addr = listener.local_addr()?;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "segdb scheduler: listening on df://{addr}");
     let _ = out.flush();
-    crate::cluster::node::run_scheduler(db, keyring, listener, args.cleanup_after).await?;
+    crate::cluster::node::run_scheduler(db, keyring, listener, args.cleanup_after, secret).await?;
     Ok(0)
 }
 
 pub async fn executor(global: &GlobalOpts, args: ExecutorArgs) -> Result<i32> {
     let (db, keyring) = open(global).await?;
     let (scheduler_host, scheduler_port) = crate::cluster::host_port(&args.scheduler)?;
-    let port = args.port;
+    // Ballista advertises the port it was given: port 0 is resolved here to a free port, so
+    // that the scheduler is told the port the executor actually listens on.
+    let port = match args.port {
+        0 => free_port(&args.bind_host)?,
+        p => p,
+    };
     let grpc_port = match args.grpc_port {
+        Some(0) => free_port(&args.bind_host)?,
         Some(p) => p,
+        None if args.port == 0 => free_port(&args.bind_host)?,
         None => port.checked_add(1).ok_or_else(|| {
             crate::Error::invalid("--port 65535 leaves no room for --grpc-port (give it)")
         })?,
@@ -60,6 +70,9 @@ pub async fn executor(global: &GlobalOpts, args: ExecutorArgs) -> Result<i32> {
         vcores,
         work_dir,
         memory_pool_size,
+        secret: crate::cluster::auth::ClusterSecret::required(
+            global.file()?.cluster.secret.as_deref(),
+        )?,
     };
     let mut out = std::io::stdout();
     let _ = writeln!(
@@ -75,4 +88,10 @@ pub async fn executor(global: &GlobalOpts, args: ExecutorArgs) -> Result<i32> {
     let _ = out.flush();
     crate::cluster::node::run_executor(db, keyring, o).await?;
     Ok(0)
+}
+
+/// A port free on `host` now (the listener is closed again; the executor binds it right after).
+fn free_port(host: &str) -> Result<u16> {
+    let l = std::net::TcpListener::bind((host, 0))?;
+    Ok(l.local_addr()?.port())
 }

@@ -37,7 +37,7 @@ pub const EXAMPLES: &[(&str, &str)] = &[
 ];
 
 pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
-    let engine = Engine::open(&global.engine_config())
+    let engine = Engine::open(&global.engine_config()?)
         .await?
         .with_caller("cli")?;
     let events = engine.sql("SELECT count(*) AS n FROM events").await?;

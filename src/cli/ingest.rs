@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestOptions;
 
 pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
-    let config = crate::server::auth::ServerConfig::load(&args.config)?;
-    let engine = Engine::open(&global.engine_config())
+    let config = global.file()?;
+    let engine = Engine::open(&global.engine_config()?)
         .await?
         .with_caller("cli")?;
     let opts = IngestOptions {

@@ -21,7 +21,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Generate(args) => generate::run(args),
         Command::Demo(args) => demo::run(&cli.global, args).await,
         Command::Index(crate::config::IndexCommand::Rebuild) => {
-            let engine = crate::engine::Engine::open(&cli.global.engine_config())
+            let engine = crate::engine::Engine::open(&cli.global.engine_config()?)
                 .await?
                 .with_caller("cli")?;
             let started = std::time::Instant::now();
@@ -34,7 +34,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Vacuum => {
-            let engine = crate::engine::Engine::open(&cli.global.engine_config())
+            let engine = crate::engine::Engine::open(&cli.global.engine_config()?)
                 .await?
                 .with_caller("cli")?;
             let r = engine.sql("VACUUM").await?;
@@ -52,8 +52,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Report(crate::config::ReportCommand::Lift(args)) => {
             report::lift(&cli.global, args).await
         }
-        Command::User(crate::config::UserCommand::Add { name, role, config }) => {
-            serve::add_user(&name, &role, &config)
+        Command::User(crate::config::UserCommand::Add { name, role }) => {
+            serve::add_user(&name, &role, &cli.global.config)
         }
         Command::Keys(crate::config::KeysCommand::Rotate { domain }) => {
             if domain == crate::privacy::keyring::USER_DOMAIN {
@@ -66,6 +66,37 @@ pub async fn run(cli: Cli) -> Result<i32> {
             println!(
                 "rotated the key of domain {domain:?} in {}",
                 cli.global.keyring.display()
+            );
+            Ok(0)
+        }
+        Command::Keys(crate::config::KeysCommand::Seal) => {
+            let mut ring = crate::privacy::Keyring::open(&cli.global.keyring)?;
+            ring.seal()?;
+            println!(
+                "sealed {}; every command now needs the same {} or {} to open it",
+                cli.global.keyring.display(),
+                crate::privacy::seal::PASSPHRASE_VAR,
+                crate::privacy::seal::KEK_VAR
+            );
+            Ok(0)
+        }
+        Command::Keys(crate::config::KeysCommand::Unseal) => {
+            let mut ring = crate::privacy::Keyring::open(&cli.global.keyring)?;
+            if !ring.is_sealed() {
+                return Err(crate::Error::invalid(format!(
+                    "{} is not sealed",
+                    cli.global.keyring.display()
+                )));
+            }
+            ring.unseal()?;
+            println!("unsealed {}", cli.global.keyring.display());
+            Ok(0)
+        }
+        Command::Keys(crate::config::KeysCommand::Fingerprint) => {
+            let ring = crate::privacy::Keyring::open(&cli.global.keyring)?;
+            println!(
+                "{}",
+                crate::privacy::pseudonym::Pseudonymizer::fingerprint(&ring)
             );
             Ok(0)
         }

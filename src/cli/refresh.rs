@@ -15,8 +15,8 @@ pub async fn run(global: &GlobalOpts, args: RefreshArgs) -> Result<i32> {
             "name the segments to refresh, or pass --due to refresh those whose schedule is due",
         ));
     }
-    let config = crate::server::auth::ServerConfig::load(&args.config)?;
-    let engine = Engine::open(&global.engine_config())
+    let config = global.file()?;
+    let engine = Engine::open(&global.engine_config()?)
         .await?
         .with_caller("cli")?;
     let session = Arc::new(engine.new_session("cli")?);
@@ -56,6 +56,11 @@ pub async fn run(global: &GlobalOpts, args: RefreshArgs) -> Result<i32> {
                 o.exited,
                 o.took_ms
             ),
+        }
+        // The refresh committed, but an activation that followed it failed: the command fails.
+        for (export, why) in &o.export_failures {
+            failed += 1;
+            println!("{}: export {export} failed: {why}", o.segment);
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })

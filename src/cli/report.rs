@@ -8,7 +8,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 pub async fn lift(global: &GlobalOpts, args: LiftArgs) -> Result<i32> {
-    let engine = Engine::open(&global.engine_config())
+    let engine = Engine::open(&global.engine_config()?)
         .await?
         .with_caller("cli")?;
     let session = Arc::new(engine.new_session("cli")?);

@@ -8,13 +8,16 @@ use crate::error::{Error, Result};
 use crate::server::auth::{Role, add_user as write_user};
 
 pub async fn run(global: &GlobalOpts, args: ServeArgs) -> Result<i32> {
-    let mut engine = crate::engine::Engine::open(&global.engine_config()).await?;
+    let mut engine = crate::engine::Engine::open(&global.engine_config()?).await?;
     if let Some(c) = &args.cluster {
-        engine = engine.with_cluster(c)?;
+        let secret = crate::cluster::auth::ClusterSecret::required(
+            global.file()?.cluster.secret.as_deref(),
+        )?;
+        engine = engine.with_cluster_secret(c, secret)?;
     }
     let opts = crate::server::ServeOptions {
         addr: args.flight,
-        config: args.config,
+        config: global.config.clone(),
         insecure_no_auth: args.insecure_no_auth,
         tls: args.tls_cert.zip(args.tls_key),
     };

@@ -10,11 +10,14 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 pub async fn run(global: &GlobalOpts, args: SqlArgs) -> Result<i32> {
-    let mut engine = Engine::open(&global.engine_config())
+    let mut engine = Engine::open(&global.engine_config()?)
         .await?
         .with_caller("cli")?;
     if let Some(c) = &args.cluster {
-        engine = engine.with_cluster(c)?;
+        let secret = crate::cluster::auth::ClusterSecret::required(
+            global.file()?.cluster.secret.as_deref(),
+        )?;
+        engine = engine.with_cluster_secret(c, secret)?;
     }
     let mut scripts: Vec<String> = args.command.clone();
     for f in &args.file {
@@ -24,9 +27,40 @@ pub async fn run(global: &GlobalOpts, args: SqlArgs) -> Result<i32> {
         );
     }
     if scripts.is_empty() && !std::io::stdin().is_terminal() {
+        // Piped input: statements and, on lines of their own, the shell's meta-commands.
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
-        scripts.push(s);
+        let mut timing = args.timing;
+        let mut buf = String::new();
+        for line in s.lines() {
+            let between = buf.trim().is_empty() || ends_statement(&buf);
+            if between && let Some(m) = Meta::parse(line) {
+                // The statements before it run first.
+                for stmt in crate::statement::split(&std::mem::take(&mut buf)) {
+                    if let Err(e) = execute(&engine, &stmt, args.format, timing).await {
+                        eprintln!("Error: {}", one_line(&e));
+                        return Ok(1);
+                    }
+                }
+                if m == Meta::Quit {
+                    return Ok(0);
+                }
+                if let Err(e) = m.run(&engine, args.format, &mut timing).await {
+                    eprintln!("Error: {}", one_line(&e));
+                    return Ok(1);
+                }
+                continue;
+            }
+            buf.push_str(line);
+            buf.push('\n');
+        }
+        for stmt in crate::statement::split(&buf) {
+            if let Err(e) = execute(&engine, &stmt, args.format, timing).await {
+                eprintln!("Error: {}", one_line(&e));
+                return Ok(1);
+            }
+        }
+        return Ok(0);
     }
     if scripts.is_empty() {
         return repl(&engine, args.format, args.timing).await;
@@ -74,7 +108,100 @@ pub(crate) fn one_line(e: &Error) -> String {
         .join(" ")
 }
 
+/// The shell's meta-commands, as psql and DuckDB users type them.
+#[derive(Debug, PartialEq, Eq)]
+enum Meta {
+    Help,
+    Quit,
+    /// `\d`, `\dt`, `.tables`: the tables and segments.
+    Tables,
+    /// `\d NAME`, `.schema NAME`: one table's columns.
+    Describe(String),
+    /// `\timing [on|off]`.
+    Timing(Option<bool>),
+    /// `\segments`: SHOW SEGMENTS.
+    Segments,
+    /// A backslash or dot command the shell does not know.
+    Unknown(String),
+}
+
+const HELP: &str = "\
+Statements end with ';' and may span lines. Meta-commands (one per line, no ';'):
+  \\? or help        this help
+  \\d  or .tables    list tables and segments
+  \\d NAME           columns of a table (also .schema NAME)
+  \\segments         SHOW SEGMENTS
+  \\timing [on|off]  print how long each statement took
+  \\q  or .quit      quit (also Ctrl-D)
+Useful statements: SHOW TABLES; DESCRIBE events; SHOW SEGMENTS; EXPLAIN SEGMENT name;
+SELECT segment_size('name'); SET segdb.as_of = '2026-01-31T00:00:00Z';
+The README's \"Segment language\" section has the whole language.";
+
+impl Meta {
+    /// The meta-command on `line`, if it is one.
+    fn parse(line: &str) -> Option<Meta> {
+        let t = line.trim().trim_end_matches(';').trim();
+        let (cmd, arg) = match t.split_once(char::is_whitespace) {
+            Some((c, a)) => (c, a.trim()),
+            None => (t, ""),
+        };
+        let lower = cmd.to_ascii_lowercase();
+        Some(match lower.as_str() {
+            "help" | "\\?" | "\\h" | "\\help" | ".help" | "?" if arg.is_empty() => Meta::Help,
+            "\\q" | "quit" | "exit" | ".quit" | ".exit" if arg.is_empty() => Meta::Quit,
+            "\\d" | "\\dt" | ".tables" if arg.is_empty() => Meta::Tables,
+            "\\d" | "\\d+" | ".schema" | ".describe" => Meta::Describe(arg.to_string()),
+            "\\timing" | ".timer" => Meta::Timing(match arg.to_ascii_lowercase().as_str() {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            }),
+            "\\segments" | ".segments" => Meta::Segments,
+            c if c.starts_with('\\')
+                || (c.starts_with('.')
+                    && c.len() > 1
+                    && c[1..].chars().all(|x| x.is_ascii_alphabetic())) =>
+            {
+                Meta::Unknown(cmd.to_string())
+            }
+            _ => return None,
+        })
+    }
+
+    async fn run(&self, engine: &Engine, format: OutputFormat, timing: &mut bool) -> Result<()> {
+        match self {
+            Meta::Help => println!("{HELP}"),
+            Meta::Quit => {}
+            Meta::Tables => {
+                execute(
+                    engine,
+                    "SELECT table_schema AS schema, table_name AS name, table_type AS type FROM information_schema.tables \
+                     WHERE table_schema IN ('public', 'segments') ORDER BY table_schema, table_name",
+                    format,
+                    false,
+                )
+                .await?
+            }
+            Meta::Describe(name) => {
+                execute(engine, &format!("DESCRIBE {name}"), format, false).await?
+            }
+            Meta::Timing(v) => {
+                *timing = v.unwrap_or(!*timing);
+                println!("Timing is {}.", if *timing { "on" } else { "off" });
+            }
+            Meta::Segments => execute(engine, "SHOW SEGMENTS", format, false).await?,
+            Meta::Unknown(c) => {
+                return Err(Error::invalid(format!(
+                    "unknown meta-command {c}; type \\? for the list"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn repl(engine: &Engine, format: OutputFormat, timing: bool) -> Result<i32> {
+    let mut timing = timing;
     use rustyline::error::ReadlineError;
     let mut rl = rustyline::DefaultEditor::new()
         .map_err(|e| Error::invalid(format!("cannot start the shell: {e}")))?;
@@ -84,7 +211,7 @@ async fn repl(engine: &Engine, format: OutputFormat, timing: bool) -> Result<i32
         let _ = rl.load_history(h);
     }
     println!(
-        "segdb {} on {} — end statements with ';', \\q to quit",
+        "segdb {} on {} — end statements with ';', \\? for help, \\q to quit",
         env!("CARGO_PKG_VERSION"),
         engine.database().location()
     );
@@ -97,11 +224,17 @@ async fn repl(engine: &Engine, format: OutputFormat, timing: bool) -> Result<i32
         };
         match rl.readline(prompt) {
             Ok(line) => {
-                let t = line.trim();
-                if buf.is_empty()
-                    && matches!(t, "\\q" | "quit" | "exit" | ".quit" | "quit;" | "exit;")
+                if buf.trim().is_empty()
+                    && let Some(m) = Meta::parse(&line)
                 {
-                    break;
+                    if m == Meta::Quit {
+                        break;
+                    }
+                    if let Err(e) = m.run(engine, format, &mut timing).await {
+                        eprintln!("Error: {}", one_line(&e));
+                    }
+                    buf.clear();
+                    continue;
                 }
                 if !buf.is_empty() {
                     buf.push('\n');
@@ -203,5 +336,28 @@ mod tests {
         assert!(!ends_statement("SELECT ';'"));
         assert!(!ends_statement("SELECT 1"));
         assert!(!ends_statement("SELECT 1 /* ; */"));
+    }
+
+    #[test]
+    fn meta_commands_are_recognised_and_sql_is_not() {
+        assert_eq!(Meta::parse("help"), Some(Meta::Help));
+        assert_eq!(Meta::parse(" \\? "), Some(Meta::Help));
+        assert_eq!(Meta::parse("\\d"), Some(Meta::Tables));
+        assert_eq!(Meta::parse(".tables"), Some(Meta::Tables));
+        assert_eq!(
+            Meta::parse("\\d events"),
+            Some(Meta::Describe("events".into()))
+        );
+        assert_eq!(
+            Meta::parse(".schema profiles;"),
+            Some(Meta::Describe("profiles".into()))
+        );
+        assert_eq!(Meta::parse("\\timing"), Some(Meta::Timing(None)));
+        assert_eq!(Meta::parse("\\timing on"), Some(Meta::Timing(Some(true))));
+        assert_eq!(Meta::parse("\\q"), Some(Meta::Quit));
+        assert_eq!(Meta::parse("\\zz"), Some(Meta::Unknown("\\zz".into())));
+        for sql in ["SELECT 1;", "select", "helpful_column, x", "1.5"] {
+            assert_eq!(Meta::parse(sql), None, "{sql}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! are segdb processes with segdb's functions and the database's object store ([`node`]). Every
 //! node uses the same logical codec ([`codec`]).
 
+pub mod auth;
 pub mod codec;
 pub mod node;
 pub mod planner;

@@ -18,12 +18,19 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_scheduler::SessionBuilder;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
-use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use ballista_scheduler::scheduler_process::create_scheduler;
 use datafusion::execution::context::SessionConfig;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
+use arrow_flight::flight_service_server::FlightServiceServer;
+use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
+use ballista_executor::ArrowFlightServerProvider;
+use ballista_executor::flight_service::BallistaFlightService;
+use tonic::service::interceptor::InterceptedService;
+
+use super::auth::ClusterSecret;
 use crate::error::{Error, Result};
 use crate::privacy::Keyring;
 use crate::segment::options::SegdbOptions;
@@ -38,9 +45,15 @@ fn cluster_err(e: impl std::fmt::Display) -> Error {
 }
 
 /// The session config of the scheduler's and executors' sessions before the client's settings
-/// are applied: Ballista's, with segdb's settings namespace known (so `segdb.*` keys arrive).
-fn config_producer() -> ConfigProducer {
-    Arc::new(|| SessionConfig::new_with_ballista().with_option_extension(SegdbOptions::default()))
+/// are applied: Ballista's, with segdb's settings namespace known (so `segdb.*` keys arrive),
+/// and the cluster secret on the clients its tasks make (shuffle fetches).
+fn config_producer(secret: &ClusterSecret) -> ConfigProducer {
+    let endpoint = secret.endpoint_override();
+    Arc::new(move || {
+        SessionConfig::new_with_ballista()
+            .with_option_extension(SegdbOptions::default())
+            .with_ballista_override_create_grpc_client_endpoint(endpoint.clone())
+    })
 }
 
 /// A runtime that reads the database's object store (and spills under `temp`, if given).
@@ -62,6 +75,7 @@ pub async fn run_scheduler(
     keyring: Arc<Keyring>,
     listener: tokio::net::TcpListener,
     cleanup_after: u64,
+    secret: ClusterSecret,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
     let rt = runtime(&db, None)?;
@@ -99,8 +113,9 @@ pub async fn run_scheduler(
         grpc_server_max_encoding_message_size: MAX_MESSAGE as u32,
         grpc_client_max_message_size: MAX_MESSAGE as u32,
         override_session_builder: Some(builder),
-        override_config_producer: Some(config_producer()),
+        override_config_producer: Some(config_producer(&secret)),
         override_logical_codec: Some(Arc::new(super::codec::SegdbLogicalCodec::default())),
+        override_create_grpc_client_endpoint: Some(secret.endpoint_override()),
         ..Default::default()
     };
     let config = Arc::new(config);
@@ -110,7 +125,15 @@ pub async fn run_scheduler(
     let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config)
         .await
         .map_err(cluster_err)?;
-    start_grpc_service_with_listener(listener, scheduler)
+    // Ballista's own server has no hook for a check on every call: segdb serves the scheduler's
+    // gRPC service itself, behind the secret (Ballista's embedded flight proxy, REST and health
+    // routes, all off or unused here, are not served).
+    let service = SchedulerGrpcServer::new(scheduler)
+        .max_encoding_message_size(MAX_MESSAGE)
+        .max_decoding_message_size(MAX_MESSAGE);
+    tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(service, secret.interceptor()))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
         .await
         .map_err(cluster_err)
 }
@@ -131,6 +154,9 @@ pub struct ExecutorOptions {
     pub work_dir: PathBuf,
     /// Bytes of memory for the executor's tasks (None: 70 % of the machine's).
     pub memory_pool_size: Option<u64>,
+    /// The cluster's shared secret: required on every call to this executor, sent on every
+    /// call it makes.
+    pub secret: ClusterSecret,
 }
 
 /// Run one executor until SIGINT/SIGTERM (or its services stop).
@@ -167,11 +193,36 @@ pub async fn run_executor(db: Database, keyring: Arc<Keyring>, o: ExecutorOption
         memory_pool_size: o.memory_pool_size,
         override_function_registry: Some(Arc::new(registry)),
         override_runtime_producer: Some(runtime_producer),
-        override_config_producer: Some(config_producer()),
+        override_config_producer: Some(config_producer(&o.secret)),
         override_logical_codec: Some(Arc::new(super::codec::SegdbLogicalCodec::default())),
+        override_create_grpc_client_endpoint: Some(o.secret.endpoint_override()),
+        override_arrow_flight_service: Some(flight_service(o.secret.clone())),
         ..Default::default()
     };
     start_executor_process(Arc::new(config))
         .await
         .map_err(cluster_err)
+}
+
+/// The executor's Arrow Flight service (shuffle and result fetches), as Ballista's own but
+/// behind the cluster secret.
+fn flight_service(secret: ClusterSecret) -> Arc<ArrowFlightServerProvider> {
+    Arc::new(
+        move |work_dir: String,
+              addr: std::net::SocketAddr,
+              mut shutdown: ballista_executor::shutdown::Shutdown,
+              grpc: ballista_core::utils::GrpcServerConfig| {
+            let check = secret.interceptor();
+            tokio::spawn(async move {
+                let flight = FlightServiceServer::new(BallistaFlightService::new(work_dir))
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE);
+                ballista_core::utils::create_grpc_server(&grpc)
+                    .add_service(InterceptedService::new(flight, check))
+                    .serve_with_shutdown(addr, shutdown.recv())
+                    .await
+                    .map_err(ballista_core::error::BallistaError::TonicError)
+            })
+        },
+    )
 }

@@ -32,8 +32,11 @@ pub use crate::time::parse_micros;
 /// What is being loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
+    /// Events: user_id, event, ts and properties.
     Events,
+    /// Profiles: user_id and attributes (a later row replaces the stored one).
     Profiles,
+    /// Consent records: user_id and tc_string, us_privacy, gpp, or purpose + granted.
     Consent,
     /// Identity links (`user_id`, `linked_id`, optional `id_type`).
     Links,
@@ -739,7 +742,7 @@ where
 
 /// Profiles are upserts: the latest row of a user in this load replaces their stored row whole
 /// (attributes the new row lacks become NULL). One MERGE, one commit.
-async fn upsert_profiles(table: DeltaTable, held: Vec<RecordBatch>) -> Result<u64> {
+async fn upsert_profiles(mut table: DeltaTable, held: Vec<RecordBatch>) -> Result<u64> {
     use datafusion::common::Column;
     use datafusion::logical_expr::Expr;
 
@@ -756,6 +759,20 @@ async fn upsert_profiles(table: DeltaTable, held: Vec<RecordBatch>) -> Result<u6
     let merged = Arc::new(Schema::try_merge(
         std::iter::once(target_plain).chain(held.iter().map(|b| b.schema().as_ref().clone())),
     )?);
+    // New columns are added first, in the order they appeared (a MERGE would add them in an
+    // order of its own).
+    if merged.fields().len() > target_schema.fields().len() {
+        let mut fields: Vec<arrow::datatypes::FieldRef> =
+            target_schema.fields().iter().cloned().collect();
+        fields.extend(
+            merged
+                .fields()
+                .iter()
+                .filter(|f| target_schema.field_with_name(f.name()).is_err())
+                .cloned(),
+        );
+        table = crate::storage::commit::grow_schema(table, &Schema::new(fields)).await?;
+    }
     let batches: Vec<RecordBatch> = held
         .iter()
         .map(|b| conform(b, &merged))

@@ -225,12 +225,14 @@ impl Normalizer {
                 .collect(),
             None => Vec::new(),
         };
+        // One placeholder rule at every door (DESIGN §4): a row whose only id is a
+        // placeholder (null, undefined, guest, -1, …) belongs to nobody.
         for i in 0..n {
-            if raw_ids.is_null(i) || raw_ids.value(i).trim().is_empty() {
+            if raw_ids.is_null(i) || crate::links::is_junk(raw_ids.value(i)) {
                 let why = if anon.is_some() {
-                    "user_id is missing and anonymous_id is missing or a placeholder"
+                    "user_id and anonymous_id are missing or placeholders (such as null, undefined, guest, -1)"
                 } else {
-                    "user_id is missing"
+                    "user_id is missing or a placeholder (such as null, undefined, guest, -1)"
                 };
                 reject(&mut ok, i, why.into());
             }
@@ -460,19 +462,47 @@ impl Normalizer {
         if a.data_type() == &target {
             return Ok((a.clone(), Vec::new()));
         }
-        let out = if matches!(target, DataType::Timestamp(..)) && is_text(a.data_type()) {
+        let cannot = || {
+            Error::ingest(format!(
+                "column {name:?} ({}) cannot be stored as {target}",
+                a.data_type()
+            ))
+        };
+        if matches!(target, DataType::Timestamp(..)) && is_text(a.data_type()) {
             let (t, _) = to_micros(a)?;
-            Arc::new(t) as ArrayRef
+            let errs = (0..a.len())
+                .filter(|&i| a.is_valid(i) && t.is_null(i))
+                .collect();
+            return Ok((Arc::new(t) as ArrayRef, errs));
+        }
+        // Text into a number goes through Float64 (or, for whole numbers, a parse of its own:
+        // arrow refuses "5.0" for Int64), so that it meets the same exactness check as numbers.
+        let a = if is_text(a.data_type()) && target.is_integer() {
+            Arc::new(text_to_i64(a)?) as ArrayRef
+        } else if is_text(a.data_type()) && (target.is_floating() || is_decimal(&target)) {
+            cast(a, &DataType::Float64).map_err(|_| cannot())?
         } else {
-            cast(a, &target).map_err(|_| {
-                Error::ingest(format!(
-                    "column {name:?} ({}) cannot be stored as {target}",
-                    a.data_type()
-                ))
-            })?
+            a.clone()
+        };
+        let out = cast(&a, &target).map_err(|_| cannot())?;
+        // Never change a value silently (DESIGN §4): a value that does not come back the same
+        // from the stored type (49.99 into Int64, 2 into Boolean, 1.005 into DECIMAL(10,2))
+        // rejects its row, as a value out of range does.
+        let exact = if is_text(a.data_type()) {
+            None
+        } else {
+            cast(&out, a.data_type())
+                .ok()
+                .and_then(|back| arrow::compute::kernels::cmp::eq(&a, &back).ok())
         };
         let errs = (0..a.len())
-            .filter(|&i| a.is_valid(i) && out.is_null(i))
+            .filter(|&i| {
+                a.is_valid(i)
+                    && (out.is_null(i)
+                        || exact
+                            .as_ref()
+                            .is_some_and(|eq| !eq.is_valid(i) || !eq.value(i)))
+            })
             .collect();
         Ok((out, errs))
     }
@@ -626,4 +656,30 @@ fn to_bool(a: &ArrayRef) -> Result<(BooleanArray, Vec<(usize, &'static str)>)> {
         }
     }
     Ok((b.finish(), errs))
+}
+
+fn is_decimal(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+    )
+}
+
+/// Text as whole numbers: an integer, or a number whose fraction is zero (`5.0`) and that
+/// fits; anything else (`49.99`, `abc`) is NULL, which rejects its row.
+fn text_to_i64(a: &ArrayRef) -> Result<arrow::array::Int64Array> {
+    let t = cast(a, &DataType::Utf8)?;
+    let t = arrow::array::AsArray::as_string::<i32>(&t);
+    Ok(t.iter()
+        .map(|v| {
+            let v = v?.trim();
+            v.parse::<i64>().ok().or_else(|| {
+                let f = v.parse::<f64>().ok()?;
+                (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i64)
+            })
+        })
+        .collect())
 }

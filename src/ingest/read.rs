@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
 use super::{BadRow, Format};
 use crate::error::{Error, Result};
@@ -88,18 +88,12 @@ pub(crate) fn peek_columns(path: &Path, format: Format) -> Result<Vec<String>> {
                 .collect()
         }
         Format::Ndjson => {
-            let mut names: Vec<String> = Vec::new();
+            let mut names = KeyOrder::default();
             for line in BufReader::new(open()?).lines().take(1000) {
                 let Ok(line) = line else { break };
-                if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&line) {
-                    for k in m.keys() {
-                        if !names.contains(k) {
-                            names.push(k.clone());
-                        }
-                    }
-                }
+                names.add(line.as_bytes());
             }
-            names
+            names.keys
         }
         Format::Parquet => {
             if is_gzip(path)? {
@@ -475,15 +469,84 @@ fn parse_json_object(line: &[u8]) -> std::result::Result<Option<serde_json::Valu
     }
 }
 
+/// Object keys in order of first appearance across lines. JSON objects read into
+/// `serde_json::Value` lose their key order (its map is sorted), and a table's columns must
+/// come in the file's order (DESIGN §4).
+#[derive(Default)]
+struct KeyOrder {
+    keys: Vec<String>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl KeyOrder {
+    fn add(&mut self, line: &[u8]) {
+        struct Keys(Vec<String>);
+        impl<'de> serde::Deserialize<'de> for Keys {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = Keys;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut m: A,
+                    ) -> std::result::Result<Keys, A::Error> {
+                        let mut keys = Vec::new();
+                        while let Some(k) = m.next_key::<String>()? {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                            keys.push(k);
+                        }
+                        Ok(Keys(keys))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+        if let Ok(Keys(keys)) = serde_json::from_slice::<Keys>(line.trim_ascii()) {
+            for k in keys {
+                if !self.seen.contains(&k) {
+                    self.seen.insert(k.clone());
+                    self.keys.push(k);
+                }
+            }
+        }
+    }
+
+    /// `schema`'s fields in key order (fields not seen as keys last, as they were).
+    fn order(&self, schema: &Schema) -> Vec<FieldRef> {
+        let mut out: Vec<FieldRef> = self
+            .keys
+            .iter()
+            .filter_map(|k| schema.field_with_name(k).ok().map(|f| Arc::new(f.clone())))
+            .collect();
+        out.extend(
+            schema
+                .fields()
+                .iter()
+                .filter(|f| !self.seen.contains(f.name()))
+                .cloned(),
+        );
+        out
+    }
+}
+
 fn infer_ndjson(f: impl Read, text: &TextColumns, file: &str) -> Result<SchemaRef> {
+    let mut order = KeyOrder::default();
     let values = json_lines(f).filter_map(|l| match l {
-        Ok((line, _)) => parse_json_object(&line).ok().flatten().map(Ok),
+        Ok((line, _)) => {
+            order.add(&line);
+            parse_json_object(&line).ok().flatten().map(Ok)
+        }
         Err(e) => Some(Err(arrow::error::ArrowError::ExternalError(Box::new(e)))),
     });
     let inferred = arrow::json::reader::infer_json_schema_from_iterator(values)
         .map_err(|e| Error::ingest(format!("{file}: cannot infer a schema: {e}")))?;
-    let fields: Vec<Field> = inferred
-        .fields()
+    let fields: Vec<Field> = order
+        .order(&inferred)
         .iter()
         .map(|f| {
             let t = if text.contains(&f.name().to_ascii_lowercase())

@@ -50,6 +50,8 @@ pub struct Written {
     pub from_version: Option<u64>,
     pub skipped: u64,
     pub warning: Option<String>,
+    /// A standing run with no changes: nothing was written (recorded as `skipped`).
+    pub unchanged: bool,
 }
 
 fn minimum(p: Preset) -> u64 {
@@ -110,15 +112,7 @@ async fn check(
             )));
         }
     }
-    let target = Target::open(&spec.url)?;
-    if let Some(allowed) = allowed
-        && !target.is_under(allowed)
-    {
-        return Err(Error::denied(format!(
-            "exports may only be written under the [export] allowed_urls of the server's config; {} is not under any of them",
-            target.url
-        )));
-    }
+    let target = Target::open(&spec.url, allowed, segments.db().location().options())?;
     // Reachable? Listing the target answers it before anything is written.
     {
         use futures::StreamExt;
@@ -318,7 +312,12 @@ async fn shape(
         }
         let total = members.num_rows() as u64;
         let kept = wide.filter(any)?.select(sel)?;
-        let batches = kept.collect().await?;
+        let schema: SchemaRef = Arc::new(kept.schema().as_arrow().clone());
+        let mut batches = kept.collect().await?;
+        if batches.is_empty() {
+            // An empty run still has the platform's header.
+            batches.push(RecordBatch::new_empty(schema));
+        }
         let n: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         skipped = total - n;
         out.extend(batches);
@@ -327,6 +326,7 @@ async fn shape(
         let schema = wide.schema().clone();
         let mut sel = Vec::new();
         for (e, alias) in &spec.columns {
+            crate::limits::check_sql_text(&e.text)?;
             let x = df.parse_sql_expr(&e.text, &schema).map_err(|err| {
                 Error::invalid(format!(
                     "export column {alias} at {}: {}",
@@ -341,7 +341,11 @@ async fn shape(
         }
         wide.select(sel)?
     };
+    let schema: SchemaRef = Arc::new(shaped.schema().as_arrow().clone());
     out.extend(shaped.collect().await?);
+    if out.is_empty() {
+        out.push(RecordBatch::new_empty(schema));
+    }
     Ok((out, skipped))
 }
 
@@ -492,6 +496,7 @@ async fn run(
     ctx: &EvalCtx,
     spec: &ExportSpec,
     allowed: Allowed<'_>,
+    skip_unchanged: bool,
 ) -> Result<Written> {
     let (def, purposes, target) = check(segments, ctx, spec, allowed).await?;
     let h = segments.history(ctx).await?;
@@ -509,18 +514,40 @@ async fn run(
                 def.name, def.name
             ))
         })?;
+    // Two platforms' exports of one version go to two folders.
+    let suffix = spec
+        .preset
+        .map(|p| format!("-{}", p.name()))
+        .unwrap_or_default();
     let (members, version, from, folder) = match spec.changes {
         None => {
             let (t, _) = sent(segments, ctx, &def, &purposes, latest, Some(ctx.now())).await?;
             let rows = member_rows(segments, ctx, &[(&t, None)]).await?;
-            (rows, latest, None, format!("{}-v{latest}", def.name))
+            (
+                rows,
+                latest,
+                None,
+                format!("{}-v{latest}{suffix}", def.name),
+            )
         }
         Some((a, b)) => {
             let b = b.unwrap_or(latest);
-            let (old, _) = sent(segments, ctx, &def, &purposes, a, None).await?;
-            let (new, _) = sent(segments, ctx, &def, &purposes, b, Some(ctx.now())).await?;
-            let entered = &new - &old;
-            let exited = &old - &new;
+            // A version against itself has no changes (as `segment_changes(s, v, v)`).
+            let (entered, exited) = if a == b {
+                (RoaringBitmap::new(), RoaringBitmap::new())
+            } else {
+                let (old, _) = sent(segments, ctx, &def, &purposes, a, None).await?;
+                let (new, _) = sent(segments, ctx, &def, &purposes, b, Some(ctx.now())).await?;
+                (&new - &old, &old - &new)
+            };
+            if skip_unchanged && entered.is_empty() && exited.is_empty() {
+                return Ok(Written {
+                    version: b,
+                    from_version: Some(a),
+                    unchanged: true,
+                    ..Written::default()
+                });
+            }
             let rows = member_rows(
                 segments,
                 ctx,
@@ -531,7 +558,7 @@ async fn run(
                 rows,
                 b,
                 Some(a),
-                format!("{}-v{b}-changes-{a}-{b}", def.name),
+                format!("{}-v{b}-changes-{a}-{b}{suffix}", def.name),
             )
         }
     };
@@ -541,7 +568,12 @@ async fn run(
     )
     .await?;
     w.skipped = skipped;
-    if let Some(p) = spec.preset
+    if w.rows == 0 {
+        w.warning = Some(
+            "0 rows: no member is in this export (check the segment's size and the purposes its members must consent to)"
+                .to_string(),
+        );
+    } else if let Some(p) = spec.preset
         && w.rows < minimum(p)
     {
         w.warning = Some(format!(
@@ -589,6 +621,7 @@ async fn record(
     r: &Result<Written>,
 ) -> Result<()> {
     let (w, status, error) = match r {
+        Ok(w) if w.unchanged => (w.clone(), "skipped", None),
         Ok(w) => (w.clone(), "ok", None),
         Err(e) => (
             Written::default(),
@@ -597,13 +630,15 @@ async fn record(
         ),
     };
     let n = |v: Option<u64>| Arc::new(Int64Array::from(vec![v.map(|x| x as i64)])) as ArrayRef;
-    let ok = status == "ok";
+    let ok = status != "failed";
     let batch = RecordBatch::try_new(
         base_schema(Table::ExportRuns),
         vec![
             Arc::new(StringArray::from(vec![export.map(str::to_string)])),
             Arc::new(StringArray::from(vec![segment.to_string()])),
-            Arc::new(StringArray::from(vec![ok.then(|| w.path.clone())])),
+            Arc::new(StringArray::from(vec![
+                (ok && !w.unchanged).then(|| w.path.clone()),
+            ])),
             Arc::new(TimestampMicrosecondArray::from(vec![started.0]).with_timezone("UTC")),
             Arc::new(StringArray::from(vec![status])),
             n(ok.then_some(w.files)),
@@ -638,7 +673,7 @@ pub async fn run_statement(
         chrono::Utc::now().timestamp_micros(),
         std::time::Instant::now(),
     );
-    let r = run(segments, ctx, spec, allowed).await;
+    let r = run(segments, ctx, spec, allowed, false).await;
     if !matches!(&r, Err(Error::Invalid(_) | Error::Denied(_))) {
         record(segments, None, &spec.segment, started, &r).await?;
     }
@@ -857,7 +892,8 @@ fn run_rows(runs: &[RecordBatch]) -> Result<Vec<RunRow>> {
 fn last_sent(runs: &[RecordBatch], export: &str) -> Result<Option<(u64, i64, String)>> {
     let mut best: Option<(u64, i64, String)> = None;
     for r in run_rows(runs)? {
-        if let (true, true, Some(v)) = (r.export == export, r.status == "ok", r.version) {
+        let delivered = r.status == "ok" || r.status == "skipped";
+        if let (true, true, Some(v)) = (r.export == export, delivered, r.version) {
             let cand = (v as u64, r.started_at, r.status);
             if best.as_ref().is_none_or(|b| cand.0 >= b.0) {
                 best = Some(cand);
@@ -868,8 +904,9 @@ fn last_sent(runs: &[RecordBatch], export: &str) -> Result<Option<(u64, i64, Str
 }
 
 /// Run one standing export: the changes since its last successful run, or the current
-/// version in full the first time. Failures are recorded, not raised.
-async fn run_standing(segments: &Segments, ctx: &EvalCtx, e: &StandingExport) {
+/// version in full the first time, or nothing when nothing changed. Failures are recorded and
+/// returned (the refresh that ran it reports them).
+async fn run_standing(segments: &Segments, ctx: &EvalCtx, e: &StandingExport) -> Option<String> {
     let started = (
         chrono::Utc::now().timestamp_micros(),
         std::time::Instant::now(),
@@ -891,43 +928,56 @@ async fn run_standing(segments: &Segments, ctx: &EvalCtx, e: &StandingExport) {
             Some((v, _, _)) => spec.changes = Some((v, Some(latest))),
             None => {}
         }
-        run(segments, ctx, &spec, None).await.map(Some)
+        run(segments, ctx, &spec, None, true).await.map(Some)
     }
     .await;
     match r {
-        Ok(None) => {}
+        Ok(None) => None,
         Ok(Some(w)) => {
             tracing::info!(export = %e.name, segment = %e.segment, rows = w.rows, version = w.version, "standing export");
             if let Err(err) = record(segments, Some(&e.name), &e.segment, started, &Ok(w)).await {
                 tracing::warn!(export = %e.name, error = %err, "could not record an export run");
+                return Some(format!("could not record the run: {err}"));
             }
+            None
         }
         Err(err) => {
             tracing::warn!(export = %e.name, segment = %e.segment, error = %err, "standing export failed");
+            let why = err.to_string().lines().next().unwrap_or("").to_string();
             let _ = record(segments, Some(&e.name), &e.segment, started, &Err(err)).await;
+            Some(why)
         }
     }
 }
 
-/// After a refresh of `segment` committed: run its standing exports.
-pub async fn after_refresh(segments: &Arc<Segments>, ctx: &EvalCtx, segment: &str) {
+/// After a refresh of `segment` committed: run its standing exports. Returns those that
+/// failed, with their reasons.
+pub async fn after_refresh(
+    segments: &Arc<Segments>,
+    ctx: &EvalCtx,
+    segment: &str,
+) -> Vec<(String, String)> {
     let ctx = match ctx.repin().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "standing exports not run");
-            return;
+            return vec![("*".into(), format!("standing exports not run: {e}"))];
         }
     };
     let all = match standing(&ctx).await {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(error = %e, "standing exports not read");
-            return;
+            return vec![("*".into(), format!("standing exports not read: {e}"))];
         }
     };
+    let mut failed = Vec::new();
     for e in all.values().filter(|e| e.segment == segment) {
-        run_standing(segments, &ctx, e).await;
+        if let Some(why) = run_standing(segments, &ctx, e).await {
+            failed.push((e.name.clone(), why));
+        }
     }
+    failed
 }
 
 /// `SHOW EXPORTS`: name, segment, url, format, preset, purposes, last_version, last_run_at,

@@ -69,6 +69,8 @@ pub struct Outcome {
     pub holdout: u64,
     pub took_ms: u64,
     pub status: Status,
+    /// Standing exports that failed after this refresh: (export, reason).
+    pub export_failures: Vec<(String, String)>,
 }
 
 impl Outcome {
@@ -262,6 +264,7 @@ pub async fn refresh(
                 holdout: 0,
                 took_ms,
                 status: Status::Failed(first),
+                export_failures: Vec::new(),
             });
         }
     };
@@ -280,11 +283,13 @@ pub async fn refresh(
     // Commit at exactly the next table version; if another commit came first, re-read: another
     // process may have committed this segment's version (then this refresh is skipped).
     let mut committed = false;
+    let mut overtaken = false;
     for _ in 0..50 {
         let table = db.load(Table::Snapshots).await?;
         let rows = crate::storage::read_pinned(db, Table::Snapshots, &table).await?;
         let h = History::from_batches(&rows)?;
         if h.max_version(&def.name, &def.generation) != c.prev_max {
+            overtaken = true;
             break;
         }
         match commit::append_exact(&table, vec![batch.clone()], commit::op("refresh")).await? {
@@ -295,7 +300,7 @@ pub async fn refresh(
             Committed::Conflict => continue,
         }
     }
-    let outcome = Outcome {
+    let mut outcome = Outcome {
         segment: def.name.clone(),
         version: committed.then_some(version),
         size: c.size,
@@ -303,11 +308,19 @@ pub async fn refresh(
         exited: c.exited,
         holdout: c.holdout_size,
         took_ms,
+        // Skipped only when another process committed this segment's version; losing the
+        // race to other segments' commits fifty times over is a failure, not a skip.
         status: if committed {
             Status::Ok
-        } else {
+        } else if overtaken {
             Status::Skipped
+        } else {
+            Status::Failed(
+                "could not commit the snapshot: other commits kept overtaking it (50 attempts)"
+                    .into(),
+            )
         },
+        export_failures: Vec::new(),
     };
     tracing::info!(
         segment = %def.name,
@@ -322,7 +335,7 @@ pub async fn refresh(
     );
     if committed {
         failpoint("refresh-after-commit");
-        export::after_refresh(segments, ctx, &def.name).await;
+        outcome.export_failures = export::after_refresh(segments, ctx, &def.name).await;
     }
     Ok(outcome)
 }

@@ -1,6 +1,8 @@
 //! The keyring: one 32-byte HMAC key per pseudonymisation domain, kept in a JSON file outside
 //! the data URL (`{"keys": {"user": "<base64>", …}}`), created with mode 0600 on first use.
 //! Keys never leave this module except as HMAC instances; `Debug` prints no key material.
+//! The file may be sealed (`segdb keys seal`, `seal.rs`): every command then opens it with the
+//! key-encryption key its environment names, and saves it sealed again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,8 @@ struct KeyringFile {
 pub struct Keyring {
     keys: BTreeMap<String, [u8; 32]>,
     path: Option<PathBuf>,
+    /// How the file is sealed (`None`: a plain file).
+    sealer: Option<super::seal::Sealer>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -51,7 +55,11 @@ impl Keyring {
                 "a keyring needs a key for the \"user\" domain".into(),
             ));
         }
-        Ok(Keyring { keys, path: None })
+        Ok(Keyring {
+            keys,
+            path: None,
+            sealer: None,
+        })
     }
 
     /// Open the keyring file at `path`, creating it (mode 0600, with a fresh random `user` key)
@@ -65,16 +73,28 @@ impl Keyring {
         let ring = Keyring {
             keys,
             path: Some(path.to_path_buf()),
+            sealer: None,
         };
         ring.save()?;
         tracing::info!(path = %path.display(), "created a new keyring; back it up: without it raw ids cannot be matched to stored users");
         Ok(ring)
     }
 
-    /// Open an existing keyring file.
+    /// Open an existing keyring file, plain or sealed (with the key-encryption key the
+    /// environment names; without it, or with a wrong one, this fails naming the variable).
     pub fn open(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Keyring(format!("cannot read {}: {e}", path.display())))?;
+        let (text, sealer) = match serde_json::from_str::<super::seal::SealedFile>(&text) {
+            Ok(sealed) => {
+                let (plain, sealer) =
+                    super::seal::Sealer::unseal(&sealed, &path.display().to_string())?;
+                let plain = String::from_utf8(plain)
+                    .map_err(|_| Error::Keyring(format!("{} is damaged", path.display())))?;
+                (plain, Some(sealer))
+            }
+            Err(_) => (text, None),
+        };
         let file: KeyringFile = serde_json::from_str(&text).map_err(|e| {
             Error::Keyring(format!(
                 "{} is not a keyring ({{\"keys\": {{\"user\": \"<base64 of 32 bytes>\"}}}}): {}",
@@ -107,7 +127,25 @@ impl Keyring {
         Ok(Keyring {
             keys,
             path: Some(path.to_path_buf()),
+            sealer,
         })
+    }
+
+    /// Whether the file is sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// Seal the file under the key-encryption key the environment names (a new salt).
+    pub fn seal(&mut self) -> Result<()> {
+        self.sealer = Some(super::seal::Sealer::from_env()?);
+        self.save()
+    }
+
+    /// Write the file in clear again.
+    pub fn unseal(&mut self) -> Result<()> {
+        self.sealer = None;
+        self.save()
     }
 
     /// Replace (or add) the key of `domain` with a fresh random key and save the file.
@@ -140,6 +178,10 @@ impl Keyring {
                 .collect(),
         };
         let text = serde_json::to_string_pretty(&file).expect("keyring serialises");
+        let text = match &self.sealer {
+            Some(s) => s.seal(text.as_bytes())?,
+            None => text,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -211,6 +253,76 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("no key for the \"user\"")
+        );
+    }
+
+    /// Sealing changes the file, not the keys; the wrong or a missing variable is named. (One
+    /// test, as it sets process-wide variables.)
+    #[test]
+    fn sealed_keyrings_open_with_their_variable_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.keyring");
+        let mut ring = Keyring::open_or_create(&path).unwrap();
+        ring.rotate("partner_x").unwrap();
+        let user = STANDARD.encode(ring.key_for("user"));
+        let partner = STANDARD.encode(ring.key_for("partner_x"));
+        // SAFETY: the only test in this binary that touches these variables.
+        unsafe {
+            std::env::remove_var(super::super::seal::KEK_VAR);
+            std::env::set_var(super::super::seal::PASSPHRASE_VAR, "correct horse");
+        }
+        ring.seal().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"sealed\""), "{text}");
+        assert!(
+            !text.contains(&user) && !text.contains(&partner),
+            "a key in clear"
+        );
+        // Rotating a sealed keyring keeps it sealed.
+        let mut again = Keyring::open(&path).unwrap();
+        assert!(again.is_sealed());
+        assert_eq!(STANDARD.encode(again.key_for("user")), user);
+        again.rotate("partner_y").unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("\"sealed\"")
+        );
+        unsafe { std::env::set_var(super::super::seal::PASSPHRASE_VAR, "wrong horse") };
+        let e = Keyring::open(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("SEGDB_KEYRING_PASSPHRASE") && e.contains("wrong"),
+            "{e}"
+        );
+        unsafe { std::env::remove_var(super::super::seal::PASSPHRASE_VAR) };
+        let e = Keyring::open(&path).unwrap_err().to_string();
+        assert!(e.contains("set SEGDB_KEYRING_PASSPHRASE"), "{e}");
+        // A raw key-encryption key.
+        unsafe {
+            std::env::set_var(super::super::seal::PASSPHRASE_VAR, "correct horse");
+        }
+        let mut r = Keyring::open(&path).unwrap();
+        unsafe {
+            std::env::remove_var(super::super::seal::PASSPHRASE_VAR);
+            std::env::set_var(super::super::seal::KEK_VAR, STANDARD.encode([9u8; 32]));
+        }
+        r.seal().unwrap();
+        let r = Keyring::open(&path).unwrap();
+        assert_eq!(STANDARD.encode(r.key_for("user")), user);
+        unsafe { std::env::set_var(super::super::seal::PASSPHRASE_VAR, "x") };
+        let e = Keyring::open(&path).unwrap_err().to_string();
+        assert!(e.contains("both"), "{e}");
+        unsafe {
+            std::env::remove_var(super::super::seal::PASSPHRASE_VAR);
+        }
+        let mut r = Keyring::open(&path).unwrap();
+        r.unseal().unwrap();
+        unsafe { std::env::remove_var(super::super::seal::KEK_VAR) };
+        let plain = std::fs::read_to_string(&path).unwrap();
+        assert!(plain.contains(&user));
+        assert_eq!(
+            STANDARD.encode(Keyring::open(&path).unwrap().key_for("user")),
+            user
         );
     }
 }

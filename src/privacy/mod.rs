@@ -6,6 +6,7 @@ pub mod gpp;
 pub mod hashing;
 pub mod keyring;
 pub mod pseudonym;
+pub mod seal;
 pub mod tcf;
 pub mod usp;
 

@@ -129,6 +129,7 @@ impl EvalCtx {
 
     /// Plan embedded SQL (an expression or a query; never DDL, DML or a statement).
     pub async fn plan(&self, sql: &str) -> Result<DataFrame> {
+        crate::limits::check_sql_text(sql)?;
         Ok(self.df.sql_with_options(sql, expression_only()).await?)
     }
 

@@ -176,6 +176,93 @@ fn leaf_error(e: impl std::fmt::Display, pos: Pos, what: &str) -> Error {
     Error::invalid(format!("{what} at {pos}: {first}"))
 }
 
+/// An error planning the SQL segdb wrapped around the user's embedded SQL (`wrapper` holds
+/// each of `parts` somewhere): a position DataFusion reports ("Line: L, Column: C" of the
+/// wrapper) becomes the position in the user's own statement, or is dropped when it falls in
+/// text the user never wrote.
+fn embedded_error(
+    e: impl std::fmt::Display,
+    pos: Pos,
+    what: &str,
+    wrapper: &str,
+    parts: &[&Sql],
+) -> Error {
+    let msg = e.to_string();
+    let first = msg.lines().next().unwrap_or("").trim();
+    let mapped = map_positions(first, wrapper, parts);
+    Error::invalid(format!("{what} at {pos}: {mapped}"))
+}
+
+/// Rewrite every "Line: L, Column: C" of `msg` (a position in `wrapper`) as described at
+/// [`embedded_error`].
+fn map_positions(msg: &str, wrapper: &str, parts: &[&Sql]) -> String {
+    const L: &str = "Line: ";
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(i) = rest.find(L) {
+        let after = &rest[i + L.len()..];
+        let digits = |s: &str| {
+            s.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        };
+        let line = digits(after);
+        let tail = &after[line.len()..];
+        let Some(tail) = tail.strip_prefix(", Column: ") else {
+            out.push_str(&rest[..i + L.len()]);
+            rest = after;
+            continue;
+        };
+        let col = digits(tail);
+        let (Ok(l), Ok(c)) = (line.parse::<usize>(), col.parse::<usize>()) else {
+            out.push_str(&rest[..i + L.len()]);
+            rest = after;
+            continue;
+        };
+        // Where the reported position is, as a byte offset of the wrapper.
+        let at = wrapper
+            .split_inclusive('\n')
+            .take(l.saturating_sub(1))
+            .map(str::len)
+            .sum::<usize>()
+            + wrapper
+                .lines()
+                .nth(l.saturating_sub(1))
+                .and_then(|ln| ln.char_indices().nth(c.saturating_sub(1)).map(|(b, _)| b))
+                .unwrap_or(0);
+        let user = parts.iter().find_map(|p| {
+            let start = wrapper.find(p.text.as_str())?;
+            let rel = at.checked_sub(start).filter(|r| *r <= p.text.len())?;
+            let before = &p.text[..rel];
+            let tl = before.matches('\n').count();
+            let tc = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            Some(if tl == 0 {
+                Pos {
+                    line: p.pos.line,
+                    column: p.pos.column + tc as u64 - 1,
+                }
+            } else {
+                Pos {
+                    line: p.pos.line + tl as u64,
+                    column: tc as u64,
+                }
+            })
+        });
+        let mut head = rest[..i].trim_end();
+        if user.is_none() {
+            head = head.trim_end_matches(" at").trim_end();
+        }
+        out.push_str(head);
+        if let Some(u) = user {
+            out.push(' ');
+            out.push_str(&u.to_string());
+        }
+        rest = &tail[col.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Window bounds `[lo, hi)` of a leaf at `as_of`.
 pub fn window_bounds(w: Option<&Window>, as_of: i64) -> (Option<i64>, i64) {
     match w {
@@ -397,6 +484,7 @@ impl<'a> Evaluator<'a> {
             self.note(format!("{key}  [shared: computed once]  size {}", b.len()));
             return Ok(b);
         }
+        let mut header_at = None;
         let (bm, path) = match l {
             Leaf::AllUsers => (self.universe.clone(), "universe".to_string()),
             Leaf::Profile(sql) => {
@@ -419,9 +507,9 @@ impl<'a> Evaluator<'a> {
                             self.rel.profiles(),
                             sql.text
                         );
-                        let bm = uid_bitmap(&self.ctx, &q)
-                            .await
-                            .map_err(|e| leaf_error(e, sql.pos, "PROFILE predicate"))?;
+                        let bm = uid_bitmap(&self.ctx, &q).await.map_err(|e| {
+                            embedded_error(e, sql.pos, "PROFILE predicate", &q, &[sql])
+                        })?;
                         self.service.store_profile(&sql.text, versions, bm.clone());
                         (bm & self.universe, "scan profiles".to_string())
                     }
@@ -468,9 +556,10 @@ impl<'a> Evaluator<'a> {
                             "day timelines over the memory budget"
                         };
                         (
-                            count_bsi(&self.ctx, &q)
-                                .await
-                                .map_err(|e| leaf_error(e, *pos, "DID leaf"))?,
+                            count_bsi(&self.ctx, &q).await.map_err(|e| {
+                                let parts: Vec<&Sql> = what.filter.iter().collect();
+                                embedded_error(e, *pos, "DID leaf", &q, &parts)
+                            })?,
                             format!("scan events ({why})"),
                         )
                     }
@@ -528,9 +617,10 @@ impl<'a> Evaluator<'a> {
                         d = (*n as i64).saturating_mul(u.micros())
                     ),
                 };
-                let bm = uid_bitmap(&self.ctx, &q)
-                    .await
-                    .map_err(|e| leaf_error(e, *pos, "sequence leaf"))?;
+                let bm = uid_bitmap(&self.ctx, &q).await.map_err(|e| {
+                    let parts: Vec<&Sql> = first.filter.iter().chain(then.filter.iter()).collect();
+                    embedded_error(e, *pos, "sequence leaf", &q, &parts)
+                })?;
                 (bm & self.universe, "scan events (sequence)".to_string())
             }
             Leaf::InSegment(name, pos) => {
@@ -540,7 +630,8 @@ impl<'a> Evaluator<'a> {
                         suggest(name, self.catalog.segments.keys())
                     )));
                 }
-                self.note(format!("IN SEGMENT {name}"));
+                // This leaf's own line goes above the lines of the segment it reads.
+                header_at = self.explain.as_ref().map(Vec::len);
                 self.depth += 1;
                 let m = Box::pin(self.segment(name)).await?;
                 self.depth -= 1;
@@ -586,7 +677,13 @@ impl<'a> Evaluator<'a> {
                 )
             }
         };
-        self.note(format!("{key}  [{path}]  size {}", bm.len()));
+        let line = format!("{key}  [{path}]  size {}", bm.len());
+        match (header_at, self.explain.as_mut()) {
+            (Some(at), Some(lines)) => {
+                lines.insert(at, format!("{}{line}", "  ".repeat(self.depth)))
+            }
+            _ => self.note(line),
+        }
         self.memo.insert(key, bm.clone());
         Ok(bm)
     }
@@ -842,5 +939,53 @@ impl IdentityMap {
     /// The pseudonym of an ordinal.
     pub fn pseudonym(&self, uid: u32) -> Option<&str> {
         self.by_uid.get(uid as usize).and_then(|p| p.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_in_wrapper_sql_become_positions_in_the_users_text() {
+        // The user wrote `CREATE SEGMENT s AS PROFILE country = = 'DE'`: the predicate starts at
+        // line 1, column 29; its second `=` is at column 39 of the user's text.
+        let sql = Sql {
+            text: "country = = 'DE'".into(),
+            pos: Pos {
+                line: 1,
+                column: 29,
+            },
+        };
+        let wrapper = format!("SELECT uid FROM profiles WHERE ({})", sql.text);
+        let col = wrapper.find("= =").unwrap() + 3; // the second '=' (1-based)
+        let msg = format!(
+            "sql parser error: Expected: an expression, found: = at Line: 1, Column: {col}"
+        );
+        let mapped = map_positions(&msg, &wrapper, &[&sql]);
+        assert_eq!(
+            mapped,
+            "sql parser error: Expected: an expression, found: = at line 1, column 39"
+        );
+        // A position in text the user never wrote is dropped, not reported.
+        let msg = "sql parser error: Expected: ), found: EOF at Line: 1, Column: 3";
+        assert_eq!(
+            map_positions(msg, &wrapper, &[&sql]),
+            "sql parser error: Expected: ), found: EOF"
+        );
+        // A predicate over several lines.
+        let sql = Sql {
+            text: "a = 1\n  AND b = = 2".into(),
+            pos: Pos {
+                line: 2,
+                column: 10,
+            },
+        };
+        let wrapper = format!("SELECT uid FROM p WHERE ({})", sql.text);
+        let msg = "found: = at Line: 2, Column: 11";
+        assert_eq!(
+            map_positions(msg, &wrapper, &[&sql]),
+            "found: = at line 3, column 11"
+        );
     }
 }

@@ -36,6 +36,35 @@ pub struct SegdbOptions {
     pub use_index: bool,
     pub materialized: Materialized,
     pub identity: IdentityMode,
+    /// How long one statement may plan and run (`None`: no limit; only admins may lift or
+    /// raise it, `statement::setting`).
+    pub statement_timeout: Option<std::time::Duration>,
+}
+
+/// `segdb.statement_timeout` of a new session.
+pub const DEFAULT_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A `segdb.statement_timeout` value: `'0'` for no limit, a whole number of milliseconds (as
+/// PostgreSQL's statement_timeout), or a duration such as `'30 seconds'` or `'5 minutes'`.
+pub fn parse_timeout(v: &str) -> Result<Option<std::time::Duration>, String> {
+    let v = v.trim().trim_matches('\'').trim();
+    if matches!(v.to_ascii_lowercase().as_str(), "default") {
+        return Ok(Some(DEFAULT_STATEMENT_TIMEOUT));
+    }
+    let d = match v.parse::<u64>() {
+        Ok(ms) => std::time::Duration::from_millis(ms),
+        Err(_) => humantime::parse_duration(v).map_err(|_| {
+            format!("'{v}' is not a duration such as '30 seconds', '5 minutes' or a number of milliseconds ('0': no limit)")
+        })?,
+    };
+    Ok(if d.is_zero() { None } else { Some(d) })
+}
+
+fn timeout_text(t: Option<std::time::Duration>) -> String {
+    match t {
+        None => "0".to_string(),
+        Some(d) => humantime::format_duration(d).to_string(),
+    }
 }
 
 impl Default for SegdbOptions {
@@ -45,6 +74,7 @@ impl Default for SegdbOptions {
             use_index: true,
             materialized: Materialized::Snapshot,
             identity: IdentityMode::Auto,
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
         }
     }
 }
@@ -123,9 +153,13 @@ impl ExtensionOptions for SegdbOptions {
                     }
                 }
             }
+            "statement_timeout" => {
+                self.statement_timeout =
+                    parse_timeout(v).map_err(|m| bad("statement_timeout", m))?;
+            }
             other => {
                 return Err(DataFusionError::Configuration(format!(
-                    "unknown setting segdb.{other}; segdb has segdb.as_of, segdb.use_index, segdb.materialized and segdb.identity"
+                    "unknown setting segdb.{other}; segdb has segdb.as_of, segdb.use_index, segdb.materialized, segdb.identity and segdb.statement_timeout"
                 )));
             }
         }
@@ -166,6 +200,11 @@ impl ExtensionOptions for SegdbOptions {
                     .into(),
                 ),
                 description: "Evaluate over stitched profiles ('auto': once links exist) or raw ids",
+            },
+            ConfigEntry {
+                key: "segdb.statement_timeout".into(),
+                value: Some(timeout_text(self.statement_timeout)),
+                description: "How long one statement may plan and run ('0': no limit; only admins may raise it)",
             },
         ]
     }

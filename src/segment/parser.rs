@@ -61,10 +61,23 @@ pub fn parse_expr(src: &str) -> Result<Expr, ParseError> {
     Ok(e)
 }
 
+/// The deepest nesting of `NOT` and parentheses in a segment expression. Compiling, printing
+/// and dropping an expression recurse over it, so its depth is bounded before anything else
+/// (the role check included) looks at it.
+pub const MAX_DEPTH: usize = 200;
+
+/// The most leaves one segment expression may have. A chain of `n` ORs is as deep as it is
+/// long; combining many values belongs inside one leaf (`DID 'e' WHERE col IN (…)`).
+pub const MAX_LEAVES: usize = 1_000;
+
 struct Parser<'a> {
     src: &'a str,
     toks: Vec<Tok>,
     i: usize,
+    /// `NOT`s and parentheses open at the current token.
+    depth: usize,
+    /// Leaves read so far.
+    leaves: usize,
 }
 
 fn byte_offsets(src: &str) -> Vec<usize> {
@@ -114,7 +127,13 @@ impl<'a> Parser<'a> {
                 token: t.token,
             })
             .collect();
-        Ok(Parser { src, toks, i: 0 })
+        Ok(Parser {
+            src,
+            toks,
+            i: 0,
+            depth: 0,
+            leaves: 0,
+        })
     }
 
     fn at_end(&self) -> bool {
@@ -252,13 +271,35 @@ impl<'a> Parser<'a> {
     }
 
     fn not(&mut self) -> Result<Expr, ParseError> {
-        if self.eat_kw("NOT") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+        let pos = self.pos_at(self.i);
+        if self.is_kw("NOT") || self.tok(self.i) == Some(&Token::LParen) {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err(ParseError {
+                    message: format!(
+                        "segment expression is nested too deeply: at most {MAX_DEPTH} levels of NOT and parentheses"
+                    ),
+                    pos,
+                });
+            }
+            let e = if self.eat_kw("NOT") {
+                self.not().map(|e| Expr::Not(Box::new(e)))
+            } else {
+                self.eat_punct(&Token::LParen);
+                self.expr()
+                    .and_then(|e| self.expect_punct(&Token::RParen, "')'").map(|()| e))
+            };
+            self.depth -= 1;
+            return e;
         }
-        if self.eat_punct(&Token::LParen) {
-            let e = self.expr()?;
-            self.expect_punct(&Token::RParen, "')'")?;
-            return Ok(e);
+        self.leaves += 1;
+        if self.leaves > MAX_LEAVES {
+            return Err(ParseError {
+                message: format!(
+                    "segment expression has too many conditions: at most {MAX_LEAVES} leaves; combine values inside one leaf, e.g. DID 'e' WHERE col IN (…) or PROFILE col IN (…)"
+                ),
+                pos,
+            });
         }
         Ok(Expr::Leaf(self.leaf()?))
     }

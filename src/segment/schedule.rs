@@ -66,9 +66,10 @@ pub fn parse_cron(expr: &str, tz: Option<&str>) -> Result<Cron, String> {
     let parser = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Disallowed)
         .build();
-    let cron = parser
-        .parse(expr)
-        .map_err(|e| format!("cron '{expr}' is not valid: {e}"))?;
+    let cron = parser.parse(expr).map_err(|e| match field_error(expr) {
+        Some(why) => format!("cron '{expr}' is not valid: {why}"),
+        None => format!("cron '{expr}' is not valid: {e}"),
+    })?;
     let tz = match tz {
         None => None,
         Some(z) => Some(z.parse::<chrono_tz::Tz>().map_err(|_| {
@@ -78,11 +79,59 @@ pub fn parse_cron(expr: &str, tz: Option<&str>) -> Result<Cron, String> {
     Ok(Cron { cron, tz })
 }
 
+/// The five fields with the numbers each takes.
+const FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+];
+
+/// Which field of a cron expression holds a number out of its range, said plainly (the
+/// parser's own message does not name the field).
+fn field_error(expr: &str) -> Option<String> {
+    for (i, (field, (name, lo, hi))) in expr.split_whitespace().zip(FIELDS).enumerate() {
+        for part in field.split(',') {
+            let (range, step) = part.split_once('/').unwrap_or((part, ""));
+            if step.parse::<u32>() == Ok(0) {
+                return Some(format!("field {} ({name}) has a step of 0", i + 1));
+            }
+            for n in range.split('-').filter_map(|x| x.parse::<u32>().ok()) {
+                if n < lo || n > hi {
+                    return Some(format!(
+                        "field {} ({name}) has {n}; it takes {lo} to {hi}",
+                        i + 1
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// How far ahead a schedule must fire at least once.
+const HORIZON_YEARS: i64 = 5;
+
+/// Check a cron schedule fires at all: `'0 6 30 2 *'` (30 February) parses but never fires.
+fn fires_soon(expr: &str, c: &Cron, now: i64) -> Result<(), String> {
+    let horizon = now + HORIZON_YEARS * 366 * 86_400_000_000;
+    match c.next_after(now) {
+        Some(t) if t <= horizon => Ok(()),
+        _ => Err(format!(
+            "cron '{expr}' never fires in the next {HORIZON_YEARS} years (a day that does not exist in its month?); check the day-of-month and month fields"
+        )),
+    }
+}
+
 /// Check a refresh clause (what CREATE / ALTER accept).
 pub fn validate(r: &Refresh) -> Result<(), String> {
     match r {
         Refresh::Every(s, _) => parse_interval(s).map(|_| ()),
-        Refresh::Cron { expr, tz } => parse_cron(expr, tz.as_deref()).map(|_| ()),
+        Refresh::Cron { expr, tz } => {
+            let c = parse_cron(expr, tz.as_deref())?;
+            fires_soon(expr, &c, chrono::Utc::now().timestamp_micros())
+        }
         Refresh::Manual => Ok(()),
     }
 }
@@ -189,5 +238,24 @@ mod tests {
         assert_eq!(last_fire(&r, t), Some(ts("2026-03-10T07:30:00Z")));
         assert_eq!(next_fire(&r, t), Some(ts("2026-03-10T07:45:00Z")));
         assert_eq!(last_fire(&Refresh::Manual, t), None);
+    }
+
+    #[test]
+    fn schedules_that_never_fire_or_are_out_of_range_are_refused_by_name() {
+        let never = Refresh::Cron {
+            expr: "0 6 30 2 *".into(),
+            tz: None,
+        };
+        let e = validate(&never).unwrap_err();
+        assert!(e.contains("never fires"), "{e}");
+        let leap = Refresh::Cron {
+            expr: "0 6 29 2 *".into(),
+            tz: None,
+        };
+        validate(&leap).unwrap();
+        let e = parse_cron("0 25 * * *", None).err().unwrap();
+        assert!(e.contains("field 2 (hour) has 25"), "{e}");
+        let e = parse_cron("0 6 32 * *", None).err().unwrap();
+        assert!(e.contains("field 3 (day of month)"), "{e}");
     }
 }

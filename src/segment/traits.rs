@@ -263,6 +263,7 @@ impl Segments {
             ));
         }
         let table = self.traits_table(ctx).await?;
+        crate::limits::check_sql_text(predicate)?;
         let df = datafusion::prelude::SessionContext::new();
         df.register_batch("traits", (*table).clone())?;
         let batches = df
@@ -352,11 +353,10 @@ async fn compute(
     Ok(RecordBatch::try_new(table_schema(catalog, true), cols)?)
 }
 
-/// The type of a trait's column, by planning its query.
+/// The type of a trait's column, by planning its query, the same sandboxed planning as every
+/// later use: a definition that does not plan is refused here rather than stored, where it
+/// would break the `traits` table for everyone.
 async fn data_type(ctx: &EvalCtx, t: &CreateTrait) -> Result<DataType> {
-    if counts_zero(t) {
-        return Ok(DataType::Int64);
-    }
     let q = query(t, Relations { stitched: false }, ctx.as_of);
     let df = ctx.plan(&q).await.map_err(|e| {
         Error::invalid(format!(
@@ -365,6 +365,9 @@ async fn data_type(ctx: &EvalCtx, t: &CreateTrait) -> Result<DataType> {
             e.to_string().lines().next().unwrap_or("")
         ))
     })?;
+    if counts_zero(t) {
+        return Ok(DataType::Int64);
+    }
     // Plain strings and binaries on the wire, whatever the scan's view types.
     Ok(match df.schema().field(1).data_type() {
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,

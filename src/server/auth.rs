@@ -40,6 +40,86 @@ pub struct ServerConfig {
     pub export: ExportSection,
     #[serde(default)]
     pub identity: IdentitySection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: the secret shared by a cluster's scheduler, executors and clients
+/// (`SEGDB_CLUSTER_SECRET` wins over it).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClusterSection {
+    pub secret: Option<String>,
+}
+
+/// `[storage]`: how objects in a bucket are stored. Server-side encryption applies to every
+/// object segdb writes and reads under an `s3://` database, and to exports to a bucket.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// `'AES256'` (S3-managed keys), `'aws:kms'` (KMS; `kms_key_id` names the key, else the
+    /// bucket's default) or `'sse-c'` (a key of your own in `sse_c_key_file`).
+    pub sse: Option<String>,
+    pub kms_key_id: Option<String>,
+    /// A file holding the base64 of 32 bytes (SSE-C).
+    pub sse_c_key_file: Option<PathBuf>,
+}
+
+impl StorageSection {
+    /// The object-store options (object_store's `aws_*` keys) these settings mean.
+    pub fn object_store_options(&self) -> Result<HashMap<String, String>> {
+        let mut o = HashMap::new();
+        let Some(sse) = self.sse.as_deref() else {
+            if self.kms_key_id.is_some() || self.sse_c_key_file.is_some() {
+                return Err(Error::invalid(
+                    "[storage] kms_key_id and sse_c_key_file need sse = 'aws:kms' or 'sse-c'",
+                ));
+            }
+            return Ok(o);
+        };
+        match sse {
+            "AES256" => {
+                o.insert("aws_server_side_encryption".into(), "AES256".into());
+            }
+            "aws:kms" => {
+                o.insert("aws_server_side_encryption".into(), "aws:kms".into());
+                if let Some(k) = &self.kms_key_id {
+                    o.insert("aws_sse_kms_key_id".into(), k.clone());
+                }
+            }
+            "sse-c" => {
+                let Some(f) = &self.sse_c_key_file else {
+                    return Err(Error::invalid(
+                        "[storage] sse = 'sse-c' needs sse_c_key_file (a file holding the base64 of 32 bytes)",
+                    ));
+                };
+                let text = std::fs::read_to_string(f).map_err(|e| {
+                    Error::invalid(format!(
+                        "cannot read [storage] sse_c_key_file {}: {e}",
+                        f.display()
+                    ))
+                })?;
+                let key = text.trim();
+                let ok = base64::engine::general_purpose::STANDARD
+                    .decode(key)
+                    .is_ok_and(|b| b.len() == 32);
+                if !ok {
+                    return Err(Error::invalid(format!(
+                        "[storage] sse_c_key_file {} must hold the base64 of 32 bytes",
+                        f.display()
+                    )));
+                }
+                o.insert("aws_sse_customer_key_base64".into(), key.to_string());
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "[storage] sse = {other:?}: use 'AES256', 'aws:kms' or 'sse-c'"
+                )));
+            }
+        }
+        Ok(o)
+    }
 }
 
 /// `[scheduler]` settings.
@@ -212,6 +292,8 @@ pub enum Denied {
     BadCredentials,
     Expired,
     UnknownToken,
+    /// Too many failed logins for this user name from this address; retry after the delay.
+    Throttled(Duration),
 }
 
 impl std::fmt::Display for Denied {
@@ -223,6 +305,13 @@ impl std::fmt::Display for Denied {
             Denied::BadCredentials => "wrong user name or password",
             Denied::Expired => "the bearer token has expired; authenticate again",
             Denied::UnknownToken => "unknown bearer token; authenticate again",
+            Denied::Throttled(d) => {
+                return write!(
+                    f,
+                    "too many failed logins for this user name from this address; try again in {} s",
+                    d.as_secs().max(1)
+                );
+            }
         })
     }
 }
@@ -235,6 +324,64 @@ pub struct Authenticator {
     open: bool,
     tokens: Mutex<HashMap<String, (String, Role, Instant)>>,
     verifier: Verifier,
+    failures: Mutex<Failures>,
+}
+
+/// Failed logins per (user name as sent, client address): after [`FREE_FAILURES`] in a row,
+/// each further attempt within a growing delay (1 s, doubling, at most [`MAX_DELAY`]) is refused
+/// without checking the password. Unknown and known user names are counted alike, so the
+/// refusal says nothing about which exist; other user names from the same address, and the
+/// same user name from other addresses, are not slowed. A success clears the count; an entry
+/// is forgotten [`FORGET_AFTER`] after its last failure.
+#[derive(Default)]
+struct Failures {
+    by_key: HashMap<(String, String), (u32, Instant)>,
+}
+
+pub const FREE_FAILURES: u32 = 10;
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The most (user, address) pairs remembered; past it the oldest are dropped.
+const MAX_TRACKED: usize = 100_000;
+
+impl Failures {
+    fn delay(n: u32) -> Duration {
+        let extra = n.saturating_sub(FREE_FAILURES).min(16);
+        Duration::from_secs(1u64 << extra).min(MAX_DELAY)
+    }
+
+    /// The time left before `key` may try again (`None`: now).
+    fn wait(&mut self, key: &(String, String), now: Instant) -> Option<Duration> {
+        let &(n, last) = self.by_key.get(key)?;
+        if now.duration_since(last) > FORGET_AFTER {
+            self.by_key.remove(key);
+            return None;
+        }
+        if n < FREE_FAILURES {
+            return None;
+        }
+        let until = last + Self::delay(n);
+        (until > now).then(|| until - now)
+    }
+
+    fn failed(&mut self, key: (String, String), now: Instant) {
+        if self.by_key.len() >= MAX_TRACKED {
+            self.by_key
+                .retain(|_, (_, last)| now.duration_since(*last) <= FORGET_AFTER);
+            if self.by_key.len() >= MAX_TRACKED {
+                let oldest = self
+                    .by_key
+                    .iter()
+                    .min_by_key(|(_, (_, l))| *l)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    self.by_key.remove(&k);
+                }
+            }
+        }
+        let e = self.by_key.entry(key).or_insert((0, now));
+        *e = (e.0 + 1, now);
+    }
 }
 
 impl Authenticator {
@@ -245,6 +392,7 @@ impl Authenticator {
             open,
             tokens: Mutex::new(HashMap::new()),
             verifier: Verifier::new(),
+            failures: Mutex::new(Failures::default()),
         }
     }
 
@@ -267,8 +415,12 @@ impl Authenticator {
                 .is_some_and(|(_, _, exp)| *exp > Instant::now())
     }
 
-    /// Check `authorization: Basic …` and issue a token.
-    pub fn login(&self, header: Option<&str>) -> std::result::Result<(String, Caller), Denied> {
+    /// Check `authorization: Basic …` from the client at `address` and issue a token.
+    pub fn login(
+        &self,
+        header: Option<&str>,
+        address: &str,
+    ) -> std::result::Result<(String, Caller), Denied> {
         let basic = header.and_then(|h| {
             h.strip_prefix("Basic ")
                 .or_else(|| h.strip_prefix("basic "))
@@ -282,14 +434,37 @@ impl Authenticator {
                     .and_then(|b| String::from_utf8(b).ok())
                     .ok_or(Denied::BadCredentials)?;
                 let (user, password) = c.split_once(':').ok_or(Denied::BadCredentials)?;
-                match self.users.get(user) {
-                    Some(entry) if self.verifier.verify(&entry.password_hash, password) => {
+                let key = (user.to_string(), address.to_string());
+                if !self.open
+                    && let Some(wait) = self
+                        .failures
+                        .lock()
+                        .expect("not poisoned")
+                        .wait(&key, Instant::now())
+                {
+                    return Err(Denied::Throttled(wait));
+                }
+                // Exactly one password check whether or not the user exists (an unknown user
+                // is checked against a hash with the default parameters), so that the time
+                // taken does not tell which user names exist.
+                let known = self.users.get(user);
+                let hash = known.map_or(DUMMY_HASH, |e| e.password_hash.as_str());
+                let right = self.verifier.verify(hash, password) && known.is_some();
+                match known {
+                    Some(entry) if right => {
+                        self.failures
+                            .lock()
+                            .expect("not poisoned")
+                            .by_key
+                            .remove(&key);
                         (user.to_string(), entry.role)
                     }
                     _ if self.open => (user.to_string(), Role::Admin),
                     _ => {
-                        // Spend the same time as a real check so that user names do not leak.
-                        let _ = self.verifier.verify(DUMMY_HASH, password);
+                        self.failures
+                            .lock()
+                            .expect("not poisoned")
+                            .failed(key, Instant::now());
                         return Err(Denied::BadCredentials);
                     }
                 }
@@ -458,15 +633,19 @@ mod tests {
         assert_eq!(config.server.token_ttl_secs, 1, "other settings kept");
         let auth = Authenticator::new(&config, false);
         assert_eq!(
-            auth.login(Some(&basic("ana", "wrong"))).unwrap_err(),
+            auth.login(Some(&basic("ana", "wrong")), "127.0.0.1")
+                .unwrap_err(),
             Denied::BadCredentials
         );
         assert_eq!(
-            auth.login(Some(&basic("nobody", "s3cret"))).unwrap_err(),
+            auth.login(Some(&basic("nobody", "s3cret")), "127.0.0.1")
+                .unwrap_err(),
             Denied::BadCredentials
         );
-        assert_eq!(auth.login(None).unwrap_err(), Denied::Missing);
-        let (token, caller) = auth.login(Some(&basic("ana", "s3cret"))).unwrap();
+        assert_eq!(auth.login(None, "127.0.0.1").unwrap_err(), Denied::Missing);
+        let (token, caller) = auth
+            .login(Some(&basic("ana", "s3cret")), "127.0.0.1")
+            .unwrap();
         assert_eq!(caller.role, Role::Analyst);
         let c = auth.check(Some(&format!("Bearer {token}"))).unwrap();
         assert_eq!((c.user.as_str(), c.role), ("ana", Role::Analyst));
@@ -492,10 +671,13 @@ mod tests {
         let auth = Authenticator::new(&ServerConfig::load(&path).unwrap(), false);
         let padded = basic("admin", "pw");
         assert!(padded.ends_with('='));
-        assert!(auth.login(Some(&padded)).is_ok());
-        assert!(auth.login(Some(padded.trim_end_matches('='))).is_ok());
+        assert!(auth.login(Some(&padded), "127.0.0.1").is_ok());
+        assert!(
+            auth.login(Some(padded.trim_end_matches('=')), "127.0.0.1")
+                .is_ok()
+        );
         assert_eq!(
-            auth.login(Some("Basic %%%")).unwrap_err(),
+            auth.login(Some("Basic %%%"), "127.0.0.1").unwrap_err(),
             Denied::BadCredentials
         );
     }
@@ -557,6 +739,51 @@ mod tests {
     fn no_auth_mode_makes_everyone_admin() {
         let auth = Authenticator::new(&ServerConfig::default(), true);
         assert_eq!(auth.check(None).unwrap().role, Role::Admin);
-        assert!(auth.login(None).is_ok());
+        assert!(auth.login(None, "127.0.0.1").is_ok());
+    }
+
+    #[test]
+    fn failed_logins_back_off_per_user_and_address_only() {
+        let mut f = Failures::default();
+        let now = Instant::now();
+        let key = |u: &str, a: &str| (u.to_string(), a.to_string());
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(f.wait(&key("ana", "10.0.0.1"), now), None);
+            f.failed(key("ana", "10.0.0.1"), now);
+        }
+        let wait = f.wait(&key("ana", "10.0.0.1"), now).unwrap();
+        assert_eq!(wait, Duration::from_secs(1));
+        // Another user from the same address, the same user from elsewhere: not slowed.
+        assert_eq!(f.wait(&key("bob", "10.0.0.1"), now), None);
+        assert_eq!(f.wait(&key("ana", "10.0.0.2"), now), None);
+        // The delay grows with each further failure and is capped.
+        for _ in 0..30 {
+            f.failed(key("ana", "10.0.0.1"), now);
+        }
+        assert_eq!(f.wait(&key("ana", "10.0.0.1"), now), Some(MAX_DELAY));
+        assert_eq!(f.wait(&key("ana", "10.0.0.1"), now + MAX_DELAY), None);
+    }
+
+    #[test]
+    fn a_throttled_login_is_refused_without_a_password_check_and_a_success_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segdb.toml");
+        add_user(&path, "ana", Role::Reader, "s3cret").unwrap();
+        let auth = Authenticator::new(&ServerConfig::load(&path).unwrap(), false);
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(
+                auth.login(Some(&basic("ana", "wrong")), "10.0.0.9")
+                    .unwrap_err(),
+                Denied::BadCredentials
+            );
+        }
+        assert!(matches!(
+            auth.login(Some(&basic("ana", "s3cret")), "10.0.0.9")
+                .unwrap_err(),
+            Denied::Throttled(_)
+        ));
+        // The right password from another address still works and clears nothing there.
+        auth.login(Some(&basic("ana", "s3cret")), "10.0.0.8")
+            .unwrap();
     }
 }

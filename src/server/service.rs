@@ -52,6 +52,8 @@ enum Ready {
     Plan {
         plan: Arc<dyn ExecutionPlan>,
         task: Arc<TaskContext>,
+        /// The session's `segdb.statement_timeout`, for the execution.
+        timeout: Option<std::time::Duration>,
     },
     Done(QueryResult),
 }
@@ -165,7 +167,13 @@ impl SegdbFlightSql {
             to_status(e)
         })?;
         let kind = parsed.kind.name();
-        let planned = match session.plan(&parsed, caller.role, params).await {
+        let timeout = session.statement_timeout();
+        let planned = match crate::session::within(
+            timeout,
+            session.plan(&parsed, caller.role, params),
+        )
+        .await
+        {
             Ok(p) => p,
             Err(e) => {
                 if matches!(e, crate::Error::Denied(_)) {
@@ -178,13 +186,24 @@ impl SegdbFlightSql {
         match planned {
             Planned::Query(df) => {
                 let task = Arc::new(df.task_ctx());
-                let plan = df.create_physical_plan().await.map_err(|e| {
-                    log_call(&caller.user, call, kind, None, started, false);
-                    df_status(&e)
-                })?;
+                let plan =
+                    crate::session::within(timeout, async { Ok(df.create_physical_plan().await?) })
+                        .await
+                        .map_err(|e| {
+                            log_call(&caller.user, call, kind, None, started, false);
+                            to_status(e)
+                        })?;
                 let schema = wire_schema(&plan.schema());
                 log_call(&caller.user, call, kind, None, started, true);
-                Ok((kind, Ready::Plan { plan, task }, schema))
+                Ok((
+                    kind,
+                    Ready::Plan {
+                        plan,
+                        task,
+                        timeout,
+                    },
+                    schema,
+                ))
             }
             Planned::Done(r) => {
                 log_call(
@@ -293,11 +312,15 @@ impl SegdbFlightSql {
         let started = Instant::now();
         let guard = self.inflight.enter();
         let (schema, batches) = match ready {
-            Ready::Plan { plan, task } => {
+            Ready::Plan {
+                plan,
+                task,
+                timeout,
+            } => {
                 let schema = wire_schema(&plan.schema());
                 let stream = datafusion::physical_plan::execute_stream(plan, task)
                     .map_err(|e| df_status(&e))?;
-                (schema, stream)
+                (schema, crate::session::stream_within(stream, timeout))
             }
             Ready::Done(r) => (wire_schema(&r.schema), r.into_stream()),
         };
@@ -384,11 +407,17 @@ impl SegdbFlightSql {
         let (kind, ready, _) = self.run(caller, call, sql, params).await?;
         Ok(match ready {
             Ready::Done(r) => affected(kind, &r),
-            Ready::Plan { plan, task } => {
+            Ready::Plan {
+                plan,
+                task,
+                timeout,
+            } => {
                 let started = Instant::now();
-                let batches = datafusion::physical_plan::collect(plan, task)
-                    .await
-                    .map_err(|e| df_status(&e))?;
+                let batches = crate::session::within(timeout, async {
+                    Ok(datafusion::physical_plan::collect(plan, task).await?)
+                })
+                .await
+                .map_err(to_status)?;
                 let r = QueryResult {
                     schema: Arc::new(Schema::empty()),
                     batches,
@@ -449,9 +478,13 @@ impl FlightSqlService for SegdbFlightSql {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let address = request
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
         // A password check is tens of milliseconds of CPU: run it off the async workers.
         let auth = self.auth.clone();
-        let checked = tokio::task::spawn_blocking(move || auth.login(header.as_deref()))
+        let checked = tokio::task::spawn_blocking(move || auth.login(header.as_deref(), &address))
             .await
             .map_err(|_| Status::internal("the password check failed"))?;
         let (token, caller) = checked.map_err(|d| {

@@ -139,6 +139,7 @@ pub fn number_placeholders(sql: &str) -> String {
 pub fn to_status(e: crate::Error) -> Status {
     match &e {
         crate::Error::Denied(m) => Status::permission_denied(m.clone()),
+        crate::Error::Timeout(m) => Status::deadline_exceeded(m.clone()),
         crate::Error::Invalid(_) | crate::Error::Ingest(_) | crate::Error::Rejected(_) => {
             Status::invalid_argument(e.to_string().trim().to_string())
         }
@@ -149,7 +150,7 @@ pub fn to_status(e: crate::Error) -> Status {
 
 /// Map a DataFusion error to a gRPC status.
 pub fn df_status(e: &DataFusionError) -> Status {
-    let msg = e.to_string().trim().to_string();
+    let msg = crate::error::datafusion_message(e).trim().to_string();
     match e.find_root() {
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
@@ -166,6 +167,7 @@ pub fn df_status(e: &DataFusionError) -> Status {
         DataFusionError::External(inner) => match inner.downcast_ref::<crate::Error>() {
             Some(crate::Error::Invalid(_)) => Status::invalid_argument(msg),
             Some(crate::Error::Denied(_)) => Status::permission_denied(msg),
+            Some(crate::Error::Timeout(m)) => Status::deadline_exceeded(m.clone()),
             _ => Status::internal(msg),
         },
         _ => Status::internal(msg),

@@ -58,7 +58,7 @@ pub struct Shared {
     pub(crate) inner_planner:
         RwLock<Option<Arc<dyn datafusion::execution::context::QueryPlanner + Send + Sync>>>,
     /// The Ballista scheduler queries run on (`http://host:port`), when attached.
-    pub(crate) cluster: RwLock<Option<String>>,
+    pub(crate) cluster: RwLock<Option<(String, crate::cluster::auth::ClusterSecret)>>,
     /// Plans submitted to the cluster so far.
     pub(crate) cluster_jobs: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -94,17 +94,23 @@ impl Shared {
 
     /// Run queries over the tables on the Ballista cluster whose scheduler is at `addr`
     /// (`df://HOST:PORT`); sessions made afterwards use it.
-    pub fn attach_cluster(&self, addr: &str) -> Result<()> {
+    /// Every call to the cluster carries `secret`.
+    pub fn attach_cluster(
+        &self,
+        addr: &str,
+        secret: crate::cluster::auth::ClusterSecret,
+    ) -> Result<()> {
         let url = crate::cluster::scheduler_url(addr)?;
         let planner = crate::cluster::planner::ClusterPlanner::new(
             url.clone(),
             self.cluster_jobs.clone(),
             ballista_core::extension::SessionConfigExt::ballista_config(&cluster_config(
                 session_config(),
+                &secret,
             )),
         );
         *self.inner_planner.write().expect("not poisoned") = Some(Arc::new(planner));
-        *self.cluster.write().expect("not poisoned") = Some(url);
+        *self.cluster.write().expect("not poisoned") = Some((url, secret));
         Ok(())
     }
 
@@ -115,7 +121,11 @@ impl Shared {
 
     /// The scheduler URL when attached to a cluster.
     pub fn cluster(&self) -> Option<String> {
-        self.cluster.read().expect("not poisoned").clone()
+        self.cluster
+            .read()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|(u, _)| u.clone())
     }
 
     /// Pin a snapshot for a statement.
@@ -192,9 +202,13 @@ pub fn session_config() -> SessionConfig {
 /// uncorrelated scalar subqueries (planned as joins instead) and dynamic filters. None of them
 /// changes a result or its types. Ballista's other defaults (Utf8 instead of view types,
 /// sort-merge joins) are not taken: segdb keeps one configuration for both modes.
-pub fn cluster_config(config: SessionConfig) -> SessionConfig {
+pub fn cluster_config(
+    config: SessionConfig,
+    secret: &crate::cluster::auth::ClusterSecret,
+) -> SessionConfig {
     use ballista_core::extension::SessionConfigExt;
     config
+        .with_ballista_override_create_grpc_client_endpoint(secret.endpoint_override())
         .with_option_extension(ballista_core::config::BallistaConfig::default())
         .with_ballista_grpc_client_max_message_size(crate::cluster::node::MAX_MESSAGE)
         .with_round_robin_repartition(false)
@@ -221,8 +235,8 @@ impl Session {
     /// A new session over `shared`, run by `who`.
     pub fn new(shared: Arc<Shared>, who: &str) -> Result<Session> {
         let mut config = session_config();
-        if shared.cluster().is_some() {
-            config = cluster_config(config);
+        if let Some((_, secret)) = shared.cluster.read().expect("not poisoned").as_ref() {
+            config = cluster_config(config, secret);
         }
         let planner = Arc::new(planner::SegdbPlanner {
             segments: shared.segments.clone(),
@@ -351,6 +365,9 @@ impl Session {
         params: Option<ParamValues>,
     ) -> Result<Planned> {
         self.check_role(p, role)?;
+        if let (Kind::Setting, Statement::Sql(ast)) = (&p.kind, &p.statement) {
+            crate::statement::setting::check(ast, role, self.statement_timeout())?;
+        }
         let (stmt_ctx, _snap) = self.statement_context().await?;
         match &p.statement {
             Statement::Segdb(s) => {
@@ -429,9 +446,18 @@ impl Session {
         Ok(stmt_ctx.state().statement_to_plan(ast).await?)
     }
 
-    /// Plan and run one statement, collecting its result.
+    /// Plan and run one statement, collecting its result, within the session's
+    /// `segdb.statement_timeout`.
     pub async fn execute(&self, p: &Parsed, role: Role) -> Result<QueryResult> {
-        self.plan(p, role, None).await?.collect().await
+        within(self.statement_timeout(), async {
+            self.plan(p, role, None).await?.collect().await
+        })
+        .await
+    }
+
+    /// The session's `segdb.statement_timeout` (`None`: no limit).
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        crate::segment::options::of(self.ctx.state().config().options()).statement_timeout
     }
 
     /// Run every statement of `sql` as an admin; returns the last result.
@@ -466,15 +492,17 @@ impl Session {
                     )));
                     return Ok(TreeNodeRecursion::Stop);
                 }
-                LogicalPlan::Ddl(DdlStatement::CreateExternalTable(t))
-                    if t.locations.iter().any(|l| self.touches_keyring(l)) =>
-                {
-                    err = Some(keyring_refusal());
-                    return Ok(TreeNodeRecursion::Stop);
+                LogicalPlan::Ddl(DdlStatement::CreateExternalTable(t)) => {
+                    if let Some(e) = t.locations.iter().find_map(|l| self.guarded(l)) {
+                        err = Some(e);
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
                 }
-                LogicalPlan::Copy(c) if self.touches_keyring(&c.output_url) => {
-                    err = Some(keyring_refusal());
-                    return Ok(TreeNodeRecursion::Stop);
+                LogicalPlan::Copy(c) => {
+                    if let Some(e) = self.guarded(&c.output_url) {
+                        err = Some(e);
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
                 }
                 _ => {}
             }
@@ -486,13 +514,63 @@ impl Session {
         }
     }
 
-    /// Does a location given to SQL name the keyring file, or a directory holding it?
-    fn touches_keyring(&self, location: &str) -> bool {
-        let Some(k) = self.shared.keyring.path() else {
-            return false;
-        };
-        touches(location, k)
+    /// The refusal for a location given to SQL that names the keyring file, the database's own
+    /// files, or a directory holding either (`None`: neither).
+    fn guarded(&self, location: &str) -> Option<Error> {
+        if let Some(k) = self.shared.keyring.path()
+            && touches(location, k)
+        {
+            return Some(keyring_refusal());
+        }
+        if let Some(root) = self.shared.db.location().local_path()
+            && touches(location, root)
+        {
+            return Some(Error::denied(
+                "the database's own files cannot be read or written from SQL: its tables are read through the catalog (with erasure applied) and written only by segdb",
+            ));
+        }
+        None
     }
+}
+
+/// Run `work` within `limit` (`None`: no limit). The limit is checked whenever `work` waits, so
+/// it cancels planning between its steps and execution between batches; dropping `work`
+/// cancels what it started.
+pub async fn within<T>(
+    limit: Option<std::time::Duration>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match limit {
+        None => work.await,
+        Some(t) => tokio::time::timeout(t, work)
+            .await
+            .unwrap_or_else(|_| Err(Error::timed_out(t))),
+    }
+}
+
+/// `stream` ended with a timeout error once `limit` has passed (`None`: unchanged).
+pub fn stream_within(
+    stream: datafusion::physical_plan::SendableRecordBatchStream,
+    limit: Option<std::time::Duration>,
+) -> datafusion::physical_plan::SendableRecordBatchStream {
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use futures::StreamExt;
+    let Some(t) = limit else {
+        return stream;
+    };
+    let schema = stream.schema();
+    let sleep = Box::pin(tokio::time::sleep(t));
+    let timed = futures::stream::unfold(Some((stream, sleep)), move |state| async move {
+        let (mut s, mut sleep) = state?;
+        tokio::select! {
+            item = s.next() => item.map(|i| (i, Some((s, sleep)))),
+            () = &mut sleep => Some((
+                Err(datafusion::error::DataFusionError::External(Box::new(Error::timed_out(t)))),
+                None,
+            )),
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, timed))
 }
 
 fn keyring_refusal() -> Error {
@@ -501,30 +579,49 @@ fn keyring_refusal() -> Error {
     )
 }
 
-/// Whether `location` (a path, a `file://` URL, possibly with a glob) is `keyring` or a
-/// directory above it. Symbolic links are resolved.
-pub(crate) fn touches(location: &str, keyring: &std::path::Path) -> bool {
-    let loc = location.trim();
-    let path = if let Some(rest) = loc.strip_prefix("file://") {
-        rest.to_string()
-    } else if loc.contains("://") {
+/// Whether `location` as DataFusion reads it (a path, a `file:` URL in any spelling, possibly
+/// with a glob) is `guarded` or a directory above it, or lies inside `guarded` when that is a
+/// directory. The location goes through DataFusion's own URL parsing (which resolves `..` and
+/// percent escapes the way a scan or COPY will), then through the file system (symbolic
+/// links); files are compared by device and inode, so no spelling of a path gets past it.
+pub(crate) fn touches(location: &str, guarded: &std::path::Path) -> bool {
+    let Some(path) = local_path_of(location) else {
         return false;
+    };
+    use crate::storage::location::{lexical, resolved};
+    let guard = resolved(&lexical(guarded));
+    // `..` read as text (as a URL resolves it) and as the file system would (after links).
+    [resolved(&lexical(&path)), resolved(&path)]
+        .iter()
+        .any(|loc| {
+            if guard.starts_with(loc) || loc.starts_with(&guard) {
+                return true;
+            }
+            use std::os::unix::fs::MetadataExt;
+            match (std::fs::metadata(loc), std::fs::metadata(&guard)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            }
+        })
+}
+
+/// The local file-system path DataFusion would read or write for `location`, up to its first
+/// glob character (`None`: not on the local file system).
+fn local_path_of(location: &str) -> Option<std::path::PathBuf> {
+    let loc = location.trim();
+    let cut = loc.find(['*', '?', '[', '{']).unwrap_or(loc.len());
+    let base = &loc[..cut];
+    let url = datafusion::datasource::listing::ListingTableUrl::parse(if base.is_empty() {
+        "."
     } else {
-        loc.to_string()
-    };
-    // Up to the first glob character: the directory a listing would read.
-    let cut = path.find(['*', '?', '[', '{']).unwrap_or(path.len());
-    let base = std::path::PathBuf::from(&path[..cut]);
-    let abs = |p: &std::path::Path| -> std::path::PathBuf {
-        let p = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            std::env::current_dir().unwrap_or_default().join(p)
-        };
-        std::fs::canonicalize(&p).unwrap_or(p)
-    };
-    let (base, key) = (abs(&base), abs(keyring));
-    key.starts_with(&base) || base == key
+        base
+    })
+    .ok()?;
+    let url = url.get_url();
+    if !url.scheme().eq_ignore_ascii_case("file") {
+        return None;
+    }
+    url.to_file_path().ok()
 }
 
 /// Cast positional parameters to the types the planner inferred for `$n` (clients bind what
@@ -566,12 +663,22 @@ mod tests {
         std::fs::write(&key, "{}").unwrap();
         let link = dir.path().join("innocent.csv");
         std::os::unix::fs::symlink(&key, &link).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let hard = other.path().join("copy.csv");
+        std::fs::hard_link(&key, &hard).unwrap();
         for loc in [
             key.to_str().unwrap().to_string(),
             format!("file://{}", key.display()),
             dir.path().to_str().unwrap().to_string(),
             format!("{}/*.keyring", dir.path().display()),
             link.to_str().unwrap().to_string(),
+            // Spellings that once got past a comparison of strings.
+            format!("{}/no_such/../segdb.keyring", dir.path().display()),
+            format!("file:{}", key.display()),
+            format!("file://{}/segdb%2Ekeyring", dir.path().display()),
+            format!("FILE://{}", key.display()),
+            format!("{}/./segdb.keyring", dir.path().display()),
+            hard.to_str().unwrap().to_string(),
         ] {
             assert!(touches(&loc, &key), "{loc}");
         }

@@ -84,13 +84,24 @@ fn name_select_items(q: &mut Query) {
     fn body(e: &mut SetExpr) {
         match e {
             SetExpr::Select(s) => {
+                // The column is named after the function, never after its argument (a raw
+                // value); a second call in one projection is numbered (`pseudonymize_2`), as
+                // the folded literals would otherwise collide.
+                let mut seen: std::collections::HashMap<String, usize> = Default::default();
                 for item in s.projection.iter_mut() {
                     if let SelectItem::UnnamedExpr(e) = item
                         && let Some(n) = private_name(e)
                     {
+                        let k = seen.entry(n.to_string()).or_insert(0);
+                        *k += 1;
+                        let alias = if *k == 1 {
+                            n.to_string()
+                        } else {
+                            format!("{n}_{k}")
+                        };
                         *item = SelectItem::ExprWithAlias {
                             expr: e.clone(),
-                            alias: Ident::new(n),
+                            alias: Ident::new(alias),
                         };
                     }
                 }
@@ -281,6 +292,20 @@ mod tests {
         assert!(text.contains(&p.pseudonymize("ceo@example.com")), "{text}");
         assert!(text.contains("AS pseudonymize"), "{text}");
         assert!(text.contains(&sha256_hex(b"a@b.c")), "{text}");
+        // Two calls in one projection get two names.
+        let mut s = parse(
+            "SELECT pseudonymize('a'), pseudonymize('b'), hash_email('x@y.z'), hash_email('q@y.z')",
+        );
+        private_literals(&mut s, &ring);
+        let text = s.to_string();
+        for name in [
+            "AS pseudonymize,",
+            "AS pseudonymize_2",
+            "AS hash_email,",
+            "AS hash_email_2",
+        ] {
+            assert!(text.contains(name), "{name}: {text}");
+        }
         // Columns are left to the function.
         let mut s = parse("SELECT pseudonymize(user_id, 'partner') FROM t");
         private_literals(&mut s, &ring);

@@ -5,6 +5,7 @@
 //! classifier does not know is a write (deny by default).
 
 mod classify;
+pub mod setting;
 
 use datafusion::sql::parser::Statement as DfStatement;
 use sqlparser::tokenizer::{Token, Tokenizer};
@@ -212,7 +213,8 @@ pub fn parse_one(text: &str, dialect: &str, recursion_limit: usize) -> Result<Pa
             "one statement at a time: separate statements with ';'".to_string()
         }));
     }
-    let stmt = stmts.pop_front().expect("one statement");
+    let mut stmt = stmts.pop_front().expect("one statement");
+    crate::limits::check_statement(&mut stmt)?;
     let kind = sql_kind(&stmt);
     Ok(Parsed {
         text,

@@ -129,6 +129,35 @@ pub async fn append(db: &Database, t: Table, batches: Vec<RecordBatch>, meta: Me
     )))
 }
 
+/// Commit `grown` (the table's columns, unchanged and in order, then new nullable ones) as the
+/// schema of `table`, in a commit that changes no data, and return the table at that version.
+/// A MERGE that adds columns would add them in an order of its own; a load adds them here
+/// first, in the order they appeared, so every database loaded from the same files has the
+/// same column order.
+pub(crate) async fn grow_schema(
+    mut table: DeltaTable,
+    grown: &arrow::datatypes::Schema,
+) -> Result<DeltaTable> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+    let kernel: StructType = grown.try_into_kernel()?;
+    let meta = MetadataExt::with_schema(table.snapshot()?.metadata().clone(), &kernel)
+        .map_err(|e| Error::storage(format!("cannot grow the schema: {e}")))?;
+    CommitBuilder::from(CommitProperties::default().with_metadata(op("ingest")))
+        .with_actions(vec![Action::Metadata(meta)])
+        .build(
+            Some(table.snapshot()?),
+            table.log_store(),
+            DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            },
+        )
+        .await?;
+    table.load().await?;
+    Ok(table)
+}
+
 /// Add the columns of [`base_schema`] that an older database's engine table lacks (one metadata
 /// commit; existing files read NULL for them). A database opened read-only keeps working: the
 /// readers of engine tables look columns up by name.

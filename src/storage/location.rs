@@ -17,6 +17,8 @@ pub struct Location {
     /// Always ends with `/`.
     root: Url,
     local: Option<PathBuf>,
+    /// Object-store options of a bucket (`[storage]`: server-side encryption).
+    options: HashMap<String, String>,
 }
 
 impl fmt::Display for Location {
@@ -60,6 +62,7 @@ impl Location {
                     return Ok(Location {
                         root: url,
                         local: None,
+                        options: HashMap::new(),
                     });
                 }
                 other => {
@@ -88,7 +91,19 @@ impl Location {
         Ok(Location {
             root,
             local: Some(abs),
+            options: HashMap::new(),
         })
+    }
+
+    /// The same location with object-store options for a bucket (ignored on a local disk).
+    pub fn with_options(mut self, options: HashMap<String, String>) -> Location {
+        self.options = options;
+        self
+    }
+
+    /// The object-store options of a bucket (what exports to a bucket use as well).
+    pub fn options(&self) -> &HashMap<String, String> {
+        &self.options
     }
 
     /// The root URL (ends with `/`).
@@ -112,6 +127,7 @@ impl Location {
     pub fn storage_options(&self) -> HashMap<String, String> {
         let mut o = HashMap::new();
         if self.local.is_none() {
+            o.extend(self.options.clone());
             // A plain http endpoint (a local S3 server) needs this; AWS_ALLOW_HTTP still wins.
             if let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") {
                 if ep.starts_with("http://") && std::env::var("AWS_ALLOW_HTTP").is_err() {
@@ -177,8 +193,14 @@ pub struct Target {
 }
 
 impl Target {
-    /// Open `url` as a place to write to (a local directory is created).
-    pub fn open(url: &str) -> Result<Target> {
+    /// Open `url` as a place to write to. With `allowed` (`[export] allowed_urls`), a URL that
+    /// does not lie under one of them is refused before anything is created; a local
+    /// directory is created only after that check.
+    pub fn open(
+        url: &str,
+        allowed: Option<&[String]>,
+        options: &HashMap<String, String>,
+    ) -> Result<Target> {
         let u = url.trim();
         if u.is_empty() {
             return Err(Error::invalid("the target URL is empty"));
@@ -194,6 +216,11 @@ impl Target {
             if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
                 b = b.with_allow_http(true);
             }
+            for (k, v) in options {
+                if let Ok(key) = k.parse::<object_store::aws::AmazonS3ConfigKey>() {
+                    b = b.with_config(key, v);
+                }
+            }
             let store = b.build().map_err(|e| {
                 Error::invalid(format!(
                     "cannot reach s3://{bucket}: {}",
@@ -201,6 +228,10 @@ impl Target {
                 ))
             })?;
             let prefix = prefix.trim_matches('/');
+            let canonical = format!("s3://{bucket}/{prefix}")
+                .trim_end_matches('/')
+                .to_string();
+            refuse_outside(&canonical, allowed)?;
             return Ok(Target {
                 store: Arc::new(store),
                 prefix: object_store::path::Path::from(prefix),
@@ -209,21 +240,12 @@ impl Target {
                     .to_string(),
             });
         }
-        let path = if let Some(rest) = u.strip_prefix("file://") {
-            PathBuf::from(rest)
-        } else if u.contains("://") {
-            return Err(Error::invalid(format!(
+        let abs = local_target(u).ok_or_else(|| {
+            Error::invalid(format!(
                 "{u}: exports go to a directory, file://… or s3://bucket/prefix"
-            )));
-        } else {
-            PathBuf::from(u)
-        };
-        let abs = if path.is_absolute() {
-            path
-        } else {
-            std::env::current_dir()?.join(path)
-        };
-        let abs = normalize(&abs);
+            ))
+        })?;
+        refuse_outside(&abs.display().to_string(), allowed)?;
         std::fs::create_dir_all(&abs)
             .map_err(|e| Error::invalid(format!("cannot create {}: {e}", abs.display())))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(&abs)
@@ -246,26 +268,76 @@ impl Target {
 
     /// Whether `url` (canonical) lies under one of `allowed` (URL prefixes).
     pub fn is_under(&self, allowed: &[String]) -> bool {
-        allowed.iter().any(|a| {
-            let a = match Target::canonical(a) {
-                Some(a) => a,
-                None => return false,
-            };
-            self.url == a
-                || self
-                    .url
-                    .starts_with(&format!("{}/", a.trim_end_matches('/')))
-        })
+        under(&self.url, allowed)
     }
+}
 
-    fn canonical(url: &str) -> Option<String> {
-        let u = url.trim();
-        if let Some(rest) = u.strip_prefix("s3://").or_else(|| u.strip_prefix("s3a://")) {
-            return Some(format!("s3://{}", rest.trim_end_matches('/')));
-        }
-        let p = PathBuf::from(u.strip_prefix("file://").unwrap_or(u));
-        p.is_absolute().then(|| normalize(&p).display().to_string())
+/// Refuse a canonical target URL outside `allowed` (`None`: anything goes).
+fn refuse_outside(canonical: &str, allowed: Option<&[String]>) -> Result<()> {
+    match allowed {
+        Some(a) if !under(canonical, a) => Err(Error::denied(format!(
+            "exports may only be written under the [export] allowed_urls of the server's config; {canonical} is not under any of them"
+        ))),
+        _ => Ok(()),
     }
+}
+
+/// Whether the canonical `url` is one of `allowed` or lies below one (whole path segments: a
+/// sibling sharing a prefix, `exports_ok_evil` beside `exports_ok`, is not below it).
+fn under(url: &str, allowed: &[String]) -> bool {
+    allowed.iter().any(|a| {
+        let Some(a) = canonical_target(a) else {
+            return false;
+        };
+        url == a || url.starts_with(&format!("{}/", a.trim_end_matches('/')))
+    })
+}
+
+fn canonical_target(url: &str) -> Option<String> {
+    let u = url.trim();
+    if let Some(rest) = u.strip_prefix("s3://").or_else(|| u.strip_prefix("s3a://")) {
+        return Some(format!("s3://{}", rest.trim_end_matches('/')));
+    }
+    local_target(u).map(|p| p.display().to_string())
+}
+
+/// The absolute local directory a target URL names (a path or a `file:` URL in any spelling),
+/// with `.` and `..` resolved as text and its existing part through the file system, so a
+/// link inside an allowed directory that points out of it is seen for what it is (`None`: not
+/// local).
+fn local_target(u: &str) -> Option<PathBuf> {
+    let path = if u.len() > 5 && u[..5].eq_ignore_ascii_case("file:") {
+        Url::parse(u).ok()?.to_file_path().ok()?
+    } else if u.contains("://") {
+        return None;
+    } else {
+        PathBuf::from(u)
+    };
+    Some(resolved(&lexical(&path)))
+}
+
+/// `p` made absolute with `.` and `..` resolved as text.
+pub(crate) fn lexical(p: &std::path::Path) -> PathBuf {
+    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    normalize(&p)
+}
+
+/// `p` (absolute) with its longest existing ancestor resolved through the file system (links
+/// included) and the rest as written (it may be created later).
+pub(crate) fn resolved(p: &std::path::Path) -> PathBuf {
+    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut existing = p.as_path();
+    let mut rest = Vec::new();
+    while std::fs::symlink_metadata(existing).is_err() {
+        let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+            break;
+        };
+        rest.push(name.to_os_string());
+        existing = parent;
+    }
+    let mut out = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    out.extend(rest.iter().rev());
+    out
 }
 
 /// Lexically normalise `.` and `..` (the directory may not exist yet, so no canonicalize).
@@ -287,6 +359,39 @@ fn normalize(p: &std::path::Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_outside_allowed_urls_are_refused_before_anything_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("exports_ok");
+        std::fs::create_dir(&ok).unwrap();
+        std::os::unix::fs::symlink(dir.path(), ok.join("up")).unwrap();
+        let allowed = vec![ok.display().to_string()];
+        let d = dir.path().display();
+        for url in [
+            format!("{d}/outside/etc/cron.d/segdb"),
+            format!("{d}/exports_ok/../outside"),
+            format!("file://{d}/outside"),
+            format!("{d}/exports_ok_evil"),
+            format!("{d}/exports_ok/up/outside"),
+        ] {
+            let e = Target::open(&url, Some(&allowed), &HashMap::new()).unwrap_err();
+            assert!(matches!(e, Error::Denied(_)), "{url}: {e}");
+        }
+        let entries: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(entries, vec!["exports_ok".to_string()]);
+        for url in [
+            format!("{d}/exports_ok/run1"),
+            format!("file://{d}/exports_ok/run2"),
+            format!("FILE://{d}/exports_ok/./run3"),
+        ] {
+            Target::open(&url, Some(&allowed), &HashMap::new()).unwrap();
+        }
+        assert!(ok.join("run3").is_dir());
+    }
 
     #[test]
     fn parses_the_three_forms() {

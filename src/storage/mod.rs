@@ -7,7 +7,7 @@
 //! ([`commit`]). It knows nothing of SQL statements, segments or ingest formats.
 
 pub mod commit;
-mod location;
+pub(crate) mod location;
 pub mod log;
 pub mod provider;
 pub mod settings;

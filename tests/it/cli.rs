@@ -143,6 +143,55 @@ fn piped_stdin_runs_multi_line_statements() {
     assert_eq!(stdout(&o), "n\n2\ns\ndone\n");
 }
 
+/// The shell's meta-commands (as in psql and DuckDB) work in piped input too, in order with the
+/// statements around them; an unknown one is an error, not a continuation line.
+#[test]
+fn shell_meta_commands_help_list_and_describe() {
+    let db = cli_db();
+    let run = |input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_segdb"))
+            .args(["sql", "--format", "csv"])
+            .env("SEGDB_DATA", &db.data)
+            .env("SEGDB_KEYRING", &db.keyring)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = run("SELECT 1 AS first;\n\\?\n\\d\n\\d events\n.tables\n\\timing\nSELECT 2 AS last;\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let first = out.find("first").unwrap();
+    let help = out.find("Meta-commands").expect("help text");
+    let tables = out.find("public,events").expect("table list");
+    let column = out.find("event,Utf8").expect("columns of events");
+    let last = out.find("last").unwrap();
+    assert!(
+        first < help && help < tables && tables < column && column < last,
+        "{out}"
+    );
+    assert!(out.contains("Timing is on."), "{out}");
+    assert!(stderr(&o).contains("Time:"), "timing after \\timing");
+    let o = run("\\nonsense\n");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown meta-command"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run("help\nSELECT 3 AS x;\n\\q\nSELECT 4 AS never;\n");
+    assert!(o.status.success());
+    assert!(!stdout(&o).contains("never"));
+}
+
 #[test]
 fn generate_is_deterministic_for_a_seed() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,6 +18,13 @@ use segdb::storage::{Database, Location};
 
 use crate::common::*;
 
+/// The cluster secret every node and client of these tests shares.
+const SECRET: &str = "test-cluster-secret-6f1e2a";
+
+fn secret() -> segdb::cluster::auth::ClusterSecret {
+    segdb::cluster::auth::ClusterSecret::new(SECRET).unwrap()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -45,6 +52,7 @@ async fn start_in_process(db: &TestDb, n: usize) -> InProcess {
         ring.clone(),
         listener,
         2,
+        secret(),
     ));
     let mut work_dirs = Vec::new();
     for _ in 0..n {
@@ -58,6 +66,7 @@ async fn start_in_process(db: &TestDb, n: usize) -> InProcess {
             vcores: 2,
             work_dir: dir.path().to_path_buf(),
             memory_pool_size: Some(1 << 30),
+            secret: secret(),
         };
         let (h, r) = (handle.clone(), ring.clone());
         tokio::spawn(async move { segdb::cluster::node::run_executor(h, r, o).await });
@@ -139,7 +148,11 @@ async fn cluster_answers_equal_embedded() {
     let (db, _, _) = loaded(2000, 30, 7, 15.0).await;
     let cluster = start_in_process(&db, 2).await;
     let embedded = db.engine().await;
-    let remote = db.engine().await.with_cluster(&cluster.addr).unwrap();
+    let remote = db
+        .engine()
+        .await
+        .with_cluster_secret(&cluster.addr, secret())
+        .unwrap();
 
     // Every query of the examples (their segment DDL runs once, embedded; SET in both).
     let mut on_cluster = 0;
@@ -310,6 +323,7 @@ fn spawn(db: &TestDb, args: &[&str], log: &Path) -> Proc {
             .env("SEGDB_DATA", &db.data)
             .env("SEGDB_KEYRING", &db.keyring)
             .env("SEGDB_LOG", "debug")
+            .env("SEGDB_CLUSTER_SECRET", SECRET)
             .stdout(Stdio::piped())
             .stderr(f)
             .spawn()
@@ -341,11 +355,22 @@ async fn cluster_binaries_answer_like_the_embedded_cli() {
     let addr = line.trim().rsplit(' ').next().unwrap().to_string();
     assert!(addr.starts_with("df://127.0.0.1:"), "{line}");
     let mut executors = Vec::new();
+    let mut executor_ports = Vec::new();
     let mut work = Vec::new();
     for i in 0..2 {
         let w = logs.path().join(format!("work{i}"));
-        let port = free_port().to_string();
-        let grpc = free_port().to_string();
+        // The second executor takes --port 0: it must advertise the port it got, or the
+        // queries below could not fetch its results.
+        let port = if i == 0 {
+            free_port().to_string()
+        } else {
+            "0".into()
+        };
+        let grpc = if i == 0 {
+            free_port().to_string()
+        } else {
+            "0".into()
+        };
         let mut p = spawn(
             &db,
             &[
@@ -363,7 +388,20 @@ async fn cluster_binaries_answer_like_the_embedded_cli() {
             ],
             &logs.path().join(format!("executor{i}.log")),
         );
-        assert!(first_line(&mut p).contains(&format!(":{port} ")));
+        let line = first_line(&mut p);
+        if i == 0 {
+            assert!(line.contains(&format!(":{port} ")), "{line}");
+            executor_ports.push(port.clone());
+        } else {
+            let advertised: u16 = line
+                .split("flight on ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|hp| hp.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("{line}"));
+            assert_ne!(advertised, 0, "{line}");
+        }
         executors.push(p);
         work.push(w);
     }
@@ -382,7 +420,7 @@ async fn cluster_binaries_answer_like_the_embedded_cli() {
             "--scheduler",
             &addr,
         ],
-        &[],
+        &[("SEGDB_CLUSTER_SECRET", SECRET)],
     );
     assert!(
         !o.status.success() && stderr(&o).contains("is not the one"),
@@ -398,7 +436,7 @@ async fn cluster_binaries_answer_like_the_embedded_cli() {
             "--bind",
             "127.0.0.1:0",
         ],
-        &[],
+        &[("SEGDB_CLUSTER_SECRET", SECRET)],
     );
     assert!(
         !o.status.success() && stderr(&o).contains("is not a segdb database"),
@@ -423,7 +461,10 @@ async fn cluster_binaries_answer_like_the_embedded_cli() {
     for q in &queries {
         let local = db.cli(&["sql", "--format", "csv", "-c", q]);
         assert!(local.status.success(), "{}", stderr(&local));
-        let remote = db.cli(&["sql", "--format", "csv", "--cluster", &addr, "-c", q]);
+        let remote = db.cli_env(
+            &["sql", "--format", "csv", "--cluster", &addr, "-c", q],
+            &[("SEGDB_CLUSTER_SECRET", SECRET)],
+        );
         assert!(remote.status.success(), "{q}\n{}", stderr(&remote));
         assert_eq!(stdout(&local), stdout(&remote), "{q}");
     }
@@ -437,6 +478,59 @@ async fn cluster_binaries_answer_like_the_embedded_cli() {
             f.display()
         );
     }
+    // Without the secret the cluster is no key oracle: a client with an empty database of its
+    // own, its own keyring and a guessed secret gets UNAUTHENTICATED, and so does any raw call
+    // to the scheduler or to an executor's Flight service (shuffle and result fetches).
+    let attacker = TestDb::new();
+    attacker.ingest_cli(
+        "events",
+        &attacker.input(
+            "a.csv",
+            "user_id,event,ts
+x,view,2026-01-01T00:00:00Z
+",
+        ),
+    );
+    let probe =
+        format!("SELECT pseudonymize('{canary}') AS p UNION ALL SELECT user_id AS p FROM events");
+    let o = attacker.cli_env(
+        &["sql", "--format", "csv", "--cluster", &addr, "-c", &probe],
+        &[("SEGDB_CLUSTER_SECRET", "a-guessed-secret-of-length")],
+    );
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let err = stderr(&o).to_lowercase();
+    assert!(
+        err.contains("unauthenticated") || err.contains("secret"),
+        "{err}"
+    );
+    assert!(!stdout(&o).contains("p1_"), "{}", stdout(&o));
+    let o = attacker.cli(&["sql", "--cluster", &addr, "-c", "SELECT 1"]);
+    assert!(!o.status.success() && stderr(&o).contains("SEGDB_CLUSTER_SECRET"));
+    let url = format!("http://{}", addr.trim_start_matches("df://"));
+    let mut raw =
+        ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient::connect(url)
+            .await
+            .unwrap();
+    let status = raw
+        .get_job_status(ballista_core::serde::protobuf::GetJobStatusParams {
+            job_id: "any".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    let flight = format!("http://127.0.0.1:{}", executor_ports[0]);
+    let channel = tonic::transport::Endpoint::from_shared(flight)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+    let status = raw
+        .do_get(arrow_flight::Ticket::new("anything"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+
     let sched_log = std::fs::read_to_string(logs.path().join("scheduler.log")).unwrap();
     assert!(
         !sched_log.is_empty(),

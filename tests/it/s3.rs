@@ -34,6 +34,32 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free port for a SeaweedFS server: its gRPC twin (port + 10000) must exist and be free as
+/// well, or it fails to start (an ephemeral port above 55535 has no twin).
+fn free_weed_port() -> u16 {
+    for _ in 0..1000 {
+        let Ok(low) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let port = low.local_addr().unwrap().port();
+        if port > 55_535 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port with a free gRPC twin (port + 10000)")
+}
+
+#[test]
+fn weed_ports_have_a_grpc_twin() {
+    for _ in 0..50 {
+        let p = free_weed_port();
+        assert!(p <= 55_535);
+    }
+}
+
 fn weed_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("SEGDB_WEED") {
         return Some(PathBuf::from(p));
@@ -71,16 +97,16 @@ fn http_put(port: u16, path: &str, body: &[u8]) -> Option<u16> {
 
 fn start_weed(bin: &PathBuf) -> Weed {
     let dir = tempfile::tempdir().unwrap();
-    let s3_port = free_port();
+    let s3_port = free_weed_port();
     let child = Command::new(bin)
         .args([
             "server",
             &format!("-dir={}", dir.path().display()),
             "-s3",
             &format!("-s3.port={s3_port}"),
-            &format!("-master.port={}", free_port()),
-            &format!("-volume.port={}", free_port()),
-            &format!("-filer.port={}", free_port()),
+            &format!("-master.port={}", free_weed_port()),
+            &format!("-volume.port={}", free_weed_port()),
+            &format!("-filer.port={}", free_weed_port()),
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
         ])
@@ -129,6 +155,7 @@ fn s3_and_local_path_give_identical_results() {
         ("AWS_SECRET_ACCESS_KEY", "segdb-secret"),
         ("AWS_FORCE_PATH_STYLE", "true"),
         ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
+        ("SEGDB_CLUSTER_SECRET", "s3-test-cluster-secret-19"),
     ];
     let local = TestDb::new();
     let s3_url = "s3://segdb-test/dbs/one";
@@ -437,4 +464,137 @@ fn bucket_objects_containing(
         }
         hits
     })
+}
+
+/// Server-side encryption with a key of our own (SSE-C): every object the database writes (data
+/// files, Delta logs, engine tables, exports) is encrypted at rest by the S3 server, the
+/// database reads back with the key, and without the key it fails. The proof is a canary
+/// property value: it is in SeaweedFS's files for a database without SSE, and nowhere in them
+/// for one with it.
+#[test]
+fn sse_c_encrypts_every_object_and_needs_its_key() {
+    let Some(bin) = weed_binary() else {
+        assert!(
+            std::env::var("SEGDB_REQUIRE_S3").is_err(),
+            "SEGDB_REQUIRE_S3 is set but no weed binary was found"
+        );
+        eprintln!("SKIPPED sse_c_encrypts_every_object_and_needs_its_key: no `weed` on PATH");
+        return;
+    };
+    let weed = start_weed(&bin);
+    let endpoint = format!("http://127.0.0.1:{}", weed.s3_port);
+    let env: Vec<(&str, &str)> = vec![
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "segdb"),
+        ("AWS_SECRET_ACCESS_KEY", "segdb-secret"),
+        ("AWS_FORCE_PATH_STYLE", "true"),
+        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
+    ];
+    let local = TestDb::new();
+    let canary_plain = "canary-plain-5530";
+    let canary_sealed = "canary-sealed-8812";
+    let key_file = local.dir.path().join("sse.key");
+    std::fs::write(&key_file, base64_of([7u8; 32])).unwrap();
+    let sse_config = local.dir.path().join("sse.toml");
+    std::fs::write(
+        &sse_config,
+        format!(
+            "[storage]\nsse = 'sse-c'\nsse_c_key_file = '{}'\n\n[export]\nallowed_urls = []\n",
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let plain_config = local.dir.path().join("plain.toml");
+    std::fs::write(&plain_config, "").unwrap();
+    let run = |config: &std::path::Path, data: &str, args: &[&str]| {
+        let mut full = vec!["--config", config.to_str().unwrap(), "--data", data];
+        full.extend_from_slice(args);
+        local.cli_env(&full, &env)
+    };
+    for (config, data, canary) in [
+        (&plain_config, "s3://segdb-test/dbs/plain", canary_plain),
+        (&sse_config, "s3://segdb-test/dbs/sealed", canary_sealed),
+    ] {
+        let f = local.input(
+            &format!("{canary}.csv"),
+            &format!("user_id,event,ts,note\nu1,view,2026-01-01T00:00:00Z,{canary}\nu2,buy,2026-01-01T00:00:00Z,{canary}\n"),
+        );
+        let o = run(config, data, &["ingest", "events", f.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = run(
+            config,
+            data,
+            &[
+                "sql",
+                "-c",
+                "CREATE MATERIALIZED SEGMENT everyone FOR PURPOSE 'x' AS ALL USERS",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = run(
+            config,
+            data,
+            &[
+                "sql",
+                "--format",
+                "csv",
+                "-c",
+                "SELECT note FROM events ORDER BY note LIMIT 1",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains(canary), "{}", stdout(&o));
+    }
+    // Without its key, the sealed database does not open; with a wrong key neither.
+    let o = run(
+        &plain_config,
+        "s3://segdb-test/dbs/sealed",
+        &["sql", "-c", "SELECT count(*) FROM events"],
+    );
+    assert!(
+        !o.status.success(),
+        "read an SSE-C database without its key"
+    );
+    let wrong = local.dir.path().join("wrong.key");
+    std::fs::write(&wrong, base64_of([8u8; 32])).unwrap();
+    let wrong_config = local.dir.path().join("wrong.toml");
+    std::fs::write(
+        &wrong_config,
+        format!(
+            "[storage]\nsse = 'sse-c'\nsse_c_key_file = '{}'\n",
+            wrong.display()
+        ),
+    )
+    .unwrap();
+    let o = run(
+        &wrong_config,
+        "s3://segdb-test/dbs/sealed",
+        &["sql", "-c", "SELECT count(*) FROM events"],
+    );
+    assert!(
+        !o.status.success(),
+        "read an SSE-C database with the wrong key"
+    );
+    // At rest: the canary of the plain database is in the server's files, the sealed one's is not.
+    std::thread::sleep(Duration::from_secs(2));
+    let files = all_files(weed._dir.path());
+    let holds = |needle: &str| {
+        files.iter().any(|f| {
+            std::fs::read(f)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+    };
+    assert!(
+        holds(canary_plain),
+        "the control canary is not in the S3 server's files: the check would prove nothing"
+    );
+    assert!(!holds(canary_sealed), "an SSE-C object is stored in clear");
+}
+
+fn base64_of(b: [u8; 32]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
 }

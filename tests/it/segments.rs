@@ -183,6 +183,16 @@ async fn statements_functions_and_persistence() {
             && plan.contains("[scan profiles]"),
         "{plan}"
     );
+    // Each IN SEGMENT leaf is one line (with its size), above the lines of the segment it reads.
+    assert_eq!(plan.matches("IN SEGMENT buyers").count(), 1, "{plan}");
+    assert_eq!(plan.matches("IN SEGMENT de ").count(), 1, "{plan}");
+    let header = plan
+        .find("IN SEGMENT buyers  [segment buyers]")
+        .expect("header");
+    assert!(
+        header < plan.find("[index: 20 whole days").unwrap(),
+        "{plan}"
+    );
 
     // Errors: duplicates, unknown events and columns with suggestions, cycles, dependants.
     let err = e

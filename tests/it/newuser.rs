@@ -1,0 +1,277 @@
+//! What a new user hit (issue 20): values never changed silently, placeholder ids never become
+//! users, the same columns in the same order in every database, and the smaller edges.
+
+use segdb::ingest::{IngestOptions, Kind};
+
+use crate::common::*;
+
+async fn load(
+    e: &segdb::Engine,
+    kind: Kind,
+    file: &std::path::Path,
+) -> segdb::ingest::IngestReport {
+    e.ingest(kind, &[file.to_path_buf()], &IngestOptions::default())
+        .await
+        .unwrap()
+}
+
+/// A value that does not fit its column's stored type rejects its row (with its row number):
+/// it is never truncated, rounded or flipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_that_do_not_fit_the_stored_type_reject_their_row() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let first = db.input(
+        "a.csv",
+        "user_id,event,ts,price,qty,flag,label\nu1,buy,2026-01-01T00:00:00Z,10,1,true,x\n",
+    );
+    load(&e, Kind::Events, &first).await;
+    // Later loads: CSV and NDJSON, with values that fit and values that do not.
+    let csv = db.input(
+        "b.csv",
+        "user_id,event,ts,price,qty,flag,label\n\
+         u2,buy,2026-01-02T00:00:00Z,49.99,1,true,a\n\
+         u3,buy,2026-01-02T00:00:00Z,5.0,2,false,b\n\
+         u4,buy,2026-01-02T00:00:00Z,-0.7,3,true,c\n\
+         u5,buy,2026-01-02T00:00:00Z,7,abc,true,d\n\
+         u6,buy,2026-01-02T00:00:00Z,8,4,maybe,e\n\
+         u7,buy,2026-01-02T00:00:00Z,9,5,false,12.75\n",
+    );
+    let r = load(&e, Kind::Events, &csv).await;
+    let rows: Vec<u64> = r.rejected.iter().map(|b| b.row).collect();
+    assert_eq!(rows, vec![1, 3, 4, 5], "{:?}", r.rejected);
+    assert!(
+        r.rejected[0].reason.contains("\"price\""),
+        "{:?}",
+        r.rejected
+    );
+    assert_eq!(r.rows_loaded, 2);
+    let ndjson = db.input(
+        "c.ndjson",
+        concat!(
+            r#"{"user_id":"u8","event":"buy","ts":"2026-01-03T00:00:00Z","price":12.75}"#,
+            "\n",
+            r#"{"user_id":"u9","event":"buy","ts":"2026-01-03T00:00:00Z","price":6.0,"qty":2}"#,
+            "\n",
+            r#"{"user_id":"u10","event":"buy","ts":"2026-01-03T00:00:00Z","flag":2}"#,
+            "\n",
+            r#"{"user_id":"u11","event":"buy","ts":"2026-01-03T00:00:00Z","price":99999999999999999999}"#,
+            "\n",
+        ),
+    );
+    let r = load(&e, Kind::Events, &ndjson).await;
+    let rows: Vec<u64> = r.rejected.iter().map(|b| b.row).collect();
+    assert_eq!(rows, vec![1, 3, 4], "{:?}", r.rejected);
+    let stored = rows_of(
+        &e,
+        "SELECT user_id, price, qty, flag, label FROM events ORDER BY ts, price",
+    )
+    .await;
+    // u1 (10), u3 (5.0 as 5), u7 (9, label '12.75' as text), u9 (6.0 as 6, qty 2).
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    let prices: Vec<&str> = stored.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(prices, vec!["10", "5", "9", "6"]);
+    assert_eq!(stored[2][4], "12.75");
+
+    // Widening is explicit: ALTER TABLE … SET DATA TYPE is the way (until then, refused).
+    let r = load(&e, Kind::Events, &csv).await;
+    assert_eq!(r.rejected.len(), 4);
+}
+
+fn rows_of_sync(r: &segdb::QueryResult) -> Vec<Vec<String>> {
+    render_rows(r, |s| s.unwrap_or("NULL").to_string(), "\u{1f}")
+        .into_iter()
+        .map(|l| l.split('\u{1f}').map(str::to_string).collect())
+        .collect()
+}
+
+async fn rows_of(e: &segdb::Engine, sql: &str) -> Vec<Vec<String>> {
+    rows_of_sync(&e.sql(sql).await.unwrap())
+}
+
+/// One placeholder rule at every door: a row whose only id is a placeholder is rejected, and
+/// no placeholder becomes a user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholder_ids_never_become_users() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let events = db.input(
+        "e.csv",
+        "user_id,anonymous_id,event,ts\n\
+         u1,,view,2026-01-01T00:00:00Z\n\
+         undefined,,view,2026-01-01T00:00:00Z\n\
+         Guest,,view,2026-01-01T00:00:00Z\n\
+         -1,,view,2026-01-01T00:00:00Z\n\
+         null,undefined,view,2026-01-01T00:00:00Z\n\
+         \" NaN \",anonymous,view,2026-01-01T00:00:00Z\n\
+         0,a-77,view,2026-01-01T00:00:00Z\n\
+         [object Object],,view,2026-01-01T00:00:00Z\n",
+    );
+    let r = load(&e, Kind::Events, &events).await;
+    let rows: Vec<u64> = r.rejected.iter().map(|b| b.row).collect();
+    assert_eq!(rows, vec![2, 3, 4, 5, 6, 8], "{:?}", r.rejected);
+    assert!(
+        r.rejected[0].reason.contains("placeholder"),
+        "{:?}",
+        r.rejected
+    );
+    // u1 and the anonymous id a-77 (whose user_id was the placeholder 0).
+    assert_eq!(r.rows_loaded, 2);
+    e.sql("CREATE SEGMENT everyone AS ALL USERS").await.unwrap();
+    assert_eq!(
+        count(&e, "SELECT segment_size('everyone')").await,
+        2,
+        "ALL USERS grew from placeholders"
+    );
+    let profiles = db.input(
+        "p.csv",
+        "user_id,plan\nundefined,gold\nnone,gold\nu1,silver\n",
+    );
+    let r = load(&e, Kind::Profiles, &profiles).await;
+    assert_eq!(r.rows_loaded, 1);
+    assert_eq!(r.rejected.len(), 2);
+    let consent = db.input(
+        "c.csv",
+        "user_id,purpose,granted\nN/A,ads,true\nunknown,ads,true\nu1,ads,true\n",
+    );
+    let r = load(&e, Kind::Consent, &consent).await;
+    assert_eq!((r.rows_loaded, r.rejected.len()), (1, 2));
+    assert_eq!(count(&e, "SELECT count(*) FROM identity").await, 2);
+}
+
+/// Column order is the first file's, then new columns in order of first appearance: the same
+/// in every database loaded from the same files, for CSV, NDJSON and profile upserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_order_is_the_files_and_the_same_in_every_database() {
+    let mut seen: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+    for _ in 0..3 {
+        let db = TestDb::new();
+        let e = db.engine().await;
+        let p1 = db.input("p1.csv", "user_id,zeta,alpha,mid\nu1,1,2,3\n");
+        let p2 = db.input(
+            "p2.csv",
+            "user_id,zeta,omega,beta,gamma,delta,epsilon,alpha,mid\nu2,1,2,3,4,5,6,7,8\n",
+        );
+        load(&e, Kind::Profiles, &p1).await;
+        load(&e, Kind::Profiles, &p2).await;
+        let e1 = db.input(
+            "e1.ndjson",
+            concat!(
+                r#"{"user_id":"u1","zz":1,"event":"view","ts":"2026-01-01T00:00:00Z","aa":2,"mm":3}"#,
+                "\n",
+                r#"{"user_id":"u1","event":"view","ts":"2026-01-01T00:00:00Z","new_b":1,"new_a":2}"#,
+                "\n"
+            ),
+        );
+        load(&e, Kind::Events, &e1).await;
+        let cols = |sql: &'static str| {
+            let e = &e;
+            async move {
+                let r = e.sql(sql).await.unwrap();
+                r.schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect::<Vec<_>>()
+            }
+        };
+        seen.push((
+            cols("SELECT * FROM profiles").await,
+            cols("SELECT * FROM events").await,
+        ));
+    }
+    let (profiles, events) = &seen[0];
+    let p: Vec<&str> = profiles
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !["user_id", "uid", "updated_at"].contains(c))
+        .collect();
+    assert_eq!(
+        p,
+        vec![
+            "zeta", "alpha", "mid", "omega", "beta", "gamma", "delta", "epsilon"
+        ],
+        "{profiles:?}"
+    );
+    let ev: Vec<&str> = events
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !["user_id", "uid", "event", "ts"].contains(c))
+        .collect();
+    assert_eq!(ev, vec!["zz", "aa", "mm", "new_b", "new_a"], "{events:?}");
+    for s in &seen[1..] {
+        assert_eq!(s, &seen[0]);
+    }
+}
+
+/// `SELECT pseudonymize('a'), pseudonymize('b')` works (two columns, two names), and no raw
+/// value becomes a column name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_private_calls_in_one_projection() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let r = e
+        .sql("SELECT pseudonymize('a@x.org'), pseudonymize('b@x.org'), hash_email('a@x.org'), hash_email('b@x.org')")
+        .await
+        .unwrap();
+    let names: Vec<String> = r.schema.fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "pseudonymize",
+            "pseudonymize_2",
+            "hash_email",
+            "hash_email_2"
+        ]
+    );
+    let row = &rows_of_sync(&r)[0];
+    assert_eq!(row[0], expected_pseudonym("a@x.org"));
+    assert_eq!(row[1], expected_pseudonym("b@x.org"));
+    assert_ne!(row[2], row[3]);
+}
+
+/// A cron schedule that never fires is refused, naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_that_never_fire_are_refused() {
+    let db = TestDb::new();
+    db.ingest_cli(
+        "events",
+        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
+    );
+    let e = db.engine().await;
+    let err = e
+        .sql("CREATE MATERIALIZED SEGMENT s REFRESH CRON '0 6 30 2 *' AS ALL USERS")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("never fires"), "{err}");
+    let err = e
+        .sql("CREATE MATERIALIZED SEGMENT s REFRESH CRON '0 24 * * *' AS ALL USERS")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("field 2 (hour) has 24"), "{err}");
+    assert!(common_segments(&e).await.is_empty());
+}
+
+async fn common_segments(e: &segdb::Engine) -> Vec<String> {
+    rows(e, "SHOW SEGMENTS").await
+}
+
+/// Errors of segment functions read as segdb wrote them, without DataFusion's wrapper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_function_errors_are_plain() {
+    let db = TestDb::new();
+    db.ingest_cli(
+        "events",
+        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
+    );
+    let e = db.engine().await;
+    let err = e
+        .sql("SELECT segment_size('no_such_segment')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("External error"), "{err}");
+    assert!(err.contains("no_such_segment"), "{err}");
+}
