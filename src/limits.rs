@@ -20,6 +20,53 @@ use crate::error::{Error, Result};
 /// `n` binary operators counts `n` levels.
 pub const MAX_SQL_DEPTH: usize = 1_000;
 
+/// The deepest nesting of brackets opened right after a word (function calls, `CAST(`,
+/// `ARRAY[`, `IN (`, `FROM (`). sqlparser retries a failed special form (`CAST(…)`,
+/// `CEIL(…)`, `SUBSTRING(…)`, …) as a plain function call, so a syntax error inside n nested
+/// ones costs 2^n attempts: 16 levels bound that to a fraction of a second, where 24 take
+/// minutes and 48 would never end. The parser's own recursion limit does not help (its error
+/// is retried the same way).
+pub const MAX_CALL_DEPTH: usize = 16;
+
+/// Refuse SQL text whose word-prefixed brackets nest deeper than [`MAX_CALL_DEPTH`], from its
+/// tokens, before any parser sees it. Text that does not tokenize passes (the parser reports
+/// it, in time linear in its length).
+pub fn check_tokens(sql: &str) -> Result<()> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = sqlparser::dialect::GenericDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return Ok(());
+    };
+    // For each open bracket: whether it follows a word.
+    let mut open: Vec<bool> = Vec::new();
+    let mut calls = 0usize;
+    let mut after_word = false;
+    for t in tokens {
+        match t {
+            Token::Whitespace(_) => continue,
+            Token::LParen | Token::LBracket => {
+                open.push(after_word);
+                if after_word {
+                    calls += 1;
+                    if calls > MAX_CALL_DEPTH {
+                        return Err(Error::invalid(format!(
+                            "statement is too deeply nested: function calls, casts and bracketed clauses (CAST(…), f(…), IN (…), FROM (…)) may nest at most {MAX_CALL_DEPTH} levels"
+                        )));
+                    }
+                }
+            }
+            Token::RParen | Token::RBracket => {
+                if open.pop() == Some(true) {
+                    calls -= 1;
+                }
+            }
+            _ => {}
+        }
+        after_word = matches!(t, Token::Word(_));
+    }
+    Ok(())
+}
+
 /// Measures depth and cuts off what lies below the bound, so that the rest of the tree (which
 /// is dropped recursively like any tree) is never deeper than the bound.
 struct Depth {
@@ -183,6 +230,7 @@ pub fn check_statement(stmt: &mut datafusion::sql::parser::Statement) -> Result<
 /// than [`MAX_SQL_DEPTH`]. Text that does not parse passes: DataFusion reports its error when it
 /// plans it, with its own message.
 pub fn check_sql_text(sql: &str) -> Result<()> {
+    check_tokens(sql)?;
     use sqlparser::dialect::GenericDialect;
     use sqlparser::parser::Parser;
     let dialect = GenericDialect {};
@@ -251,13 +299,39 @@ mod tests {
     }
 
     #[test]
+    fn nested_calls_are_bounded_before_any_parser_runs() {
+        // A syntax error inside 48 nested CASTs once took the parser forever (2^48 retries).
+        let cast = format!(
+            "SELECT {}1 +{}",
+            "CAST(".repeat(48),
+            " AS BIGINT)".repeat(48)
+        );
+        let started = std::time::Instant::now();
+        let e = check_sql_text(&cast).unwrap_err();
+        assert!(e.to_string().contains("at most 16"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let ok = format!("SELECT {}1{}", "CAST(".repeat(16), " AS BIGINT)".repeat(16));
+        check_tokens(&ok).unwrap();
+        // Plain parentheses do not count; brackets after a word do.
+        check_tokens(&format!("SELECT {}1{}", "(".repeat(40), ")".repeat(40))).unwrap();
+        assert!(
+            check_tokens(&format!(
+                "SELECT {}1{}",
+                "ARRAY[".repeat(17),
+                "]".repeat(17)
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
     fn deep_subqueries_and_expression_text_are_measured() {
         on_big_stack(deep_subqueries);
     }
 
     fn deep_subqueries() {
         let mut q = "SELECT 1".to_string();
-        for _ in 0..30 {
+        for _ in 0..12 {
             q = format!("SELECT * FROM ({q}) t");
         }
         check_sql_text(&q).unwrap();

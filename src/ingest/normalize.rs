@@ -477,6 +477,7 @@ impl Normalizer {
         }
         // Text into a number goes through Float64 (or, for whole numbers, a parse of its own:
         // arrow refuses "5.0" for Int64), so that it meets the same exactness check as numbers.
+        let given = a;
         let a = if is_text(a.data_type()) && target.is_integer() {
             Arc::new(text_to_i64(a)?) as ArrayRef
         } else if is_text(a.data_type()) && (target.is_floating() || is_decimal(&target)) {
@@ -497,7 +498,7 @@ impl Normalizer {
         };
         let errs = (0..a.len())
             .filter(|&i| {
-                a.is_valid(i)
+                given.is_valid(i)
                     && (out.is_null(i)
                         || exact
                             .as_ref()

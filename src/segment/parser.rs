@@ -80,25 +80,51 @@ struct Parser<'a> {
     leaves: usize,
 }
 
-fn byte_offsets(src: &str) -> Vec<usize> {
-    let mut starts = vec![0];
-    for (i, c) in src.char_indices() {
-        if c == '\n' {
-            starts.push(i + 1);
-        }
-    }
-    starts
+/// Byte offsets of (line, column) positions, for positions asked in increasing order (as
+/// tokens come): one pass over the text in all, where a search from the line's start for each
+/// token would take time quadratic in the length of a long line.
+pub struct Offsets<'a> {
+    src: &'a str,
+    /// The last position found and its byte offset.
+    line: u64,
+    column: u64,
+    byte: usize,
 }
 
-fn offset_of(src: &str, lines: &[usize], line: u64, column: u64) -> usize {
-    let Some(&ls) = lines.get(line.saturating_sub(1) as usize) else {
-        return src.len();
-    };
-    src[ls..]
-        .char_indices()
-        .nth(column.saturating_sub(1) as usize)
-        .map(|(o, _)| ls + o)
-        .unwrap_or(src.len())
+impl<'a> Offsets<'a> {
+    pub fn new(src: &'a str) -> Self {
+        Offsets {
+            src,
+            line: 1,
+            column: 1,
+            byte: 0,
+        }
+    }
+
+    /// The byte offset of `(line, column)` (1-based; the end of the text past it).
+    pub fn of(&mut self, line: u64, column: u64) -> usize {
+        if (line, column) < (self.line, self.column) {
+            // Out of order (not expected): start again from the beginning.
+            *self = Offsets::new(self.src);
+        }
+        while (self.line, self.column) < (line, column) {
+            let Some(c) = self.src[self.byte..].chars().next() else {
+                return self.src.len();
+            };
+            if c == '\n' {
+                if self.line == line {
+                    // A column past the end of its line: the end of that line.
+                    return self.byte;
+                }
+                self.line += 1;
+                self.column = 1;
+            } else {
+                self.column += 1;
+            }
+            self.byte += c.len_utf8();
+        }
+        self.byte
+    }
 }
 
 impl<'a> Parser<'a> {
@@ -113,13 +139,14 @@ impl<'a> Parser<'a> {
                     column: e.location.column,
                 },
             })?;
-        let lines = byte_offsets(src);
+        let mut starts = Offsets::new(src);
+        let mut ends = Offsets::new(src);
         let toks = raw
             .into_iter()
             .filter(|t| !matches!(t.token, Token::Whitespace(_)))
             .map(|t| Tok {
-                start: offset_of(src, &lines, t.span.start.line, t.span.start.column),
-                end: offset_of(src, &lines, t.span.end.line, t.span.end.column),
+                start: starts.of(t.span.start.line, t.span.start.column),
+                end: ends.of(t.span.end.line, t.span.end.column),
                 pos: Pos {
                     line: t.span.start.line,
                     column: t.span.start.column,

@@ -366,7 +366,12 @@ impl Session {
     ) -> Result<Planned> {
         self.check_role(p, role)?;
         if let (Kind::Setting, Statement::Sql(ast)) = (&p.kind, &p.statement) {
-            crate::statement::setting::check(ast, role, self.statement_timeout())?;
+            crate::statement::setting::check(ast, role)?;
+            // DataFusion cannot RESET an extension's setting: `RESET segdb.x` sets its default.
+            if let Some(set) = crate::statement::setting::reset_to_default(ast) {
+                let p = self.parse_one(&set)?;
+                return Box::pin(self.plan(&p, role, params)).await;
+            }
         }
         let (stmt_ctx, _snap) = self.statement_context().await?;
         match &p.statement {

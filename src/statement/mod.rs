@@ -148,24 +148,12 @@ pub fn split(sql: &str) -> Vec<String> {
             vec![sql.trim().to_string()]
         };
     };
-    let lines: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    let offset = |line: u64, column: u64| -> usize {
-        let Some(&ls) = lines.get(line.saturating_sub(1) as usize) else {
-            return sql.len();
-        };
-        sql[ls..]
-            .char_indices()
-            .nth(column.saturating_sub(1) as usize)
-            .map(|(o, _)| ls + o)
-            .unwrap_or(sql.len())
-    };
+    let mut offsets = crate::segment::parser::Offsets::new(sql);
     let mut out = Vec::new();
     let mut start = 0usize;
     for t in &tokens {
         if t.token == Token::SemiColon {
-            let at = offset(t.span.start.line, t.span.start.column);
+            let at = offsets.of(t.span.start.line, t.span.start.column);
             out.push(sql[start..at].to_string());
             start = at + 1;
         }
@@ -199,13 +187,27 @@ pub fn parse_one(text: &str, dialect: &str, recursion_limit: usize) -> Result<Pa
             kind,
         });
     }
+    crate::limits::check_tokens(&text)?;
     let d = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect)
         .ok_or_else(|| Error::invalid(format!("unsupported SQL dialect {dialect}")))?;
     let mut stmts = datafusion::sql::parser::DFParserBuilder::new(text.as_str())
         .with_dialect(d.as_ref())
         .with_recursion_limit(recursion_limit)
         .build()?
-        .parse_statements()?;
+        .parse_statements()
+        .map_err(|e| {
+            use datafusion::sql::sqlparser::parser::ParserError;
+            match e.find_root() {
+                datafusion::error::DataFusionError::SQL(p, _)
+                    if matches!(**p, ParserError::RecursionLimitExceeded) =>
+                {
+                    Error::invalid(format!(
+                        "statement is too deeply nested: parentheses and subqueries may nest at most {recursion_limit} levels (datafusion.sql_parser.recursion_limit)"
+                    ))
+                }
+                _ => Error::from(e),
+            }
+        })?;
     if stmts.len() != 1 {
         return Err(Error::invalid(if stmts.is_empty() {
             "no statement was given".to_string()

@@ -1,8 +1,8 @@
 //! Which settings a role may change (DESIGN §7). `SET` and `RESET` change only the caller's
 //! own session, but some options reach outside it: `datafusion.runtime.*` (memory pools, the
 //! spill directory), and any option that names a path, directory, URL, file, location or
-//! memory limit. Below admin those are refused, and so is lifting or raising
-//! `segdb.statement_timeout`. For every role, the parser's recursion limit stays at most
+//! memory limit. Below admin those are refused, and so is setting
+//! `segdb.statement_timeout` above its default or lifting it. For every role, the parser's recursion limit stays at most
 //! [`MAX_RECURSION_LIMIT`]: parentheses nested deeper than the stack can hold would abort the
 //! process before any other check sees the statement.
 
@@ -61,9 +61,28 @@ fn assignment(stmt: &DfStatement) -> Option<(String, Option<String>)> {
     }
 }
 
-/// Refuse a `SET`/`RESET` that `role` may not run. `timeout` is the session's current
-/// `segdb.statement_timeout` (`None`: no limit).
-pub fn check(stmt: &DfStatement, role: Role, timeout: Option<std::time::Duration>) -> Result<()> {
+/// `RESET segdb.x` as the `SET` of its default (DataFusion resets only its own options).
+pub fn reset_to_default(stmt: &DfStatement) -> Option<String> {
+    use datafusion::common::config::ExtensionOptions;
+    let DfStatement::Reset(ResetStatement::Variable(name)) = stmt else {
+        return None;
+    };
+    let key = name.to_string().to_ascii_lowercase();
+    if !key.starts_with("segdb.") {
+        return None;
+    }
+    let default = crate::segment::options::SegdbOptions::default()
+        .entries()
+        .into_iter()
+        .find(|e| e.key == key)
+        .and_then(|e| e.value)
+        // An unknown key: let SET report it, with the list of segdb's settings.
+        .unwrap_or_default();
+    Some(format!("SET {key} = '{}'", default.replace('\'', "''")))
+}
+
+/// Refuse a `SET`/`RESET` that `role` may not run.
+pub fn check(stmt: &DfStatement, role: Role) -> Result<()> {
     let Some((key, value)) = assignment(stmt) else {
         return Ok(());
     };
@@ -90,15 +109,17 @@ pub fn check(stmt: &DfStatement, role: Role, timeout: Option<std::time::Duration
     if key == "segdb.statement_timeout" && !is_reset {
         let new = crate::segment::options::parse_timeout(value.as_deref().unwrap_or(""))
             .map_err(|m| Error::invalid(format!("segdb.statement_timeout: {m}")))?;
-        let raises = match (new, timeout) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(n), Some(t)) => n > t,
+        // Up to the default (what every session starts with), never above it, never lifted.
+        let cap = crate::segment::options::DEFAULT_STATEMENT_TIMEOUT;
+        let raises = match new {
+            None => true,
+            Some(n) => n > cap,
         };
         if raises {
             return Err(Error::denied(format!(
-                "role {} may lower segdb.statement_timeout but not raise or lift it",
-                role.name()
+                "role {} may set segdb.statement_timeout up to {} but not higher, nor lift it (0)",
+                role.name(),
+                humantime::format_duration(cap)
             )));
         }
     }
@@ -108,7 +129,6 @@ pub fn check(stmt: &DfStatement, role: Role, timeout: Option<std::time::Duration
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn stmt(sql: &str) -> DfStatement {
         datafusion::sql::parser::DFParser::parse_sql(sql)
@@ -119,7 +139,6 @@ mod tests {
 
     #[test]
     fn readers_keep_to_their_session() {
-        let t = Some(Duration::from_secs(300));
         for sql in [
             "SET datafusion.runtime.temp_directory = '/tmp/x'",
             "SET datafusion.runtime.memory_limit = '100G'",
@@ -129,9 +148,9 @@ mod tests {
             "SET segdb.statement_timeout = '1 hour'",
             "SET segdb.statement_timeout = 0",
         ] {
-            let e = check(&stmt(sql), Role::Reader, t).unwrap_err();
+            let e = check(&stmt(sql), Role::Reader).unwrap_err();
             assert!(matches!(e, Error::Denied(_)), "{sql}: {e}");
-            check(&stmt(sql), Role::Admin, t).unwrap();
+            check(&stmt(sql), Role::Admin).unwrap();
         }
         for sql in [
             "SET datafusion.execution.batch_size = 100",
@@ -140,15 +159,15 @@ mod tests {
             "SET TIME ZONE = '+02:00'",
             "RESET segdb.statement_timeout",
         ] {
-            check(&stmt(sql), Role::Reader, t).unwrap();
+            check(&stmt(sql), Role::Reader).unwrap();
         }
     }
 
     #[test]
     fn nobody_raises_the_parser_recursion_limit_past_the_stack() {
         let big = stmt("SET datafusion.sql_parser.recursion_limit = 100000");
-        assert!(check(&big, Role::Admin, None).is_err());
+        assert!(check(&big, Role::Admin).is_err());
         let ok = stmt("SET datafusion.sql_parser.recursion_limit = 100");
-        check(&ok, Role::Reader, None).unwrap();
+        check(&ok, Role::Reader).unwrap();
     }
 }
