@@ -74,6 +74,7 @@ impl GlobalOpts {
             data: self.data.clone(),
             keyring: self.keyring.clone(),
             storage: file.storage.object_store_options()?,
+            create: false,
         })
     }
 
@@ -94,6 +95,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Generate a small dataset into the database if it is empty, then run example queries.
     Demo(DemoArgs),
+    /// Create an empty database at --data (and a keyring at --keyring, if there is none).
+    Init,
     /// Maintain the event index.
     #[command(subcommand)]
     Index(IndexCommand),

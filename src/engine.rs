@@ -27,6 +27,10 @@ pub struct Config {
     /// Object-store options for a bucket (`[storage]` of the config file: server-side
     /// encryption), applied to every object the database writes and reads.
     pub storage: std::collections::HashMap<String, String>,
+    /// Create the database (and its keyring) when `data` holds none. The library does; of the
+    /// commands only `init`, `ingest` and `demo` do, so a mistyped `--data` is refused rather
+    /// than silently becoming an empty database.
+    pub create: bool,
 }
 
 impl Default for Config {
@@ -35,6 +39,7 @@ impl Default for Config {
             data: "./segdb-data".into(),
             keyring: PathBuf::from("./segdb.keyring"),
             storage: Default::default(),
+            create: true,
         }
     }
 }
@@ -50,8 +55,24 @@ pub struct Engine {
 impl Engine {
     /// Open (or create) the database of `config`.
     pub async fn open(config: &Config) -> Result<Engine> {
-        let keyring = Keyring::open_or_create(&config.keyring)?;
         let location = Location::parse(&config.data)?.with_options(config.storage.clone());
+        crate::storage::register_handlers();
+        let exists = Database::exists(&location).await?;
+        if !exists && !config.create {
+            return Err(crate::storage::not_a_database(&location));
+        }
+        // A new key only for a new database: an existing one can only be read with its own.
+        let keyring = if exists {
+            if !config.keyring.exists() {
+                return Err(crate::Error::Keyring(format!(
+                    "{} does not exist: {location} needs the keyring it was created with (--keyring / SEGDB_KEYRING)",
+                    config.keyring.display()
+                )));
+            }
+            Keyring::open(&config.keyring)?
+        } else {
+            Keyring::open_or_create(&config.keyring)?
+        };
         Self::open_with_keyring(location, keyring).await
     }
 

@@ -275,6 +275,9 @@ class Segdb:
         env = dict(os.environ)
         env.update(SEGDB_DATA=str(base / "db"), SEGDB_KEYRING=str(base / "k.keyring"))
         env.pop("SEGDB_LOG", None)
+        # `serve` opens an existing database only: create the fresh one first.
+        subprocess.run([binary, "init"], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"), check=True)
         self.proc = subprocess.Popen(
             [binary, "serve", "--flight", "127.0.0.1:0", "--insecure-no-auth"],
             cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

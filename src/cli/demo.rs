@@ -37,9 +37,12 @@ pub const EXAMPLES: &[(&str, &str)] = &[
 ];
 
 pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
-    let engine = Engine::open(&global.engine_config()?)
-        .await?
-        .with_caller("cli")?;
+    let engine = Engine::open(&crate::engine::Config {
+        create: true,
+        ..global.engine_config()?
+    })
+    .await?
+    .with_caller("cli")?;
     let events = engine.sql("SELECT count(*) AS n FROM events").await?;
     let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
         events.batches[0].column(0),

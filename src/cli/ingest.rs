@@ -8,9 +8,12 @@ use crate::ingest::IngestOptions;
 
 pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
     let config = global.file()?;
-    let engine = Engine::open(&global.engine_config()?)
-        .await?
-        .with_caller("cli")?;
+    let engine = Engine::open(&crate::engine::Config {
+        create: true,
+        ..global.engine_config()?
+    })
+    .await?
+    .with_caller("cli")?;
     let opts = IngestOptions {
         format: args.format,
         strict: args.strict,

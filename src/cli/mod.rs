@@ -20,6 +20,23 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ingest(args) => ingest::run(&cli.global, args).await,
         Command::Generate(args) => generate::run(args),
         Command::Demo(args) => demo::run(&cli.global, args).await,
+        Command::Init => {
+            let mut config = cli.global.engine_config()?;
+            let location =
+                crate::storage::Location::parse(&config.data)?.with_options(config.storage.clone());
+            crate::storage::register_handlers();
+            if crate::storage::Database::exists(&location).await? {
+                println!("{location} is already a segdb database; nothing to do");
+                return Ok(0);
+            }
+            config.create = true;
+            crate::engine::Engine::open(&config).await?;
+            println!(
+                "created an empty segdb database at {location} (keyring {})",
+                config.keyring.display()
+            );
+            Ok(0)
+        }
         Command::Index(crate::config::IndexCommand::Rebuild) => {
             let engine = crate::engine::Engine::open(&cli.global.engine_config()?)
                 .await?

@@ -182,8 +182,15 @@ impl Keyring {
             Some(s) => s.seal(text.as_bytes())?,
             None => text,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            // A mistyped --keyring must not leave directories and a stray key behind.
+            return Err(Error::Keyring(format!(
+                "cannot create the keyring {}: the directory {} does not exist",
+                path.display(),
+                dir.display()
+            )));
         }
         let tmp = path.with_extension("keyring.tmp");
         write_private(&tmp, text.as_bytes())?;

@@ -71,12 +71,36 @@ impl Database {
         Self::open_or_create(location, keyring, false).await
     }
 
+    /// Whether `location` holds a segdb database (its marker), without creating anything.
+    pub async fn exists(location: &Location) -> Result<bool> {
+        if let Some(p) = location.local_path() {
+            return Ok(p.join(MARKER).is_file());
+        }
+        let store = location.object_store()?;
+        match store.head(&ObjPath::from(MARKER)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::storage(format!(
+                "cannot reach {location}: {}",
+                e.to_string().lines().next().unwrap_or("")
+            ))),
+        }
+    }
+
     async fn open_or_create(
         location: Location,
         keyring: &Keyring,
         create: bool,
     ) -> Result<Database> {
         location.check_keyring_outside(keyring)?;
+        if !create
+            && location
+                .local_path()
+                .is_some_and(|p| !p.join(MARKER).is_file())
+        {
+            // Nothing is created for a place that is not a database (a mistyped --data).
+            return Err(not_a_database(&location));
+        }
         location.prepare_local()?;
         let store = location.object_store()?;
         let handles = Table::BASE
@@ -106,12 +130,7 @@ impl Database {
                     )));
                 }
             }
-            None if !create => {
-                return Err(Error::storage(format!(
-                    "{} is not a segdb database (create it with `segdb ingest` or `segdb demo` first)",
-                    db.location
-                )));
-            }
+            None if !create => return Err(not_a_database(&db.location)),
             None => {
                 db.ensure_empty().await?;
                 let marker = Marker {
@@ -284,6 +303,13 @@ pub async fn read_pinned(
     d: &DeltaTable,
 ) -> Result<Vec<arrow::array::RecordBatch>> {
     snapshot::read_table(db, t, d).await
+}
+
+/// The refusal for a place that holds no database, saying how to create one.
+pub fn not_a_database(location: &Location) -> Error {
+    Error::storage(format!(
+        "{location} is not a segdb database: check --data / SEGDB_DATA, or create one there with `segdb init` (or load data with `segdb ingest`, or run `segdb demo`)"
+    ))
 }
 
 /// Register the object-store handlers for `s3://` (idempotent).

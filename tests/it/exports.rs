@@ -226,7 +226,7 @@ async fn presets_write_the_platforms_columns_and_count_the_skipped() {
             n < min,
             "{preset}: the minimum-size warning: {cells:?}"
         );
-        let rows = read_csv(&target.join("buyers-v1/part-00000.csv"));
+        let rows = read_csv(&target.join(format!("buyers-v1-{preset}/part-00000.csv")));
         assert_eq!(rows[0], cols, "{preset}");
         for r in &rows[1..] {
             for v in r {
@@ -239,8 +239,23 @@ async fn presets_write_the_platforms_columns_and_count_the_skipped() {
     }
     // Keys equal the hashing functions: e-mail trimmed and lower-cased; phone with '+' for
     // Google, digits only for Meta.
-    let g = read_csv(&out.join("google/buyers-v1/part-00000.csv"));
-    let m = read_csv(&out.join("meta/buyers-v1/part-00000.csv"));
+    let g = read_csv(&out.join("google/buyers-v1-google/part-00000.csv"));
+    let m = read_csv(&out.join("meta/buyers-v1-meta/part-00000.csv"));
+    // One version for two platforms under one URL: two folders, no collision.
+    let shared = db.dir.path().join("shared");
+    for preset in ["google", "meta"] {
+        e.sql(&format!(
+            "EXPORT SEGMENT buyers TO '{}' FORMAT csv PRESET {preset}",
+            shared.display()
+        ))
+        .await
+        .unwrap();
+        assert!(
+            shared
+                .join(format!("buyers-v1-{preset}/_manifest.json"))
+                .is_file()
+        );
+    }
     let want_email = rows(&e, "SELECT hash_email('User3@Example.com')").await[0].clone();
     assert!(g.iter().any(|r| r[0] == want_email) && m.iter().any(|r| r[0] == want_email));
     let digits = rows(&e, "SELECT hash_phone('030 9018003', 'DE')").await[0].clone();

@@ -378,6 +378,7 @@ async fn flight_sql_concurrent_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flight_sql_without_users_needs_the_insecure_flag() {
     let db = TestDb::new();
+    assert!(db.cli(&["init"]).status.success());
     let config = db.dir.path().join("none.toml");
     let out = db.cli(&[
         "serve",

@@ -446,3 +446,53 @@ fn a_sealed_keyring_opens_only_with_its_variable() {
     let o = db.cli(&q);
     assert!(o.status.success(), "{}", common::stderr(&o));
 }
+
+/// CPU seconds the process has used so far (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A statement whose client goes away is cancelled: the server stops spending CPU on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_is_cancelled_when_its_client_goes_away() {
+    let db = TestDb::new();
+    db.ingest_cli(
+        "events",
+        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
+    );
+    let config = users(&db);
+    let server = Server::start(&db, &config, &[]);
+    let addr = server.addr.clone();
+    let pid = server.child.id();
+    {
+        let mut reader = login(&addr, "reader", READER_PW).await;
+        let slow = "SELECT count(*) FROM generate_series(1, 1000000000) a, generate_series(1, 1000) b WHERE a.value + b.value < 0";
+        let info = reader.execute(slow.to_string(), None).await.unwrap();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let stream = reader.do_get(ticket).await.unwrap();
+        // The query is running: the server is busy.
+        let before = cpu_seconds(pid);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            cpu_seconds(pid) - before > 0.5,
+            "the query did not run: the check below would prove nothing"
+        );
+        drop(stream);
+        drop(reader);
+    }
+    // Gone: within a moment the server is idle again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_seconds(pid) - before;
+    assert!(
+        used < 0.5,
+        "the server used {used:.2} CPU seconds after its client left"
+    );
+    server.stop();
+}

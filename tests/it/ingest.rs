@@ -224,7 +224,11 @@ async fn bad_rows_are_reported_by_number_and_good_rows_commit() {
     assert_eq!(
         reported,
         vec![
-            (2, "user_id is missing".to_string()),
+            (
+                2,
+                "user_id is missing or a placeholder (such as null, undefined, guest, -1)"
+                    .to_string()
+            ),
             (
                 3,
                 "ts is not an ISO-8601 timestamp or epoch milliseconds".to_string()

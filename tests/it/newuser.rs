@@ -275,3 +275,96 @@ async fn segment_function_errors_are_plain() {
     assert!(!err.contains("External error"), "{err}");
     assert!(err.contains("no_such_segment"), "{err}");
 }
+
+/// A mistyped --data is refused by every command but init, ingest and demo, which say so and
+/// create nothing; a mistyped --keyring directory leaves no stray file.
+#[test]
+fn a_missing_database_is_refused_and_nothing_is_created() {
+    let db = TestDb::new();
+    let typo = db.dir.path().join("segdb-dtaa");
+    let fresh_key = db.dir.path().join("fresh.keyring");
+    for args in [
+        vec!["sql", "-c", "SELECT 1"],
+        vec!["vacuum"],
+        vec!["refresh", "--due"],
+        vec!["index", "rebuild"],
+    ] {
+        let mut full = vec![
+            "--data",
+            typo.to_str().unwrap(),
+            "--keyring",
+            fresh_key.to_str().unwrap(),
+        ];
+        full.extend(args.iter().copied());
+        let o = db.cli(&full);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&o).contains("segdb init"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(!typo.exists(), "{args:?} created the directory");
+        assert!(!fresh_key.exists(), "{args:?} created a keyring");
+    }
+    // init creates it (and its keyring); a second init changes nothing.
+    let o = db.cli(&[
+        "--data",
+        typo.to_str().unwrap(),
+        "--keyring",
+        fresh_key.to_str().unwrap(),
+        "init",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fresh_key.exists());
+    let o = db.cli(&[
+        "--data",
+        typo.to_str().unwrap(),
+        "--keyring",
+        fresh_key.to_str().unwrap(),
+        "init",
+    ]);
+    assert!(
+        o.status.success() && stdout(&o).contains("already"),
+        "{}",
+        stdout(&o)
+    );
+    let o = db.cli(&[
+        "--data",
+        typo.to_str().unwrap(),
+        "--keyring",
+        fresh_key.to_str().unwrap(),
+        "sql",
+        "-c",
+        "SELECT count(*) FROM events",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // An existing database with a keyring path that does not exist: refused, no new key.
+    let gone = db.dir.path().join("gone.keyring");
+    let o = db.cli(&[
+        "--data",
+        typo.to_str().unwrap(),
+        "--keyring",
+        gone.to_str().unwrap(),
+        "sql",
+        "-c",
+        "SELECT 1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!gone.exists());
+    // A keyring in a directory that does not exist: refused, no directory made.
+    let nodir = db.dir.path().join("no/such/dir/k.keyring");
+    let f = db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n");
+    let other = db.dir.path().join("other-db");
+    let o = db.cli(&[
+        "--data",
+        other.to_str().unwrap(),
+        "--keyring",
+        nodir.to_str().unwrap(),
+        "ingest",
+        "events",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    assert!(!db.dir.path().join("no").exists());
+}

@@ -169,7 +169,7 @@ fn a_new_keyring_is_created_private() {
     let dir = tempfile::tempdir().unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_segdb"))
         .current_dir(dir.path())
-        .args(["sql", "-c", "SELECT 1 AS one"])
+        .args(["init"])
         .env_remove("SEGDB_DATA")
         .env_remove("SEGDB_KEYRING")
         .output()

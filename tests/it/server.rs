@@ -40,6 +40,9 @@ impl Server {
         ));
         // SEGDB_SERVE_BIN runs another build of the server (e.g. release, for the load numbers).
         let bin = std::env::var("SEGDB_SERVE_BIN").unwrap_or(env!("CARGO_BIN_EXE_segdb").into());
+        // `serve` opens an existing database only (`init` changes nothing on one).
+        let init = db.cli(&["init"]);
+        assert!(init.status.success(), "{}", common::stderr(&init));
         let mut child = Command::new(bin)
             .args(["serve", "--flight", "127.0.0.1:0", "--config"])
             .arg(config)
