@@ -378,11 +378,19 @@ fn read_csv(
             Ok(true) => {
                 row += 1;
                 if rec.len() != ncol {
-                    bad.push(BadRow::new(
-                        file,
-                        row,
-                        format!("has {} fields, the header has {ncol}", rec.len()),
-                    ));
+                    // A quote never closed takes every following line into its field, up to
+                    // the end of the file: say so, and which lines it swallowed.
+                    let first = rec.position().map_or(0, |p| p.line());
+                    let last = rdr.position().line().saturating_sub(1);
+                    let why = if last > first && rec.iter().any(|f| f.contains('\n')) {
+                        format!(
+                            "has an unclosed quote (\"): it runs from line {first} to line {last} of the file, so lines {} to {last} were read as part of this row and none of them was loaded",
+                            first + 1
+                        )
+                    } else {
+                        format!("has {} fields, the header has {ncol}", rec.len())
+                    };
+                    bad.push(BadRow::new(file, row, why));
                     continue;
                 }
                 // Parse into the builders; a value that does not fit poisons the row.

@@ -83,7 +83,8 @@ impl StorageSection {
                 o.insert("aws_server_side_encryption".into(), "AES256".into());
             }
             "aws:kms" => {
-                o.insert("aws_server_side_encryption".into(), "aws:kms".into());
+                // object_store's name for it.
+                o.insert("aws_server_side_encryption".into(), "sse:kms".into());
                 if let Some(k) = &self.kms_key_id {
                     o.insert("aws_sse_kms_key_id".into(), k.clone());
                 }
@@ -110,6 +111,7 @@ impl StorageSection {
                         f.display()
                     )));
                 }
+                o.insert("aws_server_side_encryption".into(), "sse-c".into());
                 o.insert("aws_sse_customer_key_base64".into(), key.to_string());
             }
             other => {

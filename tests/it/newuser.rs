@@ -368,3 +368,28 @@ fn a_missing_database_is_refused_and_nothing_is_created() {
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     assert!(!db.dir.path().join("no").exists());
 }
+
+/// An unclosed quote is reported at its own row, naming the lines it swallowed. (A quote left
+/// open in the last column of the last rows still loads as one long value: see the README.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclosed_csv_quote_names_the_lines_it_swallows() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let f = db.input(
+        "q.csv",
+        "user_id,event,ts,note\n\
+         u1,view,2026-01-01T00:00:00Z,fine\n\
+         u2,\"view,2026-01-01T00:00:00Z,never closed\n\
+         u3,view,2026-01-01T00:00:00Z,x\n\
+         u4,view,2026-01-01T00:00:00Z,y\n",
+    );
+    let r = load(&e, Kind::Events, &f).await;
+    assert_eq!(r.rows_loaded, 1);
+    assert_eq!(r.rejected.len(), 1, "{:?}", r.rejected);
+    assert_eq!(r.rejected[0].row, 2);
+    let why = &r.rejected[0].reason;
+    assert!(
+        why.contains("unclosed quote") && why.contains("lines 4 to 5"),
+        "{why}"
+    );
+}

@@ -16,7 +16,11 @@ struct Weed {
     child: Child,
     s3_port: u16,
     _dir: tempfile::TempDir,
+    /// One SeaweedFS at a time: two servers at once collide on ports they pick themselves.
+    _one: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_WEED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Weed {
     fn drop(&mut self) {
@@ -96,6 +100,7 @@ fn http_put(port: u16, path: &str, body: &[u8]) -> Option<u16> {
 }
 
 fn start_weed(bin: &PathBuf) -> Weed {
+    let one = ONE_WEED.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let s3_port = free_weed_port();
     let child = Command::new(bin)
@@ -118,6 +123,7 @@ fn start_weed(bin: &PathBuf) -> Weed {
         child,
         s3_port,
         _dir: dir,
+        _one: one,
     };
     // Ready when bucket creation answers 200.
     let deadline = Instant::now() + Duration::from_secs(90);
