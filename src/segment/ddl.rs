@@ -170,6 +170,13 @@ impl Segments {
         for p in &c.purposes {
             consent::purpose_query(p, ctx.as_of).map_err(Error::invalid)?;
         }
+        for p in unseen_purposes(ctx, &c.purposes).await? {
+            // Valid, but nobody can hold it yet: say so rather than size 0 in silence.
+            tracing::warn!(
+                "segment '{}': no consent record names purpose '{p}' yet, so nobody holds it and the segment is empty until one does (purposes are case-sensitive; explicit ones come from the consent table's purpose column)",
+                c.name
+            );
+        }
         refuse_individuals(&c.expr)?;
         let universe = self.universe(ctx).await?;
         let index = self.index(ctx).await?;
@@ -452,6 +459,40 @@ impl Segments {
     pub fn created_result(&self, name: &str, size: u64) -> Result<QueryResult> {
         size_result(name, size)
     }
+}
+
+/// The purposes among `purposes` that no record of the consent table can grant: explicit names
+/// that no row carries, `tcf:N` without any TC string, `sale` without any US Privacy or GPP
+/// string.
+pub(crate) async fn unseen_purposes(ctx: &EvalCtx, purposes: &[String]) -> Result<Vec<String>> {
+    if purposes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batches = ctx
+        .query(
+            "SELECT DISTINCT CASE WHEN tc_string IS NOT NULL THEN 'tcf:' \
+             WHEN us_privacy IS NOT NULL OR gpp IS NOT NULL THEN 'sale' \
+             ELSE purpose END AS p FROM consent",
+        )
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    for b in &batches {
+        let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let col = arrow::array::AsArray::as_string::<i32>(&col);
+        seen.extend(col.iter().flatten().map(str::to_string));
+    }
+    Ok(purposes
+        .iter()
+        .filter(|p| {
+            let key = if p.starts_with("tcf:") {
+                "tcf:"
+            } else {
+                p.as_str()
+            };
+            !seen.contains(key)
+        })
+        .cloned()
+        .collect())
 }
 
 #[cfg(test)]

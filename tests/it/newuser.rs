@@ -393,3 +393,41 @@ async fn an_unclosed_csv_quote_names_the_lines_it_swallows() {
         "{why}"
     );
 }
+
+/// A purpose nobody's consent names is accepted (consent may arrive later) but said out loud.
+#[test]
+fn an_unseen_purpose_is_warned_about() {
+    let db = TestDb::new();
+    db.ingest_cli(
+        "events",
+        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
+    );
+    db.ingest_cli(
+        "consent",
+        &db.input("c.csv", "user_id,purpose,granted\nu1,marketing,true\n"),
+    );
+    let o = db.cli(&[
+        "sql",
+        "-c",
+        "CREATE SEGMENT a FOR PURPOSE 'ads' AS ALL USERS",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no consent record names purpose 'ads'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = db.cli(&[
+        "sql",
+        "-c",
+        "CREATE SEGMENT m FOR PURPOSE 'marketing' AS ALL USERS",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("no consent record"), "{}", stderr(&o));
+    let o = db.cli(&[
+        "sql",
+        "-c",
+        "CREATE SEGMENT t FOR PURPOSE 'tcf:1' AS ALL USERS",
+    ]);
+    assert!(stderr(&o).contains("purpose 'tcf:1'"), "{}", stderr(&o));
+}
