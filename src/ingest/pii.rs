@@ -16,7 +16,10 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use super::Kind;
 use crate::error::{Error, Result};
-use crate::privacy::hashing::{normalize_email, normalize_phone, sha256_hex};
+use crate::privacy::hashing::{
+    normalize_email, normalize_email_google, normalize_maid, normalize_name, normalize_phone,
+    normalize_zip, sha256_hex,
+};
 use crate::storage::Database;
 use crate::storage::settings::{PiiRule, Settings};
 
@@ -204,6 +207,26 @@ impl Rules {
                 PiiRule::Email => {
                     fields.push(Field::new(format!("{lower}_sha256"), DataType::Utf8, true));
                     cols.push(hashed(&|v| normalize_email(v)));
+                    // Google's own rule (dots of a Gmail local part removed): PRESET google.
+                    fields.push(Field::new(
+                        format!("{lower}_google_sha256"),
+                        DataType::Utf8,
+                        true,
+                    ));
+                    cols.push(hashed(&|v| normalize_email_google(v)));
+                }
+                PiiRule::FirstName | PiiRule::LastName => {
+                    fields.push(Field::new(format!("{lower}_sha256"), DataType::Utf8, true));
+                    cols.push(hashed(&|v| normalize_name(v)));
+                }
+                PiiRule::Zip(cc) => {
+                    let cc = cc.as_deref();
+                    fields.push(Field::new(format!("{lower}_sha256"), DataType::Utf8, true));
+                    cols.push(hashed(&|v| normalize_zip(v, cc)));
+                }
+                PiiRule::Maid => {
+                    fields.push(Field::new(format!("{lower}_sha256"), DataType::Utf8, true));
+                    cols.push(hashed(&|v| normalize_maid(v)));
                 }
                 PiiRule::Phone(cc) => {
                     let cc = cc.as_deref();
@@ -232,9 +255,9 @@ impl Rules {
 pub fn parse_arg(s: &str) -> std::result::Result<(String, PiiRule), String> {
     let (c, r) = s
         .split_once('=')
-        .ok_or_else(|| format!("--pii {s}: expected column=EMAIL|PHONE[:CC]|DROP|KEEP"))?;
+        .ok_or_else(|| format!("--pii {s}: expected column=EMAIL|PHONE[:CC]|FIRST_NAME|LAST_NAME|ZIP[:CC]|MAID|DROP|KEEP"))?;
     let rule = PiiRule::parse(r).ok_or_else(|| {
-        format!("--pii {s}: the rule is EMAIL, PHONE, PHONE:CC (e.g. PHONE:DE), DROP or KEEP")
+        format!("--pii {s}: the rule is EMAIL, PHONE, PHONE:CC (e.g. PHONE:DE), FIRST_NAME, LAST_NAME, ZIP, ZIP:CC (e.g. ZIP:US), MAID, DROP or KEEP")
     })?;
     if c.trim().is_empty() {
         return Err(format!("--pii {s}: no column name"));

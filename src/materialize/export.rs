@@ -164,6 +164,16 @@ async fn keys(
         Preset::Meta => ("email", "phone"),
         Preset::Tiktok => ("Email_SHA256", "Phone_SHA256"),
     };
+    // Google matches e-mails by its own rule (Gmail dots removed): the `_google_sha256` key,
+    // where profiles were loaded with it.
+    let email = email.map(|c| {
+        let g = c.replace("_sha256", "_google_sha256");
+        if p == Preset::Google && schema.field_with_name(&g).is_ok() {
+            g
+        } else {
+            c
+        }
+    });
     let mut out = Vec::new();
     for (name, c) in [(e_name, email), (p_name, phone)] {
         if let Some(c) = c {
@@ -174,6 +184,29 @@ async fn keys(
                 )));
             }
             out.push((name, c));
+        }
+    }
+    // The further keys a platform takes, where declared and loaded (the first column of each).
+    let extra: &[(&'static str, fn(&PiiRule) -> bool)] = match p {
+        Preset::Google => &[
+            ("First Name", |r| *r == PiiRule::FirstName),
+            ("Last Name", |r| *r == PiiRule::LastName),
+            ("Zip", |r| matches!(r, PiiRule::Zip(_))),
+        ],
+        Preset::Meta => &[
+            ("fn", |r| *r == PiiRule::FirstName),
+            ("ln", |r| *r == PiiRule::LastName),
+            ("zip", |r| matches!(r, PiiRule::Zip(_))),
+            ("madid", |r| *r == PiiRule::Maid),
+        ],
+        Preset::Tiktok => &[],
+    };
+    for (name, is) in extra {
+        if let Some((c, _)) = rules.iter().find(|(_, r)| is(*r)) {
+            let c = format!("{c}_sha256");
+            if schema.field_with_name(&c).is_ok() {
+                out.push((name, c));
+            }
         }
     }
     Ok(out)

@@ -14,6 +14,56 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Google's rule on top of [`normalize_email`]: for gmail.com and googlemail.com addresses the
+/// dots of the local part are removed (they do not change the mailbox).
+pub fn normalize_email_google(s: &str) -> Option<String> {
+    let e = normalize_email(s)?;
+    let (local, domain) = e.split_once('@')?;
+    if domain == "gmail.com" || domain == "googlemail.com" {
+        Some(format!("{}@{domain}", local.replace('.', "")))
+    } else {
+        Some(e)
+    }
+}
+
+/// A first or last name as ad platforms match it: trimmed, lowercased, punctuation removed
+/// (`"  O'Brien-Smith. "` → `obriensmith`); `None` when nothing is left.
+pub fn normalize_name(s: &str) -> Option<String> {
+    let n: String = s
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+        .collect();
+    let n = n.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!n.is_empty()).then_some(n)
+}
+
+/// A postal code: for the US (`country` `US`) its first five digits; elsewhere lowercased with
+/// the spaces removed (`"SW1A 1AA"` → `sw1a1aa`); `None` when nothing usable is left.
+pub fn normalize_zip(s: &str, country: Option<&str>) -> Option<String> {
+    if country.is_some_and(|c| c.eq_ignore_ascii_case("US")) {
+        let digits: String = s
+            .trim()
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        return (digits.len() >= 5).then(|| digits[..5].to_string());
+    }
+    let z: String = s
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_lowercase();
+    (!z.is_empty()).then_some(z)
+}
+
+/// A mobile advertising id (IDFA, GAID): trimmed and lowercased; `None` when empty.
+pub fn normalize_maid(s: &str) -> Option<String> {
+    let m = s.trim().to_lowercase();
+    (!m.is_empty()).then_some(m)
+}
+
 /// Trim and lowercase; `None` for something that is not an address (no `@` with text on both sides).
 pub fn normalize_email(s: &str) -> Option<String> {
     let e = s.trim().to_lowercase();
@@ -170,5 +220,37 @@ mod tests {
         assert_eq!(normalize_phone("+1 2", None), None);
         assert_eq!(normalize_email("not an address"), None);
         assert_eq!(normalize_email(" A@B.C ").as_deref(), Some("a@b.c"));
+    }
+
+    #[test]
+    fn match_keys_of_names_zips_maids_and_google_emails() {
+        assert_eq!(
+            normalize_email_google(" John.Doe@GMail.com").as_deref(),
+            Some("johndoe@gmail.com")
+        );
+        assert_eq!(
+            normalize_email_google("john.doe@example.com").as_deref(),
+            Some("john.doe@example.com")
+        );
+        assert_eq!(
+            normalize_name("  O'Brien-Smith. ").as_deref(),
+            Some("obriensmith")
+        );
+        assert_eq!(normalize_name("Anne  Marie").as_deref(), Some("anne marie"));
+        assert_eq!(normalize_name(" .,- "), None);
+        assert_eq!(
+            normalize_zip("94103-1234", Some("US")).as_deref(),
+            Some("94103")
+        );
+        assert_eq!(normalize_zip("941", Some("US")), None);
+        assert_eq!(
+            normalize_zip("SW1A 1AA", Some("GB")).as_deref(),
+            Some("sw1a1aa")
+        );
+        assert_eq!(
+            normalize_maid(" 6D92078A-8246-4BA4-AE5B-76104861E7DC ").as_deref(),
+            Some("6d92078a-8246-4ba4-ae5b-76104861e7dc")
+        );
+        assert_eq!(normalize_maid("  "), None);
     }
 }

@@ -25,6 +25,15 @@ pub enum PiiRule {
     Drop,
     /// Stored as it is (a column whose name only looks personal).
     Keep,
+    /// Stored only as `<col>_sha256` of the name trimmed, lowercased, punctuation removed.
+    FirstName,
+    /// As [`PiiRule::FirstName`].
+    LastName,
+    /// Stored only as `<col>_sha256` of the postal code (US: first five digits; elsewhere
+    /// lowercased without spaces); the optional ISO country says which.
+    Zip(Option<String>),
+    /// A mobile advertising id: stored only as `<col>_sha256` of it lowercased.
+    Maid,
 }
 
 impl PiiRule {
@@ -36,6 +45,11 @@ impl PiiRule {
             PiiRule::Phone(Some(c)) => format!("PHONE:{c}"),
             PiiRule::Drop => "DROP".into(),
             PiiRule::Keep => "KEEP".into(),
+            PiiRule::FirstName => "FIRST_NAME".into(),
+            PiiRule::LastName => "LAST_NAME".into(),
+            PiiRule::Zip(None) => "ZIP".into(),
+            PiiRule::Zip(Some(c)) => format!("ZIP:{c}"),
+            PiiRule::Maid => "MAID".into(),
         }
     }
 
@@ -57,6 +71,16 @@ impl PiiRule {
             },
             "DROP" if cc.is_none() => Some(PiiRule::Drop),
             "KEEP" if cc.is_none() => Some(PiiRule::Keep),
+            "FIRST_NAME" if cc.is_none() => Some(PiiRule::FirstName),
+            "LAST_NAME" if cc.is_none() => Some(PiiRule::LastName),
+            "MAID" if cc.is_none() => Some(PiiRule::Maid),
+            "ZIP" => match cc {
+                Some(c) if c.len() == 2 && c.chars().all(|x| x.is_ascii_alphabetic()) => {
+                    Some(PiiRule::Zip(Some(c)))
+                }
+                Some(_) => None,
+                None => Some(PiiRule::Zip(None)),
+            },
             _ => None,
         }
     }

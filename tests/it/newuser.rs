@@ -431,3 +431,67 @@ fn an_unseen_purpose_is_warned_about() {
     ]);
     assert!(stderr(&o).contains("purpose 'tcf:1'"), "{}", stderr(&o));
 }
+
+/// The match keys of DESIGN §9 at the door: names, postal codes and advertising ids hashed
+/// after their own normalisation, Google's e-mail key beside the plain one, and the presets
+/// writing them; no raw value is stored or exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_zips_maids_and_googles_email_rule_are_match_keys() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    e.sql("ALTER TABLE profiles SET PII (email AS EMAIL, first_name AS FIRST_NAME, last_name AS LAST_NAME, zip AS ZIP 'US', maid AS MAID)")
+        .await
+        .unwrap();
+    let f = db.input(
+        "p.csv",
+        "user_id,email,first_name,last_name,zip,maid\n\
+         u1,John.Doe@GMail.com,  John. ,O'Brien,94103-1234,6D92078A-8246-4BA4-AE5B-76104861E7DC\n",
+    );
+    let r = load(&e, Kind::Profiles, &f).await;
+    assert_eq!(r.rows_loaded, 1, "{:?}", r.rejected);
+    let sha = |s: &str| segdb::privacy::hashing::sha256_hex(s.as_bytes());
+    let row = &rows_of(
+        &e,
+        "SELECT email_sha256, email_google_sha256, first_name_sha256, last_name_sha256, zip_sha256, maid_sha256 FROM profiles",
+    )
+    .await[0];
+    assert_eq!(row[0], sha("john.doe@gmail.com"));
+    assert_eq!(row[1], sha("johndoe@gmail.com"));
+    assert_eq!(row[2], sha("john"));
+    assert_eq!(row[3], sha("obrien"));
+    assert_eq!(row[4], sha("94103"));
+    assert_eq!(row[5], sha("6d92078a-8246-4ba4-ae5b-76104861e7dc"));
+    for raw in ["John.Doe", "O'Brien", "94103-1234", "6D92078A"] {
+        assert!(files_containing(&db.data, raw).is_empty(), "{raw} stored");
+    }
+    // The presets write the platforms' columns from these keys.
+    let ev = db.input("e.csv", "user_id,event,ts\nu1,buy,2026-01-01T00:00:00Z\n");
+    load(&e, Kind::Events, &ev).await;
+    let c = db.input("c.csv", "user_id,purpose,granted\nu1,ads,true\n");
+    load(&e, Kind::Consent, &c).await;
+    e.sql("CREATE MATERIALIZED SEGMENT all_u FOR PURPOSE 'ads' AS ALL USERS")
+        .await
+        .unwrap();
+    let out = db.dir.path().join("out");
+    for preset in ["google", "meta"] {
+        e.sql(&format!(
+            "EXPORT SEGMENT all_u TO '{}' FORMAT csv PRESET {preset}",
+            out.display()
+        ))
+        .await
+        .unwrap();
+    }
+    let header = |p: &str| {
+        std::fs::read_to_string(out.join(format!("all_u-v1-{p}/part-00000.csv")))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let g = header("google");
+    assert_eq!(g[0], "Email,First Name,Last Name,Zip");
+    assert!(g[1].starts_with(&sha("johndoe@gmail.com")), "{g:?}");
+    let m = header("meta");
+    assert_eq!(m[0], "email,fn,ln,zip,madid");
+    assert!(m[1].starts_with(&sha("john.doe@gmail.com")), "{m:?}");
+}

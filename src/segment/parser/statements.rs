@@ -584,7 +584,7 @@ impl Parser<'_> {
     fn pii(&mut self, table: String) -> Result<Statement, ParseError> {
         self.expect_punct(
             &Token::LParen,
-            "'(' and column AS EMAIL|PHONE ['CC']|DROP|KEEP, …",
+            "'(' and column AS EMAIL|PHONE ['CC']|FIRST_NAME|LAST_NAME|ZIP ['CC']|MAID|DROP|KEEP, …",
         )?;
         let mut rules = Vec::new();
         loop {
@@ -620,8 +620,28 @@ impl Parser<'_> {
                 PiiRule::Drop
             } else if self.eat_kw("KEEP") {
                 PiiRule::Keep
+            } else if self.eat_kw("FIRST_NAME") {
+                PiiRule::FirstName
+            } else if self.eat_kw("LAST_NAME") {
+                PiiRule::LastName
+            } else if self.eat_kw("MAID") {
+                PiiRule::Maid
+            } else if self.eat_kw("ZIP") {
+                match self.tok(self.i) {
+                    Some(Token::SingleQuotedString(s)) => {
+                        let c = s.clone();
+                        self.i += 1;
+                        PiiRule::parse(&format!("ZIP:{c}")).ok_or_else(|| ParseError {
+                            message: format!("'{c}' is not a two-letter country code (e.g. 'US')"),
+                            pos,
+                        })?
+                    }
+                    _ => PiiRule::Zip(None),
+                }
             } else {
-                return Err(self.error_here("expected EMAIL, PHONE, DROP or KEEP"));
+                return Err(self.error_here(
+                    "expected EMAIL, PHONE, FIRST_NAME, LAST_NAME, ZIP, MAID, DROP or KEEP",
+                ));
             };
             rules.push((col, rule));
             if !self.eat_punct(&Token::Comma) {
