@@ -86,3 +86,150 @@ pub fn format_micros(micros: i64) -> String {
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
+
+/// A span of time that relative timestamps and windows step back by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Span {
+    Minutes,
+    Hours,
+    Days,
+    Weeks,
+    /// Calendar months: the day is clamped to the month's end (31 March − 1 month is the last
+    /// day of February), as in PostgreSQL.
+    Months,
+}
+
+impl Span {
+    fn word(self) -> &'static str {
+        match self {
+            Span::Minutes => "minutes",
+            Span::Hours => "hours",
+            Span::Days => "days",
+            Span::Weeks => "weeks",
+            Span::Months => "months",
+        }
+    }
+
+    fn parse(w: &str) -> Option<Span> {
+        Some(match w.to_ascii_lowercase().trim_end_matches('s') {
+            "minute" | "min" => Span::Minutes,
+            "hour" => Span::Hours,
+            "day" => Span::Days,
+            "week" => Span::Weeks,
+            "month" => Span::Months,
+            _ => return None,
+        })
+    }
+}
+
+/// `at` stepped back by `n` spans (epoch µs; saturating at the far past).
+pub fn back(at: i64, n: u64, span: Span) -> i64 {
+    let fixed = |unit: i64| at.saturating_sub((n as i64).saturating_mul(unit));
+    match span {
+        Span::Minutes => fixed(60_000_000),
+        Span::Hours => fixed(3_600_000_000),
+        Span::Days => fixed(86_400_000_000),
+        Span::Weeks => fixed(7 * 86_400_000_000),
+        Span::Months => {
+            let Some(t) = DateTime::from_timestamp_micros(at) else {
+                return i64::MIN;
+            };
+            u32::try_from(n)
+                .ok()
+                .and_then(|m| t.checked_sub_months(chrono::Months::new(m)))
+                .map_or(i64::MIN, |d| d.timestamp_micros())
+        }
+    }
+}
+
+/// A timestamp as written in a window or a setting: absolute, or relative to a reference time
+/// (`as_of` in a window, now in `SET segdb.as_of` and `AS OF`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ts {
+    At(i64),
+    /// `'today'`: the UTC midnight starting the reference time's day.
+    Today,
+    /// `'yesterday'`: the UTC midnight before that.
+    Yesterday,
+    /// `'-7 days'`, `'-3 months'`, …: the reference time stepped back.
+    Ago(u64, Span),
+}
+
+impl Ts {
+    /// An absolute timestamp (`parse_micros`) or a relative one.
+    pub fn parse(s: &str) -> Option<Ts> {
+        if let Some(t) = parse_micros(s) {
+            return Some(Ts::At(t));
+        }
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "today" => return Some(Ts::Today),
+            "yesterday" => return Some(Ts::Yesterday),
+            _ => {}
+        }
+        let rest = t.strip_prefix('-')?.trim_start();
+        let (n, unit) = rest.split_once(char::is_whitespace)?;
+        let n: u64 = n.parse().ok()?;
+        Some(Ts::Ago(n, Span::parse(unit.trim())?))
+    }
+
+    /// The time it names, relative to `reference`.
+    pub fn resolve(self, reference: i64) -> i64 {
+        const DAY: i64 = 86_400_000_000;
+        match self {
+            Ts::At(t) => t,
+            Ts::Today => reference.div_euclid(DAY) * DAY,
+            Ts::Yesterday => reference.div_euclid(DAY) * DAY - DAY,
+            Ts::Ago(n, s) => back(reference, n, s),
+        }
+    }
+
+    /// As written back in a definition: RFC 3339 for absolute times, the relative form else.
+    pub fn text(self) -> String {
+        match self {
+            Ts::At(t) => format_micros(t),
+            Ts::Today => "today".into(),
+            Ts::Yesterday => "yesterday".into(),
+            Ts::Ago(n, s) => format!("-{n} {}", s.word()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod relative_tests {
+    use super::*;
+
+    #[test]
+    fn relative_timestamps_and_calendar_months() {
+        let t = parse_micros("2026-03-31T10:30:00Z").unwrap();
+        assert_eq!(
+            Ts::parse("today").unwrap().resolve(t),
+            parse_micros("2026-03-31").unwrap()
+        );
+        assert_eq!(
+            Ts::parse(" Yesterday ").unwrap().resolve(t),
+            parse_micros("2026-03-30").unwrap()
+        );
+        assert_eq!(
+            Ts::parse("-7 days").unwrap().resolve(t),
+            parse_micros("2026-03-24T10:30:00Z").unwrap()
+        );
+        // 31 March - 1 month = the last day of February, keeping the time of day.
+        assert_eq!(
+            Ts::parse("-1 month").unwrap().resolve(t),
+            parse_micros("2026-02-28T10:30:00Z").unwrap()
+        );
+        assert_eq!(
+            back(parse_micros("2024-05-31").unwrap(), 3, Span::Months),
+            parse_micros("2024-02-29").unwrap()
+        );
+        assert_eq!(
+            Ts::parse("2026-01-01"),
+            Some(Ts::At(parse_micros("2026-01-01").unwrap()))
+        );
+        for bad in ["-x days", "7 days", "-7 fortnights", "tomorrow", ""] {
+            assert_eq!(Ts::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Ts::parse("-3 Months").unwrap().text(), "-3 months");
+    }
+}

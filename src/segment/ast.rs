@@ -55,15 +55,29 @@ pub enum Unit {
     Hour,
     Day,
     Week,
+    /// Calendar months (windows only: a month has no fixed length for `WITHIN`).
+    Month,
 }
 
 impl Unit {
-    pub fn micros(self) -> i64 {
+    /// Its length (`None` for a month, whose length depends on where it starts).
+    pub fn micros(self) -> Option<i64> {
         match self {
-            Unit::Minute => 60_000_000,
-            Unit::Hour => 3_600_000_000,
-            Unit::Day => 86_400_000_000,
-            Unit::Week => 7 * 86_400_000_000,
+            Unit::Minute => Some(60_000_000),
+            Unit::Hour => Some(3_600_000_000),
+            Unit::Day => Some(86_400_000_000),
+            Unit::Week => Some(7 * 86_400_000_000),
+            Unit::Month => None,
+        }
+    }
+    pub fn span(self) -> crate::time::Span {
+        use crate::time::Span;
+        match self {
+            Unit::Minute => Span::Minutes,
+            Unit::Hour => Span::Hours,
+            Unit::Day => Span::Days,
+            Unit::Week => Span::Weeks,
+            Unit::Month => Span::Months,
         }
     }
     pub fn word(self) -> &'static str {
@@ -72,6 +86,7 @@ impl Unit {
             Unit::Hour => "HOURS",
             Unit::Day => "DAYS",
             Unit::Week => "WEEKS",
+            Unit::Month => "MONTHS",
         }
     }
 }
@@ -79,12 +94,12 @@ impl Unit {
 /// Time window of a DID leaf. Timestamps are epoch microseconds UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Window {
-    /// `[as_of - n unit, as_of)`
+    /// `[as_of - n unit, as_of)` (months: calendar months, the day clamped to the month's end)
     Last(u64, Unit),
     /// `[ts, as_of)`
-    Since(i64),
+    Since(crate::time::Ts),
     /// `[a, b)`
-    Between(i64, i64),
+    Between(crate::time::Ts, crate::time::Ts),
 }
 
 /// One side of a DID leaf: an event and an optional predicate over its properties.

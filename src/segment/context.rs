@@ -73,7 +73,10 @@ impl EvalCtx {
         st.config_mut().set_extension(snap.clone());
         // Segment evaluation runs here, never on a cluster (DESIGN §12).
         st.config_mut().set_extension(Arc::new(LocalOnly));
-        let as_of = opts.as_of.unwrap_or(snap.pinned_at);
+        // A relative as_of ('today', '-7 days') is resolved at each statement's start.
+        let as_of = opts
+            .as_of
+            .map_or(snap.pinned_at, |t| t.resolve(snap.pinned_at));
         Ok(EvalCtx {
             df: SessionContext::new_with_state(st),
             as_of_explicit: opts.as_of.is_some(),

@@ -115,8 +115,8 @@ fn freq_text(f: &Freq) -> String {
 pub(crate) fn window_text(w: &Window) -> String {
     match w {
         Window::Last(n, u) => format!("IN THE LAST {n} {}", u.word()),
-        Window::Since(t) => format!("SINCE '{}'", ts_text(*t)),
-        Window::Between(a, b) => format!("BETWEEN '{}' AND '{}'", ts_text(*a), ts_text(*b)),
+        Window::Since(t) => format!("SINCE '{}'", t.text()),
+        Window::Between(a, b) => format!("BETWEEN '{}' AND '{}'", a.text(), b.text()),
     }
 }
 
@@ -267,12 +267,9 @@ fn map_positions(msg: &str, wrapper: &str, parts: &[&Sql]) -> String {
 pub fn window_bounds(w: Option<&Window>, as_of: i64) -> (Option<i64>, i64) {
     match w {
         None => (None, as_of),
-        Some(Window::Last(n, u)) => (
-            Some(as_of.saturating_sub((*n as i64).saturating_mul(u.micros()))),
-            as_of,
-        ),
-        Some(Window::Since(t)) => (Some(*t), as_of),
-        Some(Window::Between(a, b)) => (Some(*a), *b),
+        Some(Window::Last(n, u)) => (Some(crate::time::back(as_of, *n, u.span())), as_of),
+        Some(Window::Since(t)) => (Some(t.resolve(as_of)), as_of),
+        Some(Window::Between(a, b)) => (Some(a.resolve(as_of)), b.resolve(as_of)),
     }
 }
 
@@ -582,9 +579,9 @@ impl<'a> Evaluator<'a> {
                             idx,
                             first,
                             then,
-                            within
-                                .as_ref()
-                                .map(|(n, u)| (*n as i64).saturating_mul(u.micros())),
+                            within.as_ref().map(|(n, u)| {
+                                (*n as i64).saturating_mul(u.micros().unwrap_or(i64::MAX))
+                            }),
                             lo,
                             hi,
                         )
@@ -614,7 +611,7 @@ impl<'a> Evaluator<'a> {
                          ON x.uid = y.uid AND x.ts < y.ts AND y.ts <= x.ts + arrow_cast({d}, 'Duration(Microsecond)')",
                         a = event_cond(first),
                         b = event_cond(then),
-                        d = (*n as i64).saturating_mul(u.micros())
+                        d = (*n as i64).saturating_mul(u.micros().unwrap_or(i64::MAX))
                     ),
                 };
                 let bm = uid_bitmap(&self.ctx, &q).await.map_err(|e| {

@@ -31,7 +31,8 @@ pub enum IdentityMode {
 #[derive(Debug, Clone)]
 pub struct SegdbOptions {
     /// Reference time of segment windows (epoch µs); `None`: the statement's start.
-    pub as_of: Option<i64>,
+    /// Absolute, or relative to each statement's start (`'today'`, `'-7 days'`).
+    pub as_of: Option<crate::time::Ts>,
     /// Answer DID leaves from the event index when it can.
     pub use_index: bool,
     pub materialized: Materialized,
@@ -88,12 +89,10 @@ fn bad(key: &str, msg: String) -> DataFusionError {
 }
 
 /// The value of a setting as `SHOW` prints it.
-fn as_of_text(v: Option<i64>) -> String {
+fn as_of_text(v: Option<crate::time::Ts>) -> String {
     match v {
         None => "now".to_string(),
-        Some(t) => chrono::DateTime::from_timestamp_micros(t)
-            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-            .unwrap_or_default(),
+        Some(t) => t.text(),
     }
 }
 
@@ -118,10 +117,10 @@ impl ExtensionOptions for SegdbOptions {
                 self.as_of = if matches!(lower.as_str(), "" | "now" | "default") {
                     None
                 } else {
-                    Some(crate::time::parse_micros(v).ok_or_else(|| {
+                    Some(crate::time::Ts::parse(v).ok_or_else(|| {
                         bad(
                             "as_of",
-                            format!("'{v}' is not an ISO-8601 timestamp such as '2026-01-31T00:00:00Z' (or 'now')"),
+                            format!("'{v}' is not an ISO-8601 timestamp such as '2026-01-31T00:00:00Z', a relative one ('today', 'yesterday', '-7 days', '-3 months') or 'now'"),
                         )
                     })?)
                 };
@@ -227,14 +226,19 @@ mod tests {
     fn settings_parse_and_refuse_junk() {
         let mut o = SegdbOptions::default();
         o.set("as_of", "'2026-01-31T00:00:00Z'").unwrap();
-        assert_eq!(o.as_of, crate::time::parse_micros("2026-01-31T00:00:00Z"));
+        assert_eq!(
+            o.as_of,
+            crate::time::parse_micros("2026-01-31T00:00:00Z").map(crate::time::Ts::At)
+        );
         assert_eq!(
             o.entries()[0].value.as_deref(),
             Some("2026-01-31T00:00:00Z")
         );
         o.set("as_of", "now").unwrap();
         assert_eq!(o.as_of, None);
-        assert!(o.set("as_of", "yesterday").is_err());
+        o.set("as_of", "yesterday").unwrap();
+        assert_eq!(o.as_of, Some(crate::time::Ts::Yesterday));
+        assert!(o.set("as_of", "the day before").is_err());
         o.set("use_index", "off").unwrap();
         assert!(!o.use_index);
         o.set("materialized", "live").unwrap();

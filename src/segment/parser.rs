@@ -270,11 +270,18 @@ impl<'a> Parser<'a> {
             _ => Err(self.error_here(&format!("expected {what}"))),
         }
     }
+    /// A timestamp resolved against now (`REFRESH … AS OF`).
     fn timestamp(&mut self, what: &str) -> Result<i64, ParseError> {
+        let ts = self.window_ts(what)?;
+        Ok(ts.resolve(chrono::Utc::now().timestamp_micros()))
+    }
+
+    /// A timestamp of a window: absolute, or relative to the evaluation's `as_of`.
+    fn window_ts(&mut self, what: &str) -> Result<crate::time::Ts, ParseError> {
         let pos = self.pos_at(self.i);
         let s = self.string(what)?;
-        crate::time::parse_micros(&s).ok_or(ParseError {
-            message: format!("{what} is not an ISO-8601 timestamp (e.g. '2026-01-31T00:00:00Z'; no zone means UTC)"),
+        crate::time::Ts::parse(&s).ok_or(ParseError {
+            message: format!("{what} is not an ISO-8601 timestamp (e.g. '2026-01-31T00:00:00Z'; no zone means UTC) nor a relative one ('today', 'yesterday', '-7 days', '-3 months')"),
             pos,
         })
     }
@@ -456,6 +463,7 @@ impl<'a> Parser<'a> {
                 "HOUR" | "HOURS" => Some(Unit::Hour),
                 "DAY" | "DAYS" => Some(Unit::Day),
                 "WEEK" | "WEEKS" => Some(Unit::Week),
+                "MONTH" | "MONTHS" => Some(Unit::Month),
                 _ => None,
             },
             _ => None,
@@ -465,7 +473,7 @@ impl<'a> Parser<'a> {
                 self.i += 1;
                 Ok(u)
             }
-            None => Err(self.error_here("expected MINUTES, HOURS, DAYS or WEEKS")),
+            None => Err(self.error_here("expected MINUTES, HOURS, DAYS, WEEKS or MONTHS")),
         }
     }
 
@@ -514,15 +522,17 @@ impl<'a> Parser<'a> {
             return Ok(Some(Window::Last(n, self.unit()?)));
         }
         if self.eat_kw("SINCE") {
-            return Ok(Some(Window::Since(self.timestamp("the start")?)));
+            return Ok(Some(Window::Since(self.window_ts("the start")?)));
         }
         if self.is_kw("BETWEEN") && self.is_string_at(self.i + 1) {
             self.i += 1;
             let pos = self.pos_at(self.i);
-            let a = self.timestamp("the start")?;
+            let a = self.window_ts("the start")?;
             self.expect_kw("AND")?;
-            let b = self.timestamp("the end")?;
-            if b < a {
+            let b = self.window_ts("the end")?;
+            if let (crate::time::Ts::At(a), crate::time::Ts::At(b)) = (a, b)
+                && b < a
+            {
                 return Err(ParseError {
                     message: "the window's end is before its start".into(),
                     pos,
@@ -546,7 +556,15 @@ impl<'a> Parser<'a> {
                 let then = self.event_spec()?;
                 let within = if self.eat_kw("WITHIN") {
                     let n = self.number("a duration")?;
-                    Some((n, self.unit()?))
+                    let at = self.pos_at(self.i);
+                    let u = self.unit()?;
+                    if u == Unit::Month {
+                        return Err(ParseError {
+                            message: "WITHIN takes a fixed length (MINUTES, HOURS, DAYS or WEEKS): a month's length depends on where it starts".into(),
+                            pos: at,
+                        });
+                    }
+                    Some((n, u))
                 } else {
                     None
                 };

@@ -495,3 +495,66 @@ async fn names_zips_maids_and_googles_email_rule_are_match_keys() {
     assert_eq!(m[0], "email,fn,ln,zip,madid");
     assert!(m[1].starts_with(&sha("john.doe@gmail.com")), "{m:?}");
 }
+
+/// Windows in calendar months (the day clamped to the month's end) and timestamps relative to
+/// `as_of` (in windows) or to each statement's start (in `SET segdb.as_of`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn month_windows_and_relative_timestamps() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    // as_of is 2026-03-31T12:00Z: one month back is 2026-02-28T12:00Z.
+    let f = db.input(
+        "e.csv",
+        "user_id,event,ts\n\
+         feb27,buy,2026-02-27T12:00:00Z\n\
+         feb28_early,buy,2026-02-28T11:59:59Z\n\
+         feb28_late,buy,2026-02-28T12:00:00Z\n\
+         mar30,buy,2026-03-30T08:00:00Z\n\
+         mar31,buy,2026-03-31T06:00:00Z\n\
+         dec31,buy,2025-12-31T12:00:00Z\n",
+    );
+    load(&e, Kind::Events, &f).await;
+    e.sql("SET segdb.as_of = '2026-03-31T12:00:00Z'")
+        .await
+        .unwrap();
+    assert_eq!(seg_size(&e, "m1", "DID 'buy' IN THE LAST 1 MONTH").await, 3);
+    assert_eq!(
+        seg_size(&e, "m3", "DID 'buy' IN THE LAST 3 MONTHS").await,
+        6
+    );
+    assert_eq!(seg_size(&e, "today", "DID 'buy' SINCE 'today'").await, 1);
+    assert_eq!(
+        seg_size(&e, "yest", "DID 'buy' BETWEEN 'yesterday' AND 'today'").await,
+        1
+    );
+    assert_eq!(seg_size(&e, "week", "DID 'buy' SINCE '-7 days'").await, 2);
+    // The definition keeps the relative form: it moves with as_of.
+    e.sql("SET segdb.as_of = '2026-03-01T00:00:00Z'")
+        .await
+        .unwrap();
+    // [22 Feb, 1 Mar): feb27, feb28_early and feb28_late.
+    assert_eq!(count(&e, "SELECT segment_size('week')").await, 3);
+    let shown = rows(&e, "DESCRIBE SEGMENT week").await.join("\n");
+    assert!(shown.contains("SINCE '-7 days'"), "{shown}");
+    // SET segdb.as_of takes a relative time too, resolved at each statement.
+    e.sql("SET segdb.as_of = '-1 days'").await.unwrap();
+    assert_eq!(
+        rows(&e, "SHOW segdb.as_of").await.join(""),
+        "segdb.as_of|-1 days"
+    );
+    // WITHIN needs a fixed length.
+    let err = e
+        .sql("CREATE SEGMENT s AS DID 'buy' THEN 'buy' WITHIN 1 MONTH")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fixed length"), "{err}");
+}
+
+/// Create (or replace) segment `name` as `def` and return its size.
+async fn seg_size(e: &segdb::Engine, name: &str, def: &str) -> i64 {
+    e.sql(&format!("CREATE OR REPLACE SEGMENT {name} AS {def}"))
+        .await
+        .unwrap();
+    count(e, &format!("SELECT segment_size('{name}')")).await
+}

@@ -70,7 +70,10 @@ fn did_with_where_frequency_and_windows() {
     };
     assert_eq!(what.event, EventRef::Any);
     assert_eq!(*freq, Some(Freq::Between(2, 5)));
-    assert_eq!(*window, Some(Window::Since(1_767_225_600_000_000)));
+    assert_eq!(
+        *window,
+        Some(Window::Since(crate::time::Ts::At(1_767_225_600_000_000)))
+    );
 
     // A SQL BETWEEN inside WHERE stays SQL; a string BETWEEN at the end is the window.
     let e = parse_expr(
@@ -84,8 +87,8 @@ fn did_with_where_frequency_and_windows() {
     assert_eq!(
         *window,
         Some(Window::Between(
-            1_767_225_600_000_000,
-            1_767_830_400_000_000
+            crate::time::Ts::At(1_767_225_600_000_000),
+            crate::time::Ts::At(1_767_830_400_000_000)
         ))
     );
 
@@ -375,13 +378,17 @@ fn errors_point_at_line_and_column() {
     assert!(e.message.contains("expected a count"), "{e}");
     let e = parse_expr("DID 'a' IN THE LAST 3 FORTNIGHTS").unwrap_err();
     assert!(
-        e.message.contains("MINUTES, HOURS, DAYS or WEEKS") && e.message.contains("FORTNIGHTS"),
+        e.message.contains("MINUTES, HOURS, DAYS, WEEKS or MONTHS")
+            && e.message.contains("FORTNIGHTS"),
         "{e}"
     );
     let e = parse_expr("PROFILE").unwrap_err();
     assert!(e.message.contains("predicate"), "{e}");
-    let e = parse_expr("DID 'a' SINCE 'yesterday'").unwrap_err();
-    assert!(e.message.contains("ISO-8601"), "{e}");
+    let e = parse_expr("DID 'a' SINCE 'the day before'").unwrap_err();
+    assert!(
+        e.message.contains("ISO-8601") && e.message.contains("'-7 days'"),
+        "{e}"
+    );
     let e = parse_expr("(DID 'a'").unwrap_err();
     assert!(e.message.contains("')'"), "{e}");
 }
