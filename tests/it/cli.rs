@@ -123,22 +123,10 @@ fn errors_exit_non_zero_with_one_line() {
 #[test]
 fn piped_stdin_runs_multi_line_statements() {
     let db = cli_db();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_segdb"))
-        .args(["sql", "--format", "csv"])
-        .env("SEGDB_DATA", &db.data)
-        .env("SEGDB_KEYRING", &db.keyring)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"SELECT count(*)\n  AS n\nFROM events\n;\nSELECT 'done' AS s;\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = piped(
+        &db,
+        "SELECT count(*)\n  AS n\nFROM events\n;\nSELECT 'done' AS s;\n",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "n\n2\ns\ndone\n");
 }
@@ -148,24 +136,7 @@ fn piped_stdin_runs_multi_line_statements() {
 #[test]
 fn shell_meta_commands_help_list_and_describe() {
     let db = cli_db();
-    let run = |input: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_segdb"))
-            .args(["sql", "--format", "csv"])
-            .env("SEGDB_DATA", &db.data)
-            .env("SEGDB_KEYRING", &db.keyring)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let run = |input: &str| piped(&db, input);
     let o = run("SELECT 1 AS first;\n\\?\n\\d\n\\d events\n.tables\n\\timing\nSELECT 2 AS last;\n");
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
@@ -226,4 +197,24 @@ fn generate_is_deterministic_for_a_seed() {
         std::fs::read(dir.path().join("a/events-00000.csv")).unwrap(),
         std::fs::read(dir.path().join("c/events-00000.csv")).unwrap()
     );
+}
+
+/// `segdb sql --format csv` with `input` piped to its stdin.
+fn piped(db: &TestDb, input: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_segdb"))
+        .args(["sql", "--format", "csv"])
+        .env("SEGDB_DATA", &db.data)
+        .env("SEGDB_KEYRING", &db.keyring)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }

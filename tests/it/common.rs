@@ -71,6 +71,19 @@ impl TestDb {
         self.cli_env(args, &[])
     }
 
+    /// A database holding one event (`u1` viewed at 2026-01-01), made through the CLI.
+    pub fn with_one_event() -> TestDb {
+        let db = TestDb::new();
+        db.ingest_cli(
+            "events",
+            &db.input(
+                "one.csv",
+                "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n",
+            ),
+        );
+        db
+    }
+
     /// `segdb ingest KIND FILE` through the CLI; it must succeed.
     pub fn ingest_cli(&self, kind: &str, file: &Path) {
         let o = self.cli(&["ingest", kind, file.to_str().unwrap()]);

@@ -189,11 +189,7 @@ async fn statement_timeout_cancels_and_only_admins_raise_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_may_not_change_runtime_or_path_settings() {
-    let db = TestDb::new();
-    db.ingest_cli(
-        "events",
-        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
-    );
+    let db = TestDb::with_one_event();
     let config = users(&db);
     let server = Server::start(&db, &config, &[]);
     let addr = server.addr.clone();
@@ -236,11 +232,7 @@ async fn readers_may_not_change_runtime_or_path_settings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_spelling_of_a_path_reaches_the_keyring_or_the_database_files() {
-    let db = TestDb::new();
-    db.ingest_cli(
-        "events",
-        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
-    );
+    let db = TestDb::with_one_event();
     let e = db.engine().await;
     let key = db.keyring.canonicalize().unwrap();
     let dir = key.parent().unwrap().display().to_string();
@@ -336,11 +328,7 @@ async fn a_trait_that_does_not_plan_is_never_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_cost_the_same_for_unknown_users_and_guessing_backs_off() {
-    let db = TestDb::new();
-    db.ingest_cli(
-        "events",
-        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
-    );
+    let db = TestDb::with_one_event();
     let config = users(&db);
     let server = Server::start(&db, &config, &[]);
     let addr = server.addr.clone();
@@ -388,11 +376,7 @@ async fn logins_cost_the_same_for_unknown_users_and_guessing_backs_off() {
 
 #[test]
 fn a_sealed_keyring_opens_only_with_its_variable() {
-    let db = TestDb::new();
-    db.ingest_cli(
-        "events",
-        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
-    );
+    let db = TestDb::with_one_event();
     let plain = std::fs::read_to_string(&db.keyring).unwrap();
     let before = db.cli(&["keys", "fingerprint"]);
     assert!(before.status.success(), "{}", common::stderr(&before));
@@ -460,11 +444,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// A statement whose client goes away is cancelled: the server stops spending CPU on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_is_cancelled_when_its_client_goes_away() {
-    let db = TestDb::new();
-    db.ingest_cli(
-        "events",
-        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
-    );
+    let db = TestDb::with_one_event();
     let config = users(&db);
     let server = Server::start(&db, &config, &[]);
     let addr = server.addr.clone();

@@ -233,11 +233,7 @@ async fn two_private_calls_in_one_projection() {
 /// A cron schedule that never fires is refused, naming the problem.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_that_never_fire_are_refused() {
-    let db = TestDb::new();
-    db.ingest_cli(
-        "events",
-        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
-    );
+    let db = TestDb::with_one_event();
     let e = db.engine().await;
     let err = e
         .sql("CREATE MATERIALIZED SEGMENT s REFRESH CRON '0 6 30 2 *' AS ALL USERS")
@@ -261,11 +257,7 @@ async fn common_segments(e: &segdb::Engine) -> Vec<String> {
 /// Errors of segment functions read as segdb wrote them, without DataFusion's wrapper.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_function_errors_are_plain() {
-    let db = TestDb::new();
-    db.ingest_cli(
-        "events",
-        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
-    );
+    let db = TestDb::with_one_event();
     let e = db.engine().await;
     let err = e
         .sql("SELECT segment_size('no_such_segment')")
@@ -283,20 +275,23 @@ fn a_missing_database_is_refused_and_nothing_is_created() {
     let db = TestDb::new();
     let typo = db.dir.path().join("segdb-dtaa");
     let fresh_key = db.dir.path().join("fresh.keyring");
+    let at = |data: &std::path::Path, key: &std::path::Path, args: &[&str]| {
+        let mut full = vec![
+            "--data",
+            data.to_str().unwrap(),
+            "--keyring",
+            key.to_str().unwrap(),
+        ];
+        full.extend_from_slice(args);
+        db.cli(&full)
+    };
     for args in [
         vec!["sql", "-c", "SELECT 1"],
         vec!["vacuum"],
         vec!["refresh", "--due"],
         vec!["index", "rebuild"],
     ] {
-        let mut full = vec![
-            "--data",
-            typo.to_str().unwrap(),
-            "--keyring",
-            fresh_key.to_str().unwrap(),
-        ];
-        full.extend(args.iter().copied());
-        let o = db.cli(&full);
+        let o = at(&typo, &fresh_key, &args);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         assert!(
             stderr(&o).contains("segdb init"),
@@ -307,63 +302,31 @@ fn a_missing_database_is_refused_and_nothing_is_created() {
         assert!(!fresh_key.exists(), "{args:?} created a keyring");
     }
     // init creates it (and its keyring); a second init changes nothing.
-    let o = db.cli(&[
-        "--data",
-        typo.to_str().unwrap(),
-        "--keyring",
-        fresh_key.to_str().unwrap(),
-        "init",
-    ]);
+    let o = at(&typo, &fresh_key, &["init"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(fresh_key.exists());
-    let o = db.cli(&[
-        "--data",
-        typo.to_str().unwrap(),
-        "--keyring",
-        fresh_key.to_str().unwrap(),
-        "init",
-    ]);
+    let o = at(&typo, &fresh_key, &["init"]);
     assert!(
         o.status.success() && stdout(&o).contains("already"),
         "{}",
         stdout(&o)
     );
-    let o = db.cli(&[
-        "--data",
-        typo.to_str().unwrap(),
-        "--keyring",
-        fresh_key.to_str().unwrap(),
-        "sql",
-        "-c",
-        "SELECT count(*) FROM events",
-    ]);
+    let o = at(
+        &typo,
+        &fresh_key,
+        &["sql", "-c", "SELECT count(*) FROM events"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     // An existing database with a keyring path that does not exist: refused, no new key.
     let gone = db.dir.path().join("gone.keyring");
-    let o = db.cli(&[
-        "--data",
-        typo.to_str().unwrap(),
-        "--keyring",
-        gone.to_str().unwrap(),
-        "sql",
-        "-c",
-        "SELECT 1",
-    ]);
+    let o = at(&typo, &gone, &["sql", "-c", "SELECT 1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(!gone.exists());
     // A keyring in a directory that does not exist: refused, no directory made.
     let nodir = db.dir.path().join("no/such/dir/k.keyring");
     let f = db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n");
     let other = db.dir.path().join("other-db");
-    let o = db.cli(&[
-        "--data",
-        other.to_str().unwrap(),
-        "--keyring",
-        nodir.to_str().unwrap(),
-        "ingest",
-        "events",
-        f.to_str().unwrap(),
-    ]);
+    let o = at(&other, &nodir, &["ingest", "events", f.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     assert!(!db.dir.path().join("no").exists());
@@ -397,11 +360,7 @@ async fn an_unclosed_csv_quote_names_the_lines_it_swallows() {
 /// A purpose nobody's consent names is accepted (consent may arrive later) but said out loud.
 #[test]
 fn an_unseen_purpose_is_warned_about() {
-    let db = TestDb::new();
-    db.ingest_cli(
-        "events",
-        &db.input("e.csv", "user_id,event,ts\nu1,view,2026-01-01T00:00:00Z\n"),
-    );
+    let db = TestDb::with_one_event();
     db.ingest_cli(
         "consent",
         &db.input("c.csv", "user_id,purpose,granted\nu1,marketing,true\n"),
