@@ -153,16 +153,8 @@ fn s3_and_local_path_give_identical_results() {
     };
     let weed = start_weed(&bin);
     let endpoint = format!("http://127.0.0.1:{}", weed.s3_port);
-    let s3_env: Vec<(&str, &str)> = vec![
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "segdb"),
-        ("AWS_SECRET_ACCESS_KEY", "segdb-secret"),
-        ("AWS_FORCE_PATH_STYLE", "true"),
-        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
-        ("SEGDB_CLUSTER_SECRET", "s3-test-cluster-secret-19"),
-    ];
+    let mut s3_env = aws_env(&endpoint);
+    s3_env.push(("SEGDB_CLUSTER_SECRET", "s3-test-cluster-secret-19"));
     let local = TestDb::new();
     let s3_url = "s3://segdb-test/dbs/one";
     let src = local.dir.path().join("src");
@@ -489,15 +481,7 @@ fn sse_c_encrypts_every_object_and_needs_its_key() {
     };
     let weed = start_weed(&bin);
     let endpoint = format!("http://127.0.0.1:{}", weed.s3_port);
-    let env: Vec<(&str, &str)> = vec![
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "segdb"),
-        ("AWS_SECRET_ACCESS_KEY", "segdb-secret"),
-        ("AWS_FORCE_PATH_STYLE", "true"),
-        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
-    ];
+    let env = aws_env(&endpoint);
     let local = TestDb::new();
     let canary_plain = "canary-plain-5530";
     let canary_sealed = "canary-sealed-8812";
@@ -598,6 +582,19 @@ fn sse_c_encrypts_every_object_and_needs_its_key() {
         "the control canary is not in the S3 server's files: the check would prove nothing"
     );
     assert!(!holds(canary_sealed), "an SSE-C object is stored in clear");
+}
+
+/// The AWS settings of a client of the test's SeaweedFS at `endpoint`.
+fn aws_env(endpoint: &str) -> Vec<(&'static str, &str)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "segdb"),
+        ("AWS_SECRET_ACCESS_KEY", "segdb-secret"),
+        ("AWS_FORCE_PATH_STYLE", "true"),
+        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
+    ]
 }
 
 fn base64_of(b: [u8; 32]) -> String {
