@@ -1,26 +1,26 @@
--- Funnel over January 2026: users reaching each step
+-- Funnel over the last 31 days: users reaching each step
 SELECT
   count(DISTINCT uid) FILTER (WHERE event = 'view_item')      AS viewed,
   count(DISTINCT uid) FILTER (WHERE event = 'add_to_cart')    AS carted,
   count(DISTINCT uid) FILTER (WHERE event = 'begin_checkout') AS checked_out,
   count(DISTINCT uid) FILTER (WHERE event = 'purchase')       AS purchased
 FROM events
-WHERE ts >= TIMESTAMP '2026-01-01T00:00:00Z' AND ts < TIMESTAMP '2026-02-01T00:00:00Z';
+WHERE ts >= current_date - INTERVAL '31 days' AND ts < current_date;
 
--- Cart abandoners of the last week of January: added to cart, never purchased
+-- Cart abandoners of the last week: added to cart, never purchased
 SELECT count(*) AS cart_abandoners
 FROM (
   SELECT uid FROM events
-  WHERE event = 'add_to_cart' AND ts >= TIMESTAMP '2026-01-25T00:00:00Z' AND ts < TIMESTAMP '2026-02-01T00:00:00Z'
+  WHERE event = 'add_to_cart' AND ts >= current_date - INTERVAL '7 days' AND ts < current_date
   EXCEPT
   SELECT uid FROM events
-  WHERE event = 'purchase' AND ts >= TIMESTAMP '2026-01-25T00:00:00Z' AND ts < TIMESTAMP '2026-02-01T00:00:00Z'
+  WHERE event = 'purchase' AND ts >= current_date - INTERVAL '7 days' AND ts < current_date
 ) t;
 
--- Revenue by country in January
+-- Revenue by country over the last 31 days
 SELECT p.country, round(sum(e.price), 2) AS revenue, count(*) AS purchases
 FROM events e JOIN profiles p ON e.uid = p.uid
-WHERE e.event = 'purchase' AND e.ts >= TIMESTAMP '2026-01-01T00:00:00Z'
+WHERE e.event = 'purchase' AND e.ts >= current_date - INTERVAL '31 days'
 GROUP BY p.country
 ORDER BY revenue DESC
 LIMIT 5;

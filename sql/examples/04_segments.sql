@@ -1,13 +1,14 @@
--- Segments are evaluated as of a fixed time so results are reproducible (the demo data ends 2026-02-01)
-SET segdb.as_of = '2026-02-01T00:00:00Z';
+-- Segments are evaluated as of today's midnight (UTC), where the demo data ends, so that results
+-- are the same all day
+SET segdb.as_of = 'today';
 
 -- Cart abandoners: added to cart in the last week, no purchase in that week
 CREATE OR REPLACE SEGMENT cart_abandoners COMMENT 'carted, did not buy (7 days)' AS
   DID 'add_to_cart' IN THE LAST 7 DAYS AND NOT DID 'purchase' IN THE LAST 7 DAYS;
 
--- Lapsed buyers: bought in the first half of January, nothing since
-CREATE OR REPLACE SEGMENT lapsed_buyers COMMENT 'bought early January, not since' AS
-  DID 'purchase' BETWEEN '2026-01-01' AND '2026-01-16' AND NOT DID 'purchase' SINCE '2026-01-16';
+-- Lapsed buyers: bought a month ago (31 to 16 days back), nothing since
+CREATE OR REPLACE SEGMENT lapsed_buyers COMMENT 'bought a month ago, not since' AS
+  DID 'purchase' BETWEEN '-31 days' AND '-16 days' AND NOT DID 'purchase' SINCE '-16 days';
 
 -- High-value German mobile users
 CREATE OR REPLACE SEGMENT high_value_de_mobile AS

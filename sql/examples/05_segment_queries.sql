@@ -1,4 +1,4 @@
-SET segdb.as_of = '2026-02-01T00:00:00Z';
+SET segdb.as_of = 'today';
 
 -- Every segment with its size
 SHOW SEGMENTS;

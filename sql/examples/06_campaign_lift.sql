@@ -1,14 +1,16 @@
--- Campaign measurement with a holdout (the demo data ends 2026-02-01).
--- The audience: browsed at least three products in the first half of January without buying.
+-- Campaign measurement with a holdout (the demo data covers the 30 days before today).
+-- The audience: browsed at least three products in the two weeks before the snapshot without
+-- buying.
 -- 10 % of it is held out (never activated), decided per member by a keyed hash, for good.
 CREATE OR REPLACE MATERIALIZED SEGMENT campaign_browsers
   COMMENT 'browsed, did not buy: the campaign audience'
   HOLDOUT 10 PERCENT AS
-  DID 'view_item' AT LEAST 3 TIMES BETWEEN '2026-01-01' AND '2026-01-15'
-  AND NOT DID 'purchase' BETWEEN '2026-01-01' AND '2026-01-15';
+  DID 'view_item' AT LEAST 3 TIMES IN THE LAST 14 DAYS
+  AND NOT DID 'purchase' IN THE LAST 14 DAYS;
 
--- The snapshot the campaign was sent to: as of 15 January
-REFRESH SEGMENT campaign_browsers AS OF '2026-01-15T00:00:00Z';
+-- The snapshot the campaign was sent to: as of 17 days ago (so that 14 days of conversions
+-- follow it in the data)
+REFRESH SEGMENT campaign_browsers AS OF '-17 days';
 
 -- Its history: the target size and the holdout size per version
 SELECT version, as_of, size, holdout FROM segment_history('campaign_browsers');

@@ -51,7 +51,7 @@ pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
     if n == 0 {
         let dir = tempfile_dir()?;
         println!(
-            "empty database at {}: generating {} users × 30 days …",
+            "empty database at {}: generating {} users × the 30 days before today …",
             engine.database().location(),
             args.users
         );
@@ -61,7 +61,9 @@ pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
             out: dir.clone(),
             seed: 42,
             format: GenFormat::Parquet,
-            end: chrono::NaiveDate::from_ymd_opt(2026, 2, 1).expect("valid date"),
+            // Up to today (exclusive): the examples evaluate as of today's midnight, so every
+            // one of them has data behind it whatever the day.
+            end: chrono::Utc::now().date_naive(),
             events_per_user: 20.0,
         };
         let stats = generate(&cfg)?;

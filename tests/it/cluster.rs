@@ -145,7 +145,7 @@ fn job_dirs(dirs: &[tempfile::TempDir]) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_answers_equal_embedded() {
-    let (db, _, _) = loaded(2000, 30, 7, 15.0).await;
+    let (db, _, _) = loaded_ending(2000, 30, 7, 15.0, chrono::Utc::now().date_naive()).await;
     let cluster = start_in_process(&db, 2).await;
     let embedded = db.engine().await;
     let remote = db

@@ -219,6 +219,19 @@ pub async fn loaded(
     seed: u64,
     events_per_user: f64,
 ) -> (TestDb, PathBuf, u64) {
+    let end = chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap();
+    loaded_ending(users, days, seed, events_per_user, end).await
+}
+
+/// [`loaded`] with activity in the `days` before `end` (the examples' data ends today, as the
+/// demo's does).
+pub async fn loaded_ending(
+    users: u64,
+    days: u32,
+    seed: u64,
+    events_per_user: f64,
+    end: chrono::NaiveDate,
+) -> (TestDb, PathBuf, u64) {
     use segdb::ingest::{IngestOptions, Kind};
     let db = TestDb::new();
     let src = db.dir.path().join("src");
@@ -228,7 +241,7 @@ pub async fn loaded(
         out: src.clone(),
         seed,
         format: segdb::config::GenFormat::Parquet,
-        end: chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
+        end,
         events_per_user,
     })
     .unwrap();

@@ -8,7 +8,8 @@ use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_runs_and_every_segment_is_meaningful() {
-    let (db, _, users) = loaded(3000, 30, 42, 20.0).await;
+    // As `segdb demo` does: the 30 days before today, for examples written relative to today.
+    let (db, _, users) = loaded_ending(3000, 30, 42, 20.0, chrono::Utc::now().date_naive()).await;
     let e = db.engine().await;
     let mut segments = 0;
     for (name, script) in EXAMPLES {
