@@ -413,14 +413,21 @@ fn esc(s: &str) -> String {
 
 /// An SVG chart of the two groups' cumulative conversion over the days after the snapshot.
 pub fn svg(l: &Lift, curves: &[(i64, Option<f64>, Option<f64>)]) -> String {
-    let (w, h) = (720.0, 420.0);
-    let (left, right, top, bottom) = (70.0, 20.0, 70.0, 60.0);
+    let (w, h) = (720.0, 480.0);
+    // Room above the plot for the title and three lines of figures, and on the right for the
+    // interval bar.
+    let (left, right, top, bottom) = (70.0, 150.0, 118.0, 60.0);
     let pw = w - left - right;
     let ph = h - top - bottom;
     let max_rate = curves
         .iter()
         .flat_map(|(_, a, b)| [a.unwrap_or(0.0), b.unwrap_or(0.0)])
-        .fold(0.0f64, f64::max);
+        .fold(0.0f64, f64::max)
+        // The interval bar fits too.
+        .max(match (l.holdout.rate(), l.stats.ci_high) {
+            (Some(rh), Some(hi)) => (rh + hi).min(1.0),
+            _ => 0.0,
+        });
     // A round upper bound for the y axis.
     let ymax = if max_rate <= 0.0 {
         0.01
@@ -438,31 +445,77 @@ pub fn svg(l: &Lift, curves: &[(i64, Option<f64>, Option<f64>)]) -> String {
     s.push_str("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
     let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.2}%", v * 100.0));
     let num = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
-    s.push_str(&format!(
-        "<text x=\"{left}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">{}: cumulative '{}' conversion after version {} (as of {})</text>\n",
-        esc(&l.segment),
-        esc(&l.event),
-        l.version,
-        esc(&ts_text(l.as_of))
-    ));
-    s.push_str(&format!(
-        "<text x=\"{left}\" y=\"42\">target {} of {} ({}), holdout {} of {} ({}); lift {}, 95% CI of the difference [{}, {}], p = {}, SRM p = {}</text>\n",
-        l.target.converters,
-        l.target.users,
-        pct(l.target.rate()),
-        l.holdout.converters,
-        l.holdout.users,
-        pct(l.holdout.rate()),
-        l.stats.lift.map_or("n/a".to_string(), |v| format!("{:+.1}%", v * 100.0)),
-        pct(l.stats.ci_low),
-        pct(l.stats.ci_high),
-        num(l.stats.p_value),
-        num(l.stats.srm_p)
-    ));
+    // Every line is kept short enough for the width (long names are cut with an ellipsis), and
+    // each figure says which test it comes from (DESIGN §11): the interval is of the difference
+    // in rates with an unpooled standard error, the p-value is a pooled two-sided z-test, so
+    // the two can disagree near the edge.
+    let lines = [
+        (
+            22.0,
+            "15\" font-weight=\"bold",
+            fit(
+                &format!("{}: cumulative '{}' conversion", l.segment, l.event),
+                70,
+            ),
+        ),
+        (
+            40.0,
+            "12",
+            fit(
+                &format!(
+                    "after version {} (as of {}), over {} days",
+                    l.version,
+                    ts_text(l.as_of),
+                    l.days_after
+                ),
+                100,
+            ),
+        ),
+        (
+            58.0,
+            "12",
+            format!(
+                "target {} of {} ({}), holdout {} of {} ({}); lift {}",
+                l.target.converters,
+                l.target.users,
+                pct(l.target.rate()),
+                l.holdout.converters,
+                l.holdout.users,
+                pct(l.holdout.rate()),
+                l.stats
+                    .lift
+                    .map_or("n/a".to_string(), |v| format!("{:+.1}%", v * 100.0)),
+            ),
+        ),
+        (
+            76.0,
+            "12",
+            format!(
+                "95% CI of target − holdout rate (unpooled SE): [{}, {}]",
+                pct(l.stats.ci_low),
+                pct(l.stats.ci_high)
+            ),
+        ),
+        (
+            94.0,
+            "12",
+            format!(
+                "p = {} (two-sided pooled z-test); SRM p = {} (chi-square, 1 df)",
+                num(l.stats.p_value),
+                num(l.stats.srm_p)
+            ),
+        ),
+    ];
+    for (yy, size, text) in &lines {
+        s.push_str(&format!(
+            "<text x=\"12\" y=\"{yy}\" font-size=\"{size}\">{}</text>\n",
+            esc(text)
+        ));
+    }
     if let Some(n) = small_sample_note(l.target, l.holdout) {
         s.push_str(&format!(
-            "<text x=\"{left}\" y=\"58\" fill=\"#b00\">{}</text>\n",
-            esc(&n)
+            "<text x=\"12\" y=\"110\" fill=\"#b00\">{}</text>\n",
+            esc(&fit(&n, 100))
         ));
     }
     // Axes and grid.
@@ -526,13 +579,106 @@ pub fn svg(l: &Lift, curves: &[(i64, Option<f64>, Option<f64>)]) -> String {
             ly + 4.0
         ));
     }
+    // The interval, drawn where it applies: the target rates consistent with the 95% interval
+    // of the difference, around the holdout's final rate, at the last day.
+    if let (Some(rh), Some(lo), Some(hi)) = (l.holdout.rate(), l.stats.ci_low, l.stats.ci_high) {
+        let (a, b) = ((rh + lo).clamp(0.0, ymax), (rh + hi).clamp(0.0, ymax));
+        let xx = left + pw + 24.0;
+        s.push_str(&format!(
+            "<g id=\"interval\"><rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"{:.1}\" fill=\"#1f77b4\" fill-opacity=\"0.25\" stroke=\"#1f77b4\"/><line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ff7f0e\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\">95% CI</text><text x=\"{:.1}\" y=\"{:.1}\">(target)</text></g>\n",
+            xx - 5.0,
+            y(b),
+            (y(a) - y(b)).max(1.0),
+            xx - 9.0,
+            y(rh),
+            xx + 9.0,
+            y(rh),
+            xx + 12.0,
+            y((a + b) / 2.0),
+            xx + 12.0,
+            y((a + b) / 2.0) + 14.0
+        ));
+    }
     s.push_str("</svg>\n");
     s
+}
+
+/// `text` cut to at most `max` characters, with an ellipsis when it was longer.
+fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut t: String = text.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every text of the chart fits its width (about 0.6 em a character), each figure names
+    /// its test, and the interval is drawn.
+    #[test]
+    fn the_chart_keeps_its_text_inside_and_draws_the_interval() {
+        let target = Group {
+            users: 123_456,
+            converters: 12_345,
+        };
+        let holdout = Group {
+            users: 13_717,
+            converters: 1_234,
+        };
+        let l = Lift {
+            segment: "a_segment_with_a_really_quite_long_name_for_a_campaign_audience".into(),
+            event: "purchase_completed_with_a_long_event_name".into(),
+            version: 12,
+            as_of: 1_767_225_600_000_000,
+            days_after: 14,
+            holdout_percent: 10,
+            target,
+            holdout,
+            stats: stats(target, holdout, 10),
+            target_members: RoaringBitmap::new(),
+            holdout_members: RoaringBitmap::new(),
+        };
+        let curves: Vec<(i64, Option<f64>, Option<f64>)> = (1..=14)
+            .map(|d| (d, Some(0.007 * d as f64), Some(0.006 * d as f64)))
+            .collect();
+        let svg = svg(&l, &curves);
+        let width = 720.0;
+        for piece in svg.split("<text ").skip(1) {
+            let x: f64 = piece
+                .split("x=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            let size = if piece.contains("font-size=\"15\"") {
+                15.0
+            } else {
+                12.0
+            };
+            let anchor_end = piece.contains("text-anchor=\"end\"");
+            let text = piece.split('>').nth(1).unwrap().split('<').next().unwrap();
+            let chars = text.chars().count() as f64;
+            let right = if anchor_end {
+                x
+            } else {
+                x + chars * size * 0.6
+            };
+            assert!(right <= width, "clipped at {right:.0} px: {text}");
+        }
+        for label in [
+            "unpooled SE",
+            "pooled z-test",
+            "chi-square",
+            "id=\"interval\"",
+            "…",
+        ] {
+            assert!(svg.contains(label), "{label}");
+        }
+    }
 
     #[test]
     fn erfc_matches_known_values() {
