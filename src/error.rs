@@ -45,6 +45,9 @@ pub enum Error {
     /// A statement ran longer than `segdb.statement_timeout` and was cancelled.
     #[error("{0}")]
     Timeout(String),
+    /// Something named does not exist (a user asked about by id).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// The message of a DataFusion error. segdb's own errors raised inside a plan (segment

@@ -269,6 +269,7 @@ async fn repl(engine: &Engine, format: OutputFormat, timing: bool) -> Result<i32
 fn keep_in_history(stmt: &str) -> bool {
     let lower = stmt.to_ascii_lowercase();
     !(lower.contains("forget")
+        || lower.contains("for user")
         || lower.contains("pseudonymize(")
         || lower.contains("hash_email(")
         || lower.contains("hash_phone("))

@@ -287,6 +287,11 @@ pub enum Statement {
     ShowSegments,
     DescribeSegment(String),
     ExplainSegment(String),
+    /// `EXPLAIN SEGMENT name FOR USER 'id'` (a raw id or a stored pseudonym).
+    ExplainForUser {
+        name: String,
+        id: String,
+    },
     AlterSegment {
         name: String,
         change: AlterSegment,

@@ -455,6 +455,87 @@ impl Segments {
         result(schema, vec![Arc::new(StringArray::from(lines))])
     }
 
+    /// `EXPLAIN SEGMENT name FOR USER 'id'`: why a user is in a segment or not. One row per node
+    /// of the definition's tree, in tree order: `node` (indented), `holds` (whether the user
+    /// satisfies it), `size` (how many do); first the segment itself (its members as
+    /// activated), last each purpose. `id` is a raw id (pseudonymised here, never echoed) or a
+    /// stored pseudonym; an id never seen and a forgotten one get the same "unknown user".
+    pub async fn explain_for_user(
+        &self,
+        ctx: &EvalCtx,
+        name: &str,
+        id: &str,
+    ) -> Result<QueryResult> {
+        let catalog = self.catalog(ctx).await?;
+        let def = catalog.require(name)?.clone();
+        let universe = self.universe(ctx).await?;
+        let ids = self.identity(ctx).await?;
+        let canon = self.canonical(ctx).await?;
+        let pseudonym = if ids.by_pseudonym.contains_key(id) {
+            id.to_string()
+        } else {
+            crate::privacy::pseudonym::Pseudonymizer::new(
+                self.keyring(),
+                crate::privacy::keyring::USER_DOMAIN,
+            )
+            .pseudonymize(id)
+        };
+        let uid = ids
+            .by_pseudonym
+            .get(pseudonym.as_str())
+            .map(|u| canon.as_ref().map_or(*u, |c| c.of(*u)))
+            .filter(|u| universe.contains(*u))
+            .ok_or_else(|| Error::NotFound("unknown user".into()))?;
+        let index = if ctx.opts.use_index {
+            Some(self.index(ctx).await?)
+        } else {
+            None
+        };
+        let mut ev = Evaluator::new(
+            ctx.clone(),
+            self,
+            &catalog,
+            &universe,
+            index.as_deref(),
+            canon,
+        );
+        let m = ev.segment(&def.name).await?;
+        let target = m.target();
+        let mut rows: Vec<(String, bool, u64)> = vec![(
+            format!("segment {}", def.name),
+            target.contains(uid),
+            target.len(),
+        )];
+        let expr = super::parser::parse_expr(&def.definition)
+            .map_err(|e| Error::invalid(format!("segment '{name}': {e}")))?;
+        explain_node(&mut ev, &expr, 1, false, uid, &mut rows).await?;
+        for p in def.purposes()? {
+            let holders = self.consent_holders(ctx, p, ctx.as_of).await?;
+            rows.push((
+                format!("  FOR PURPOSE '{p}'"),
+                holders.contains(uid),
+                holders.len(),
+            ));
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("node", DataType::Utf8, false),
+            Field::new("holds", DataType::Boolean, false),
+            Field::new("size", DataType::UInt64, false),
+        ]));
+        result(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.0.as_str()),
+                )),
+                Arc::new(BooleanArray::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+    }
+
     /// The result of CREATE SEGMENT.
     pub fn created_result(&self, name: &str, size: u64) -> Result<QueryResult> {
         size_result(name, size)
@@ -493,6 +574,32 @@ pub(crate) async fn unseen_purposes(ctx: &EvalCtx, purposes: &[String]) -> Resul
         })
         .cloned()
         .collect())
+}
+
+/// One node of `EXPLAIN SEGMENT … FOR USER` and, below it, its children.
+fn explain_node<'a>(
+    ev: &'a mut Evaluator<'_>,
+    e: &'a Expr,
+    depth: usize,
+    negated: bool,
+    uid: u32,
+    rows: &'a mut Vec<(String, bool, u64)>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+    Box::pin(async move {
+        let bm = ev.eval(e, negated).await?;
+        let pad = "  ".repeat(depth);
+        let (text, children, flip): (String, Vec<&Expr>, bool) = match e {
+            Expr::Leaf(l) => (super::eval::leaf_text(l), Vec::new(), false),
+            Expr::Not(x) => ("NOT".into(), vec![x.as_ref()], true),
+            Expr::And(a, b) => ("AND".into(), vec![a.as_ref(), b.as_ref()], false),
+            Expr::Or(a, b) => ("OR".into(), vec![a.as_ref(), b.as_ref()], false),
+        };
+        rows.push((format!("{pad}{text}"), bm.contains(uid), bm.len()));
+        for c in children {
+            explain_node(ev, c, depth + 1, negated ^ flip, uid, rows).await?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -140,6 +140,7 @@ pub fn to_status(e: crate::Error) -> Status {
     match &e {
         crate::Error::Denied(m) => Status::permission_denied(m.clone()),
         crate::Error::Timeout(m) => Status::deadline_exceeded(m.clone()),
+        crate::Error::NotFound(m) => Status::not_found(m.clone()),
         crate::Error::Invalid(_) | crate::Error::Ingest(_) | crate::Error::Rejected(_) => {
             Status::invalid_argument(e.to_string().trim().to_string())
         }
@@ -168,6 +169,7 @@ pub fn df_status(e: &DataFusionError) -> Status {
             Some(crate::Error::Invalid(_)) => Status::invalid_argument(msg),
             Some(crate::Error::Denied(_)) => Status::permission_denied(msg),
             Some(crate::Error::Timeout(m)) => Status::deadline_exceeded(m.clone()),
+            Some(crate::Error::NotFound(m)) => Status::not_found(m.clone()),
             _ => Status::internal(msg),
         },
         _ => Status::internal(msg),

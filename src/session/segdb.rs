@@ -88,6 +88,7 @@ pub(super) async fn execute(
         Statement::ShowSegments => segments.show(&ctx).await,
         Statement::DescribeSegment(name) => segments.describe(&ctx, name).await,
         Statement::ExplainSegment(name) => segments.explain(&ctx, name).await,
+        Statement::ExplainForUser { name, id } => segments.explain_for_user(&ctx, name, id).await,
         Statement::AlterSegment { name, change } => segments.alter(name, change).await,
         Statement::Forget(target) => {
             let target = match target {

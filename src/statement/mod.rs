@@ -240,6 +240,7 @@ pub fn segdb_kind(s: &ast::Statement) -> Kind {
         S::ShowSegments
         | S::DescribeSegment(_)
         | S::ExplainSegment(_)
+        | S::ExplainForUser { .. }
         | S::ShowTraits
         | S::ShowExports => Kind::Query,
         S::CreateSegment(_)

@@ -517,3 +517,71 @@ async fn seg_size(e: &segdb::Engine, name: &str, def: &str) -> i64 {
         .unwrap();
     count(e, &format!("SELECT segment_size('{name}')")).await
 }
+
+/// "Why is this user in that segment": one row per node with whether the user satisfies it and
+/// how many do; a raw id and its pseudonym give the same answer; an unknown and a forgotten id
+/// the same refusal, which never echoes the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_segment_for_user_says_why() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let f = db.input(
+        "e.csv",
+        "user_id,event,ts\n\
+         alice@x.org,cart,2026-01-30T10:00:00Z\n\
+         bob@x.org,cart,2026-01-30T10:00:00Z\n\
+         bob@x.org,buy,2026-01-30T11:00:00Z\n\
+         carol@x.org,view,2026-01-30T11:00:00Z\n",
+    );
+    load(&e, Kind::Events, &f).await;
+    e.sql("SET segdb.as_of = '2026-02-01T00:00:00Z'")
+        .await
+        .unwrap();
+    e.sql("CREATE SEGMENT abandoners AS DID 'cart' IN THE LAST 7 DAYS AND NOT DID 'buy' IN THE LAST 7 DAYS")
+        .await
+        .unwrap();
+    let alice = rows_of(&e, "EXPLAIN SEGMENT abandoners FOR USER 'alice@x.org'").await;
+    let nodes: Vec<(String, String, String)> = alice
+        .iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+        .collect();
+    assert_eq!(
+        nodes,
+        vec![
+            ("segment abandoners".into(), "true".into(), "1".into()),
+            ("  AND".into(), "true".into(), "1".into()),
+            (
+                "    DID 'cart' IN THE LAST 7 DAYS".into(),
+                "true".into(),
+                "2".into()
+            ),
+            ("    NOT".into(), "true".into(), "2".into()),
+            (
+                "      DID 'buy' IN THE LAST 7 DAYS".into(),
+                "false".into(),
+                "1".into()
+            ),
+        ]
+    );
+    let bob = rows_of(&e, "EXPLAIN SEGMENT abandoners FOR USER 'bob@x.org'").await;
+    assert_eq!(bob[0][1], "false");
+    assert_eq!(bob[4][1], "true");
+    let by_pseudonym = rows_of(
+        &e,
+        &format!(
+            "EXPLAIN SEGMENT abandoners FOR USER '{}'",
+            expected_pseudonym("alice@x.org")
+        ),
+    )
+    .await;
+    assert_eq!(by_pseudonym, alice);
+    e.sql("FORGET USER 'carol@x.org'").await.unwrap();
+    for id in ["nobody@x.org", "carol@x.org"] {
+        let err = e
+            .sql(&format!("EXPLAIN SEGMENT abandoners FOR USER '{id}'"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, segdb::Error::NotFound(_)), "{err}");
+        assert_eq!(err.to_string(), "unknown user");
+    }
+}

@@ -166,7 +166,13 @@ impl Parser<'_> {
         }
         if self.eat_kw("EXPLAIN") {
             self.expect_kw("SEGMENT")?;
-            return Ok(Statement::ExplainSegment(self.name("a segment name")?));
+            let name = self.name("a segment name")?;
+            if self.eat_kw("FOR") {
+                self.expect_kw("USER")?;
+                let id = self.string("the user's id (a raw id or a pseudonym)")?;
+                return Ok(Statement::ExplainForUser { name, id });
+            }
+            return Ok(Statement::ExplainSegment(name));
         }
         if self.eat_kw("ALTER") {
             if self.eat_kw("SEGMENT") {
