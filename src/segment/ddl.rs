@@ -414,11 +414,7 @@ impl Segments {
         let catalog = self.catalog(ctx).await?;
         let def = catalog.require(name)?.clone();
         let universe = self.universe(ctx).await?;
-        let index = if ctx.opts.use_index {
-            Some(self.index(ctx).await?)
-        } else {
-            None
-        };
+        let index = self.index_if_used(ctx).await?;
         let canon = self.canonical(ctx).await?;
         let stitched = canon.as_ref().map(|c| c.links_version);
         let mut ev = Evaluator::new(
@@ -486,11 +482,7 @@ impl Segments {
             .map(|u| canon.as_ref().map_or(*u, |c| c.of(*u)))
             .filter(|u| universe.contains(*u))
             .ok_or_else(|| Error::NotFound("unknown user".into()))?;
-        let index = if ctx.opts.use_index {
-            Some(self.index(ctx).await?)
-        } else {
-            None
-        };
+        let index = self.index_if_used(ctx).await?;
         let mut ev = Evaluator::new(
             ctx.clone(),
             self,

@@ -196,11 +196,7 @@ impl Segments {
         let expr = super::parser::parse_expr(&text).map_err(|e| Error::invalid(e.to_string()))?;
         let catalog = self.catalog(ctx).await?;
         let universe = self.universe(ctx).await?;
-        let index = if ctx.opts.use_index {
-            Some(self.index(ctx).await?)
-        } else {
-            None
-        };
+        let index = self.index_if_used(ctx).await?;
         let canon = self.canonical(ctx).await?;
         let mut ev = super::eval::Evaluator::new(
             ctx.clone(),

@@ -240,6 +240,15 @@ impl Segments {
     /// The event index at the statement's events version. The persisted index is read at the
     /// pinned index version and, when it is behind, caught up in memory (never committed here:
     /// a reader never writes).
+    /// The event index when `segdb.use_index` is on (`None`: every leaf scans).
+    pub async fn index_if_used(&self, ctx: &EvalCtx) -> Result<Option<Arc<EventIndex>>> {
+        if ctx.opts.use_index {
+            Ok(Some(self.index(ctx).await?))
+        } else {
+            Ok(None)
+        }
+    }
+
     pub async fn index(&self, ctx: &EvalCtx) -> Result<Arc<EventIndex>> {
         let key = (
             ctx.snap.version(Table::EventIndex),
@@ -592,11 +601,7 @@ impl Segments {
         let catalog = self.catalog(ctx).await?;
         let def = catalog.require(name)?;
         let universe = self.universe(ctx).await?;
-        let index = if ctx.opts.use_index {
-            Some(self.index(ctx).await?)
-        } else {
-            None
-        };
+        let index = self.index_if_used(ctx).await?;
         let canon = self.canonical(ctx).await?;
         let mut ev = eval::Evaluator::new(
             ctx.clone(),
@@ -614,11 +619,7 @@ impl Segments {
     pub async fn live(&self, ctx: &EvalCtx, name: &str) -> Result<Membership> {
         let catalog = self.catalog(ctx).await?;
         let universe = self.universe(ctx).await?;
-        let index = if ctx.opts.use_index {
-            Some(self.index(ctx).await?)
-        } else {
-            None
-        };
+        let index = self.index_if_used(ctx).await?;
         let canon = self.canonical(ctx).await?;
         let mut ev = eval::Evaluator::new(
             ctx.clone(),
