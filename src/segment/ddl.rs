@@ -500,7 +500,7 @@ impl Segments {
         )];
         let expr = super::parser::parse_expr(&def.definition)
             .map_err(|e| Error::invalid(format!("segment '{name}': {e}")))?;
-        explain_node(&mut ev, &expr, 1, false, uid, &mut rows).await?;
+        explain_nodes(&mut ev, &expr, uid, &mut rows).await?;
         for p in def.purposes()? {
             let holders = self.consent_holders(ctx, p, ctx.as_of).await?;
             rows.push((
@@ -568,30 +568,35 @@ pub(crate) async fn unseen_purposes(ctx: &EvalCtx, purposes: &[String]) -> Resul
         .collect())
 }
 
-/// One node of `EXPLAIN SEGMENT … FOR USER` and, below it, its children.
-fn explain_node<'a>(
-    ev: &'a mut Evaluator<'_>,
-    e: &'a Expr,
-    depth: usize,
-    negated: bool,
+/// The nodes of `e` in tree order for `EXPLAIN SEGMENT … FOR USER`, each with whether `uid`
+/// satisfies it and its size. Walked with a work list rather than recursion: a definition may
+/// be a 1,000-deep chain, and the library runs on whatever stack its caller has.
+async fn explain_nodes(
+    ev: &mut Evaluator<'_>,
+    e: &Expr,
     uid: u32,
-    rows: &'a mut Vec<(String, bool, u64)>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
-    Box::pin(async move {
+    rows: &mut Vec<(String, bool, u64)>,
+) -> Result<()> {
+    let mut work: Vec<(&Expr, usize, bool)> = vec![(e, 1, false)];
+    while let Some((e, depth, negated)) = work.pop() {
         let bm = ev.eval(e, negated).await?;
-        let pad = "  ".repeat(depth);
         let (text, children, flip): (String, Vec<&Expr>, bool) = match e {
             Expr::Leaf(l) => (super::eval::leaf_text(l), Vec::new(), false),
             Expr::Not(x) => ("NOT".into(), vec![x.as_ref()], true),
             Expr::And(a, b) => ("AND".into(), vec![a.as_ref(), b.as_ref()], false),
             Expr::Or(a, b) => ("OR".into(), vec![a.as_ref(), b.as_ref()], false),
         };
-        rows.push((format!("{pad}{text}"), bm.contains(uid), bm.len()));
-        for c in children {
-            explain_node(ev, c, depth + 1, negated ^ flip, uid, rows).await?;
+        rows.push((
+            format!("{}{text}", "  ".repeat(depth)),
+            bm.contains(uid),
+            bm.len(),
+        ));
+        // Pushed in reverse, so the first child comes out next (tree order).
+        for c in children.into_iter().rev() {
+            work.push((c, depth + 1, negated ^ flip));
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 #[cfg(test)]

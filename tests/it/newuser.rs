@@ -575,6 +575,15 @@ async fn explain_segment_for_user_says_why() {
     )
     .await;
     assert_eq!(by_pseudonym, alice);
+    // The widest definition the language allows (1,000 leaves, a 999-deep OR chain): one row
+    // per node, and nothing recurses past what the stack holds.
+    let wide = vec!["DID 'cart' IN THE LAST 7 DAYS"; 1_000].join(" OR ");
+    e.sql(&format!("CREATE SEGMENT wide AS {wide}"))
+        .await
+        .unwrap();
+    let rows = rows_of(&e, "EXPLAIN SEGMENT wide FOR USER 'alice@x.org'").await;
+    assert_eq!(rows.len(), 2_000);
+    assert!(rows.iter().all(|r| r[1] == "true"), "alice carted");
     e.sql("FORGET USER 'carol@x.org'").await.unwrap();
     for id in ["nobody@x.org", "carol@x.org"] {
         let err = e
