@@ -69,7 +69,15 @@ impl GlobalOpts {
     /// How to open the database: `--data`, `--keyring`, and the `[storage]` section of the
     /// config file.
     pub fn engine_config(&self) -> crate::Result<crate::engine::Config> {
-        let file = self.file()?;
+        self.engine_config_of(&self.file()?)
+    }
+
+    /// [`engine_config`](Self::engine_config) with the config file already read (a command
+    /// that needs more of it reads it once).
+    pub fn engine_config_of(
+        &self,
+        file: &crate::server::auth::ServerConfig,
+    ) -> crate::Result<crate::engine::Config> {
         Ok(crate::engine::Config {
             data: self.data.clone(),
             keyring: self.keyring.clone(),

@@ -10,18 +10,22 @@ use crate::storage::{Database, Location};
 
 /// The database of `--data`, opened with this node's `--keyring` (its fingerprint must match the
 /// database's marker). Nodes never create a database.
-async fn open(global: &GlobalOpts) -> Result<(Database, Arc<Keyring>)> {
+async fn open(
+    global: &GlobalOpts,
+    file: &crate::server::auth::ServerConfig,
+) -> Result<(Database, Arc<Keyring>)> {
     crate::storage::register_handlers();
     let keyring = Keyring::open(&global.keyring)?;
-    let location = Location::parse(&global.data)?.with_options(global.engine_config()?.storage);
+    let location =
+        Location::parse(&global.data)?.with_options(global.engine_config_of(file)?.storage);
     let db = Database::open_existing(location, &keyring).await?;
     Ok((db, Arc::new(keyring)))
 }
 
 pub async fn scheduler(global: &GlobalOpts, args: SchedulerArgs) -> Result<i32> {
-    let secret =
-        crate::cluster::auth::ClusterSecret::required(global.file()?.cluster.secret.as_deref())?;
-    let (db, keyring) = open(global).await?;
+    let file = global.file()?;
+    let secret = file.cluster_secret()?;
+    let (db, keyring) = open(global, &file).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     let addr = listener.local_addr()?;
     let mut out = std::io::stdout();
@@ -32,7 +36,8 @@ pub async fn scheduler(global: &GlobalOpts, args: SchedulerArgs) -> Result<i32> 
 }
 
 pub async fn executor(global: &GlobalOpts, args: ExecutorArgs) -> Result<i32> {
-    let (db, keyring) = open(global).await?;
+    let file = global.file()?;
+    let (db, keyring) = open(global, &file).await?;
     let (scheduler_host, scheduler_port) = crate::cluster::host_port(&args.scheduler)?;
     // Ballista advertises the port it was given: port 0 is resolved here to a free port, so
     // that the scheduler is told the port the executor actually listens on.
@@ -70,9 +75,7 @@ pub async fn executor(global: &GlobalOpts, args: ExecutorArgs) -> Result<i32> {
         vcores,
         work_dir,
         memory_pool_size,
-        secret: crate::cluster::auth::ClusterSecret::required(
-            global.file()?.cluster.secret.as_deref(),
-        )?,
+        secret: file.cluster_secret()?,
     };
     let mut out = std::io::stdout();
     let _ = writeln!(

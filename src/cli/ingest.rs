@@ -10,7 +10,7 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
     let config = global.file()?;
     let engine = Engine::open(&crate::engine::Config {
         create: true,
-        ..global.engine_config()?
+        ..global.engine_config_of(&config)?
     })
     .await?
     .with_caller("cli")?;

@@ -16,7 +16,7 @@ pub async fn run(global: &GlobalOpts, args: RefreshArgs) -> Result<i32> {
         ));
     }
     let config = global.file()?;
-    let engine = Engine::open(&global.engine_config()?)
+    let engine = Engine::open(&global.engine_config_of(&config)?)
         .await?
         .with_caller("cli")?;
     let session = Arc::new(engine.new_session("cli")?);

@@ -8,12 +8,10 @@ use crate::error::{Error, Result};
 use crate::server::auth::{Role, add_user as write_user};
 
 pub async fn run(global: &GlobalOpts, args: ServeArgs) -> Result<i32> {
-    let mut engine = crate::engine::Engine::open(&global.engine_config()?).await?;
+    let file = global.file()?;
+    let mut engine = crate::engine::Engine::open(&global.engine_config_of(&file)?).await?;
     if let Some(c) = &args.cluster {
-        let secret = crate::cluster::auth::ClusterSecret::required(
-            global.file()?.cluster.secret.as_deref(),
-        )?;
-        engine = engine.with_cluster_secret(c, secret)?;
+        engine = engine.with_cluster_secret(c, file.cluster_secret()?)?;
     }
     let opts = crate::server::ServeOptions {
         addr: args.flight,

@@ -10,14 +10,12 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 pub async fn run(global: &GlobalOpts, args: SqlArgs) -> Result<i32> {
-    let mut engine = Engine::open(&global.engine_config()?)
+    let file = global.file()?;
+    let mut engine = Engine::open(&global.engine_config_of(&file)?)
         .await?
         .with_caller("cli")?;
     if let Some(c) = &args.cluster {
-        let secret = crate::cluster::auth::ClusterSecret::required(
-            global.file()?.cluster.secret.as_deref(),
-        )?;
-        engine = engine.with_cluster_secret(c, secret)?;
+        engine = engine.with_cluster_secret(c, file.cluster_secret()?)?;
     }
     let mut scripts: Vec<String> = args.command.clone();
     for f in &args.file {

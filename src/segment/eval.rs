@@ -263,6 +263,12 @@ fn map_positions(msg: &str, wrapper: &str, parts: &[&Sql]) -> String {
     out
 }
 
+/// The length of `WITHIN n unit` in microseconds (the parser refuses months, the one unit
+/// without a fixed length).
+fn within_micros(&(n, u): &(u64, Unit)) -> i64 {
+    (n as i64).saturating_mul(u.micros().unwrap_or(i64::MAX))
+}
+
 /// Window bounds `[lo, hi)` of a leaf at `as_of`.
 pub fn window_bounds(w: Option<&Window>, as_of: i64) -> (Option<i64>, i64) {
     match w {
@@ -579,9 +585,7 @@ impl<'a> Evaluator<'a> {
                             idx,
                             first,
                             then,
-                            within.as_ref().map(|(n, u)| {
-                                (*n as i64).saturating_mul(u.micros().unwrap_or(i64::MAX))
-                            }),
+                            within.as_ref().map(within_micros),
                             lo,
                             hi,
                         )
@@ -605,13 +609,13 @@ impl<'a> Evaluator<'a> {
                         a = event_cond(first),
                         b = event_cond(then)
                     ),
-                    Some((n, u)) => format!(
+                    Some(w_in) => format!(
                         "SELECT DISTINCT x.uid FROM (SELECT uid, ts FROM {ev} WHERE ({a}) AND {w}) x \
                          JOIN (SELECT uid, ts FROM {ev} WHERE ({b}) AND {w}) y \
                          ON x.uid = y.uid AND x.ts < y.ts AND y.ts <= x.ts + arrow_cast({d}, 'Duration(Microsecond)')",
                         a = event_cond(first),
                         b = event_cond(then),
-                        d = (*n as i64).saturating_mul(u.micros().unwrap_or(i64::MAX))
+                        d = within_micros(w_in)
                     ),
                 };
                 let bm = uid_bitmap(&self.ctx, &q).await.map_err(|e| {

@@ -192,6 +192,11 @@ fn default_ttl() -> u64 {
 }
 
 impl ServerConfig {
+    /// The cluster's secret: `SEGDB_CLUSTER_SECRET`, else `[cluster] secret`; a cluster needs one.
+    pub fn cluster_secret(&self) -> Result<crate::cluster::auth::ClusterSecret> {
+        crate::cluster::auth::ClusterSecret::required(self.cluster.secret.as_deref())
+    }
+
     /// Read the config file; a missing file is an empty config (no users).
     pub fn load(path: &Path) -> Result<ServerConfig> {
         let text = match std::fs::read_to_string(path) {

@@ -265,11 +265,6 @@ impl Target {
             object_store::path::Path::from(format!("{}/{name}", self.prefix))
         }
     }
-
-    /// Whether `url` (canonical) lies under one of `allowed` (URL prefixes).
-    pub fn is_under(&self, allowed: &[String]) -> bool {
-        under(&self.url, allowed)
-    }
 }
 
 /// Refuse a canonical target URL outside `allowed` (`None`: anything goes).
