@@ -111,6 +111,12 @@ pub enum Command {
     /// Remove superseded data files and old log entries from every table (after FORGET, no byte
     /// of a forgotten pseudonym remains).
     Vacuum,
+    /// Compact small files into files of about `[storage] target_file_mb` and write a
+    /// checkpoint, in a commit that changes no data (every table, or the one named).
+    Optimize {
+        /// events, profiles, consent, identity, or an engine table under _segdb/.
+        table: Option<String>,
+    },
     /// Manage pseudonymisation keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -221,6 +227,10 @@ pub struct ServeArgs {
     /// Run queries over the tables on a Ballista cluster: df://HOST:PORT of `segdb scheduler`.
     #[arg(long, env = "SEGDB_CLUSTER")]
     pub cluster: Option<String>,
+    /// Also listen for HTTP (the collector, /healthz, /metrics) on host:port (port 0 picks a
+    /// free one); off unless given here or as `[http] listen`.
+    #[arg(long, env = "SEGDB_HTTP")]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +324,10 @@ pub struct IngestArgs {
     /// COL=KEEP (not personal after all; audited). Repeatable; overrides ALTER TABLE … SET PII.
     #[arg(long = "pii", value_parser = crate::ingest::pii::parse_arg)]
     pub pii: Vec<(String, crate::storage::settings::PiiRule)>,
+    /// Profiles only: merge each row into the stored profile (an attribute the row leaves empty
+    /// keeps its stored value) instead of replacing the stored row whole.
+    #[arg(long, env = "SEGDB_INGEST_MERGE")]
+    pub merge: bool,
 }
 
 /// Output format of the generator.

@@ -21,12 +21,14 @@
 pub mod bitmap;
 pub mod cli;
 pub mod cluster;
+pub mod collector;
 pub mod config;
 pub mod datagen;
 pub mod engine;
 pub mod erasure;
 pub mod error;
 pub mod functions;
+pub mod http;
 pub mod index;
 pub mod ingest;
 pub mod limits;

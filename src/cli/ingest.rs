@@ -20,7 +20,14 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
         progress: true,
         pii: args.pii.clone(),
         max_ids_per_profile: Some(config.identity.max_ids_per_profile),
+        merge: args.merge,
     };
+    if args.merge && args.kind != crate::ingest::Kind::Profiles {
+        return Err(Error::invalid(format!(
+            "--merge applies to profiles loads, not {}",
+            args.kind.name()
+        )));
+    }
     let report = match engine.ingest(args.kind, &args.files, &opts).await {
         Ok(r) => r,
         Err(e @ Error::Rejected(_)) => {

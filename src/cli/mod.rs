@@ -62,6 +62,33 @@ pub async fn run(cli: Cli) -> Result<i32> {
             )?;
             Ok(0)
         }
+        Command::Optimize { table } => {
+            let file = cli.global.file()?;
+            let engine = crate::engine::Engine::open(&cli.global.engine_config_of(&file)?)
+                .await?
+                .with_caller("cli")?;
+            if let Some(mb) = file.storage.target_file_mb {
+                engine
+                    .shared()
+                    .target_file_mb
+                    .store(mb, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(t) = &table {
+                // The name is checked here, so it is never spliced into SQL unchecked.
+                crate::storage::optimize::tables_named(Some(t))?;
+            }
+            let sql = match &table {
+                Some(t) => format!("OPTIMIZE {t}"),
+                None => "OPTIMIZE".to_string(),
+            };
+            let r = engine.sql(&sql).await?;
+            crate::cli::output::print(
+                &mut std::io::stdout(),
+                &r,
+                crate::config::OutputFormat::Table,
+            )?;
+            Ok(0)
+        }
         Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Scheduler(args) => cluster::scheduler(&cli.global, args).await,
         Command::Executor(args) => cluster::executor(&cli.global, args).await,

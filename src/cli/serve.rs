@@ -13,20 +13,36 @@ pub async fn run(global: &GlobalOpts, args: ServeArgs) -> Result<i32> {
     if let Some(c) = &args.cluster {
         engine = engine.with_cluster_secret(c, file.cluster_secret()?)?;
     }
+    let http =
+        match (args.http, &file.http.listen) {
+            (Some(a), _) => Some(a),
+            (None, Some(s)) => Some(s.parse().map_err(|e| {
+                Error::invalid(format!("[http] listen = {s:?} is not host:port: {e}"))
+            })?),
+            (None, None) => None,
+        };
     let opts = crate::server::ServeOptions {
         addr: args.flight,
+        http,
         config: global.config.clone(),
         insecure_no_auth: args.insecure_no_auth,
         tls: args.tls_cert.zip(args.tls_key),
     };
     let tls = opts.tls.is_some();
-    crate::server::serve(engine, &opts, |addr| {
+    crate::server::serve(engine, &opts, |addr, http| {
         let mut out = std::io::stdout();
         let _ = writeln!(
             out,
             "segdb serve: Flight SQL on {}://{addr}",
             if tls { "grpc+tls" } else { "grpc" }
         );
+        if let Some(h) = http {
+            let _ = writeln!(
+                out,
+                "segdb serve: HTTP on {}://{h}",
+                if tls { "https" } else { "http" }
+            );
+        }
         let _ = out.flush();
     })
     .await?;

@@ -37,6 +37,10 @@ pub async fn plan(db: &Database, from: u64, to: u64) -> Result<Plan> {
         let Some(c) = crate::storage::log::commit(db, Table::Events, v).await? else {
             return Ok(Plan::Rebuild);
         };
+        if c.op.as_deref() == Some("optimize") {
+            // Compaction rewrites files without changing a row.
+            continue;
+        }
         if c.removed > 0 {
             if c.op.as_deref() == Some("forget") {
                 continue;

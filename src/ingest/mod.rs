@@ -102,6 +102,9 @@ pub struct IngestOptions {
     pub pii: Vec<(String, crate::storage::settings::PiiRule)>,
     /// `[identity] max_ids_per_profile` (default 50).
     pub max_ids_per_profile: Option<usize>,
+    /// Profiles only: merge each row into the stored one (attributes the row leaves NULL keep
+    /// their stored values) instead of replacing it whole.
+    pub merge: bool,
 }
 
 /// What a load did.
@@ -508,7 +511,7 @@ async fn load(
             if raced(&*db.latest_suppression().await?) {
                 return Err(forget_raced());
             }
-            upsert_profiles(table, held).await?
+            upsert_profiles(table, held, opts.merge).await?
         }
     };
     // A FORGET that committed between the check and the commit: complete it on these rows.
@@ -741,8 +744,14 @@ where
 }
 
 /// Profiles are upserts: the latest row of a user in this load replaces their stored row whole
-/// (attributes the new row lacks become NULL). One MERGE, one commit.
-async fn upsert_profiles(mut table: DeltaTable, held: Vec<RecordBatch>) -> Result<u64> {
+/// (attributes the new row lacks become NULL). With `merge`, a user's rows are merged instead:
+/// each attribute takes the load's last non-NULL value, else keeps the stored one. One MERGE,
+/// one commit.
+async fn upsert_profiles(
+    mut table: DeltaTable,
+    held: Vec<RecordBatch>,
+    merge: bool,
+) -> Result<u64> {
     use datafusion::common::Column;
     use datafusion::logical_expr::Expr;
 
@@ -777,39 +786,58 @@ async fn upsert_profiles(mut table: DeltaTable, held: Vec<RecordBatch>) -> Resul
         .iter()
         .map(|b| conform(b, &merged))
         .collect::<Result<_>>()?;
-    // Last row per user wins within the load.
-    let mut last: HashMap<i64, (usize, usize)> = HashMap::new();
-    for (bi, b) in batches.iter().enumerate() {
-        let uids = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
-            .expect("uid is Int64");
-        for r in 0..b.num_rows() {
-            last.insert(uids.value(r), (bi, r));
-        }
+    use arrow::array::Array;
+    let all = arrow::compute::concat_batches(&merged, &batches)?;
+    let uids = all
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .expect("uid is Int64")
+        .clone();
+    // One output row per user, in the order of their first row.
+    let mut slot: HashMap<i64, usize> = HashMap::new();
+    let mut rows_of: Vec<Vec<u32>> = Vec::new();
+    for r in 0..all.num_rows() {
+        let s = *slot.entry(uids.value(r)).or_insert_with(|| {
+            rows_of.push(Vec::new());
+            rows_of.len() - 1
+        });
+        rows_of[s].push(r as u32);
     }
-    let mut keep: Vec<Vec<u32>> = vec![Vec::new(); batches.len()];
-    for (bi, r) in last.into_values() {
-        keep[bi].push(r as u32);
-    }
-    let mut source = Vec::new();
-    for (b, mut rows) in batches.iter().zip(keep) {
-        rows.sort_unstable();
-        let idx = UInt32Array::from(rows);
-        let cols = b
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::take(c, &idx, None))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        source.push(RecordBatch::try_new(merged.clone(), cols)?);
-    }
+    let cols = all
+        .columns()
+        .iter()
+        .map(|c| {
+            // Replace: the user's last row. Merge: per attribute, the last non-NULL value.
+            let idx: UInt32Array = rows_of
+                .iter()
+                .map(|rows| {
+                    if merge {
+                        rows.iter()
+                            .rev()
+                            .find(|r| c.is_valid(**r as usize))
+                            .copied()
+                    } else {
+                        rows.last().copied()
+                    }
+                })
+                .collect();
+            arrow::compute::take(c, &idx, None)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let source = vec![RecordBatch::try_new(merged.clone(), cols)?];
 
     let ctx = SessionContext::new();
     let df = ctx.read_batches(source)?;
     let src = |c: &str| Expr::Column(Column::new(Some("source"), c));
-    let predicate = Expr::Column(Column::new(Some("target"), "uid")).eq(src("uid"));
+    let tgt = |c: &str| Expr::Column(Column::new(Some("target"), c));
+    let predicate = tgt("uid").eq(src("uid"));
     let cols: Vec<String> = merged.fields().iter().map(|f| f.name().clone()).collect();
+    let existing: std::collections::HashSet<String> = target_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let (table, metrics) = table
         .merge(df, predicate)
         .with_source_alias("source")
@@ -817,7 +845,15 @@ async fn upsert_profiles(mut table: DeltaTable, held: Vec<RecordBatch>) -> Resul
         .with_merge_schema(true)
         .when_matched_update(|mut u| {
             for c in &cols {
-                u = u.update(Column::new_unqualified(c), src(c));
+                let keep_stored = merge
+                    && existing.contains(c)
+                    && !["user_id", "uid", "updated_at"].contains(&c.as_str());
+                let value = if keep_stored {
+                    datafusion::functions::core::expr_fn::coalesce(vec![src(c), tgt(c)])
+                } else {
+                    src(c)
+                };
+                u = u.update(Column::new_unqualified(c), value);
             }
             u
         })?

@@ -319,6 +319,22 @@ pub enum Statement {
     ShowTraits,
     Forget(ForgetTarget),
     Vacuum,
+    /// `CREATE SOURCE [IF NOT EXISTS] name [COMMENT '…']`.
+    CreateSource {
+        name: String,
+        if_not_exists: bool,
+        comment: Option<String>,
+    },
+    /// `ALTER SOURCE name ROTATE KEY`.
+    RotateSourceKey(String),
+    /// `DROP SOURCE [IF EXISTS] name`.
+    DropSource {
+        name: String,
+        if_exists: bool,
+    },
+    ShowSources,
+    /// `OPTIMIZE [table]`: compact small files and write a checkpoint.
+    Optimize(Option<String>),
     SetRetention {
         table: String,
         days: Option<u32>,

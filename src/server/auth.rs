@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub storage: StorageSection,
     #[serde(default)]
     pub cluster: ClusterSection,
+    #[serde(default)]
+    pub http: crate::http::HttpConfig,
+    #[serde(default)]
+    pub collector: crate::collector::CollectorConfig,
 }
 
 /// `[cluster]`: the secret shared by a cluster's scheduler, executors and clients
@@ -64,6 +68,8 @@ pub struct StorageSection {
     pub kms_key_id: Option<String>,
     /// A file holding the base64 of 32 bytes (SSE-C).
     pub sse_c_key_file: Option<PathBuf>,
+    /// The size `OPTIMIZE` compacts files to (MB; default 128).
+    pub target_file_mb: Option<u64>,
 }
 
 impl StorageSection {

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub insecure_no_auth: bool,
     /// PEM certificate chain and key: serve TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where to listen for HTTP (the collector), if at all.
+    pub http: Option<SocketAddr>,
 }
 
 /// Serve until SIGINT or SIGTERM. `on_listen` is called with the bound address once the server
@@ -40,7 +42,7 @@ pub struct ServeOptions {
 pub async fn serve(
     engine: Engine,
     opts: &ServeOptions,
-    on_listen: impl FnOnce(SocketAddr),
+    on_listen: impl FnOnce(SocketAddr, Option<SocketAddr>),
 ) -> Result<()> {
     let config = auth::ServerConfig::load(&opts.config)?;
     let authenticator = Arc::new(auth::Authenticator::new(&config, opts.insecure_no_auth));
@@ -65,6 +67,18 @@ pub async fn serve(
         config.identity.max_ids_per_profile,
         std::sync::atomic::Ordering::Relaxed,
     );
+    let collector_settings = config.collector.settings()?;
+    *engine
+        .shared()
+        .collector_settings
+        .write()
+        .expect("not poisoned") = collector_settings.clone();
+    if let Some(mb) = config.storage.target_file_mb {
+        engine
+            .shared()
+            .target_file_mb
+            .store(mb, std::sync::atomic::Ordering::Relaxed);
+    }
     let service = service::SegdbFlightSql::new(engine.shared().clone(), authenticator);
     let inflight = service.inflight();
     // Materialised segments refresh on their schedules while the server runs.
@@ -114,7 +128,23 @@ pub async fn serve(
             shutdown,
         );
     tracing::info!(target: "segdb::server", addr = %local, tls = opts.tls.is_some(), "listening");
-    on_listen(local);
+    let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_addr = None;
+    let mut background = Vec::new();
+    if let Some(addr) = opts.http {
+        let http =
+            crate::http::Http::bind(&engine, addr, opts.tls.as_ref(), collector_settings.clone())
+                .await?;
+        http_addr = Some(http.local_addr()?);
+        tracing::info!(target: "segdb::http", addr = %http_addr.expect("bound"), "listening");
+        background.push(tokio::spawn(http.serve(http_stop_rx.clone())));
+        background.push(tokio::spawn(compact_on_schedule(
+            engine.shared().clone(),
+            collector_settings.compact_every,
+            http_stop_rx,
+        )));
+    }
+    on_listen(local, http_addr);
     let signals = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -149,8 +179,44 @@ pub async fn serve(
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
+    let _ = http_stop_tx.send(true);
+    for b in background {
+        let _ = tokio::time::timeout(Duration::from_secs(10), b).await;
+    }
     let _ = sched_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), scheduler).await;
     tracing::info!(target: "segdb::server", "stopped");
     Ok(())
+}
+
+/// `[collector] compact_every`: compact every table while the collector has committed since the
+/// last run (OPTIMIZE without a table).
+async fn compact_on_schedule(
+    shared: Arc<crate::session::Shared>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut done_at = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = crate::http::stopped(&mut stop) => return,
+        }
+        let commits = shared.collector.commits.load(Ordering::Relaxed);
+        if commits == done_at {
+            continue;
+        }
+        done_at = commits;
+        let mb = shared.target_file_mb.load(Ordering::Relaxed);
+        for t in crate::storage::Table::BASE
+            .into_iter()
+            .chain(crate::storage::Table::ENGINE)
+        {
+            if let Err(e) = crate::storage::optimize::optimize(&shared.db, t, mb).await {
+                tracing::warn!(target: "segdb::server", table = t.name(), error = %e, "scheduled compaction failed; it runs again at the next interval");
+            }
+        }
+        shared.db.forget_handles().await;
+    }
 }

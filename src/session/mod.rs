@@ -61,6 +61,11 @@ pub struct Shared {
     pub(crate) cluster: RwLock<Option<(String, crate::cluster::auth::ClusterSecret)>>,
     /// Plans submitted to the cluster so far.
     pub(crate) cluster_jobs: Arc<std::sync::atomic::AtomicU64>,
+    /// What this process's collector counted (`SHOW SOURCES`, `collector_rejects()`).
+    pub collector: Arc<crate::collector::stats::Stats>,
+    /// `[collector]` of the server's config (key grace), `[storage] target_file_mb`.
+    pub collector_settings: RwLock<crate::collector::Settings>,
+    pub target_file_mb: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -84,6 +89,11 @@ impl Shared {
             inner_planner: RwLock::new(None),
             cluster: RwLock::new(None),
             cluster_jobs: Default::default(),
+            collector: Default::default(),
+            collector_settings: RwLock::new(Default::default()),
+            target_file_mb: std::sync::atomic::AtomicU64::new(
+                crate::storage::optimize::DEFAULT_TARGET_FILE_MB,
+            ),
         }))
     }
 
@@ -270,6 +280,10 @@ impl Session {
         for (name, f) in crate::segment::functions::table_functions(&shared.segments) {
             ctx.register_udtf(name, f);
         }
+        ctx.register_udtf(
+            "collector_rejects",
+            crate::collector::stats::udtf(shared.collector.clone()),
+        );
         Ok(Session {
             shared,
             ctx,

@@ -31,6 +31,42 @@ fn counts(names: &[&str], values: &[u64]) -> Result<QueryResult> {
     )
 }
 
+fn key_result(k: &crate::collector::sources::NewKey) -> Result<QueryResult> {
+    let b = crate::collector::sources::key_batch(k)?;
+    Ok(QueryResult {
+        schema: b.schema(),
+        batches: vec![b],
+    })
+}
+
+/// One row per table: `table, files_removed, files_added, version`.
+fn optimize_result(done: &[crate::storage::optimize::Compacted]) -> Result<QueryResult> {
+    use arrow::array::StringArray;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new("files_removed", DataType::UInt64, false),
+        Field::new("files_added", DataType::UInt64, false),
+        Field::new("version", DataType::UInt64, false),
+    ]));
+    result(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                done.iter().map(|c| c.table.path().to_string()),
+            )) as _,
+            Arc::new(UInt64Array::from_iter_values(
+                done.iter().map(|c| c.files_removed),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                done.iter().map(|c| c.files_added),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                done.iter().map(|c| c.version),
+            )),
+        ],
+    )
+}
+
 /// Run one segdb statement in the statement context `stmt_ctx`.
 pub(super) async fn execute(
     session: &Session,
@@ -176,5 +212,53 @@ pub(super) async fn execute(
             crate::segment::traits::drop(segments, &ctx, name, *if_exists).await
         }
         Statement::ShowTraits => crate::segment::traits::show(segments, &ctx).await,
+        Statement::CreateSource {
+            name,
+            if_not_exists,
+            comment,
+        } => {
+            use crate::collector::sources;
+            match sources::create(
+                &shared.db,
+                &shared.keyring,
+                name,
+                comment.as_deref(),
+                *if_not_exists,
+            )
+            .await?
+            {
+                Some(k) => key_result(&k),
+                None => Ok(empty()),
+            }
+        }
+        Statement::RotateSourceKey(name) => {
+            use crate::collector::sources;
+            let grace = shared
+                .collector_settings
+                .read()
+                .expect("not poisoned")
+                .key_grace_micros;
+            let k = sources::rotate(&shared.db, &shared.keyring, name, grace).await?;
+            key_result(&k)
+        }
+        Statement::DropSource { name, if_exists } => {
+            crate::collector::sources::drop(&shared.db, name, *if_exists).await?;
+            Ok(empty())
+        }
+        Statement::ShowSources => {
+            crate::collector::sources::show(&shared.db, &shared.collector).await
+        }
+        Statement::Optimize(name) => {
+            use crate::storage::optimize;
+            let mb = shared
+                .target_file_mb
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let mut done = Vec::new();
+            for t in optimize::tables_named(name.as_deref())? {
+                done.push(optimize::optimize(&shared.db, t, mb).await?);
+            }
+            shared.db.forget_handles().await;
+            optimize_result(&done)
+        }
     }
 }

@@ -49,6 +49,8 @@ fn ast_kind(s: &S) -> Kind {
         S::Query(q) => {
             if selects_into(q) {
                 Kind::Write
+            } else if reads_collector(q) {
+                Kind::Monitor
             } else {
                 Kind::Query
             }
@@ -105,4 +107,21 @@ fn ast_kind(s: &S) -> Kind {
         // CTAS, INSERT, UPDATE, DELETE, MERGE, COPY, TRUNCATE, and everything not listed.
         _ => Kind::Write,
     }
+}
+
+/// Does a query call `collector_rejects()` (analysts and admins only)?
+fn reads_collector(q: &sqlparser::ast::Query) -> bool {
+    let mut hit = false;
+    let _ = sqlparser::ast::visit_relations(q, |name| {
+        if name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("collector_rejects"))
+        {
+            hit = true;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    hit
 }

@@ -51,8 +51,10 @@ pub enum Kind {
     Export,
     /// FORGET USER / FORGET USERS IN.
     Erasure,
-    /// VACUUM, ALTER TABLE … SET PII / RETENTION.
+    /// VACUUM, OPTIMIZE, ALTER TABLE … SET PII / RETENTION, CREATE / ALTER / DROP SOURCE.
     Maintenance,
+    /// What the collector saw: SHOW SOURCES, `collector_rejects()` (analysts and admins).
+    Monitor,
     /// Views, tables, schemas, external tables, functions.
     Ddl,
     /// INSERT, UPDATE, DELETE, COPY, SELECT … INTO, CTAS, and anything not recognised.
@@ -71,6 +73,7 @@ impl Kind {
             Kind::Export => "export",
             Kind::Erasure => "erasure",
             Kind::Maintenance => "maintenance",
+            Kind::Monitor => "monitor",
             Kind::Ddl => "ddl",
             Kind::Write => "write",
         }
@@ -79,7 +82,7 @@ impl Kind {
     /// Whether it only reads (or only changes the caller's session).
     pub fn is_read_only(&self) -> bool {
         match self {
-            Kind::Query | Kind::Setting => true,
+            Kind::Query | Kind::Setting | Kind::Monitor => true,
             Kind::Prepare(inner) => inner.is_read_only(),
             _ => false,
         }
@@ -125,7 +128,7 @@ impl Role {
             (Role::Admin, _) => true,
             (_, Kind::Query | Kind::Setting | Kind::Execute(_)) => true,
             (_, Kind::Prepare(inner)) => self.allows(inner),
-            (Role::Analyst, Kind::SegmentDdl | Kind::Export) => true,
+            (Role::Analyst, Kind::SegmentDdl | Kind::Export | Kind::Monitor) => true,
             _ => false,
         }
     }
@@ -243,6 +246,7 @@ pub fn segdb_kind(s: &ast::Statement) -> Kind {
         | S::ExplainForUser { .. }
         | S::ShowTraits
         | S::ShowExports => Kind::Query,
+        S::ShowSources => Kind::Monitor,
         S::CreateSegment(_)
         | S::DropSegment { .. }
         | S::AlterSegment { .. }
@@ -251,7 +255,13 @@ pub fn segdb_kind(s: &ast::Statement) -> Kind {
         | S::DropTrait { .. } => Kind::SegmentDdl,
         S::Export(_) | S::CreateExport { .. } | S::DropExport { .. } => Kind::Export,
         S::Forget(_) => Kind::Erasure,
-        S::Vacuum | S::SetRetention { .. } | S::SetPii { .. } => Kind::Maintenance,
+        S::Vacuum
+        | S::SetRetention { .. }
+        | S::SetPii { .. }
+        | S::CreateSource { .. }
+        | S::RotateSourceKey(_)
+        | S::DropSource { .. }
+        | S::Optimize(_) => Kind::Maintenance,
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod commit;
 pub(crate) mod location;
 pub mod log;
+pub mod optimize;
 pub mod provider;
 pub mod settings;
 mod snapshot;

@@ -38,6 +38,11 @@ pub enum Table {
     Exports,
     /// `_segdb/export_runs`: one row per export run.
     ExportRuns,
+    /// `_segdb/sources`: collector sources and the keyed hashes of their write keys.
+    Sources,
+    /// `_segdb/collected`: keyed hashes of the `(source, messageId)` pairs the collector
+    /// acknowledged (for exactly-once across restarts).
+    Collected,
 }
 
 impl Table {
@@ -49,7 +54,7 @@ impl Table {
         Table::Identity,
     ];
     /// The engine's own tables under `_segdb/`.
-    pub const ENGINE: [Table; 9] = [
+    pub const ENGINE: [Table; 11] = [
         Table::Segments,
         Table::EventIndex,
         Table::Suppression,
@@ -59,6 +64,8 @@ impl Table {
         Table::Traits,
         Table::Exports,
         Table::ExportRuns,
+        Table::Sources,
+        Table::Collected,
     ];
     /// Every table a statement may read, pinned together by [`super::Snapshot::pin`].
     pub const READ: [Table; 12] = [
@@ -92,6 +99,8 @@ impl Table {
             Table::Traits => "traits",
             Table::Exports => "exports",
             Table::ExportRuns => "export_runs",
+            Table::Sources => "sources",
+            Table::Collected => "collected",
         }
     }
 
@@ -108,6 +117,8 @@ impl Table {
             Table::Traits => "_segdb/traits",
             Table::Exports => "_segdb/exports",
             Table::ExportRuns => "_segdb/export_runs",
+            Table::Sources => "_segdb/sources",
+            Table::Collected => "_segdb/collected",
         }
     }
 
@@ -245,6 +256,16 @@ pub fn base_schema(table: Table) -> SchemaRef {
             text("error"),
             int("took_ms"),
         ],
+        Table::Sources => vec![
+            text("name"),
+            text("key_hash"),
+            text("key_prefix"),
+            text("comment"),
+            ts("created_at"),
+            text("old_key_hash"),
+            ts("old_key_until"),
+        ],
+        Table::Collected => vec![int("key"), ts("at")],
     };
     Arc::new(Schema::new(fields))
 }

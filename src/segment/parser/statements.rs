@@ -21,19 +21,20 @@ impl Parser<'_> {
             if kw(j, "MATERIALIZED") {
                 j += 1;
             }
-            return kw(j, "SEGMENT") || kw(j, "TRAIT") || kw(j, "EXPORT");
+            return kw(j, "SEGMENT") || kw(j, "TRAIT") || kw(j, "EXPORT") || kw(j, "SOURCE");
         }
         if kw(0, "DROP") {
-            return kw(1, "SEGMENT") || kw(1, "TRAIT") || kw(1, "EXPORT");
+            return kw(1, "SEGMENT") || kw(1, "TRAIT") || kw(1, "EXPORT") || kw(1, "SOURCE");
         }
         if kw(0, "SHOW") {
-            return kw(1, "SEGMENTS") || kw(1, "TRAITS") || kw(1, "EXPORTS");
+            return kw(1, "SEGMENTS") || kw(1, "TRAITS") || kw(1, "EXPORTS") || kw(1, "SOURCES");
         }
         if kw(0, "DESCRIBE") || kw(0, "EXPLAIN") {
             return kw(1, "SEGMENT");
         }
         if kw(0, "ALTER") {
             return kw(1, "SEGMENT")
+                || kw(1, "SOURCE")
                 || (kw(1, "TABLE")
                     && ((kw(3, "SET") && (kw(4, "PII") || kw(4, "RETENTION")))
                         || (kw(3, "RESET") && kw(4, "RETENTION"))));
@@ -41,6 +42,7 @@ impl Parser<'_> {
         (kw(0, "REFRESH") || kw(0, "EXPORT")) && kw(1, "SEGMENT")
             || kw(0, "FORGET")
             || kw(0, "VACUUM")
+            || kw(0, "OPTIMIZE")
     }
 
     fn if_not_exists(&mut self) -> Result<bool, ParseError> {
@@ -124,6 +126,23 @@ impl Parser<'_> {
                 }
                 return self.create_trait(or_replace).map(Statement::CreateTrait);
             }
+            if self.eat_kw("SOURCE") {
+                if or_replace || materialized {
+                    return Err(self.error_at(0, "expected CREATE SOURCE name [COMMENT '…']"));
+                }
+                let if_not_exists = self.if_not_exists()?;
+                let name = self.name("a source name")?;
+                let comment = if self.eat_kw("COMMENT") {
+                    Some(self.string("a comment")?)
+                } else {
+                    None
+                };
+                return Ok(Statement::CreateSource {
+                    name,
+                    if_not_exists,
+                    comment,
+                });
+            }
             if self.eat_kw("EXPORT") {
                 if or_replace || materialized {
                     return Err(self.error_at(0, "expected CREATE EXPORT name FOR SEGMENT …"));
@@ -134,6 +153,11 @@ impl Parser<'_> {
             return self.create_segment(or_replace, materialized);
         }
         if self.eat_kw("DROP") {
+            if self.eat_kw("SOURCE") {
+                let if_exists = self.if_exists()?;
+                let name = self.name("a source name")?;
+                return Ok(Statement::DropSource { name, if_exists });
+            }
             let what = if self.eat_kw("SEGMENT") {
                 0
             } else if self.eat_kw("TRAIT") {
@@ -157,6 +181,9 @@ impl Parser<'_> {
             if self.eat_kw("TRAITS") {
                 return Ok(Statement::ShowTraits);
             }
+            if self.eat_kw("SOURCES") {
+                return Ok(Statement::ShowSources);
+            }
             self.expect_kw("EXPORTS")?;
             return Ok(Statement::ShowExports);
         }
@@ -175,6 +202,12 @@ impl Parser<'_> {
             return Ok(Statement::ExplainSegment(name));
         }
         if self.eat_kw("ALTER") {
+            if self.eat_kw("SOURCE") {
+                let name = self.name("a source name")?;
+                self.expect_kw("ROTATE")?;
+                self.expect_kw("KEY")?;
+                return Ok(Statement::RotateSourceKey(name));
+            }
             if self.eat_kw("SEGMENT") {
                 let name = self.name("a segment name")?;
                 self.expect_kw("SET")?;
@@ -251,6 +284,14 @@ impl Parser<'_> {
         }
         if self.eat_kw("VACUUM") {
             return Ok(Statement::Vacuum);
+        }
+        if self.eat_kw("OPTIMIZE") {
+            let table = if self.at_end() {
+                None
+            } else {
+                Some(self.name("a table name")?)
+            };
+            return Ok(Statement::Optimize(table));
         }
         Err(self.error_here("expected a segdb statement"))
     }

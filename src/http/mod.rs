@@ -1,0 +1,235 @@
+//! The HTTP listener of `segdb serve` (`--http`, DESIGN §14): the collector (`/v1/…`,
+//! `/beacon/v1/batch`, `/sourceConfig/`), `/healthz` and `/metrics`. One accept loop serves plain
+//! HTTP/1.1 or, with the server's `--tls-cert/--tls-key`, HTTPS.
+
+mod collect;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::collector::commit::Collector;
+use crate::collector::sources::Keys;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// `[http]` of the config file.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` to listen on (`--http` and `SEGDB_HTTP` win).
+    pub listen: Option<String>,
+}
+
+/// What the routes share.
+pub(crate) struct State {
+    pub(crate) collector: Arc<Collector>,
+    pub(crate) keys: Keys,
+}
+
+/// A bound HTTP listener, ready to serve.
+pub struct Http {
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Http {
+    /// Bind `addr`, read the TLS files, start the collector's committer.
+    pub async fn bind(
+        engine: &Engine,
+        addr: SocketAddr,
+        tls: Option<&(PathBuf, PathBuf)>,
+        settings: crate::collector::Settings,
+    ) -> Result<Http> {
+        let tls = match tls {
+            Some((cert, key)) => Some(acceptor(cert, key)?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::invalid(format!("cannot listen for HTTP on {addr}: {e}")))?;
+        let shared = engine.shared();
+        let recent = recent_event_ids(engine).await?;
+        let collector = Collector::start(
+            shared.db.clone(),
+            shared.keyring.clone(),
+            settings.clone(),
+            shared.collector.clone(),
+            recent,
+        )
+        .await?;
+        let state = Arc::new(State {
+            collector,
+            keys: Keys::new(shared.db.clone(), &shared.keyring),
+        });
+        Ok(Http {
+            listener,
+            router: router(state, &settings),
+            tls,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serve until `stop` turns true.
+    pub async fn serve(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Http {
+            listener,
+            router,
+            tls,
+        } = self;
+        loop {
+            let (stream, _) = tokio::select! {
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(target: "segdb::http", error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped(&mut stop) => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let router = router.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let service = hyper_util::service::TowerToHyperService::new(router);
+                let http = hyper::server::conn::http1::Builder::new();
+                let r = match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(s), service)
+                                .await
+                        }
+                        Err(_) => return,
+                    },
+                    None => {
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await
+                    }
+                };
+                if let Err(e) = r {
+                    tracing::debug!(target: "segdb::http", error = %e, "connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<std::result::Result<_, _>>())
+        .map_err(|e| Error::invalid(format!("cannot read {}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::invalid(format!("cannot read {}: {e}", key.display())))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::invalid(format!("TLS setup failed: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+fn router(state: Arc<State>, settings: &crate::collector::Settings) -> Router {
+    use axum::http::{HeaderName, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = if settings.cors_origins.iter().any(|o| o == "*") {
+        // Any origin, echoed back (no cookies are accepted either way).
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(
+            settings
+                .cors_origins
+                .iter()
+                .filter_map(|o| o.parse().ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let cors = CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            HeaderName::from_static("x-retry-count"),
+            HeaderName::from_static("anonymousid"),
+            HeaderName::from_static("sentat"),
+            HeaderName::from_static("rsa-request-id"),
+            HeaderName::from_static("rsa-api-key"),
+            HeaderName::from_static("rsa-sdk-version"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600));
+    let collector = Router::new()
+        .route("/v1/m", post(collect::metrics_beacon))
+        .route("/v1/{call}", post(collect::collect))
+        .route("/beacon/v1/batch", post(collect::collect_beacon))
+        .route("/sourceConfig", get(collect::source_config))
+        .route("/sourceConfig/", get(collect::source_config))
+        .layer(cors)
+        .with_state(state.clone());
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(collect::metrics))
+        .with_state(state)
+        .merge(collector)
+}
+
+/// The `(source, message_id, received_at)` of collected events newer than the last entry of
+/// `_segdb/collected` (less ten minutes): a crash between the events commit and the log's commit
+/// leaves them only there.
+async fn recent_event_ids(engine: &Engine) -> Result<Vec<(String, String, i64)>> {
+    use arrow::array::{Array, AsArray};
+    let db = &engine.shared().db;
+    let events = db.load(crate::storage::Table::Events).await?;
+    let schema = events.snapshot()?.snapshot().arrow_schema();
+    if ["source", "message_id", "received_at"]
+        .iter()
+        .any(|c| schema.field_with_name(c).is_err())
+    {
+        return Ok(Vec::new());
+    }
+    let since = match crate::collector::commit::last_logged(db).await? {
+        Some(at) => at - 600_000_000,
+        None => i64::MIN / 2,
+    };
+    let session = engine.new_session("collector")?;
+    let sql = format!(
+        "SELECT source, message_id, CAST(received_at AS BIGINT) AS at FROM events \
+         WHERE message_id IS NOT NULL AND source IS NOT NULL \
+         AND received_at >= to_timestamp_micros({since})"
+    );
+    let r = session.sql(&sql).await?;
+    let mut out = Vec::new();
+    for b in &r.batches {
+        let s = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let m = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
+        let at = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Int64)?;
+        let (s, m, at) = (
+            s.as_string::<i32>(),
+            m.as_string::<i32>(),
+            at.as_primitive::<arrow::datatypes::Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            if s.is_valid(i) && m.is_valid(i) {
+                out.push((s.value(i).to_string(), m.value(i).to_string(), at.value(i)));
+            }
+        }
+    }
+    Ok(out)
+}
