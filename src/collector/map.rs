@@ -455,8 +455,20 @@ pub fn map(
                 out: Fields::default(),
                 dropped: Vec::new(),
             };
+            // Segment sends `traits`; RudderStack's SDKs send `context.traits`. Both count, the
+            // top-level ones first.
             if let Some(t) = m.get("traits") {
                 f.add(&mut Vec::new(), t, 0);
+            }
+            if let Some(Value::Object(c)) = ctx
+                && let Some(Value::Object(t)) = c.get("traits")
+            {
+                for (k, v) in t {
+                    let name = snake(k);
+                    if !f.out.has(&name) && !m.get("traits").is_some_and(|x| x.get(k).is_some()) {
+                        f.add(&mut vec![name], v, 1);
+                    }
+                }
             }
             out.dropped = f.dropped;
             out.profile = Some(f.out);
@@ -579,6 +591,17 @@ mod tests {
                                      "tcString": "CP1"}}});
         let r = map(&m, 0, None, &d).unwrap();
         let f = r.profile.clone().unwrap();
+        // RudderStack's traits sit in context.traits.
+        let rud = json!({"type": "identify", "userId": "u2",
+            "context": {"traits": {"plan": "basic", "seatCount": 3}}});
+        let rf = map(&rud, 0, None, &d).unwrap().profile.unwrap();
+        assert_eq!(
+            rf.0,
+            vec![
+                ("plan".into(), Val::Text("basic".into())),
+                ("seat_count".into(), Val::Int(3))
+            ]
+        );
         assert_eq!(f.0[0], ("email".into(), Val::Text("A@B.c".into())));
         assert!(f.has("plan") && f.has("age") && !f.has("name"));
         assert_eq!(r.dropped, vec![(Reason::Pii, "name".into())]);

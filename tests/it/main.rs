@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster;
+mod collector;
 mod common;
 mod crash;
 mod erasure;

@@ -26,6 +26,8 @@ pub(crate) const READER_PW: &str = "reader-pw-55e0";
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) addr: String,
+    /// `http://host:port` when started with `--http`.
+    pub(crate) http: Option<String>,
     pub(crate) log: PathBuf,
 }
 
@@ -55,9 +57,25 @@ impl Server {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        // With --http a second line names the HTTP listener.
+        let http = extra.contains(&"--http").then(|| {
+            let mut l = String::new();
+            out.read_line(&mut l).unwrap();
+            let url = l
+                .trim()
+                .rsplit(" on ")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                url.starts_with("http"),
+                "no HTTP line: {l:?}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            url
+        });
         let Some(addr) = line
             .trim()
             .rsplit("://")
@@ -71,6 +89,7 @@ impl Server {
         };
         Server {
             addr: addr.to_string(),
+            http,
             child,
             log,
         }

@@ -1,0 +1,721 @@
+//! The collector (DESIGN §14) end to end: `segdb serve --http` as a child process, driven over
+//! HTTP by reqwest for the wire contract, by the real Python SDKs (tests/collector/sdks.py), and
+//! by the real Node and browser SDKs (tests/collector/js). What landed is read back with the CLI
+//! and, for what only the server process knows (SHOW SOURCES counts, rejects), over Flight SQL.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::common::{self, TestDb};
+use crate::server::{self, Server};
+
+/// `segdb sql --format csv -c SQL` → the data lines.
+pub(crate) fn sql(db: &TestDb, sql: &str) -> Vec<String> {
+    let o = db.cli(&["sql", "--format", "csv", "-c", sql]);
+    assert!(o.status.success(), "{sql}: {}", common::stderr(&o));
+    common::stdout(&o)
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+/// `CREATE SOURCE name` → its write key.
+pub(crate) fn create_source(db: &TestDb, name: &str) -> String {
+    let rows = sql(db, &format!("CREATE SOURCE {name}"));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let cols: Vec<&str> = rows[0].split(',').collect();
+    assert_eq!(cols[0], name);
+    assert_eq!(cols[1].len(), 43, "a 43-character key: {rows:?}");
+    assert_eq!(cols[2], &cols[1][..8]);
+    cols[1].to_string()
+}
+
+/// A server with the collector on, on a fresh database with source `web`.
+pub(crate) fn start(db: &TestDb, extra_config: &str) -> (Server, String) {
+    let init = db.cli(&["init"]);
+    assert!(init.status.success(), "{}", common::stderr(&init));
+    let key = create_source(db, "web");
+    let config = server::users(db);
+    if !extra_config.is_empty() {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&config)
+            .unwrap();
+        writeln!(f, "\n{extra_config}").unwrap();
+    }
+    let s = Server::start(db, &config, &["--http", "127.0.0.1:0"]);
+    (s, key)
+}
+
+fn basic(key: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: Vec<u8>,
+    gzip: bool,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut r = http.post(url).header("content-type", "application/json");
+    if let Some(k) = key {
+        r = r.header("authorization", basic(k));
+    }
+    if gzip {
+        r = r.header("content-encoding", "gzip");
+    }
+    let resp = r.body(body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v, headers)
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(bytes).unwrap();
+    z.finish().unwrap()
+}
+
+fn track(user: &str, event: &str, mid: &str, props: Value) -> Value {
+    json!({"type": "track", "userId": user, "event": event, "messageId": mid, "properties": props})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_speaks_the_wire_contract() {
+    let db = TestDb::new();
+    let (s, key) = start(&db, "");
+    let base = s.http.clone().unwrap();
+    let http = reqwest::Client::new();
+    let batch = |msgs: Vec<Value>| serde_json::to_vec(&json!({"batch": msgs})).unwrap();
+
+    // Health and metrics.
+    let h = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(h.status().as_u16(), 200);
+
+    // No key, a wrong key: 401 and nothing stored.
+    let body = batch(vec![track("u-nokey", "e", "m-nokey", json!({}))]);
+    let (st, v, _) = post(
+        &http,
+        &format!("{base}/v1/batch"),
+        None,
+        body.clone(),
+        false,
+    )
+    .await;
+    assert_eq!((st, v["code"].as_str()), (401, Some("unauthorized")), "{v}");
+    assert_eq!(v["success"], false);
+    let (st, _, _) = post(
+        &http,
+        &format!("{base}/v1/batch"),
+        Some("wrong"),
+        body,
+        false,
+    )
+    .await;
+    assert_eq!(st, 401);
+
+    // Malformed, non-UTF-8, deeply nested, out-of-range numbers: 400 invalid_json.
+    for bad in [
+        b"{\"batch\": [".to_vec(),
+        b"{\"batch\": [{\"type\":\"track\",\"event\":\"\xff\xfe\"}]}".to_vec(),
+        format!(
+            "{{\"batch\":[{}{}]}}",
+            "{\"a\":".repeat(5_000),
+            "1".to_string() + &"}".repeat(5_000)
+        )
+        .into_bytes(),
+        b"{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u\",\"properties\":{\"n\":1e400}}"
+            .to_vec(),
+    ] {
+        let (st, v, _) = post(&http, &format!("{base}/v1/batch"), Some(&key), bad, false).await;
+        assert_eq!((st, v["code"].as_str()), (400, Some("invalid_json")), "{v}");
+    }
+    // Too large: the request, a batch of 2,501, one 40 KB message, a gzip bomb.
+    let big = vec![b' '; 600 * 1024];
+    let (st, v, _) = post(&http, &format!("{base}/v1/batch"), Some(&key), big, false).await;
+    assert_eq!((st, v["code"].as_str()), (413, Some("too_large")), "{v}");
+    let many: Vec<Value> = (0..2_501)
+        .map(|i| track("u", "e", &format!("many-{i}"), json!({})))
+        .collect();
+    let (st, _, _) = post(
+        &http,
+        &format!("{base}/v1/batch"),
+        Some(&key),
+        batch(many),
+        false,
+    )
+    .await;
+    assert_eq!(st, 413);
+    let fat = batch(vec![track(
+        "u",
+        "e",
+        "fat",
+        json!({"blob": "x".repeat(40_000)}),
+    )]);
+    let (st, _, _) = post(&http, &format!("{base}/v1/batch"), Some(&key), fat, false).await;
+    assert_eq!(st, 413);
+    let bomb = gz(&vec![b' '; 64 << 20]);
+    let (st, _, _) = post(&http, &format!("{base}/v1/batch"), Some(&key), bomb, true).await;
+    assert_eq!(st, 413);
+    let none = sql(&db, "SELECT count(*) FROM events");
+    assert_eq!(none, ["0"], "nothing of a refused request is stored");
+
+    // A gzip batch, acknowledged after its commit: the next statement sees it, typed.
+    let ok = serde_json::to_vec(&json!({
+        "batch": [
+            track("u-1", "Order Completed", "m-1", json!({"productID": 7, "price": 9.5, "tags": ["a", "b"]})),
+            {"type": "page", "anonymousId": "anon-1", "name": "Home", "messageId": "m-2",
+             "properties": {"path": "/"}},
+            {"type": "identify", "userId": "u-1", "anonymousId": "anon-1", "messageId": "m-3",
+             "traits": {"plan": "pro", "age": 41}},
+        ],
+        "context": {"ip": "81.2.69.142", "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Safari/605.1.15"},
+        "sentAt": "2026-12-01T10:00:05Z"
+    }))
+    .unwrap();
+    let (st, v, _) = post(
+        &http,
+        &format!("{base}/v1/batch"),
+        Some(&key),
+        gz(&ok),
+        true,
+    )
+    .await;
+    assert_eq!((st, &v), (200, &json!({"success": true})));
+    let rows = sql(
+        &db,
+        "SELECT event, user_id = pseudonymize('u-1'), product_id, price, tags, context_country, context_browser, source, message_id, arrow_typeof(product_id), arrow_typeof(price) FROM events ORDER BY message_id",
+    );
+    assert_eq!(
+        rows,
+        [
+            "Order Completed,true,7,9.5,\"[\"\"a\"\",\"\"b\"\"]\",GB,Safari,web,m-1,Int64,Float64",
+            "page,false,,,,GB,Safari,web,m-2,Int64,Float64",
+        ]
+    );
+    let prof = sql(
+        &db,
+        "SELECT plan, age FROM profiles WHERE user_id = pseudonymize('u-1')",
+    );
+    assert_eq!(prof, ["pro,41"]);
+    // identify with both ids linked them: one profile.
+    let linked = sql(
+        &db,
+        "SELECT identity_of(pseudonymize('anon-1')) = identity_of(pseudonymize('u-1'))",
+    );
+    assert_eq!(linked, ["true"]);
+
+    // The same messageIds again (an SDK retrying): acknowledged, not stored again.
+    let (st, _, _) = post(
+        &http,
+        &format!("{base}/v1/batch"),
+        Some(&key),
+        gz(&ok),
+        true,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(sql(&db, "SELECT count(*) FROM events"), ["2"]);
+
+    // The browser SDK's one-letter text/plain path with the key in the body; the beacon with the
+    // key in the query; /v1/m ignored; sourceConfig.
+    let t = json!({"writeKey": key, "event": "Clicked", "userId": "u-2", "messageId": "m-4"});
+    let resp = http
+        .post(format!("{base}/v1/t"))
+        .header("content-type", "text/plain")
+        .body(t.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let beacon = json!({"batch": [track("u-3", "Beacon", "m-5", json!({}))]});
+    let resp = http
+        .post(format!("{base}/beacon/v1/batch?writeKey={key}"))
+        .header("content-type", "text/plain")
+        .body(beacon.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = http
+        .post(format!("{base}/v1/m"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let cfg = http
+        .get(format!("{base}/sourceConfig/?p=web"))
+        .header("authorization", basic(&key))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cfg: Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(
+        cfg,
+        json!({"source": {"id": "web", "config": {}, "enabled": true, "destinations": []}})
+    );
+    let unauth = http
+        .get(format!("{base}/sourceConfig/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauth.status().as_u16(), 401);
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT event FROM events WHERE message_id IN ('m-4','m-5') ORDER BY 1"
+        ),
+        ["Beacon", "Clicked"]
+    );
+
+    // CORS: a preflight from another origin is answered, and Retry-After is exposed.
+    let pre = http
+        .request(reqwest::Method::OPTIONS, format!("{base}/v1/t"))
+        .header("origin", "http://shop.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-retry-count",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.status().is_success(), "{}", pre.status());
+    let h = pre.headers();
+    assert_eq!(h["access-control-allow-origin"], "http://shop.example");
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("x-retry-count"),
+        "{allowed}"
+    );
+    assert!(
+        h.get("access-control-allow-credentials").is_none(),
+        "no cookies"
+    );
+    let resp = http
+        .post(format!("{base}/v1/track"))
+        .header("origin", "http://shop.example")
+        .header("authorization", basic(&key))
+        .body(track("u-2", "Again", "m-6", json!({})).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase(),
+        "retry-after"
+    );
+
+    // Rejects inside an accepted request: dropped or nulled, counted, never failing it.
+    let mixed = batch(vec![
+        json!({"type": "track", "event": "No Id", "messageId": "r-1"}),
+        json!({"type": "track", "userId": "u-4", "messageId": "r-2"}),
+        json!({"type": "launch", "userId": "u-4", "messageId": "r-3"}),
+        track(
+            "u-4",
+            "Typed",
+            "r-4",
+            json!({"productID": "not a number", "email": "canary.9c2@example.com"}),
+        ),
+    ]);
+    let (st, _, _) = post(&http, &format!("{base}/v1/batch"), Some(&key), mixed, false).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT event, product_id IS NULL FROM events WHERE message_id LIKE 'r-%'"
+        ),
+        ["Typed,true"]
+    );
+    // What only the server knows: rejects and counts, over Flight SQL.
+    let mut admin = server::login(&s.addr, "admin", server::ADMIN_PW).await;
+    let rejects = server::query(
+        &mut admin,
+        "SELECT reason, type, field, count(*) FROM collector_rejects('web') GROUP BY 1, 2, 3 ORDER BY 1, 3",
+    )
+    .await;
+    let text = arrow::util::pretty::pretty_format_batches(&rejects)
+        .unwrap()
+        .to_string();
+    for want in [
+        "| invalid | track   | event    | 1 ",
+        "| invalid |         | type     | 1 ",
+        "| no_id   | track   |          | 1 ",
+        "| pii     | track   | email    | 1 ",
+        "| type    | track   | product_id | 1 ",
+    ]
+    .map(String::from)
+    {
+        let squeezed = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            squeezed(&text).contains(&squeezed(&want)),
+            "{want} in\n{text}"
+        );
+    }
+    // 10,000 distinct property names: capped at max_columns (500 for the table).
+    let count_cols = "SELECT count(*) FROM information_schema.columns WHERE table_name = 'events'";
+    let before: usize = sql(&db, count_cols)[0].parse().unwrap();
+    let over = 10_000 - (500 - before);
+    // 50 messages of 200 names each (each message under the 32 KB limit).
+    let wide: Vec<Value> = (0..50)
+        .map(|m| {
+            let props: serde_json::Map<String, Value> = (0..200)
+                .map(|i| (format!("p{}", m * 200 + i), json!(i)))
+                .collect();
+            track("u-5", "Wide", &format!("w-{m}"), Value::Object(props))
+        })
+        .collect();
+    let (st, _, _) = post(
+        &http,
+        &format!("{base}/v1/batch"),
+        Some(&key),
+        batch(wide),
+        false,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(sql(&db, count_cols), ["500"]);
+    // The last 1,000 rejects are kept: all of them are the column rejects now.
+    let kept = server::query(
+        &mut admin,
+        "SELECT reason, field IS NOT NULL, count(*) FROM collector_rejects('web') GROUP BY 1, 2",
+    )
+    .await;
+    let kept = arrow::util::pretty::pretty_format_batches(&kept)
+        .unwrap()
+        .to_string();
+    assert!(
+        kept.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .contains("| columns | true | 1000 |"),
+        "{kept}"
+    );
+    assert_eq!(
+        sql(&db, "SELECT count(*) FROM events WHERE event = 'Wide'"),
+        ["50"]
+    );
+
+    let shown = server::query(&mut admin, "SHOW SOURCES").await;
+    let shown = arrow::util::pretty::pretty_format_batches(&shown)
+        .unwrap()
+        .to_string();
+    // accepted: 3 + 1 + 1 + 1 + 1 (Typed) + 50 (Wide); deduplicated: 3.
+    let line = shown
+        .lines()
+        .find(|l| l.contains("| web"))
+        .unwrap()
+        .to_string();
+    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+    let rejected = (over + 5).to_string();
+    assert_eq!(&cells[5..8], ["57", "3", rejected.as_str()], "{shown}");
+    // A reader may not see them; an analyst may.
+    let mut reader = server::login(&s.addr, "reader", server::READER_PW).await;
+    assert!(reader.execute("SHOW SOURCES".into(), None).await.is_err());
+    assert!(
+        reader
+            .execute("SELECT * FROM collector_rejects()".into(), None)
+            .await
+            .is_err()
+    );
+    let mut analyst = server::login(&s.addr, "analyst", server::ANALYST_PW).await;
+    assert_eq!(
+        server::rows(&server::query(&mut analyst, "SELECT * FROM collector_rejects()").await),
+        1_000
+    );
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("segdb_collector_accepted_total{source=\"web\"} 57"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("segdb_collector_deduplicated_total{source=\"web\"} 3"));
+
+    // Privacy: the IP, the user agent, a raw id and an undeclared e-mail are nowhere on disk or
+    // in the log.
+    let log = s.stop();
+    for canary in [
+        "81.2.69.142",
+        "Macintosh; Intel",
+        "u-1",
+        "anon-1",
+        "canary.9c2@example.com",
+    ] {
+        let hits = common::files_containing(&db.data, canary);
+        assert!(hits.is_empty(), "{canary} stored in {hits:?}");
+        assert!(!log.contains(canary), "{canary} in the server log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collected_messages_follow_consent_erasure_merges_and_segments() {
+    let db = TestDb::new();
+    let (s, key) = start(&db, "");
+    let base = s.http.clone().unwrap();
+    let http = reqwest::Client::new();
+    let send = |msgs: Vec<Value>| {
+        let http = http.clone();
+        let url = format!("{base}/v1/batch");
+        let key = key.clone();
+        async move {
+            let (st, v, _) = post(
+                &http,
+                &url,
+                Some(&key),
+                serde_json::to_vec(&json!({"batch": msgs})).unwrap(),
+                false,
+            )
+            .await;
+            assert_eq!(st, 200, "{v}");
+        }
+    };
+    // A segment defined before the events: each 200 counts at the next statement.
+    let o = db.cli(&[
+        "sql",
+        "-c",
+        "CREATE SEGMENT buyers AS DID 'Order Completed' IN THE LAST 7 DAYS",
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    for i in 0..3 {
+        send(vec![track(
+            &format!("b-{i}"),
+            "Order Completed",
+            &format!("o-{i}"),
+            json!({}),
+        )])
+        .await;
+        assert_eq!(
+            sql(&db, "SELECT segment_size('buyers')"),
+            [(i + 1).to_string()]
+        );
+    }
+
+    // Profiles merge: traits not sent keep their values.
+    send(vec![
+        json!({"type": "identify", "userId": "b-0", "traits": {"plan": "pro", "age": 41}}),
+    ])
+    .await;
+    send(vec![
+        json!({"type": "identify", "userId": "b-0", "traits": {"plan": "gold"}}),
+    ])
+    .await;
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT plan, age FROM profiles WHERE user_id = pseudonymize('b-0')"
+        ),
+        ["gold,41"]
+    );
+
+    // Consent: a row when it changes, nothing when it repeats.
+    let consent = |adv: bool, mid: &str| {
+        json!({"type": "track", "userId": "b-1", "event": "Consented", "messageId": mid,
+               "context": {"consent": {"categoryPreferences": {"Advertising": adv}, "tcString": "CPtest"}}})
+    };
+    send(vec![consent(true, "c-1")]).await;
+    send(vec![consent(true, "c-2")]).await;
+    send(vec![consent(false, "c-3")]).await;
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT purpose, granted, tc_string FROM consent WHERE user_id = pseudonymize('b-1') ORDER BY recorded_at, purpose NULLS LAST"
+        ),
+        ["advertising,true,", ",,CPtest", "advertising,false,"]
+    );
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT has_consent(pseudonymize('b-1'), 'advertising')"
+        ),
+        ["false"]
+    );
+
+    // Alias ties two ids into one profile.
+    send(vec![
+        json!({"type": "alias", "previousId": "old-b2", "userId": "b-2"}),
+    ])
+    .await;
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT identity_of(pseudonymize('old-b2')) = identity_of(pseudonymize('b-2'))"
+        ),
+        ["true"]
+    );
+
+    // Erasure: a forgotten user's messages are acknowledged and dropped.
+    let o = db.cli(&["sql", "-c", "FORGET USER 'b-2'"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    send(vec![track("b-2", "Order Completed", "f-1", json!({}))]).await;
+    assert_eq!(
+        sql(&db, "SELECT count(*) FROM events WHERE message_id = 'f-1'"),
+        ["0"]
+    );
+    let mut admin = server::login(&s.addr, "admin", server::ADMIN_PW).await;
+    let forgotten = server::query(
+        &mut admin,
+        "SELECT count(*) FROM collector_rejects() WHERE reason = 'forgotten'",
+    )
+    .await;
+    assert_eq!(server::first_i64(&forgotten), 1);
+
+    // Key rotation: the old key keeps working within its grace, a dropped source's does not.
+    let rotated = server::query(&mut admin, "ALTER SOURCE web ROTATE KEY").await;
+    let new_key = rotated[0]
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
+    assert_ne!(new_key, key);
+    for k in [&key, &new_key] {
+        let (st, _, _) = post(
+            &http,
+            &format!("{base}/v1/track"),
+            Some(k),
+            track("b-3", "Rotated", &format!("k-{}", &k[..4]), json!({}))
+                .to_string()
+                .into_bytes(),
+            false,
+        )
+        .await;
+        assert_eq!(st, 200);
+    }
+    server::query(&mut admin, "DROP SOURCE web").await;
+    // Known keys are checked against the catalog at most once a second.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (st, _, _) = post(
+        &http,
+        &format!("{base}/v1/track"),
+        Some(&new_key),
+        track("b-3", "Dropped", "k-x", json!({}))
+            .to_string()
+            .into_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(st, 401, "a dropped source's key stops working");
+    // Nothing of the key is stored but its keyed hash and its first 8 characters.
+    s.stop();
+    assert!(common::files_containing(&db.data, &new_key).is_empty());
+    assert!(common::files_containing(&db.data, &key[8..]).is_empty());
+
+    // OPTIMIZE compacts without changing data or the segment.
+    let before = sql(&db, "SELECT count(*), segment_size('buyers') FROM events");
+    let o = db.cli(&["optimize", "events"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let out = common::stdout(&o);
+    assert!(out.contains("events"), "{out}");
+    assert_eq!(
+        sql(&db, "SELECT count(*), segment_size('buyers') FROM events"),
+        before
+    );
+    let o = db.cli(&["optimize", "nope"]);
+    assert!(!o.status.success());
+    assert!(
+        common::stderr(&o).contains("no table \"nope\""),
+        "{}",
+        common::stderr(&o)
+    );
+}
+
+/// Run a script of tests/collector with the test venv's Python.
+fn python_sdks(http: &str, key: &str, prefix: &str) -> bool {
+    let Some(py) = crate::segments::python() else {
+        return false;
+    };
+    let out = Command::new(py)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/collector/sdks.py"))
+        .args(["--http", http, "--key", key, "--prefix", prefix])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sdks.py failed: {}\n{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdks_land_events() {
+    let db = TestDb::new();
+    let (s, key) = start(&db, "");
+    let o = db.cli(&[
+        "sql",
+        "-c",
+        "CREATE SEGMENT py_buyers AS DID 'Order Completed'",
+    ]);
+    assert!(o.status.success());
+    if !python_sdks(s.http.as_deref().unwrap(), &key, "py") {
+        return;
+    }
+    // flush() returned: everything is committed and counts.
+    assert_eq!(sql(&db, "SELECT segment_size('py_buyers')"), ["1"]);
+    let rows = sql(
+        &db,
+        "SELECT event, CASE WHEN user_id = pseudonymize('py-seg-1') THEN 'seg' WHEN user_id = pseudonymize('py-rud-1') THEN 'rud' ELSE 'anon' END, product_id, price, plan_name, product_sku, group_id, name, amount, context_library_name FROM events ORDER BY event",
+    );
+    assert_eq!(
+        rows,
+        [
+            "Order Completed,seg,7,9.5,gold,s-1,,,,analytics-python",
+            "Signed Up,rud,,,,,,,12,analytics-python",
+            "Viewed,anon,,,,,,,,analytics-python",
+            "group,seg,,,,,acme,,,analytics-python",
+            "page,seg,,,,,,Pricing,,analytics-python",
+            "screen,rud,,,,,,Home,,analytics-python",
+        ]
+    );
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT arrow_typeof(product_id), arrow_typeof(price), arrow_typeof(amount) FROM events LIMIT 1"
+        ),
+        ["Int64,Float64,Int64"]
+    );
+    // Segment's traits and RudderStack's context.traits; the undeclared e-mail dropped.
+    assert_eq!(
+        sql(&db, "SELECT plan, age FROM profiles ORDER BY plan"),
+        ["basic,", "pro,41"]
+    );
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT identity_of(pseudonymize('py-anon-1')) = identity_of(pseudonymize('py-seg-1'))"
+        ),
+        ["true"]
+    );
+    s.stop();
+    assert!(common::files_containing(&db.data, "canary.seg@example.com").is_empty());
+}
