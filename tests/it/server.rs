@@ -33,6 +33,16 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(db: &TestDb, config: &Path, extra: &[&str]) -> Server {
+        Server::start_env(db, config, extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables (a failpoint, say).
+    pub(crate) fn start_env(
+        db: &TestDb,
+        config: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let log = db.dir.path().join(format!(
             "serve-{}.log",
             std::time::SystemTime::now()
@@ -52,6 +62,7 @@ impl Server {
             .env("SEGDB_DATA", &db.data)
             .env("SEGDB_KEYRING", &db.keyring)
             .env("SEGDB_LOG", "warn,segdb=trace")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
