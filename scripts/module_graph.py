@@ -23,12 +23,12 @@ from collections import Counter
 # line or below it. main.rs is the binary root and is not scanned, so it is not listed.
 LAYERS = [
     ["cli", "config", "datagen"],   # main.rs's line (config.rs itself uses engine, ingest, ...)
-    ["server"],
+    ["server", "http"],
     ["engine"],
     ["session"],
     ["cluster"],
     ["statement"],
-    ["materialize"],
+    ["materialize", "collector"],
     ["segment"],
     ["ingest"],
     ["erasure", "links"],

@@ -7,6 +7,12 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestOptions;
 
 pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
+    if args.merge && args.kind != crate::ingest::Kind::Profiles {
+        return Err(Error::invalid(format!(
+            "--merge applies to profiles loads, not {}",
+            args.kind.name()
+        )));
+    }
     let config = global.file()?;
     let engine = Engine::open(&crate::engine::Config {
         create: true,
@@ -22,12 +28,6 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
         max_ids_per_profile: Some(config.identity.max_ids_per_profile),
         merge: args.merge,
     };
-    if args.merge && args.kind != crate::ingest::Kind::Profiles {
-        return Err(Error::invalid(format!(
-            "--merge applies to profiles loads, not {}",
-            args.kind.name()
-        )));
-    }
     let report = match engine.ingest(args.kind, &args.files, &opts).await {
         Ok(r) => r,
         Err(e @ Error::Rejected(_)) => {

@@ -54,13 +54,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let engine = crate::engine::Engine::open(&cli.global.engine_config()?)
                 .await?
                 .with_caller("cli")?;
-            let r = engine.sql("VACUUM").await?;
-            crate::cli::output::print(
-                &mut std::io::stdout(),
-                &r,
-                crate::config::OutputFormat::Table,
-            )?;
-            Ok(0)
+            print_table(&engine.sql("VACUUM").await?)
         }
         Command::Optimize { table } => {
             let file = cli.global.file()?;
@@ -81,13 +75,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 Some(t) => format!("OPTIMIZE {t}"),
                 None => "OPTIMIZE".to_string(),
             };
-            let r = engine.sql(&sql).await?;
-            crate::cli::output::print(
-                &mut std::io::stdout(),
-                &r,
-                crate::config::OutputFormat::Table,
-            )?;
-            Ok(0)
+            print_table(&engine.sql(&sql).await?)
         }
         Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Scheduler(args) => cluster::scheduler(&cli.global, args).await,
@@ -145,4 +133,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Print a maintenance command's result as a table; exit code 0.
+fn print_table(r: &crate::result::QueryResult) -> Result<i32> {
+    crate::cli::output::print(
+        &mut std::io::stdout(),
+        r,
+        crate::config::OutputFormat::Table,
+    )?;
+    Ok(0)
 }

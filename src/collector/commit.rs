@@ -69,6 +69,7 @@ impl Collector {
         settings: Settings,
         stats: Arc<Stats>,
         recent_events: Vec<(String, String, i64)>,
+        max_ids: usize,
     ) -> Result<Arc<Collector>> {
         let mut window = Window::new(settings.dedup_window_micros, settings.dedup_max_ids);
         let hasher = dedup::hasher(&keyring);
@@ -100,6 +101,7 @@ impl Collector {
             hasher,
             consent: None,
             collector: Arc::downgrade(&collector),
+            max_ids,
         };
         tokio::spawn(committer.run(rx));
         Ok(collector)
@@ -186,6 +188,28 @@ async fn logged(db: &Database, since: i64) -> Result<Vec<(i64, i64)>> {
     Ok(out)
 }
 
+/// Delete the entries of `_segdb/collected` older than the dedup window (the scheduled
+/// compaction runs it first, so the log stays about a window long).
+pub async fn prune_log(db: &Database, window_micros: i64) -> Result<()> {
+    use datafusion::logical_expr::{col, lit};
+    let cutoff = chrono::Utc::now().timestamp_micros() - window_micros;
+    let table = db.load(Table::Collected).await?;
+    if table.version().unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    let at =
+        datafusion::common::ScalarValue::TimestampMicrosecond(Some(cutoff), Some("UTC".into()));
+    table
+        .delete()
+        .with_predicate(col("at").lt(lit(at)))
+        .with_commit_properties(
+            deltalake::kernel::transaction::CommitProperties::default()
+                .with_metadata(crate::storage::commit::op("collected-prune")),
+        )
+        .await?;
+    Ok(())
+}
+
 /// The newest `at` in `_segdb/collected` (where the start-up scan of events begins).
 pub async fn last_logged(db: &Database) -> Result<Option<i64>> {
     Ok(logged(db, i64::MIN).await?.last().map(|(_, at)| *at))
@@ -206,6 +230,8 @@ struct Committer {
     hasher: Pseudonymizer,
     consent: Option<ConsentState>,
     collector: std::sync::Weak<Collector>,
+    /// `[identity] max_ids_per_profile`.
+    max_ids: usize,
 }
 
 /// One kept message and where it came from.
@@ -232,24 +258,33 @@ impl Committer {
                 }
             }
             let started = Instant::now();
-            let result = self.commit(&batch).await;
+            let result = self.guarded(&batch).await;
             self.stats.pending.fetch_sub(n as u64, Ordering::SeqCst);
-            match &result {
+            match result {
                 Ok(stored) => {
-                    if *stored {
+                    if stored {
                         self.stats.commit_took(started.elapsed().as_secs_f64());
+                    }
+                    for p in batch {
+                        let _ = p.reply.send(Ok(()));
+                    }
+                }
+                Err(e) if batch.len() > 1 => {
+                    // One request's messages may be what fails the group (or another writer
+                    // raced it): commit each request on its own, so the others still land.
+                    tracing::warn!(target: "segdb::collector", error = %e, requests = batch.len(), "a collector commit failed; committing its requests one by one");
+                    for p in batch {
+                        let one = [p];
+                        let r = self.guarded(&one).await;
+                        let [p] = one;
+                        self.answer(p, r);
                     }
                 }
                 Err(e) => {
-                    self.stats
-                        .failed
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    tracing::error!(target: "segdb::collector", error = %e, messages = n, "a collector commit failed; its requests were answered 503");
+                    for p in batch {
+                        self.answer(p, Err(e.clone()));
+                    }
                 }
-            }
-            let answer = result.map(|_| ()).map_err(|e| e.to_string());
-            for p in batch {
-                let _ = p.reply.send(answer.clone());
             }
             if let Some(c) = self.collector.upgrade()
                 && let Ok(d) = declared(&self.db).await
@@ -257,6 +292,35 @@ impl Committer {
                 *c.declared.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d);
             }
         }
+    }
+
+    /// [`Committer::commit`], with a panic turned into an error (the collector keeps running).
+    async fn guarded(&mut self, batch: &[Pending]) -> std::result::Result<bool, String> {
+        use futures::FutureExt;
+        match std::panic::AssertUnwindSafe(self.commit(batch))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => {
+                // The in-memory consent state may be half updated: read it afresh.
+                self.consent = None;
+                Err("the collector's commit panicked (a bug); nothing was acknowledged".into())
+            }
+        }
+    }
+
+    /// Answer one request.
+    fn answer(&self, p: Pending, r: std::result::Result<bool, String>) {
+        match &r {
+            Ok(true) => {}
+            Ok(false) => {}
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(target: "segdb::collector", error = %e, messages = p.messages.len(), "a collector request was answered 503");
+            }
+        }
+        let _ = p.reply.send(r.map(|_| ()));
     }
 
     fn reject(&self, source: &str, reason: Reason, kind: &str, field: Option<&str>) {
@@ -271,6 +335,11 @@ impl Committer {
 
     /// Commit one group; `Ok(true)` when something was stored.
     async fn commit(&mut self, batch: &[Pending]) -> Result<bool> {
+        if std::env::var(crate::storage::FAILPOINT_ENV).is_ok_and(|v| v == "collector-commit-fails")
+        {
+            // Tests: a storage failure, answered 503.
+            return Err(Error::storage("failpoint collector-commit-fails"));
+        }
         let now = chrono::Utc::now().timestamp_micros();
         self.window.expire(now);
         // 1. Acknowledged before (or twice in this group): acknowledged again, not stored.
@@ -387,15 +456,20 @@ impl Committer {
             return Ok(());
         }
         let stream = futures::stream::iter([Ok(batch)]);
-        let report = crate::ingest::ingest_batches(
-            &self.db,
-            &self.keyring,
-            kind,
-            "collector",
-            stream,
-            &opts,
-        )
-        .await?;
+        let opts = IngestOptions {
+            max_ids_per_profile: Some(self.max_ids),
+            ..opts
+        };
+        let (report, days) =
+            crate::ingest::ingest_stream(&self.db, &self.keyring, kind, "collector", stream, &opts)
+                .await?;
+        // The rows are committed: from here on nothing may turn the group into a 503 (its
+        // retry would store them twice). Readers catch a lagging index up themselves.
+        let committed = report.clone();
+        if let Err(e) = crate::ingest::after_load(&self.db, (report, days)).await {
+            tracing::warn!(target: "segdb::collector", table = kind.name(), error = %e, "the event index could not be brought up to date after a collector commit; statements catch it up as they read");
+        }
+        let report = committed;
         if !report.rejected.is_empty() {
             // The mapper checked ids and the committer the forgotten; what is left is a race.
             tracing::warn!(target: "segdb::collector", table = kind.name(), rows = report.rejected.len(), "collected rows were rejected by the ingest checks");
@@ -708,6 +782,8 @@ async fn latest_consent(
 struct Columns<'s> {
     table: &'s Schema,
     max: usize,
+    /// Columns this commit adds to the table.
+    added: usize,
     order: Vec<String>,
     by_name: HashMap<String, Col>,
 }
@@ -717,6 +793,8 @@ enum Col {
     Int(Vec<(usize, i64)>),
     Float(Vec<(usize, f64)>),
     Text(Vec<(usize, String)>),
+    /// A timestamp column (from a file load): text that reads as a time.
+    Ts(Vec<(usize, i64)>, DataType),
     /// A table column of another type: every value is a `type` reject.
     Other(DataType),
 }
@@ -726,6 +804,7 @@ impl<'s> Columns<'s> {
         Columns {
             table,
             max,
+            added: 0,
             order: Vec::new(),
             by_name: HashMap::new(),
         }
@@ -742,17 +821,16 @@ impl<'s> Columns<'s> {
                     DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
                         Col::Text(Vec::new())
                     }
+                    t @ DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
+                        Col::Ts(Vec::new(), t.clone())
+                    }
                     other => Col::Other(other.clone()),
                 },
                 Err(_) => {
-                    let new_columns = self
-                        .order
-                        .iter()
-                        .filter(|n| self.table.field_with_name(n).is_err())
-                        .count();
-                    if self.table.fields().len() + new_columns + 1 > self.max {
+                    if self.table.fields().len() + self.added + 1 > self.max {
                         return Some(Reason::Columns);
                     }
+                    self.added += 1;
                     match v {
                         Val::Bool(_) => Col::Bool(Vec::new()),
                         Val::Int(_) => Col::Int(Vec::new()),
@@ -775,6 +853,10 @@ impl<'s> Columns<'s> {
             (Col::Float(c), Val::Float(f)) => c.push((row, *f)),
             (Col::Float(c), Val::Int(i)) => c.push((row, *i as f64)),
             (Col::Text(c), Val::Text(s)) => c.push((row, s.clone())),
+            (Col::Ts(c, _), Val::Text(s)) => match crate::time::parse_micros(s) {
+                Some(t) => c.push((row, t)),
+                None => return Some(Reason::Type),
+            },
             _ => return Some(Reason::Type),
         }
         None
@@ -807,6 +889,14 @@ impl<'s> Columns<'s> {
                     let mut b = StringBuilder::new();
                     b.extend(fill(rows, v));
                     (DataType::Utf8, Arc::new(b.finish()))
+                }
+                Col::Ts(v, t) => {
+                    let tz = match &t {
+                        DataType::Timestamp(_, tz) => tz.clone(),
+                        _ => None,
+                    };
+                    let a = TimestampMicrosecondArray::from(fill(rows, v)).with_timezone_opt(tz);
+                    (t, Arc::new(a))
                 }
                 Col::Other(t) => (t.clone(), arrow::array::new_null_array(&t, rows)),
             };

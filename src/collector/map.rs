@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde_json::{Map, Value};
+use super::json::Json;
 
 use super::stats::Reason;
 
@@ -22,11 +22,15 @@ pub enum Val {
 
 /// Columns in the order first seen, names unique.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Fields(pub Vec<(String, Val)>);
+pub struct Fields(pub Vec<(String, Val)>, HashSet<String>);
 
 impl Fields {
     fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(n, _)| n == name)
+        self.1.contains(name)
+    }
+    fn push(&mut self, name: String, v: Val) {
+        self.1.insert(name.clone());
+        self.0.push((name, v));
     }
 }
 
@@ -144,18 +148,18 @@ pub fn snake(key: &str) -> String {
     out
 }
 
-fn id_of(v: Option<&Value>) -> Option<String> {
+fn id_of(v: Option<&Json>) -> Option<String> {
     let s = match v? {
-        Value::String(s) => s.trim().to_string(),
-        Value::Number(n) => n.to_string(),
+        Json::String(s) => s.trim().to_string(),
+        Json::Number(n) => n.to_string(),
         _ => return None,
     };
     (!s.is_empty() && !crate::links::is_junk(&s)).then_some(s)
 }
 
-fn time_of(v: Option<&Value>) -> Option<i64> {
+fn time_of(v: Option<&Json>) -> Option<i64> {
     match v? {
-        Value::String(s) => crate::time::parse_micros(s),
+        Json::String(s) => crate::time::parse_micros(s),
         _ => None,
     }
 }
@@ -184,10 +188,10 @@ struct Flattener<'a> {
 }
 
 impl Flattener<'_> {
-    fn add(&mut self, path: &mut Vec<String>, v: &Value, depth: usize) {
+    fn add(&mut self, path: &mut Vec<String>, v: &Json, depth: usize) {
         match v {
-            Value::Null => {}
-            Value::Object(o) if depth < 8 => {
+            Json::Null => {}
+            Json::Object(o) if depth < 8 => {
                 for (k, v) in o {
                     path.push(snake(k));
                     self.add(path, v, depth + 1);
@@ -212,22 +216,42 @@ impl Flattener<'_> {
                     self.dropped.push((Reason::Pii, name));
                     return;
                 }
+                // The columns the PII rules make from a declared column are theirs alone.
+                if ["_e164_sha256", "_google_sha256", "_sha256"]
+                    .iter()
+                    .any(|suffix| {
+                        name.strip_suffix(suffix)
+                            .is_some_and(|p| self.declared.contains(p))
+                    })
+                {
+                    self.dropped.push((Reason::Columns, name));
+                    return;
+                }
+                // What the browser SDKs put in page properties: URLs lose their query string,
+                // `search` is dropped (they carry e-mails and tokens), as in `context.page`.
+                let top = !self.traits && path.len() == 1;
+                if top && name == "search" {
+                    self.dropped.push((Reason::Pii, name));
+                    return;
+                }
+                let cut = top && (name == "url" || name == "referrer");
                 if self.out.has(&name) {
                     self.dropped.push((Reason::Columns, name));
                     return;
                 }
                 let val = match v {
-                    Value::Bool(b) => Val::Bool(*b),
-                    Value::Number(n) => match n.as_i64() {
+                    Json::Bool(b) => Val::Bool(*b),
+                    Json::Number(n) => match n.as_i64() {
                         Some(i) if !n.to_string().contains(['.', 'e', 'E']) => Val::Int(i),
                         _ => match n.as_f64() {
                             Some(f) => Val::Float(f),
                             None => Val::Text(n.to_string()),
                         },
                     },
-                    Value::String(s) => Val::Text(s.clone()),
+                    Json::String(s) if cut => Val::Text(without_query(s)),
+                    Json::String(s) => Val::Text(s.clone()),
                     // Arrays (and objects nested deeper than 8) as JSON text.
-                    other => Val::Text(other.to_string()),
+                    other => Val::Text(other.to_text()),
                 };
                 // A declared personal column is read as text (its rule normalises it).
                 let val = match (self.declared.contains(&name), val) {
@@ -235,31 +259,31 @@ impl Flattener<'_> {
                     (true, Val::Float(f)) => Val::Text(f.to_string()),
                     (_, v) => v,
                 };
-                self.out.0.push((name, val));
+                self.out.push(name, val);
             }
         }
     }
 }
 
-/// The `context_*` columns of a message.
-fn context_fields(ctx: Option<&Value>, out: &mut Fields) {
-    let Some(Value::Object(ctx)) = ctx else {
+/// The `context_*` columns of a message; campaign keys that look personal go to `dropped`.
+fn context_fields(ctx: Option<&Json>, out: &mut Fields, dropped: &mut Vec<(Reason, String)>) {
+    let Some(ctx) = ctx.filter(|c| c.as_object().is_some()) else {
         return;
     };
     let mut put = |name: String, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.is_empty())
             && !out.has(&name)
         {
-            out.0.push((name, Val::Text(v)));
+            out.push(name, Val::Text(v));
         }
     };
-    let text = |v: Option<&Value>| match v {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(Value::Bool(b)) => Some(b.to_string()),
+    let text = |v: Option<&Json>| match v {
+        Some(Json::String(s)) => Some(s.clone()),
+        Some(Json::Number(n)) => Some(n.to_string()),
+        Some(Json::Bool(b)) => Some(b.to_string()),
         _ => None,
     };
-    if let Some(Value::Object(p)) = ctx.get("page") {
+    if let Some(p) = ctx.get("page").filter(|p| p.as_object().is_some()) {
         put(
             "context_page_url".into(),
             text(p.get("url")).map(|u| without_query(&u)),
@@ -271,28 +295,34 @@ fn context_fields(ctx: Option<&Value>, out: &mut Fields) {
         );
         put("context_page_title".into(), text(p.get("title")));
     }
-    if let Some(Value::Object(c)) = ctx.get("campaign") {
+    if let Some(Json::Object(c)) = ctx.get("campaign") {
         for (k, v) in c {
             let k = snake(k);
-            if !k.is_empty() {
-                put(format!("context_campaign_{k}"), text(Some(v)));
+            let name = format!("context_campaign_{k}");
+            // `name` is the campaign's (utm_campaign), not a person's.
+            if (k != "name" && crate::ingest::pii::looks_personal(&k))
+                || crate::ingest::pii::looks_personal(&name)
+            {
+                dropped.push((Reason::Pii, name));
+            } else if !k.is_empty() {
+                put(name, text(Some(v)));
             }
         }
     }
     put("context_locale".into(), text(ctx.get("locale")));
-    if let Some(Value::Object(l)) = ctx.get("library") {
+    if let Some(l) = ctx.get("library").filter(|l| l.as_object().is_some()) {
         put("context_library_name".into(), text(l.get("name")));
         put("context_library_version".into(), text(l.get("version")));
     }
     put("context_channel".into(), text(ctx.get("channel")));
-    if let Some(Value::String(ip)) = ctx.get("ip") {
+    if let Some(Json::String(ip)) = ctx.get("ip") {
         let ip: Option<std::net::IpAddr> = ip.trim().parse().ok();
         put(
             "context_country".into(),
             ip.and_then(iptocc::country_code).map(str::to_string),
         );
     }
-    if let Some(Value::String(ua)) = ctx.get("userAgent") {
+    if let Some(Json::String(ua)) = ctx.get("userAgent") {
         let known = |s: &str| (s != "UNKNOWN" && !s.is_empty()).then(|| s.to_string());
         if let Some(r) = woothee::parser::Parser::new().parse(ua) {
             put("context_browser".into(), known(r.name));
@@ -303,17 +333,17 @@ fn context_fields(ctx: Option<&Value>, out: &mut Fields) {
 }
 
 /// The consent a message's context carries.
-fn consent_of(ctx: Option<&Value>) -> Vec<Consent> {
+fn consent_of(ctx: Option<&Json>) -> Vec<Consent> {
     let mut out = Vec::new();
-    let Some(Value::Object(ctx)) = ctx else {
+    let Some(ctx) = ctx.filter(|c| c.as_object().is_some()) else {
         return out;
     };
-    let text = |v: Option<&Value>| match v {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+    let text = |v: Option<&Json>| match v {
+        Some(Json::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
         _ => None,
     };
-    if let Some(Value::Object(c)) = ctx.get("consent") {
-        if let Some(Value::Object(prefs)) = c.get("categoryPreferences") {
+    if let Some(c) = ctx.get("consent").filter(|c| c.as_object().is_some()) {
+        if let Some(Json::Object(prefs)) = c.get("categoryPreferences") {
             // Sorted, so the rows of one message come in a fixed order.
             let sorted: BTreeMap<String, bool> = prefs
                 .iter()
@@ -335,7 +365,7 @@ fn consent_of(ctx: Option<&Value>) -> Vec<Consent> {
         }
     }
     if !out.iter().any(|c| matches!(c, Consent::Tc(_)))
-        && let Some(Value::Object(g)) = ctx.get("gdpr")
+        && let Some(g) = ctx.get("gdpr").filter(|g| g.as_object().is_some())
         && let Some(s) = text(g.get("consentString"))
     {
         out.push(Consent::Tc(s));
@@ -352,9 +382,9 @@ fn known_kind(k: &str) -> Option<&'static str> {
 /// Map one message. `received_at` is when its request arrived (µs); `batch_sent_at` the batch's
 /// `sentAt`.
 pub fn map(
-    msg: &Value,
+    msg: &Json,
     received_at: i64,
-    batch_sent_at: Option<&Value>,
+    batch_sent_at: Option<&Json>,
     declared: &Declared,
 ) -> Result<Mapped, Refused> {
     let refuse = |reason, kind, field: Option<&str>| Refused {
@@ -362,17 +392,18 @@ pub fn map(
         kind,
         field: field.map(str::to_string),
     };
-    let Value::Object(m) = msg else {
+    if msg.as_object().is_none() {
         return Err(refuse(Reason::Invalid, None, None));
-    };
+    }
+    let m = msg;
     let kind = match m.get("type") {
-        Some(Value::String(t)) => known_kind(t),
+        Some(Json::String(t)) => known_kind(t),
         _ => None,
     }
     .ok_or_else(|| refuse(Reason::Invalid, None, Some("type")))?;
     let message_id = match m.get("messageId") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Json::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Json::Number(n)) => Some(n.to_string()),
         _ => None,
     };
     let mut user_id = id_of(m.get("userId"));
@@ -415,23 +446,24 @@ pub fn map(
         "track" | "page" | "screen" | "group" => {
             let name = match kind {
                 "track" => match m.get("event") {
-                    Some(Value::String(e)) if !e.trim().is_empty() => e.clone(),
+                    Some(Json::String(e)) if !e.trim().is_empty() => e.clone(),
                     _ => return Err(refuse(Reason::Invalid, Some(kind), Some("event"))),
                 },
                 other => other.to_string(),
             };
             let mut fields = Fields::default();
-            context_fields(ctx, &mut fields);
+            let mut dropped = Vec::new();
+            context_fields(ctx, &mut fields, &mut dropped);
             if kind == "group"
                 && let Some(g) = id_of(m.get("groupId"))
             {
-                fields.0.push(("group_id".into(), Val::Text(g)));
+                fields.push("group_id".into(), Val::Text(g));
             }
             let mut f = Flattener {
                 declared: &declared.events,
                 traits: false,
                 out: fields,
-                dropped: Vec::new(),
+                dropped,
             };
             if matches!(kind, "track" | "page" | "screen") {
                 if let Some(p) = m.get("properties") {
@@ -439,10 +471,10 @@ pub fn map(
                 }
                 // The page or screen name, when the properties do not carry one.
                 if kind != "track"
-                    && let Some(Value::String(n)) = m.get("name")
+                    && let Some(Json::String(n)) = m.get("name")
                     && !f.out.has("name")
                 {
-                    f.out.0.push(("name".into(), Val::Text(n.clone())));
+                    f.out.push("name".into(), Val::Text(n.clone()));
                 }
             }
             out.dropped = f.dropped;
@@ -460,8 +492,8 @@ pub fn map(
             if let Some(t) = m.get("traits") {
                 f.add(&mut Vec::new(), t, 0);
             }
-            if let Some(Value::Object(c)) = ctx
-                && let Some(Value::Object(t)) = c.get("traits")
+            if let Some(c) = ctx
+                && let Some(Json::Object(t)) = c.get("traits")
             {
                 for (k, v) in t {
                     let name = snake(k);
@@ -490,15 +522,12 @@ pub fn map(
     Ok(out)
 }
 
-/// `Value::Object` helper for tests and the HTTP layer.
-pub fn object(v: &Value) -> Option<&Map<String, Value>> {
-    v.as_object()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    macro_rules! json {
+        ($($t:tt)*) => { Json::from(serde_json::json!($($t)*)) };
+    }
 
     fn none() -> Declared {
         Declared::default()
@@ -580,6 +609,20 @@ mod tests {
     }
 
     #[test]
+    fn keys_keep_the_order_they_were_sent_in() {
+        let m = Json::parse(
+            br#"{"type":"track","userId":"u","event":"e","properties":{"plan_name":"a","zeta":1,"Plan Name":"b","alpha":2}}"#,
+        )
+        .unwrap();
+        let r = map(&m, 0, None, &none()).unwrap();
+        let f = r.event.unwrap().1;
+        let names: Vec<&str> = f.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["plan_name", "zeta", "alpha"]);
+        assert_eq!(f.0[0].1, Val::Text("a".into()));
+        assert_eq!(r.dropped, vec![(Reason::Columns, "plan_name".into())]);
+    }
+
+    #[test]
     fn identify_alias_consent_and_refusals() {
         let d = Declared {
             profiles: ["email".to_string()].into(),
@@ -602,7 +645,7 @@ mod tests {
                 ("seat_count".into(), Val::Int(3))
             ]
         );
-        assert_eq!(f.0[0], ("email".into(), Val::Text("A@B.c".into())));
+        assert!(f.0.contains(&("email".into(), Val::Text("A@B.c".into()))));
         assert!(f.has("plan") && f.has("age") && !f.has("name"));
         assert_eq!(r.dropped, vec![(Reason::Pii, "name".into())]);
         assert_eq!(r.link, Some(("a1".into(), "anonymous_id")));

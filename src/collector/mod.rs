@@ -6,6 +6,7 @@
 
 pub mod commit;
 pub mod dedup;
+pub mod json;
 pub mod map;
 pub mod sources;
 pub mod stats;

@@ -5,9 +5,9 @@
 
 use std::io::Read;
 
+use super::json::Json;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::{Map, Value};
 
 /// Bytes a request may have after decompression.
 pub const MAX_REQUEST_BYTES: usize = 500 * 1024;
@@ -84,9 +84,9 @@ pub struct Request {
     /// The write key, from wherever it came.
     pub key: Option<String>,
     /// The messages, each an object (anything else is left for the mapper to reject).
-    pub messages: Vec<Value>,
+    pub messages: Vec<Json>,
     /// The batch's `sentAt`, for messages without their own.
-    pub sent_at: Option<Value>,
+    pub sent_at: Option<Json>,
 }
 
 /// The write key of a Basic `authorization` header (user name = key, empty password).
@@ -146,18 +146,18 @@ pub fn decode_body(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, WireE
 
 /// Parse a (decoded) body for `call`. `header_key` is the key of the Basic header or the query.
 pub fn parse(call: Call, body: &[u8], header_key: Option<String>) -> Result<Request, WireError> {
-    let v: Value = serde_json::from_slice(body)
+    let mut top = Json::parse(body)
         .map_err(|e| WireError::invalid_json(format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(mut top) = v else {
+    if top.as_object().is_none() {
         return Err(WireError::invalid_json("the body is not a JSON object"));
-    };
+    }
     let body_key = match top.get("writeKey") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Json::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
     let key = header_key.or(body_key);
     let big = body.len() > MAX_MESSAGE_BYTES;
-    let check_size = |m: &Value| -> Result<(), WireError> {
+    let check_size = |m: &Json| -> Result<(), WireError> {
         if big && serde_json::to_vec(m).map(|b| b.len()).unwrap_or(0) > MAX_MESSAGE_BYTES {
             return Err(WireError::too_large(format!(
                 "a message is larger than {} KB",
@@ -170,8 +170,8 @@ pub fn parse(call: Call, body: &[u8], header_key: Option<String>) -> Result<Requ
         Call::Single(kind) => {
             top.remove("writeKey");
             // The path decides the type (the browser SDK also sends it in the body).
-            top.insert("type".into(), Value::String(kind.into()));
-            let m = Value::Object(top);
+            top.insert("type", Json::String(kind.into()));
+            let m = top;
             check_size(&m)?;
             Ok(Request {
                 key,
@@ -180,7 +180,7 @@ pub fn parse(call: Call, body: &[u8], header_key: Option<String>) -> Result<Requ
             })
         }
         Call::Batch => {
-            let Some(Value::Array(batch)) = top.remove("batch") else {
+            let Some(Json::Array(batch)) = top.remove("batch") else {
                 return Err(WireError::invalid_json(
                     "a batch body needs \"batch\": [messages]",
                 ));
@@ -196,10 +196,8 @@ pub fn parse(call: Call, body: &[u8], header_key: Option<String>) -> Result<Requ
             let mut messages = Vec::with_capacity(batch.len());
             for mut m in batch {
                 check_size(&m)?;
-                if let Value::Object(o) = &mut m {
-                    merge_into(o, "context", &context);
-                    merge_into(o, "integrations", &integrations);
-                }
+                merge_into(&mut m, "context", &context);
+                merge_into(&mut m, "integrations", &integrations);
                 messages.push(m);
             }
             Ok(Request {
@@ -212,20 +210,20 @@ pub fn parse(call: Call, body: &[u8], header_key: Option<String>) -> Result<Requ
 }
 
 /// Merge a batch-level object into a message's (the message's own keys win).
-fn merge_into(m: &mut Map<String, Value>, field: &str, top: &Option<Value>) {
-    let Some(Value::Object(top)) = top else {
+fn merge_into(m: &mut Json, field: &str, top: &Option<Json>) {
+    let (Json::Object(m), Some(Json::Object(top))) = (m, top) else {
         return;
     };
-    match m.get_mut(field) {
-        Some(Value::Object(own)) => {
+    match m.iter_mut().find(|(k, _)| k == field) {
+        Some((_, Json::Object(own))) => {
             for (k, v) in top {
-                own.entry(k.clone()).or_insert_with(|| v.clone());
+                if !own.iter().any(|(o, _)| o == k) {
+                    own.push((k.clone(), v.clone()));
+                }
             }
         }
         Some(_) => {}
-        None => {
-            m.insert(field.into(), Value::Object(top.clone()));
-        }
+        None => m.push((field.to_string(), Json::Object(top.clone()))),
     }
 }
 
@@ -254,9 +252,10 @@ mod tests {
         let r = parse(Call::Batch, body, None).unwrap();
         assert_eq!(r.key.as_deref(), Some("B"));
         assert_eq!(r.messages.len(), 2);
-        assert_eq!(r.messages[0]["context"]["ip"], "1");
-        assert_eq!(r.messages[0]["context"]["locale"], "de");
-        assert_eq!(r.messages[1]["context"]["ip"], "2");
+        let ctx = |i: usize, k: &str| r.messages[i].get("context").and_then(|c| c.get(k)).cloned();
+        assert_eq!(ctx(0, "ip"), Some(Json::String("1".into())));
+        assert_eq!(ctx(0, "locale"), Some(Json::String("de".into())));
+        assert_eq!(ctx(1, "ip"), Some(Json::String("2".into())));
         assert!(r.sent_at.is_some());
         // The header's key wins over the body's.
         let r = parse(
@@ -266,7 +265,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.key.as_deref(), Some("H"));
-        assert_eq!(r.messages[0]["type"], "track");
+        assert_eq!(
+            r.messages[0].get("type"),
+            Some(&Json::String("track".into()))
+        );
     }
 
     #[test]

@@ -60,6 +60,24 @@ pub(super) async fn collect_beacon(
     handle(&state, Call::Batch, &uri, &headers, body).await
 }
 
+/// Any other path.
+pub(super) async fn not_found() -> Response {
+    failure(WireError::new(
+        404,
+        "not_found",
+        "no such path; the collector takes POST /v1/track|identify|page|screen|group|alias|batch|import",
+    ))
+}
+
+/// A known path with another method.
+pub(super) async fn method_not_allowed() -> Response {
+    failure(WireError::new(
+        405,
+        "method_not_allowed",
+        "this path takes POST (GET for /sourceConfig/, /healthz and /metrics)",
+    ))
+}
+
 /// `POST /v1/m`: the browser SDK's own metrics, accepted and ignored.
 pub(super) async fn metrics_beacon() -> Response {
     ok()
@@ -116,9 +134,16 @@ fn unavailable(why: &str) -> Response {
 }
 
 async fn handle(state: &State, call: Call, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
-    let bytes: Bytes = match axum::body::to_bytes(body, wire::MAX_REQUEST_BYTES + 1).await {
-        Ok(b) => b,
+    let read = axum::body::to_bytes(body, wire::MAX_REQUEST_BYTES + 1);
+    let bytes: Bytes = match tokio::time::timeout(super::BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            return failure(WireError::invalid_json(format!(
+                "the body did not arrive within {} s",
+                super::BODY_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(_)) => {
             return failure(WireError::too_large(format!(
                 "the request is larger than {} KB",
                 wire::MAX_REQUEST_BYTES / 1024

@@ -24,6 +24,13 @@ pub struct HttpConfig {
     pub listen: Option<String>,
 }
 
+/// Open connections at most.
+const MAX_CONNECTIONS: usize = 10_000;
+/// How long a client has for its TLS handshake and for each request head.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client has to send a request body.
+pub(crate) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the routes share.
 pub(crate) struct State {
     pub(crate) collector: Arc<Collector>,
@@ -60,6 +67,9 @@ impl Http {
             settings.clone(),
             shared.collector.clone(),
             recent,
+            shared
+                .max_ids_per_profile
+                .load(std::sync::atomic::Ordering::Relaxed),
         )
         .await?;
         let state = Arc::new(State {
@@ -84,6 +94,7 @@ impl Http {
             router,
             tls,
         } = self;
+        let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             let (stream, _) = tokio::select! {
                 a = listener.accept() => match a {
@@ -96,20 +107,32 @@ impl Http {
                 },
                 _ = stopped(&mut stop) => return,
             };
+            // Beyond MAX_CONNECTIONS open connections a new one is closed at once.
+            let Ok(permit) = open.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let router = router.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = hyper_util::service::TowerToHyperService::new(router);
-                let http = hyper::server::conn::http1::Builder::new();
+                let mut http = hyper::server::conn::http1::Builder::new();
+                // A client must send its request head within HEADER_TIMEOUT (slow clients do
+                // not hold connections open forever).
+                http.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT);
                 let r = match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => {
-                            http.serve_connection(hyper_util::rt::TokioIo::new(s), service)
-                                .await
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => {
+                                http.serve_connection(hyper_util::rt::TokioIo::new(s), service)
+                                    .await
+                            }
+                            _ => return,
                         }
-                        Err(_) => return,
-                    },
+                    }
                     None => {
                         http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                             .await
@@ -175,19 +198,20 @@ fn router(state: Arc<State>, settings: &crate::collector::Settings) -> Router {
         ])
         .expose_headers([header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(600));
-    let collector = Router::new()
-        .route("/v1/m", post(collect::metrics_beacon))
-        .route("/v1/{call}", post(collect::collect))
-        .route("/beacon/v1/batch", post(collect::collect_beacon))
-        .route("/sourceConfig", get(collect::source_config))
-        .route("/sourceConfig/", get(collect::source_config))
-        .layer(cors)
-        .with_state(state.clone());
+    // CORS outermost, so a preflight is answered before routing (and on every path).
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(collect::metrics))
+        .route("/v1/m", post(collect::metrics_beacon))
+        .route("/v1/{call}", post(collect::collect))
+        .route("/v1/{call}/", post(collect::collect))
+        .route("/beacon/v1/batch", post(collect::collect_beacon))
+        .route("/sourceConfig", get(collect::source_config))
+        .route("/sourceConfig/", get(collect::source_config))
+        .fallback(collect::not_found)
+        .method_not_allowed_fallback(collect::method_not_allowed)
         .with_state(state)
-        .merge(collector)
+        .layer(cors)
 }
 
 /// The `(source, message_id, received_at)` of collected events newer than the last entry of

@@ -139,7 +139,7 @@ pub async fn ingest(
 
 /// Keep the event index current after an events commit (the load's own counts when the index
 /// reflects the version before; otherwise a catch-up).
-async fn after_load(
+pub(crate) async fn after_load(
     db: &Database,
     (report, days): (IngestReport, Option<IndexDays>),
 ) -> Result<IngestReport> {

@@ -140,7 +140,7 @@ pub async fn serve(
         background.push(tokio::spawn(http.serve(http_stop_rx.clone())));
         background.push(tokio::spawn(compact_on_schedule(
             engine.shared().clone(),
-            collector_settings.compact_every,
+            collector_settings.clone(),
             http_stop_rx,
         )));
     }
@@ -193,10 +193,11 @@ pub async fn serve(
 /// last run (OPTIMIZE without a table).
 async fn compact_on_schedule(
     shared: Arc<crate::session::Shared>,
-    every: Duration,
+    settings: crate::collector::Settings,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering;
+    let every = settings.compact_every;
     let mut done_at = 0;
     loop {
         tokio::select! {
@@ -209,6 +210,11 @@ async fn compact_on_schedule(
         }
         done_at = commits;
         let mb = shared.target_file_mb.load(Ordering::Relaxed);
+        if let Err(e) =
+            crate::collector::commit::prune_log(&shared.db, settings.dedup_window_micros).await
+        {
+            tracing::warn!(target: "segdb::server", error = %e, "could not prune the collector's dedup log; it runs again at the next interval");
+        }
         for t in crate::storage::Table::BASE
             .into_iter()
             .chain(crate::storage::Table::ENGINE)

@@ -16,7 +16,9 @@ mod snapshot;
 mod tables;
 
 pub use location::{Location, Target};
-pub use snapshot::{DataFile, Snapshot, Suppression, column as snapshot_column, conform, files_of};
+pub use snapshot::{
+    DataFile, Snapshot, Suppression, column as snapshot_column, conform, files_of, read_files,
+};
 pub use tables::{Table, base_schema, ts_type};
 
 use std::collections::HashMap;

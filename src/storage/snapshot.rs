@@ -207,11 +207,22 @@ pub(super) async fn read_table(
     t: Table,
     d: &DeltaTable,
 ) -> Result<Vec<RecordBatch>> {
+    let schema = d.snapshot()?.snapshot().arrow_schema();
+    read_files(db, t, &files_of(d, t)?, &schema).await
+}
+
+/// The rows of some data files of `t`, conformed to `schema`.
+#[allow(deprecated)]
+pub async fn read_files(
+    db: &Database,
+    t: Table,
+    files: &[DataFile],
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
     use parquet::arrow::ParquetRecordBatchStreamBuilder;
     use parquet::arrow::async_reader::ParquetObjectReader;
-    let schema = d.snapshot()?.snapshot().arrow_schema();
     let mut out = Vec::new();
-    for f in files_of(d, t)? {
+    for f in files.iter().cloned() {
         let path = object_store::path::Path::from(format!("{}/{}", t.path(), f.path));
         let reader = ParquetObjectReader::new(db.store().clone(), path).with_file_size(f.size);
         let stream = ParquetRecordBatchStreamBuilder::new(reader)
@@ -219,7 +230,7 @@ pub(super) async fn read_table(
             .build()?;
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         for b in batches {
-            out.push(conform(&b, &schema)?);
+            out.push(conform(&b, schema)?);
         }
     }
     Ok(out)

@@ -205,6 +205,31 @@ async fn collector_speaks_the_wire_contract() {
             "page,false,,,,GB,Safari,web,m-2,Int64,Float64",
         ]
     );
+    // New columns come in the order the message named them (raw text: json! would sort keys).
+    let ordered = br#"{"type":"track","userId":"u-9","event":"Ordered","messageId":"ord-1",
+        "properties":{"zeta":1,"alpha":"x","Zeta":2}}"#;
+    let (st, _, _) = post(
+        &http,
+        &format!("{base}/v1/track"),
+        Some(&key),
+        ordered.to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        sql(
+            &db,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'events' \
+             AND column_name IN ('zeta', 'alpha') ORDER BY ordinal_position"
+        ),
+        ["zeta", "alpha"]
+    );
+    // The first of two keys with one column name is kept.
+    assert_eq!(
+        sql(&db, "SELECT zeta FROM events WHERE message_id = 'ord-1'"),
+        ["1"]
+    );
     let prof = sql(
         &db,
         "SELECT plan, age FROM profiles WHERE user_id = pseudonymize('u-1')",
@@ -227,7 +252,7 @@ async fn collector_speaks_the_wire_contract() {
     )
     .await;
     assert_eq!(st, 200);
-    assert_eq!(sql(&db, "SELECT count(*) FROM events"), ["2"]);
+    assert_eq!(sql(&db, "SELECT count(*) FROM events"), ["3"]);
 
     // The browser SDK's one-letter text/plain path with the key in the body; the beacon with the
     // key in the query; /v1/m ignored; sourceConfig.
@@ -422,15 +447,16 @@ async fn collector_speaks_the_wire_contract() {
     let shown = arrow::util::pretty::pretty_format_batches(&shown)
         .unwrap()
         .to_string();
-    // accepted: 3 + 1 + 1 + 1 + 1 (Typed) + 50 (Wide); deduplicated: 3.
+    // accepted: 3 + 1 (Ordered) + 1 + 1 + 1 + 1 (Typed) + 50 (Wide); deduplicated: 3;
+    // rejected: no_id, 2 invalid, pii, type, the second zeta and the columns over the cap.
     let line = shown
         .lines()
         .find(|l| l.contains("| web"))
         .unwrap()
         .to_string();
     let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-    let rejected = (over + 5).to_string();
-    assert_eq!(&cells[5..8], ["57", "3", rejected.as_str()], "{shown}");
+    let rejected = (over + 6).to_string();
+    assert_eq!(&cells[5..8], ["58", "3", rejected.as_str()], "{shown}");
     // A reader may not see them; an analyst may.
     let mut reader = server::login(&s.addr, "reader", server::READER_PW).await;
     assert!(reader.execute("SHOW SOURCES".into(), None).await.is_err());
@@ -454,7 +480,7 @@ async fn collector_speaks_the_wire_contract() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("segdb_collector_accepted_total{source=\"web\"} 57"),
+        metrics.contains("segdb_collector_accepted_total{source=\"web\"} 58"),
         "{metrics}"
     );
     assert!(metrics.contains("segdb_collector_deduplicated_total{source=\"web\"} 3"));
@@ -986,4 +1012,88 @@ async fn node_and_browser_sdks_land_events() {
     );
     s.stop();
     assert!(common::files_containing(&db.data, "HeadlessChrome").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_failed_commits_and_scheduled_compaction() {
+    // 429 with Retry-After while more than max_pending_events wait; compaction every second.
+    let db = TestDb::new();
+    let (s, key) = start(
+        &db,
+        "[collector]\nmax_pending_events = 1\ncommit_interval = '1500 milliseconds'\ncompact_every = '1 second'",
+    );
+    let base = s.http.clone().unwrap();
+    let http = reqwest::Client::new();
+    let first = {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        tokio::spawn(async move {
+            post(
+                &http,
+                &format!("{base}/v1/track"),
+                Some(&key),
+                track("bp-1", "Waited", "bp-1", json!({}))
+                    .to_string()
+                    .into_bytes(),
+                false,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (st, v, headers) = post(
+        &http,
+        &format!("{base}/v1/track"),
+        Some(&key),
+        track("bp-2", "Refused", "bp-2", json!({}))
+            .to_string()
+            .into_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!((st, v["code"].as_str()), (429, Some("rate_limited")), "{v}");
+    assert_eq!(headers["retry-after"], "1");
+    let (st, _, _) = first.await.unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(sql(&db, "SELECT event FROM events"), ["Waited"]);
+    // The scheduled compaction ran after that commit: events has a checkpoint.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = db.data.join("events/_delta_log");
+        let checkpoint = std::fs::read_dir(&log).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("checkpoint")
+        });
+        if checkpoint {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no compaction ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sql(&db, "SELECT event FROM events"), ["Waited"]);
+    s.stop();
+
+    // A commit that fails is answered 503 and stores nothing.
+    let config = db.dir.path().join("segdb.toml");
+    let s = Server::start_env(
+        &db,
+        &config,
+        &["--http", "127.0.0.1:0"],
+        &[("SEGDB_FAILPOINT", "collector-commit-fails")],
+    );
+    let base = s.http.clone().unwrap();
+    let (st, v, _) = post(
+        &http,
+        &format!("{base}/v1/track"),
+        Some(&key),
+        track("bp-3", "Failed", "bp-3", json!({}))
+            .to_string()
+            .into_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!((st, v["code"].as_str()), (503, Some("unavailable")), "{v}");
+    assert_eq!(sql(&db, "SELECT count(*) FROM events"), ["1"]);
+    drop(s);
 }

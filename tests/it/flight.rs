@@ -480,9 +480,42 @@ async fn flight_sql_over_tls() {
             cert.to_str().unwrap(),
             "--tls-key",
             key.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
         ],
     );
     let port = server.addr.rsplit(':').next().unwrap().to_string();
+    // The HTTP listener serves TLS with the same certificate.
+    let http = server.http.clone().unwrap();
+    assert!(http.starts_with("https://"), "{http}");
+    let http_port = http.rsplit(':').next().unwrap();
+    let web = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .resolve(
+            "localhost",
+            format!("127.0.0.1:{http_port}").parse().unwrap(),
+        )
+        .build()
+        .unwrap();
+    let ok = web
+        .get(format!("https://localhost:{http_port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let denied = web
+        .post(format!("https://localhost:{http_port}/v1/track"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status().as_u16(), 401);
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{http_port}/healthz"))
+            .await
+            .is_err(),
+        "plain HTTP is not served on the TLS listener"
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(

@@ -594,3 +594,46 @@ async fn explain_segment_for_user_says_why() {
         assert_eq!(err.to_string(), "unknown user");
     }
 }
+
+/// `ingest profiles --merge`: a row merges into the stored profile (empty attributes keep their
+/// values; rows of one user in a load merge in order), where a plain load replaces it whole.
+#[test]
+fn profiles_merge_or_replace() {
+    let db = TestDb::new();
+    db.ingest_cli(
+        "profiles",
+        &db.input(
+            "p1.csv",
+            "user_id,plan,age,city\nu1,pro,41,Berlin\nu2,basic,30,Rome\n",
+        ),
+    );
+    let merge = db.input("p2.csv", "user_id,plan,age,city\nu1,gold,,\nu1,,42,\n");
+    let o = db.cli(&["ingest", "profiles", "--merge", merge.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = db.cli(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT plan, age, city FROM profiles ORDER BY user_id = pseudonymize('u1') DESC",
+    ]);
+    assert_eq!(stdout(&o), "plan,age,city\ngold,42,Berlin\nbasic,30,Rome\n");
+    // Without --merge the row replaces the profile whole.
+    db.ingest_cli("profiles", &db.input("p3.csv", "user_id,plan\nu1,free\n"));
+    let o = db.cli(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT plan, age, city FROM profiles WHERE user_id = pseudonymize('u1')",
+    ]);
+    assert_eq!(stdout(&o), "plan,age,city\nfree,,\n");
+    let events = db.input("e.csv", "user_id,event,ts\nu1,e,2026-01-01T00:00:00Z\n");
+    let o = db.cli(&["ingest", "events", "--merge", events.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--merge applies to profiles"),
+        "{}",
+        stderr(&o)
+    );
+}
