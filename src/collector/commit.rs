@@ -512,7 +512,7 @@ impl Committer {
         if items.iter().all(|it| it.m.consent.is_empty()) {
             return Ok(());
         }
-        let table = self.db.load(Table::Consent).await?;
+        let table = self.db.latest(Table::Consent).await?;
         let version = table.version().unwrap_or(0) as u64;
         if self.consent.as_ref().is_none_or(|c| c.version != version) {
             self.consent = Some(ConsentState {
@@ -599,7 +599,7 @@ impl Committer {
             Ok(()) => {
                 // The state now reflects our own commit.
                 if let Some(s) = self.consent.as_mut() {
-                    s.version = self.db.load(Table::Consent).await?.version().unwrap_or(0) as u64;
+                    s.version = self.db.latest(Table::Consent).await?.version().unwrap_or(0) as u64;
                 }
                 Ok(())
             }
@@ -620,7 +620,7 @@ impl Committer {
         if rows.is_empty() {
             return Ok(());
         }
-        let table = self.db.load(Table::Profiles).await?;
+        let table = self.db.latest(Table::Profiles).await?;
         let schema = table.snapshot()?.snapshot().arrow_schema();
         let mut cols = Columns::new(&schema, self.settings.max_columns);
         let mut ids = StringBuilder::new();
@@ -651,7 +651,7 @@ impl Committer {
         if rows.is_empty() {
             return Ok(());
         }
-        let table = self.db.load(Table::Events).await?;
+        let table = self.db.latest(Table::Events).await?;
         let schema = table.snapshot()?.snapshot().arrow_schema();
         let mut cols = Columns::new(&schema, self.settings.max_columns);
         let (mut user, mut anon, mut event, mut mid, mut source) = (

@@ -136,7 +136,7 @@ fn to_batch(all: &BTreeMap<String, Source>) -> Result<RecordBatch> {
 
 /// Every source, by name, at the latest version.
 pub async fn list(db: &Database) -> Result<(BTreeMap<String, Source>, u64)> {
-    let table = db.load(Table::Sources).await?;
+    let table = db.latest(Table::Sources).await?;
     let version = table.version().unwrap_or(0) as u64;
     let all = from_batches(&crate::storage::read_pinned(db, Table::Sources, &table).await?)?;
     Ok((all, version))

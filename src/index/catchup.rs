@@ -119,8 +119,8 @@ pub async fn catch_up(
 /// version; returns the events version it reflects afterwards.
 pub async fn persist(db: &Database) -> Result<u64> {
     for _ in 0..20 {
-        let events = db.load(Table::Events).await?;
-        let index = db.load(Table::EventIndex).await?;
+        let events = db.latest(Table::Events).await?;
+        let index = db.latest(Table::EventIndex).await?;
         let to = events.version().unwrap_or(0);
         let from = match store::recorded_version(db, &index).await? {
             Some(v) => v,
@@ -150,7 +150,7 @@ pub async fn persist(db: &Database) -> Result<u64> {
 /// After a load committed events version `v` with counts `days`: append them when the persisted
 /// index reflects exactly `v - 1` (the common case, no scan), else catch up by scanning.
 pub async fn after_load(db: &Database, days: &Days, v: u64) -> Result<()> {
-    let index = db.load(Table::EventIndex).await?;
+    let index = db.latest(Table::EventIndex).await?;
     if store::recorded_version(db, &index).await? == Some(v - 1)
         && let Committed::Version(_) = store::append(&index, days, v).await?
     {
@@ -162,8 +162,8 @@ pub async fn after_load(db: &Database, days: &Days, v: u64) -> Result<()> {
 /// Recount and overwrite the persisted index from the latest events version.
 pub async fn rebuild_persisted(db: &Database) -> Result<EventIndex> {
     for _ in 0..20 {
-        let events = db.load(Table::Events).await?;
-        let index = db.load(Table::EventIndex).await?;
+        let events = db.latest(Table::Events).await?;
+        let index = db.latest(Table::EventIndex).await?;
         let idx = rebuild(db, &events).await?;
         if let Committed::Version(_) = store::overwrite(&index, &idx).await? {
             return Ok(idx);

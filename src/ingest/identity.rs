@@ -60,7 +60,7 @@ impl Identity {
     /// The identity map at the table's latest version: the cached map extended by the appends
     /// since, or (after anything but appends, e.g. a FORGET) the whole table read again.
     pub(crate) async fn load(db: &Database) -> Result<Identity> {
-        let table = db.load(Table::Identity).await?;
+        let table = db.latest(Table::Identity).await?;
         let version = table.version();
         // The table's id too: a database made again at the same place is another table.
         let location = format!("{} {}", db.location(), table.snapshot()?.metadata().id());

@@ -40,7 +40,7 @@ pub(crate) async fn commit(
         return Ok((0, 0, None));
     }
     for _ in 0..50 {
-        let table = db.load(Table::Links).await?;
+        let table = db.latest(Table::Links).await?;
         let stored = pairs(&crate::storage::read_pinned(db, Table::Links, &table).await?)?;
         let mut c = Components::default();
         for (a, b) in &stored {

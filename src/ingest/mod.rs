@@ -396,7 +396,7 @@ async fn load(
     if kind == Kind::Links {
         return load_links(db, keyring, names, rx, progress, opts, started).await;
     }
-    let mut table = db.load(kind.table()).await?;
+    let mut table = db.latest(kind.table()).await?;
     let table_schema = table.snapshot()?.snapshot().arrow_schema();
     let mut identity = identity::Identity::load(db).await?;
     let now = chrono::Utc::now().timestamp_micros();
@@ -592,7 +592,7 @@ fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
 /// Commit the ordinals a load assigned (refusing when another load assigned some meanwhile).
 async fn commit_identity(db: &Database, identity: &identity::Identity, now: i64) -> Result<()> {
     if let Some(batch) = identity.fresh_batch(now)? {
-        let mut id_table = db.load(Table::Identity).await?;
+        let mut id_table = db.latest(Table::Identity).await?;
         if id_table.version() != identity.version {
             return Err(Error::ingest(
                 "another load assigned user ordinals at the same time; nothing was committed, run this load again",

@@ -118,7 +118,7 @@ pub async fn overwrite_exact(
 /// Append `batches` to the latest version of `t` (blind append: retried on concurrent commits).
 pub async fn append(db: &Database, t: Table, batches: Vec<RecordBatch>, meta: Meta) -> Result<u64> {
     for _ in 0..20 {
-        let table = db.load(t).await?;
+        let table = db.latest(t).await?;
         if let Committed::Version(v) = append_exact(&table, batches.clone(), meta.clone()).await? {
             return Ok(v);
         }
