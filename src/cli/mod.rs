@@ -61,12 +61,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let engine = crate::engine::Engine::open(&cli.global.engine_config_of(&file)?)
                 .await?
                 .with_caller("cli")?;
-            if let Some(mb) = file.storage.target_file_mb {
-                engine
-                    .shared()
-                    .target_file_mb
-                    .store(mb, std::sync::atomic::Ordering::Relaxed);
-            }
+            file.apply_to(engine.shared())?;
             if let Some(t) = &table {
                 // The name is checked here, so it is never spliced into SQL unchecked.
                 crate::storage::optimize::tables_named(Some(t))?;

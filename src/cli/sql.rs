@@ -14,6 +14,7 @@ pub async fn run(global: &GlobalOpts, args: SqlArgs) -> Result<i32> {
     let mut engine = Engine::open(&global.engine_config_of(&file)?)
         .await?
         .with_caller("cli")?;
+    file.apply_to(engine.shared())?;
     if let Some(c) = &args.cluster {
         engine = engine.with_cluster_secret(c, file.cluster_secret()?)?;
     }

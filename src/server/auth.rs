@@ -198,6 +198,19 @@ fn default_ttl() -> u64 {
 }
 
 impl ServerConfig {
+    /// Give `shared` this file's `[collector]` settings (the key grace of `ROTATE KEY`) and
+    /// `[storage] target_file_mb` (`OPTIMIZE`): every command that runs statements applies them.
+    pub fn apply_to(&self, shared: &crate::session::Shared) -> Result<crate::collector::Settings> {
+        let settings = self.collector.settings()?;
+        *shared.collector_settings.write().expect("not poisoned") = settings.clone();
+        if let Some(mb) = self.storage.target_file_mb {
+            shared
+                .target_file_mb
+                .store(mb, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(settings)
+    }
+
     /// The cluster's secret: `SEGDB_CLUSTER_SECRET`, else `[cluster] secret`; a cluster needs one.
     pub fn cluster_secret(&self) -> Result<crate::cluster::auth::ClusterSecret> {
         crate::cluster::auth::ClusterSecret::required(self.cluster.secret.as_deref())

@@ -67,18 +67,7 @@ pub async fn serve(
         config.identity.max_ids_per_profile,
         std::sync::atomic::Ordering::Relaxed,
     );
-    let collector_settings = config.collector.settings()?;
-    *engine
-        .shared()
-        .collector_settings
-        .write()
-        .expect("not poisoned") = collector_settings.clone();
-    if let Some(mb) = config.storage.target_file_mb {
-        engine
-            .shared()
-            .target_file_mb
-            .store(mb, std::sync::atomic::Ordering::Relaxed);
-    }
+    let collector_settings = config.apply_to(engine.shared())?;
     let service = service::SegdbFlightSql::new(engine.shared().clone(), authenticator);
     let inflight = service.inflight();
     // Materialised segments refresh on their schedules while the server runs.

@@ -1020,7 +1020,7 @@ async fn backpressure_failed_commits_and_scheduled_compaction() {
     let db = TestDb::new();
     let (s, key) = start(
         &db,
-        "[collector]\nmax_pending_events = 1\ncommit_interval = '1500 milliseconds'\ncompact_every = '1 second'",
+        "[collector]\nmax_pending_events = 1\ncommit_interval = '1500 milliseconds'\ncompact_every = '1 second'\nkey_grace = '1 second'",
     );
     let base = s.http.clone().unwrap();
     let http = reqwest::Client::new();
@@ -1072,10 +1072,45 @@ async fn backpressure_failed_commits_and_scheduled_compaction() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(sql(&db, "SELECT event FROM events"), ["Waited"]);
+    // `segdb sql --config` rotates with the file's key_grace: the old key ends after a second.
+    let config = db.dir.path().join("segdb.toml");
+    let o = db.cli(&[
+        "sql",
+        "--config",
+        config.to_str().unwrap(),
+        "--format",
+        "csv",
+        "-c",
+        "ALTER SOURCE web ROTATE KEY",
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let out = common::stdout(&o);
+    let new_key = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    for (k, want) in [(&key, 401), (&new_key, 200)] {
+        let (st, _, _) = post(
+            &http,
+            &format!("{base}/v1/track"),
+            Some(k),
+            track("bp-k", "Keyed", &format!("bp-k-{want}"), json!({}))
+                .to_string()
+                .into_bytes(),
+            false,
+        )
+        .await;
+        assert_eq!(st, want);
+    }
     s.stop();
+    let key = new_key;
 
     // A commit that fails is answered 503 and stores nothing.
-    let config = db.dir.path().join("segdb.toml");
     let s = Server::start_env(
         &db,
         &config,
@@ -1094,6 +1129,6 @@ async fn backpressure_failed_commits_and_scheduled_compaction() {
     )
     .await;
     assert_eq!((st, v["code"].as_str()), (503, Some("unavailable")), "{v}");
-    assert_eq!(sql(&db, "SELECT count(*) FROM events"), ["1"]);
+    assert_eq!(sql(&db, "SELECT count(*) FROM events"), ["2"]);
     drop(s);
 }
