@@ -114,6 +114,22 @@ pub async fn catch_up(
     }
 }
 
+/// What bringing an in-memory index up to the pinned `events` version adds: the per-(event,
+/// day) counts of the commits since (empty when it is current), or `None` when only a recount
+/// will do. Readers extend a cached index with it instead of reloading the persisted one.
+pub async fn extension(
+    db: &Database,
+    events: &deltalake::DeltaTable,
+    idx: &EventIndex,
+) -> Result<Option<(Days, u64)>> {
+    let to = events.version().unwrap_or(0);
+    match plan(db, idx.events_version, to).await? {
+        Plan::Current => Ok(Some((Days::default(), to))),
+        Plan::Incremental(files) => Ok(Some((count_files(db, events, &files).await?, to))),
+        Plan::Rebuild => Ok(None),
+    }
+}
+
 /// Writers: bring the persisted index up to the latest events version (appending the counts
 /// of the commits it misses, or overwriting it with a recount), committed at an exact index
 /// version; returns the events version it reflects afterwards.

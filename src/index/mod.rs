@@ -93,6 +93,39 @@ impl EventIndex {
             .sum()
     }
 
+    /// A copy with `days` added, reflecting `events_version`. Cached sums over ranges none of
+    /// the added (event, day) pairs falls in are kept (a stream of appends to today leaves the
+    /// sums of other events and of past windows standing).
+    pub fn extended(&self, days: &Days, events_version: u64) -> EventIndex {
+        let mut out = EventIndex {
+            days: self.days.clone(),
+            events_version,
+            sums: Sums::default(),
+        };
+        for (k, bsi) in days {
+            out.days.entry(k.clone()).or_default().add(bsi);
+        }
+        let g = self.sums.map.lock().expect("not poisoned");
+        let mut kept = HashMap::new();
+        let mut bytes = 0usize;
+        for (key, sum) in g.0.iter() {
+            let (event, from, to) = key;
+            let touched = days.keys().any(|(e, d)| {
+                *d >= *from && *d < *to && event.as_deref().is_none_or(|want| want == e)
+            });
+            if !touched {
+                bytes += sum
+                    .slices
+                    .iter()
+                    .map(|s| s.serialized_size())
+                    .sum::<usize>();
+                kept.insert(key.clone(), sum.clone());
+            }
+        }
+        *out.sums.map.lock().expect("not poisoned") = (kept, bytes);
+        out
+    }
+
     /// Add per-day counts.
     pub fn add(&mut self, days: &Days) {
         self.sums = Sums::default();
@@ -157,6 +190,43 @@ mod tests {
 
     fn day(users: &[(u32, u64)]) -> Bsi {
         Bsi::from_counts(users.iter().copied())
+    }
+
+    #[test]
+    fn an_extended_copy_keeps_only_untouched_sums() {
+        let mut idx = EventIndex::default();
+        let one = |uid: u32| Bsi::from_counts([(uid, 1)]);
+        idx.add(&Days::from([
+            (("buy".to_string(), 10), one(1)),
+            (("view".to_string(), 10), one(2)),
+        ]));
+        let buy = idx.counts(Some("buy"), 0, 20);
+        let view = idx.counts(Some("view"), 0, 20);
+        let any = idx.counts(None, 0, 20);
+        let more = Days::from([(("view".to_string(), 11), one(3))]);
+        let ext = idx.extended(&more, 7);
+        assert_eq!(ext.events_version, 7);
+        // Every sum equals a fresh sum over the extended days…
+        let mut fresh = EventIndex::default();
+        fresh.add(&ext.days);
+        for (e, from, to) in [
+            (Some("buy"), 0, 20),
+            (Some("view"), 0, 20),
+            (None, 0, 20),
+            (Some("view"), 11, 12),
+        ] {
+            assert_eq!(
+                ext.counts(e, from, to),
+                fresh.counts(e, from, to),
+                "{e:?} {from}..{to}"
+            );
+        }
+        // …the untouched one came from the cache, the touched ones were recomputed.
+        assert_eq!(ext.counts(Some("buy"), 0, 20), buy);
+        assert_ne!(ext.counts(Some("view"), 0, 20), view);
+        assert_ne!(ext.counts(None, 0, 20), any);
+        // The original is unchanged.
+        assert_eq!(idx.counts(Some("view"), 0, 20), view);
     }
 
     #[test]

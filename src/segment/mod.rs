@@ -254,10 +254,32 @@ impl Segments {
             ctx.snap.version(Table::EventIndex),
             ctx.snap.version(Table::Events),
         );
-        if let Some((k, i)) = &self.cache().index
-            && *k == key
-        {
-            return Ok(i.clone());
+        let cached = self.cache().index.clone();
+        if let Some((k, i)) = cached {
+            if k == key {
+                return Ok(i);
+            }
+            // A newer events version: extend the cached index by the appended commits (and keep
+            // the timelines of the (event, day) pairs they did not touch), instead of reading the
+            // persisted index and recomputing every sum and timeline after each small commit.
+            if k.1 <= key.1
+                && let Some((days, to)) =
+                    crate::index::catchup::extension(&self.db, ctx.snap.delta(Table::Events), &i)
+                        .await?
+            {
+                let idx = if days.is_empty() {
+                    i.clone()
+                } else {
+                    Arc::new(i.extended(&days, to))
+                };
+                let mut c = self.cache();
+                if c.timelines.0 == k.1 {
+                    c.timelines.0 = key.1;
+                    c.timelines.1.retain(|t, _| !days.contains_key(t));
+                }
+                c.index = Some((key, idx.clone()));
+                return Ok(idx);
+            }
         }
         let persisted =
             crate::index::store::load(&self.db, ctx.snap.delta(Table::EventIndex)).await?;

@@ -1132,3 +1132,59 @@ async fn backpressure_failed_commits_and_scheduled_compaction() {
     assert_eq!(sql(&db, "SELECT count(*) FROM events"), ["2"]);
     drop(s);
 }
+
+/// A long-running process extends its cached index and timelines by the appended commits
+/// (what the collector's stream of commits needs); the answers equal a fresh process's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_index_is_extended_by_appends_and_answers_the_same() {
+    let db = TestDb::new();
+    let load = |name: &str, rows: &str| {
+        let f = db.input(name, &format!("user_id,event,ts\n{rows}"));
+        db.ingest_cli("events", &f);
+    };
+    load(
+        "a.csv",
+        "u1,buy,2026-03-01T10:00:00Z\nu2,buy,2026-03-02T10:00:00Z\nu3,view,2026-03-02T11:00:00Z\n",
+    );
+    let q = "SELECT segment_size('s')";
+    let e = db.engine().await;
+    e.sql("SET segdb.as_of = '2026-03-03T12:00:00Z'")
+        .await
+        .unwrap();
+    // The window's edge days are partial (as_of at noon): timelines are built for them.
+    e.sql("CREATE SEGMENT s AS DID 'buy' AT LEAST 2 TIMES IN THE LAST 2 DAYS")
+        .await
+        .unwrap();
+    assert_eq!(common::count(&e, q).await, 0);
+    let answers = |e: segdb::Engine| async move {
+        let mut out = Vec::new();
+        for sql in [
+            q,
+            "SELECT segment_size('t')",
+            "SELECT count(*) FROM segment_members('s')",
+        ] {
+            out.push(common::count(&e, sql).await);
+        }
+        out
+    };
+    // Appends: to an edge day, to the middle, and an event the segment does not use.
+    load(
+        "b.csv",
+        "u1,buy,2026-03-01T13:00:00Z\nu2,buy,2026-03-02T12:00:00Z\nu3,view,2026-03-03T09:00:00Z\n",
+    );
+    e.sql("CREATE SEGMENT t AS DID 'view' IN THE LAST 2 DAYS")
+        .await
+        .unwrap();
+    load(
+        "c.csv",
+        "u1,buy,2026-03-03T11:00:00Z\nu4,view,2026-03-01T12:30:00Z\n",
+    );
+    let cached = answers(e).await;
+    let fresh = db.engine().await;
+    fresh
+        .sql("SET segdb.as_of = '2026-03-03T12:00:00Z'")
+        .await
+        .unwrap();
+    assert_eq!(cached, answers(fresh).await);
+    assert_eq!(cached, vec![2, 2, 2]);
+}
