@@ -68,13 +68,14 @@ impl Collector {
         keyring: Arc<Keyring>,
         settings: Settings,
         stats: Arc<Stats>,
+        log: Vec<(i64, i64)>,
         recent_events: Vec<(String, String, i64)>,
         max_ids: usize,
     ) -> Result<Arc<Collector>> {
         let mut window = Window::new(settings.dedup_window_micros, settings.dedup_max_ids);
         let hasher = dedup::hasher(&keyring);
-        let now = chrono::Utc::now().timestamp_micros();
-        for (k, at) in logged(&db, now - settings.dedup_window_micros).await? {
+        let since = chrono::Utc::now().timestamp_micros() - settings.dedup_window_micros;
+        for (k, at) in log.into_iter().filter(|(_, at)| *at >= since) {
             window.insert(k, at);
         }
         for (source, mid, at) in recent_events {
@@ -86,11 +87,12 @@ impl Collector {
             "collector started"
         );
         let (tx, rx) = mpsc::unbounded_channel();
+        let rules = Arc::new(declared(&db).await?);
         let collector = Arc::new(Collector {
             tx,
             stats: stats.clone(),
             settings: settings.clone(),
-            declared: std::sync::RwLock::new(Arc::new(declared(&db).await?)),
+            declared: std::sync::RwLock::new(rules.clone()),
         });
         let committer = Committer {
             db,
@@ -102,6 +104,7 @@ impl Collector {
             consent: None,
             collector: Arc::downgrade(&collector),
             max_ids,
+            declared: rules,
         };
         tokio::spawn(committer.run(rx));
         Ok(collector)
@@ -165,8 +168,9 @@ async fn declared(db: &Database) -> Result<Declared> {
     })
 }
 
-/// The `(key, at)` rows of `_segdb/collected` newer than `since`.
-async fn logged(db: &Database, since: i64) -> Result<Vec<(i64, i64)>> {
+/// The `(key, at)` rows of `_segdb/collected`, oldest first (read once at start: the scheduled
+/// compaction keeps it about a dedup window long).
+pub async fn logged(db: &Database) -> Result<Vec<(i64, i64)>> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
     let table = db.load(Table::Collected).await?;
@@ -179,7 +183,7 @@ async fn logged(db: &Database, since: i64) -> Result<Vec<(i64, i64)>> {
             at.as_primitive::<TimestampMicrosecondType>(),
         );
         for i in 0..b.num_rows() {
-            if k.is_valid(i) && at.is_valid(i) && at.value(i) >= since {
+            if k.is_valid(i) && at.is_valid(i) {
                 out.push((k.value(i), at.value(i)));
             }
         }
@@ -210,11 +214,6 @@ pub async fn prune_log(db: &Database, window_micros: i64) -> Result<()> {
     Ok(())
 }
 
-/// The newest `at` in `_segdb/collected` (where the start-up scan of events begins).
-pub async fn last_logged(db: &Database) -> Result<Option<i64>> {
-    Ok(logged(db, i64::MIN).await?.last().map(|(_, at)| *at))
-}
-
 /// The latest consent value per (pseudonym, kind[:purpose]), as of a consent version.
 struct ConsentState {
     version: u64,
@@ -232,6 +231,8 @@ struct Committer {
     collector: std::sync::Weak<Collector>,
     /// `[identity] max_ids_per_profile`.
     max_ids: usize,
+    /// The declared personal columns, read after each commit (and published to the handlers).
+    declared: Arc<Declared>,
 }
 
 /// One kept message and where it came from.
@@ -286,10 +287,11 @@ impl Committer {
                     }
                 }
             }
-            if let Some(c) = self.collector.upgrade()
-                && let Ok(d) = declared(&self.db).await
-            {
-                *c.declared.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d);
+            if let Ok(d) = declared(&self.db).await {
+                self.declared = Arc::new(d);
+                if let Some(c) = self.collector.upgrade() {
+                    *c.declared.write().unwrap_or_else(|p| p.into_inner()) = self.declared.clone();
+                }
             }
         }
     }
@@ -698,17 +700,11 @@ impl Committer {
         cols.finish(rows.len(), &mut fields, &mut arrays);
         // `name` is a product or page name in events, not a person's (unless declared).
         let mut opts = IngestOptions::default();
-        if fields.iter().any(|f| f.name() == "name") && !self.declared_events_has("name").await {
+        if fields.iter().any(|f| f.name() == "name") && !self.declared.events.contains("name") {
             opts.pii = vec![("name".to_string(), crate::storage::settings::PiiRule::Keep)];
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
         self.ingest(Kind::Events, batch, opts).await
-    }
-
-    async fn declared_events_has(&self, col: &str) -> bool {
-        declared(&self.db)
-            .await
-            .is_ok_and(|d| d.events.contains(col))
     }
 }
 
@@ -913,15 +909,6 @@ fn fill<T>(rows: usize, v: Vec<(usize, T)>) -> Vec<Option<T>> {
         out[r] = Some(x);
     }
     out
-}
-
-impl From<Refusal> for Error {
-    fn from(r: Refusal) -> Error {
-        match r {
-            Refusal::Busy => Error::invalid("too many events are waiting; retry later"),
-            Refusal::Unavailable(m) => Error::storage(m),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -60,12 +60,14 @@ impl Http {
             .await
             .map_err(|e| Error::invalid(format!("cannot listen for HTTP on {addr}: {e}")))?;
         let shared = engine.shared();
-        let recent = recent_event_ids(engine).await?;
+        let log = crate::collector::commit::logged(&shared.db).await?;
+        let recent = recent_event_ids(engine, log.last().map(|(_, at)| *at)).await?;
         let collector = Collector::start(
             shared.db.clone(),
             shared.keyring.clone(),
             settings.clone(),
             shared.collector.clone(),
+            log,
             recent,
             shared
                 .max_ids_per_profile
@@ -217,7 +219,10 @@ fn router(state: Arc<State>, settings: &crate::collector::Settings) -> Router {
 /// The `(source, message_id, received_at)` of collected events newer than the last entry of
 /// `_segdb/collected` (less ten minutes): a crash between the events commit and the log's commit
 /// leaves them only there.
-async fn recent_event_ids(engine: &Engine) -> Result<Vec<(String, String, i64)>> {
+async fn recent_event_ids(
+    engine: &Engine,
+    last_logged: Option<i64>,
+) -> Result<Vec<(String, String, i64)>> {
     use arrow::array::{Array, AsArray};
     let db = &engine.shared().db;
     let events = db.load(crate::storage::Table::Events).await?;
@@ -228,7 +233,7 @@ async fn recent_event_ids(engine: &Engine) -> Result<Vec<(String, String, i64)>>
     {
         return Ok(Vec::new());
     }
-    let since = match crate::collector::commit::last_logged(db).await? {
+    let since = match last_logged {
         Some(at) => at - 600_000_000,
         None => i64::MIN / 2,
     };

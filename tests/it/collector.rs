@@ -82,6 +82,24 @@ async fn post(
     (status, v, headers)
 }
 
+/// POST one message to `/v1/track` with Basic auth.
+async fn post_track(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    message: Value,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let url = format!("{base}/v1/track");
+    post(
+        http,
+        &url,
+        Some(key),
+        message.to_string().into_bytes(),
+        false,
+    )
+    .await
+}
+
 fn gz(bytes: &[u8]) -> Vec<u8> {
     let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     z.write_all(bytes).unwrap();
@@ -624,14 +642,11 @@ async fn collected_messages_follow_consent_erasure_merges_and_segments() {
         .to_string();
     assert_ne!(new_key, key);
     for k in [&key, &new_key] {
-        let (st, _, _) = post(
+        let (st, _, _) = post_track(
             &http,
-            &format!("{base}/v1/track"),
-            Some(k),
-            track("b-3", "Rotated", &format!("k-{}", &k[..4]), json!({}))
-                .to_string()
-                .into_bytes(),
-            false,
+            &base,
+            k,
+            track("b-3", "Rotated", &format!("k-{}", &k[..4]), json!({})),
         )
         .await;
         assert_eq!(st, 200);
@@ -639,14 +654,11 @@ async fn collected_messages_follow_consent_erasure_merges_and_segments() {
     server::query(&mut admin, "DROP SOURCE web").await;
     // Known keys are checked against the catalog at most once a second.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let (st, _, _) = post(
+    let (st, _, _) = post_track(
         &http,
-        &format!("{base}/v1/track"),
-        Some(&new_key),
-        track("b-3", "Dropped", "k-x", json!({}))
-            .to_string()
-            .into_bytes(),
-        false,
+        &base,
+        &new_key,
+        track("b-3", "Dropped", "k-x", json!({})),
     )
     .await;
     assert_eq!(st, 401, "a dropped source's key stops working");
@@ -1027,27 +1039,21 @@ async fn backpressure_failed_commits_and_scheduled_compaction() {
     let first = {
         let (http, base, key) = (http.clone(), base.clone(), key.clone());
         tokio::spawn(async move {
-            post(
+            post_track(
                 &http,
-                &format!("{base}/v1/track"),
-                Some(&key),
-                track("bp-1", "Waited", "bp-1", json!({}))
-                    .to_string()
-                    .into_bytes(),
-                false,
+                &base,
+                &key,
+                track("bp-1", "Waited", "bp-1", json!({})),
             )
             .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (st, v, headers) = post(
+    let (st, v, headers) = post_track(
         &http,
-        &format!("{base}/v1/track"),
-        Some(&key),
-        track("bp-2", "Refused", "bp-2", json!({}))
-            .to_string()
-            .into_bytes(),
-        false,
+        &base,
+        &key,
+        track("bp-2", "Refused", "bp-2", json!({})),
     )
     .await;
     assert_eq!((st, v["code"].as_str()), (429, Some("rate_limited")), "{v}");
@@ -1095,14 +1101,11 @@ async fn backpressure_failed_commits_and_scheduled_compaction() {
         .to_string();
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     for (k, want) in [(&key, 401), (&new_key, 200)] {
-        let (st, _, _) = post(
+        let (st, _, _) = post_track(
             &http,
-            &format!("{base}/v1/track"),
-            Some(k),
-            track("bp-k", "Keyed", &format!("bp-k-{want}"), json!({}))
-                .to_string()
-                .into_bytes(),
-            false,
+            &base,
+            k,
+            track("bp-k", "Keyed", &format!("bp-k-{want}"), json!({})),
         )
         .await;
         assert_eq!(st, want);
@@ -1118,14 +1121,11 @@ async fn backpressure_failed_commits_and_scheduled_compaction() {
         &[("SEGDB_FAILPOINT", "collector-commit-fails")],
     );
     let base = s.http.clone().unwrap();
-    let (st, v, _) = post(
+    let (st, v, _) = post_track(
         &http,
-        &format!("{base}/v1/track"),
-        Some(&key),
-        track("bp-3", "Failed", "bp-3", json!({}))
-            .to_string()
-            .into_bytes(),
-        false,
+        &base,
+        &key,
+        track("bp-3", "Failed", "bp-3", json!({})),
     )
     .await;
     assert_eq!((st, v["code"].as_str()), (503, Some("unavailable")), "{v}");
