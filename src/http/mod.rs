@@ -1,8 +1,10 @@
 //! The HTTP listener of `segdb serve` (`--http`, DESIGN §14): the collector (`/v1/…`,
-//! `/beacon/v1/batch`, `/sourceConfig/`), `/healthz` and `/metrics`. One accept loop serves plain
+//! `/beacon/v1/batch`, `/sourceConfig/`), the profile API (`/v1/auth/token`, `/v1/profiles/…`,
+//! DESIGN §15), `/healthz` and `/metrics`. One accept loop serves plain
 //! HTTP/1.1 or, with the server's `--tls-cert/--tls-key`, HTTPS.
 
 mod collect;
+mod profiles;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,13 +37,22 @@ pub(crate) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 pub(crate) struct State {
     pub(crate) collector: Arc<Collector>,
     pub(crate) keys: Keys,
+    /// Users and tokens, shared with Flight SQL (the profile API's bearer tokens).
+    pub(crate) auth: Arc<crate::server::auth::Authenticator>,
+    /// The profile API's in-memory membership.
+    pub(crate) lookup: Arc<crate::materialize::lookup::Lookup>,
 }
+
+/// The client address of a connection (for login throttling).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
 
 /// A bound HTTP listener, ready to serve.
 pub struct Http {
     listener: tokio::net::TcpListener,
     router: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    lookup: Arc<crate::materialize::lookup::Lookup>,
 }
 
 impl Http {
@@ -51,6 +62,7 @@ impl Http {
         addr: SocketAddr,
         tls: Option<&(PathBuf, PathBuf)>,
         settings: crate::collector::Settings,
+        auth: Arc<crate::server::auth::Authenticator>,
     ) -> Result<Http> {
         let tls = match tls {
             Some((cert, key)) => Some(acceptor(cert, key)?),
@@ -74,14 +86,21 @@ impl Http {
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
         .await?;
+        let lookup = crate::materialize::lookup::Lookup::new(
+            shared.segments.clone(),
+            Arc::new(engine.new_session("lookup")?).contexts(),
+        );
         let state = Arc::new(State {
             collector,
             keys: Keys::new(shared.db.clone(), &shared.keyring),
+            auth,
+            lookup: lookup.clone(),
         });
         Ok(Http {
             listener,
             router: router(state, &settings),
             tls,
+            lookup,
         })
     }
 
@@ -95,10 +114,13 @@ impl Http {
             listener,
             router,
             tls,
+            lookup,
         } = self;
+        // The profile API's membership follows new versions in the background.
+        tokio::spawn(lookup.follow(stop.clone()));
         let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 a = listener.accept() => match a {
                     Ok(a) => a,
                     Err(e) => {
@@ -115,7 +137,7 @@ impl Http {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let router = router.clone();
+            let router = router.clone().layer(axum::Extension(Peer(peer)));
             let tls = tls.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -205,6 +227,10 @@ fn router(state: Arc<State>, settings: &crate::collector::Settings) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(collect::metrics))
         .route("/v1/m", post(collect::metrics_beacon))
+        .route("/v1/auth/token", post(profiles::token))
+        .route("/v1/profiles/segments", post(profiles::segments_post))
+        .route("/v1/profiles/{id}/segments", get(profiles::segments_get))
+        .route("/v1/profiles/{id}/traits", get(profiles::traits))
         .route("/v1/{call}", post(collect::collect))
         .route("/v1/{call}/", post(collect::collect))
         .route("/beacon/v1/batch", post(collect::collect_beacon))

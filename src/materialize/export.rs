@@ -70,6 +70,48 @@ async fn check(
     spec: &ExportSpec,
     allowed: Allowed<'_>,
 ) -> Result<(SegmentDef, Vec<String>, Target)> {
+    if spec.format.is_some_and(ExportFormat::is_http) {
+        return Err(Error::invalid(
+            "webhook and segment exports are standing: CREATE EXPORT name FOR SEGMENT … FORMAT webhook … ON REFRESH",
+        ));
+    }
+    let (def, purposes) = check_common(segments, ctx, spec).await?;
+    let target = Target::open(&spec.url, allowed, segments.db().location().options())?;
+    // Reachable? Listing the target answers it before anything is written.
+    {
+        use futures::StreamExt;
+        let mut l = target.store.list(Some(&target.prefix));
+        if let Some(Err(e)) = l.next().await {
+            return Err(Error::invalid(format!(
+                "cannot reach {}: {}",
+                target.url,
+                e.to_string().lines().next().unwrap_or("")
+            )));
+        }
+    }
+    if let Some(p) = spec.preset {
+        keys(segments, ctx, p).await?;
+    }
+    Ok((def, purposes, target))
+}
+
+/// Every purpose an export applies: the segment's and those it names.
+pub(super) fn purposes_of(def: &SegmentDef, spec: &ExportSpec) -> Result<Vec<String>> {
+    let mut purposes: Vec<String> = def.purposes()?.to_vec();
+    for p in &spec.purposes {
+        if !purposes.contains(p) {
+            purposes.push(p.clone());
+        }
+    }
+    Ok(purposes)
+}
+
+/// The checks every export passes: a materialised segment, a purpose, columns that name no one.
+async fn check_common(
+    segments: &Segments,
+    ctx: &EvalCtx,
+    spec: &ExportSpec,
+) -> Result<(SegmentDef, Vec<String>)> {
     let catalog = segments.catalog(ctx).await?;
     let def = catalog
         .get(&spec.segment)
@@ -112,23 +154,7 @@ async fn check(
             )));
         }
     }
-    let target = Target::open(&spec.url, allowed, segments.db().location().options())?;
-    // Reachable? Listing the target answers it before anything is written.
-    {
-        use futures::StreamExt;
-        let mut l = target.store.list(Some(&target.prefix));
-        if let Some(Err(e)) = l.next().await {
-            return Err(Error::invalid(format!(
-                "cannot reach {}: {}",
-                target.url,
-                e.to_string().lines().next().unwrap_or("")
-            )));
-        }
-    }
-    if let Some(p) = spec.preset {
-        keys(segments, ctx, p).await?;
-    }
-    Ok((def, purposes, target))
+    Ok((def, purposes))
 }
 
 /// The stored match-key columns a preset writes: (output name, stored column).
@@ -214,7 +240,7 @@ async fn keys(
 
 /// A version's target members as sent: pre-purpose members now in the universe, holding every
 /// purpose at `consent_at`, outside the holdout. Version 0 is empty.
-async fn sent(
+pub(super) async fn sent(
     segments: &Segments,
     ctx: &EvalCtx,
     def: &SegmentDef,
@@ -261,7 +287,7 @@ async fn sent(
 }
 
 /// The rows of a run: uid, user_id, and (for changes) change.
-async fn member_rows(
+pub(super) async fn member_rows(
     segments: &Segments,
     ctx: &EvalCtx,
     sets: &[(&RoaringBitmap, Option<&str>)],
@@ -296,6 +322,16 @@ async fn shape(
     ctx: &EvalCtx,
     spec: &ExportSpec,
     members: RecordBatch,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    shape_with(segments, ctx, spec, members, false).await
+}
+
+async fn shape_with(
+    segments: &Segments,
+    ctx: &EvalCtx,
+    spec: &ExportSpec,
+    members: RecordBatch,
+    with_user_id: bool,
 ) -> Result<(Vec<RecordBatch>, u64)> {
     let changes = members.schema().field_with_name("change").is_ok();
     if spec.columns.is_empty() && spec.preset.is_none() {
@@ -358,6 +394,9 @@ async fn shape(
     } else {
         let schema = wide.schema().clone();
         let mut sel = Vec::new();
+        if with_user_id {
+            sel.push(col("user_id"));
+        }
         for (e, alias) in &spec.columns {
             crate::limits::check_sql_text(&e.text)?;
             let x = df.parse_sql_expr(&e.text, &schema).map_err(|err| {
@@ -380,6 +419,17 @@ async fn shape(
         out.push(RecordBatch::new_empty(schema));
     }
     Ok((out, skipped))
+}
+
+/// The rows of a webhook or segment delivery: `user_id`, the `COLUMNS`, then `change` (a
+/// user's row carries its own id and change, whatever order the join returns).
+pub(super) async fn shape_for_delivery(
+    segments: &Segments,
+    ctx: &EvalCtx,
+    spec: &ExportSpec,
+    members: RecordBatch,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    shape_with(segments, ctx, spec, members, true).await
 }
 
 fn encode(batches: &[RecordBatch], schema: &SchemaRef, format: ExportFormat) -> Result<Vec<u8>> {
@@ -406,6 +456,11 @@ fn encode(batches: &[RecordBatch], schema: &SchemaRef, format: ExportFormat) -> 
             if batches.is_empty() {
                 w.write(&RecordBatch::new_empty(schema.clone()))?;
             }
+        }
+        ExportFormat::Webhook | ExportFormat::Segment => {
+            return Err(Error::invalid(
+                "webhook and segment exports are delivered over HTTP, not written as files",
+            ));
         }
     }
     Ok(buf)
@@ -723,6 +778,13 @@ pub struct StandingExport {
     pub spec: ExportSpec,
     pub created_at: i64,
     pub created_by: String,
+    /// The webhook secret or write key, sealed (`deliver::seal`).
+    pub secret: Option<String>,
+}
+
+/// The sealed secret of a webhook or segment export.
+pub(super) fn sealed_secret(e: &StandingExport) -> Option<&str> {
+    e.secret.as_deref()
 }
 
 fn parse_spec(text: &str) -> Option<ExportSpec> {
@@ -735,7 +797,14 @@ fn parse_spec(text: &str) -> Option<ExportSpec> {
 
 /// The standing exports of a snapshot.
 pub async fn standing(ctx: &EvalCtx) -> Result<BTreeMap<String, StandingExport>> {
-    from_batches(&ctx.snap.read(Table::Exports).await?)
+    from_snapshot(&ctx.snap).await
+}
+
+/// The standing exports of a pinned snapshot.
+pub(super) async fn from_snapshot(
+    snap: &crate::storage::Snapshot,
+) -> Result<BTreeMap<String, StandingExport>> {
+    from_batches(&snap.read(Table::Exports).await?)
 }
 
 fn from_batches(batches: &[RecordBatch]) -> Result<BTreeMap<String, StandingExport>> {
@@ -743,6 +812,8 @@ fn from_batches(batches: &[RecordBatch]) -> Result<BTreeMap<String, StandingExpo
     for b in batches {
         let t = |n: &str| crate::storage::snapshot_column(b, n, &DataType::Utf8);
         let (name, seg, stmt, by) = (t("name")?, t("segment")?, t("statement")?, t("created_by")?);
+        let secret = t("secret")?;
+        let secret = secret.as_string::<i32>();
         let at = crate::storage::snapshot_column(b, "created_at", &DataType::Int64)?;
         let at = at.as_primitive::<arrow::datatypes::Int64Type>();
         for i in 0..b.num_rows() {
@@ -770,6 +841,7 @@ fn from_batches(batches: &[RecordBatch]) -> Result<BTreeMap<String, StandingExpo
                     } else {
                         String::new()
                     },
+                    secret: secret.is_valid(i).then(|| secret.value(i).to_string()),
                 },
             );
         }
@@ -797,6 +869,9 @@ fn to_batch(all: &BTreeMap<String, StandingExport>) -> Result<RecordBatch> {
             ),
             Arc::new(StringArray::from_iter_values(
                 v.iter().map(|e| e.created_by.as_str()),
+            )),
+            Arc::new(StringArray::from(
+                v.iter().map(|e| e.secret.clone()).collect::<Vec<_>>(),
             )),
         ],
     )?)
@@ -834,14 +909,23 @@ pub async fn create(
     spec: &ExportSpec,
     who: &str,
     allowed: Allowed<'_>,
+    configured: &[String],
 ) -> Result<QueryResult> {
-    check(segments, ctx, spec, allowed).await?;
+    let http = spec.format.is_some_and(ExportFormat::is_http);
+    let secret = if http {
+        check_common(segments, ctx, spec).await?;
+        Some(super::deliver::prepare(segments, name, spec, allowed, configured).await?)
+    } else {
+        check(segments, ctx, spec, allowed).await?;
+        None
+    };
     let e = StandingExport {
         name: name.to_string(),
         segment: spec.segment.clone(),
         spec: spec.clone(),
         created_at: ctx.now(),
         created_by: who.to_string(),
+        secret: secret.as_ref().map(|(_, sealed)| sealed.clone()),
     };
     let created = update(segments, |all| {
         if all.contains_key(&e.name) {
@@ -857,11 +941,71 @@ pub async fn create(
         Ok(true)
     })
     .await?;
+    if let Some((secret, _)) = secret {
+        // Delivered by `segdb serve`; the secret is shown only here.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("secret", DataType::Utf8, true),
+        ]));
+        let shown = (created && spec.format == Some(ExportFormat::Webhook)).then_some(secret);
+        return crate::segment::ddl::result(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![name.to_string()])),
+                Arc::new(StringArray::from(vec![shown])),
+            ],
+        );
+    }
     if created {
         let ctx = ctx.repin().await?;
         run_standing(segments, &ctx, &e).await;
     }
     show(segments, &ctx.repin().await?).await
+}
+
+/// Record one delivered (or disabled, failed, skipped) version of a webhook or segment export
+/// in `export_history`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn record_delivery(
+    segments: &Segments,
+    e: &StandingExport,
+    version: u64,
+    from: u64,
+    batches: u64,
+    rows: u64,
+    status: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    let n = |v: Option<u64>| Arc::new(Int64Array::from(vec![v.map(|x| x as i64)])) as ArrayRef;
+    let ok = status == "ok" || status == "skipped";
+    let now = chrono::Utc::now().timestamp_micros();
+    let batch = RecordBatch::try_new(
+        base_schema(Table::ExportRuns),
+        vec![
+            Arc::new(StringArray::from(vec![e.name.clone()])),
+            Arc::new(StringArray::from(vec![e.segment.clone()])),
+            Arc::new(StringArray::from(vec![ok.then(|| e.spec.url.clone())])),
+            Arc::new(TimestampMicrosecondArray::from(vec![now]).with_timezone("UTC")),
+            Arc::new(StringArray::from(vec![status.to_string()])),
+            n(ok.then_some(batches)),
+            n(ok.then_some(rows)),
+            n(None),
+            n(Some(version)),
+            n(Some(from)),
+            n(ok.then_some(0)),
+            Arc::new(StringArray::from(vec![None::<String>])),
+            Arc::new(StringArray::from(vec![error.map(str::to_string)])),
+            n(Some(0)),
+        ],
+    )?;
+    commit::append(
+        segments.db(),
+        Table::ExportRuns,
+        vec![batch],
+        commit::op("export"),
+    )
+    .await?;
+    Ok(())
 }
 
 /// `DROP EXPORT [IF EXISTS] name`.
@@ -1005,7 +1149,11 @@ pub async fn after_refresh(
         }
     };
     let mut failed = Vec::new();
-    for e in all.values().filter(|e| e.segment == segment) {
+    // Webhook and segment exports are delivered by the server's delivery loop.
+    for e in all
+        .values()
+        .filter(|e| e.segment == segment && !e.spec.format.is_some_and(ExportFormat::is_http))
+    {
         if let Some(why) = run_standing(segments, &ctx, e).await {
             failed.push((e.name.clone(), why));
         }

@@ -9,7 +9,9 @@
 //! and reports `skipped`. A refresh that fails is recorded with status `failed` and no version.
 //! After a commit the segment's standing exports run (`export`).
 
+pub mod deliver;
 pub mod export;
+pub mod lookup;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub enum Trigger {
     Create,
     Schedule,
     Manual,
+    /// A live segment's refresh after a commit to what it reads, or on its tick.
+    Live,
 }
 
 impl Trigger {
@@ -44,6 +48,7 @@ impl Trigger {
             Trigger::Create => "create",
             Trigger::Schedule => "schedule",
             Trigger::Manual => "manual",
+            Trigger::Live => "live",
         }
     }
 }
@@ -54,6 +59,8 @@ pub enum Status {
     Ok,
     /// Another process committed this segment's next version first; nothing was recorded.
     Skipped,
+    /// A live refresh found the members, the groups and the target unchanged: nothing recorded.
+    Unchanged,
     /// Recorded as a failed attempt.
     Failed(String),
 }
@@ -78,6 +85,7 @@ impl Outcome {
         match self.status {
             Status::Ok => "ok",
             Status::Skipped => "skipped",
+            Status::Unchanged => "unchanged",
             Status::Failed(_) => "failed",
         }
     }
@@ -95,6 +103,8 @@ struct Computed {
     entered: u64,
     exited: u64,
     prev_max: u64,
+    /// The previous version holds the same members, groups and target.
+    unchanged: bool,
 }
 
 /// The target members of a stored or computed version: pre-purpose members with the purposes'
@@ -146,7 +156,11 @@ async fn compute(segments: &Segments, ctx: &EvalCtx, def: &SegmentDef) -> Result
     }
     // Against the previous version as it was activated at its own refresh.
     let prev_target = prev.as_ref().map(|p| p.target.clone()).unwrap_or_default();
+    let unchanged = prev.as_ref().is_some_and(|p| {
+        p.members == pre && p.holdout == holdout && p.assigned == assigned && p.target == now_target
+    });
     Ok(Computed {
+        unchanged,
         size: now_target.len(),
         entered: (&now_target - &prev_target).len(),
         exited: (&prev_target - &now_target).len(),
@@ -268,6 +282,19 @@ pub async fn refresh(
             });
         }
     };
+    if trigger == Trigger::Live && c.unchanged {
+        return Ok(Outcome {
+            segment: def.name.clone(),
+            version: None,
+            size: c.size,
+            entered: 0,
+            exited: 0,
+            holdout: c.holdout_size,
+            took_ms,
+            status: Status::Unchanged,
+            export_failures: Vec::new(),
+        });
+    }
     let version = c.prev_max + 1;
     let batch = row(
         &def,
@@ -385,6 +412,8 @@ pub async fn prune(segments: &Segments, ctx: &EvalCtx) -> Result<usize> {
     use arrow::array::{Array, AsArray};
     let catalog = segments.catalog(ctx).await?;
     let db = segments.db();
+    // Versions a webhook or segment export has yet to deliver stay.
+    let pending = deliver::floors(segments).await?;
     for _ in 0..20 {
         let table = db.load(Table::Snapshots).await?;
         let batches = crate::storage::read_pinned(db, Table::Snapshots, &table).await?;
@@ -393,7 +422,10 @@ pub async fn prune(segments: &Segments, ctx: &EvalCtx) -> Result<usize> {
         let mut floors = std::collections::HashMap::new();
         for def in catalog.segments.values() {
             let max = all.max_version(&def.name, &def.generation);
-            let floor = max.saturating_sub(def.keep_versions) + 1;
+            let mut floor = max.saturating_sub(def.keep_versions) + 1;
+            if let Some(p) = pending.get(&def.name) {
+                floor = floor.min(*p);
+            }
             let oldest = all
                 .of(&def.name, &def.generation)
                 .filter(|r| r.version.is_some_and(|v| v >= floor))

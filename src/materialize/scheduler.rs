@@ -5,8 +5,14 @@
 //! = its fire time. `segdb serve` runs the loop ([`run`]): never two refreshes of one segment at
 //! once, at most `max_concurrent` at a time, each on its own task; `segdb refresh --due` runs the
 //! due ones once ([`run_once`]).
+//!
+//! Live segments (`REFRESH LIVE`, DESIGN §15) are due when the versions of the tables they read
+//! differ from those their last evaluation in this process saw, or when `[live] tick` has passed
+//! since it; the loop looks at most every `[live] min_interval`. A live refresh evaluates at now
+//! and records a version only when something changed; a failing definition is attempted again
+//! only once a tick has passed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +26,131 @@ use crate::segment::{EvalCtx, Segments};
 
 /// Makes the evaluation context of one refresh (a fresh snapshot each time).
 pub type Contexts = Arc<dyn Fn() -> BoxFuture<'static, Result<EvalCtx>> + Send + Sync>;
+
+/// `[live]` of the config file: how live segments follow their tables.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// A live segment refreshes at most this often (default '1 second').
+    pub min_interval: Option<String>,
+    /// And at least this often, so that windows sliding with the clock let users exit (default
+    /// '1 minute').
+    pub tick: Option<String>,
+    /// A full bitmap every this many versions (default 100).
+    pub full_every: Option<u64>,
+}
+
+/// `[live]`, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveSettings {
+    pub min_interval: Duration,
+    pub tick: Duration,
+    pub full_every: u64,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        LiveSettings {
+            min_interval: Duration::from_secs(1),
+            tick: Duration::from_secs(60),
+            full_every: 100,
+        }
+    }
+}
+
+impl LiveConfig {
+    pub fn settings(&self) -> Result<LiveSettings> {
+        let d = LiveSettings::default();
+        let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration> {
+            match v {
+                None => Ok(default),
+                Some(s) => match crate::collector::duration_micros(s) {
+                    Some(us) if us >= 10_000 => Ok(Duration::from_micros(us as u64)),
+                    _ => Err(crate::Error::invalid(format!(
+                        "[live] {key} = {s:?} is not a duration of at least 10 milliseconds; write it like '1 second' or '1 minute'"
+                    ))),
+                },
+            }
+        };
+        let s = LiveSettings {
+            min_interval: dur("min_interval", &self.min_interval, d.min_interval)?,
+            tick: dur("tick", &self.tick, d.tick)?,
+            full_every: self.full_every.unwrap_or(d.full_every),
+        };
+        if s.full_every == 0 {
+            return Err(crate::Error::invalid(
+                "[live] full_every must be at least 1 (1 stores every version in full)",
+            ));
+        }
+        if s.tick < s.min_interval {
+            return Err(crate::Error::invalid(
+                "[live] tick must be at least min_interval",
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// What this process last saw of a live segment.
+struct Seen {
+    generation: String,
+    sources: String,
+    at: std::time::Instant,
+    failed: bool,
+}
+
+/// The versions of the tables a live refresh depends on: every table a definition can read.
+fn live_sources(ctx: &EvalCtx, reads_segments: bool) -> String {
+    let mut s = String::new();
+    for t in [
+        crate::storage::Table::Events,
+        crate::storage::Table::Profiles,
+        crate::storage::Table::Consent,
+        crate::storage::Table::Identity,
+        crate::storage::Table::Segments,
+        crate::storage::Table::Suppression,
+        crate::storage::Table::Links,
+        crate::storage::Table::Traits,
+    ] {
+        s.push_str(&format!("{:?},", ctx.snap.version(t)));
+    }
+    if reads_segments {
+        s.push_str(&format!(
+            "{:?}",
+            ctx.snap.version(crate::storage::Table::Snapshots)
+        ));
+    }
+    s
+}
+
+/// The live segments due now.
+async fn live_due(
+    segments: &Segments,
+    ctx: &EvalCtx,
+    seen: &HashMap<String, Seen>,
+    tick: Duration,
+) -> Result<Vec<(String, String, String)>> {
+    let catalog = segments.catalog(ctx).await?;
+    let mut out = Vec::new();
+    for def in catalog.segments.values() {
+        if !def.materialized || def.refresh != Some(Refresh::Live) {
+            continue;
+        }
+        let reads = crate::segment::eval::dependencies(def);
+        let sources = live_sources(ctx, !reads.is_empty());
+        let due = match seen.get(&def.name) {
+            None => true,
+            Some(s) if s.generation != def.generation => true,
+            Some(s) if s.at.elapsed() >= tick => true,
+            Some(s) if s.failed => false,
+            Some(s) => s.sources != sources,
+        };
+        if due {
+            out.push((def.name.clone(), def.generation.clone(), sources));
+        }
+    }
+    Ok(out)
+}
 
 /// A refresh that is due.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +170,7 @@ pub async fn due(segments: &Segments, ctx: &EvalCtx, now: i64) -> Result<(Vec<Du
         let Some(r) = def.refresh.as_ref().filter(|_| def.materialized) else {
             continue;
         };
-        if matches!(r, Refresh::Manual) {
+        if matches!(r, Refresh::Manual | Refresh::Live) {
             continue;
         }
         if let Some(n) = schedule::next_fire(r, now) {
@@ -104,19 +235,76 @@ pub async fn run(
     segments: Arc<Segments>,
     contexts: Contexts,
     max_concurrent: usize,
+    live: LiveSettings,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
     let sem = Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1)));
     tracing::info!(max_concurrent, "scheduler started");
     loop {
         if *stop.borrow() {
             break;
         }
-        let mut wait = Duration::from_secs(1);
+        let mut wait = Duration::from_secs(1).min(live.min_interval);
         match contexts().await {
             Ok(ctx) => {
                 let now = ctx.now();
+                let due_live = {
+                    let snapshot: HashMap<String, Seen> =
+                        std::mem::take(&mut *seen.lock().expect("not poisoned"));
+                    let r = live_due(&segments, &ctx, &snapshot, live.tick).await;
+                    let mut g = seen.lock().expect("not poisoned");
+                    for (k, v) in snapshot {
+                        g.entry(k).or_insert(v);
+                    }
+                    r
+                };
+                match due_live {
+                    Ok(list) => {
+                        for (name, generation, sources) in list {
+                            if !running.lock().expect("not poisoned").insert(name.clone()) {
+                                continue;
+                            }
+                            let (segments, contexts, sem, running, seen) = (
+                                segments.clone(),
+                                contexts.clone(),
+                                sem.clone(),
+                                running.clone(),
+                                seen.clone(),
+                            );
+                            tokio::spawn(async move {
+                                let _permit = sem.acquire_owned().await.expect("semaphore open");
+                                let started = std::time::Instant::now();
+                                let r = async {
+                                    let ctx = contexts().await?;
+                                    refresh(&segments, &ctx, &name, None, Trigger::Live).await
+                                }
+                                .await;
+                                let failed = match &r {
+                                    Ok(o) => matches!(o.status, super::Status::Failed(_)),
+                                    Err(e) => {
+                                        tracing::warn!(segment = %name, error = %e, "live refresh could not run");
+                                        true
+                                    }
+                                };
+                                seen.lock().expect("not poisoned").insert(
+                                    name.clone(),
+                                    Seen {
+                                        generation,
+                                        sources,
+                                        at: started,
+                                        failed,
+                                    },
+                                );
+                                running.lock().expect("not poisoned").remove(&name);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scheduler could not read the live segments")
+                    }
+                }
                 match due(&segments, &ctx, now).await {
                     Ok((due, next)) => {
                         for d in due {

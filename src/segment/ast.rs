@@ -151,6 +151,9 @@ pub enum Refresh {
     Cron { expr: String, tz: Option<String> },
     /// `REFRESH MANUAL`: only `REFRESH SEGMENT` (or `segdb refresh NAME`) refreshes it.
     Manual,
+    /// `REFRESH LIVE`: `segdb serve` refreshes it after each commit to a table it reads, and at
+    /// least every `[live] tick` (DESIGN §15).
+    Live,
 }
 
 impl Refresh {
@@ -161,6 +164,7 @@ impl Refresh {
             Refresh::Cron { expr, tz: None } => format!("CRON '{expr}'"),
             Refresh::Cron { expr, tz: Some(z) } => format!("CRON '{expr}' TIMEZONE '{z}'"),
             Refresh::Manual => "MANUAL".into(),
+            Refresh::Live => "LIVE".into(),
         }
     }
 }
@@ -194,6 +198,10 @@ pub enum AlterSegment {
 pub enum ExportFormat {
     Parquet,
     Csv,
+    /// Signed JSON change batches POSTed to a URL (Standard Webhooks v1).
+    Webhook,
+    /// Segment-spec identify + track messages POSTed to a `…/v1/batch` endpoint.
+    Segment,
 }
 
 impl ExportFormat {
@@ -201,6 +209,8 @@ impl ExportFormat {
         match self {
             ExportFormat::Parquet => "parquet",
             ExportFormat::Csv => "csv",
+            ExportFormat::Webhook => "webhook",
+            ExportFormat::Segment => "segment",
         }
     }
 }
@@ -236,8 +246,18 @@ pub struct ExportSpec {
     pub changes: Option<(u64, Option<u64>)>,
     pub purposes: Vec<String>,
     pub max_rows_per_file: Option<u64>,
-    /// The statement text from `SEGMENT` on (stored by `CREATE EXPORT`).
+    /// `SECRET 'whsec_…'` of a webhook or `WRITE KEY 'k'` of a Segment-spec export (never part
+    /// of `text`).
+    pub secret: Option<String>,
+    /// The statement text from `SEGMENT` on, without the secret (stored by `CREATE EXPORT`).
     pub text: String,
+}
+
+impl ExportFormat {
+    /// Delivered to an HTTP endpoint rather than written as files.
+    pub fn is_http(self) -> bool {
+        matches!(self, ExportFormat::Webhook | ExportFormat::Segment)
+    }
 }
 
 /// Aggregates of a computed trait.
@@ -327,6 +347,8 @@ pub enum Statement {
     },
     /// `ALTER SOURCE name ROTATE KEY`.
     RotateSourceKey(String),
+    /// `ALTER EXPORT name RESUME`: a failed or disabled webhook/segment export delivers again.
+    ResumeExport(String),
     /// `DROP SOURCE [IF EXISTS] name`.
     DropSource {
         name: String,

@@ -19,6 +19,8 @@ use crate::storage::{Database, Snapshot, Table, base_schema};
 
 /// History kept by default (`KEEP n VERSIONS`).
 pub const DEFAULT_KEEP: u64 = 100;
+/// Versions a live segment keeps unless `KEEP n VERSIONS` says otherwise (DESIGN §15).
+pub const DEFAULT_KEEP_LIVE: u64 = 100_000;
 
 /// One stored segment.
 #[derive(Debug, Clone, PartialEq, Eq)]

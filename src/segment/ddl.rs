@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::ast::{AlterSegment, CreateSegment, EventRef, Expr, Leaf, Refresh};
-use super::catalog::{self, Catalog, DEFAULT_KEEP, SegmentDef};
+use super::catalog::{self, Catalog, DEFAULT_KEEP, DEFAULT_KEEP_LIVE, SegmentDef};
 use super::eval::{Evaluator, suggest, walk_leaves};
 use super::{EvalCtx, Segments, consent, sqlgen};
 use crate::error::{Error, Result};
@@ -196,7 +196,13 @@ impl Segments {
                 None
             },
             created_at: ctx.now(),
-            keep_versions: c.keep_versions.unwrap_or(DEFAULT_KEEP),
+            keep_versions: c
+                .keep_versions
+                .unwrap_or(if c.refresh == Some(Refresh::Live) {
+                    DEFAULT_KEEP_LIVE
+                } else {
+                    DEFAULT_KEEP
+                }),
             holdout_percent: c.holdout_percent,
             generation: uuid::Uuid::new_v4().to_string(),
         };
@@ -284,7 +290,13 @@ impl Segments {
                 )));
             }
             match &change {
-                AlterSegment::Refresh(r) => def.refresh = Some(r.clone()),
+                AlterSegment::Refresh(r) => {
+                    // A segment turning live with the default history keeps the live default.
+                    if *r == Refresh::Live && def.keep_versions == DEFAULT_KEEP {
+                        def.keep_versions = DEFAULT_KEEP_LIVE;
+                    }
+                    def.refresh = Some(r.clone())
+                }
                 AlterSegment::Keep(n) => def.keep_versions = *n,
             }
             Ok(())

@@ -132,7 +132,7 @@ pub fn validate(r: &Refresh) -> Result<(), String> {
             let c = parse_cron(expr, tz.as_deref())?;
             fires_soon(expr, &c, chrono::Utc::now().timestamp_micros())
         }
-        Refresh::Manual => Ok(()),
+        Refresh::Manual | Refresh::Live => Ok(()),
     }
 }
 

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub http: crate::http::HttpConfig,
     #[serde(default)]
     pub collector: crate::collector::CollectorConfig,
+    #[serde(default)]
+    pub live: crate::materialize::scheduler::LiveConfig,
 }
 
 /// `[cluster]`: the secret shared by a cluster's scheduler, executors and clients
@@ -150,11 +152,48 @@ fn default_concurrency() -> usize {
     2
 }
 
-/// `[export] allowed_urls`: where analysts may export to (URL prefixes).
+/// `[export]`: where analysts may export to (URL prefixes, which also let webhooks reach
+/// private addresses), and how webhook and segment exports deliver.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ExportSection {
     #[serde(default)]
     pub allowed_urls: Vec<String>,
+    /// Changes per webhook batch (default 500).
+    pub webhook_batch: Option<usize>,
+    /// How long a receiver has to answer (default '15 seconds').
+    pub webhook_timeout: Option<String>,
+    /// How long a failing receiver is retried before the export is `failed` (default '24 hours').
+    pub webhook_retry_for: Option<String>,
+}
+
+impl ExportSection {
+    /// The delivery settings, checked.
+    pub fn delivery(&self) -> Result<crate::materialize::deliver::Settings> {
+        let d = crate::materialize::deliver::Settings::default();
+        let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration> {
+            match v {
+                None => Ok(default),
+                Some(s) => match crate::collector::duration_micros(s) {
+                    Some(us) if us >= 1_000 => Ok(Duration::from_micros(us as u64)),
+                    _ => Err(Error::invalid(format!(
+                        "[export] {key} = {s:?} is not a duration; write it like '15 seconds' or '24 hours'"
+                    ))),
+                },
+            }
+        };
+        let batch = self.webhook_batch.unwrap_or(d.batch);
+        if batch == 0 || batch > 100_000 {
+            return Err(Error::invalid(
+                "[export] webhook_batch must be between 1 and 100000",
+            ));
+        }
+        Ok(crate::materialize::deliver::Settings {
+            batch,
+            timeout: dur("webhook_timeout", &self.webhook_timeout, d.timeout)?,
+            retry_for: dur("webhook_retry_for", &self.webhook_retry_for, d.retry_for)?,
+            allowed: self.allowed_urls.clone(),
+        })
+    }
 }
 
 /// `[identity]` settings.
@@ -420,6 +459,11 @@ impl Authenticator {
             verifier: Verifier::new(),
             failures: Mutex::new(Failures::default()),
         }
+    }
+
+    /// How long a token lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     pub fn is_open(&self) -> bool {

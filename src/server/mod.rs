@@ -68,7 +68,7 @@ pub async fn serve(
         std::sync::atomic::Ordering::Relaxed,
     );
     let collector_settings = config.apply_to(engine.shared())?;
-    let service = service::SegdbFlightSql::new(engine.shared().clone(), authenticator);
+    let service = service::SegdbFlightSql::new(engine.shared().clone(), authenticator.clone());
     let inflight = service.inflight();
     // Materialised segments refresh on their schedules while the server runs.
     let scheduler_session = Arc::new(engine.new_session("scheduler")?);
@@ -77,6 +77,14 @@ pub async fn serve(
         engine.shared().segments.clone(),
         scheduler_session.contexts(),
         config.scheduler.max_concurrent,
+        config.live.settings()?,
+        sched_rx.clone(),
+    ));
+    // Webhook and segment exports deliver while the server runs.
+    let deliveries = tokio::spawn(crate::materialize::deliver::run(
+        engine.shared().segments.clone(),
+        Arc::new(engine.new_session("deliveries")?).contexts(),
+        config.export.delivery()?,
         sched_rx,
     ));
     let listener = tokio::net::TcpListener::bind(opts.addr)
@@ -121,9 +129,14 @@ pub async fn serve(
     let mut http_addr = None;
     let mut background = Vec::new();
     if let Some(addr) = opts.http {
-        let http =
-            crate::http::Http::bind(&engine, addr, opts.tls.as_ref(), collector_settings.clone())
-                .await?;
+        let http = crate::http::Http::bind(
+            &engine,
+            addr,
+            opts.tls.as_ref(),
+            collector_settings.clone(),
+            authenticator.clone(),
+        )
+        .await?;
         http_addr = Some(http.local_addr()?);
         tracing::info!(target: "segdb::http", addr = %http_addr.expect("bound"), "listening");
         background.push(tokio::spawn(http.serve(http_stop_rx.clone())));
@@ -174,6 +187,7 @@ pub async fn serve(
     }
     let _ = sched_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), scheduler).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), deliveries).await;
     tracing::info!(target: "segdb::server", "stopped");
     Ok(())
 }

@@ -146,10 +146,17 @@ impl SegdbFlightSql {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.auth.check(header).map_err(|d| {
+        let caller = self.auth.check(header).map_err(|d| {
             tracing::info!(target: "segdb::server", denied = %d, "unauthenticated call");
             Status::unauthenticated(d.to_string())
-        })
+        })?;
+        if caller.role == Role::Lookup {
+            tracing::info!(target: "segdb::server", user = %caller.user, "lookup role refused on Flight SQL");
+            return Err(Status::permission_denied(
+                "role lookup may use only the profile API of the HTTP listener (GET /v1/profiles/…)",
+            ));
+        }
+        Ok(caller)
     }
 
     /// Plan (or, for non-queries, run) `sql` for `caller`.

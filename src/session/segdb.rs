@@ -200,8 +200,13 @@ pub(super) async fn execute(
                 spec,
                 session.who(),
                 allowed,
+                allowed_guard.as_deref().unwrap_or(&[]),
             )
             .await
+        }
+        Statement::ResumeExport(name) => {
+            crate::materialize::deliver::resume(segments, &ctx, name).await?;
+            Ok(crate::segment::ddl::empty())
         }
         Statement::DropExport { name, if_exists } => {
             crate::materialize::export::drop(segments, name, *if_exists).await

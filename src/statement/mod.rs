@@ -93,6 +93,8 @@ impl Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Only the profile API of the HTTP listener (DESIGN §15): no statement at all.
+    Lookup,
     /// Queries, session settings, prepared queries, every segment/history/lift/trait function.
     Reader,
     /// Also segment and trait DDL, ALTER / REFRESH SEGMENT, exports.
@@ -104,17 +106,19 @@ pub enum Role {
 impl Role {
     pub fn parse(s: &str) -> Result<Role> {
         match s.to_ascii_lowercase().as_str() {
+            "lookup" => Ok(Role::Lookup),
             "reader" => Ok(Role::Reader),
             "analyst" => Ok(Role::Analyst),
             "admin" => Ok(Role::Admin),
             other => Err(Error::invalid(format!(
-                "unknown role {other:?}; roles are reader, analyst and admin"
+                "unknown role {other:?}; roles are lookup, reader, analyst and admin"
             ))),
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
+            Role::Lookup => "lookup",
             Role::Reader => "reader",
             Role::Analyst => "analyst",
             Role::Admin => "admin",
@@ -126,6 +130,7 @@ impl Role {
     pub fn allows(self, kind: &Kind) -> bool {
         match (self, kind) {
             (Role::Admin, _) => true,
+            (Role::Lookup, _) => false,
             (_, Kind::Query | Kind::Setting | Kind::Execute(_)) => true,
             (_, Kind::Prepare(inner)) => self.allows(inner),
             (Role::Analyst, Kind::SegmentDdl | Kind::Export | Kind::Monitor) => true,
@@ -253,7 +258,9 @@ pub fn segdb_kind(s: &ast::Statement) -> Kind {
         | S::RefreshSegment { .. }
         | S::CreateTrait(_)
         | S::DropTrait { .. } => Kind::SegmentDdl,
-        S::Export(_) | S::CreateExport { .. } | S::DropExport { .. } => Kind::Export,
+        S::Export(_) | S::CreateExport { .. } | S::DropExport { .. } | S::ResumeExport(_) => {
+            Kind::Export
+        }
         S::Forget(_) => Kind::Erasure,
         S::Vacuum
         | S::SetRetention { .. }

@@ -43,6 +43,9 @@ pub enum Table {
     /// `_segdb/collected`: keyed hashes of the `(source, messageId)` pairs the collector
     /// acknowledged (for exactly-once across restarts).
     Collected,
+    /// `_segdb/deliveries`: webhook and Segment-spec deliveries: the changes each version was cut
+    /// into, the cursor after each delivered batch, and disable/fail/resume marks.
+    Deliveries,
 }
 
 impl Table {
@@ -54,7 +57,7 @@ impl Table {
         Table::Identity,
     ];
     /// The engine's own tables under `_segdb/`.
-    pub const ENGINE: [Table; 11] = [
+    pub const ENGINE: [Table; 12] = [
         Table::Segments,
         Table::EventIndex,
         Table::Suppression,
@@ -66,6 +69,7 @@ impl Table {
         Table::ExportRuns,
         Table::Sources,
         Table::Collected,
+        Table::Deliveries,
     ];
     /// Every table a statement may read, pinned together by [`super::Snapshot::pin`].
     pub const READ: [Table; 12] = [
@@ -101,6 +105,7 @@ impl Table {
             Table::ExportRuns => "export_runs",
             Table::Sources => "sources",
             Table::Collected => "collected",
+            Table::Deliveries => "deliveries",
         }
     }
 
@@ -119,6 +124,7 @@ impl Table {
             Table::ExportRuns => "_segdb/export_runs",
             Table::Sources => "_segdb/sources",
             Table::Collected => "_segdb/collected",
+            Table::Deliveries => "_segdb/deliveries",
         }
     }
 
@@ -239,6 +245,9 @@ pub fn base_schema(table: Table) -> SchemaRef {
             text("statement"),
             ts("created_at"),
             text("created_by"),
+            // A webhook secret or Segment write key, sealed under the keyring's
+            // `export-secrets` key (never in clear under the data URL).
+            text("secret"),
         ],
         Table::ExportRuns => vec![
             text("export"),
@@ -266,6 +275,21 @@ pub fn base_schema(table: Table) -> SchemaRef {
             ts("old_key_until"),
         ],
         Table::Collected => vec![int("key"), ts("at")],
+        Table::Deliveries => vec![
+            text("export"),
+            text("generation"),
+            text("kind"),
+            int("version"),
+            int("from_version"),
+            int("batch"),
+            int("batches"),
+            ts("as_of"),
+            ts("at"),
+            // The cut of a version: who entered and who exited (ordinals), sent in batches.
+            bin("entered"),
+            bin("exited"),
+            text("error"),
+        ],
     };
     Arc::new(Schema::new(fields))
 }

@@ -14,6 +14,7 @@ mod hardening;
 mod identity;
 mod ingest;
 mod lift;
+mod live;
 mod materialize;
 mod newuser;
 mod privacy;

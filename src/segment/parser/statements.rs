@@ -35,6 +35,7 @@ impl Parser<'_> {
         if kw(0, "ALTER") {
             return kw(1, "SEGMENT")
                 || kw(1, "SOURCE")
+                || kw(1, "EXPORT")
                 || (kw(1, "TABLE")
                     && ((kw(3, "SET") && (kw(4, "PII") || kw(4, "RETENTION")))
                         || (kw(3, "RESET") && kw(4, "RETENTION"))));
@@ -88,8 +89,10 @@ impl Parser<'_> {
             Refresh::Cron { expr, tz }
         } else if self.eat_kw("MANUAL") {
             Refresh::Manual
+        } else if self.eat_kw("LIVE") {
+            Refresh::Live
         } else {
-            return Err(self.error_here("expected EVERY, CRON or MANUAL"));
+            return Err(self.error_here("expected EVERY, CRON, LIVE or MANUAL"));
         };
         schedule::validate(&r).map_err(|m| ParseError { message: m, pos })?;
         Ok(r)
@@ -202,6 +205,13 @@ impl Parser<'_> {
             return Ok(Statement::ExplainSegment(name));
         }
         if self.eat_kw("ALTER") {
+            if self.eat_kw("EXPORT") {
+                let name = self.name("an export name")?;
+                if !self.eat_kw("RESUME") {
+                    return Err(self.error_here("expected RESUME: ALTER EXPORT name RESUME"));
+                }
+                return Ok(Statement::ResumeExport(name));
+            }
             if self.eat_kw("SOURCE") {
                 let name = self.name("a source name")?;
                 self.expect_kw("ROTATE")?;
@@ -526,16 +536,63 @@ impl Parser<'_> {
             changes: None,
             purposes: Vec::new(),
             max_rows_per_file: None,
+            secret: None,
             text: String::new(),
         };
         let mut on_refresh = false;
+        // The token range of SECRET '…' / WRITE KEY '…', left out of the stored text.
+        let mut secret_at: Option<(usize, usize)> = None;
         loop {
             if self.eat_kw("FORMAT") {
-                spec.format = Some(match self.name("parquet or csv")?.as_str() {
-                    "parquet" => ExportFormat::Parquet,
-                    "csv" => ExportFormat::Csv,
-                    _ => return Err(self.error_at(self.i - 1, "FORMAT is parquet or csv")),
-                });
+                spec.format = Some(
+                    match self.name("parquet, csv, webhook or segment")?.as_str() {
+                        "parquet" => ExportFormat::Parquet,
+                        "csv" => ExportFormat::Csv,
+                        "webhook" => ExportFormat::Webhook,
+                        "segment" => ExportFormat::Segment,
+                        _ => {
+                            return Err(self.error_at(
+                                self.i - 1,
+                                "FORMAT is parquet, csv, webhook or segment",
+                            ));
+                        }
+                    },
+                );
+            } else if self.is_kw("SECRET")
+                || (self.is_kw("WRITE") && self.is_kw_at(self.i + 1, "KEY"))
+            {
+                let from = self.i;
+                let write_key = self.eat_kw("WRITE");
+                if write_key {
+                    self.expect_kw("KEY")?;
+                } else {
+                    self.expect_kw("SECRET")?;
+                }
+                if spec.secret.is_some() {
+                    return Err(self.error_at(from, "SECRET or WRITE KEY is given once"));
+                }
+                let v = self.string(if write_key {
+                    "the write key of the Segment-compatible source"
+                } else {
+                    "a secret such as 'whsec_…' (base64 after the prefix)"
+                })?;
+                let ok = if write_key {
+                    spec.format == Some(ExportFormat::Segment)
+                } else {
+                    spec.format == Some(ExportFormat::Webhook)
+                };
+                if !ok {
+                    return Err(self.error_at(
+                        from,
+                        if write_key {
+                            "WRITE KEY belongs to FORMAT segment (write FORMAT segment before it)"
+                        } else {
+                            "SECRET belongs to FORMAT webhook (write FORMAT webhook before it)"
+                        },
+                    ));
+                }
+                spec.secret = Some(v);
+                secret_at = Some((from, self.i));
             } else if self.eat_kw("PRESET") {
                 spec.preset = Some(match self.name("google, meta or tiktok")?.as_str() {
                     "google" => Preset::Google,
@@ -593,7 +650,17 @@ impl Parser<'_> {
             }
         }
         let end = self.i;
-        spec.text = self.text_between(start, end);
+        spec.text = match secret_at {
+            Some((a, b)) => {
+                let (head, tail) = (self.text_between(start, a), self.text_between(b, end));
+                if tail.is_empty() {
+                    head
+                } else {
+                    format!("{head} {tail}")
+                }
+            }
+            None => self.text_between(start, end),
+        };
         Ok((spec, on_refresh))
     }
 
