@@ -1067,3 +1067,83 @@ pub async fn prepare(
     let sealed = seal(segments, name, &secret)?;
     Ok((secret, sealed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for a in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::",
+        ] {
+            assert!(is_internal(a.parse().unwrap()), "{a}");
+        }
+        for a in ["93.184.216.34", "2606:2800:220:1::1", "127.0.0.1", "::1"] {
+            assert!(!is_internal(a.parse().unwrap()), "{a}");
+        }
+    }
+
+    #[tokio::test]
+    async fn targets_are_checked_before_any_connection() {
+        // http only to loopback; private and metadata addresses only when allowed.
+        let u = check_url("http://127.0.0.1:9/in", None).unwrap();
+        assert!(guard(&u, &[]).await.is_ok());
+        let u = check_url("http://10.0.0.5/in", None).unwrap();
+        assert!(
+            guard(&u, &[])
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("loopback")
+        );
+        let u = check_url("https://169.254.169.254/latest", None).unwrap();
+        let e = guard(&u, &[]).await.unwrap_err().to_string();
+        assert!(e.contains("allowed_urls"), "{e}");
+        let u = check_url("https://10.0.0.5/hook", None).unwrap();
+        assert!(guard(&u, &["https://10.0.0.5/".into()]).await.is_ok());
+        assert!(check_url("ftp://x/y", None).is_err());
+        assert!(check_url("https://user:pw@example.com/", None).is_err());
+        // Analysts deliver only under allowed_urls.
+        let e = check_url(
+            "https://example.com/x",
+            Some(&["https://hooks.example.org/".into()]),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Denied(_)), "{e}");
+        assert!(
+            check_url(
+                "https://hooks.example.org/a",
+                Some(&["https://hooks.example.org/".into()])
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn secrets_are_checked_and_signatures_follow_the_spec() {
+        assert!(secret_key("whsec_c2hvcnQ=").is_err());
+        let s = new_secret().unwrap();
+        assert_eq!(secret_key(&s).unwrap().len(), 32);
+        // HMAC-SHA256 over "id.timestamp.body", base64, prefixed "v1,".
+        let sig = sign(b"0123456789abcdef", "e.1.1", 1_700_000_000, b"{}");
+        use hmac::{Hmac, Mac};
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"0123456789abcdef").unwrap();
+        m.update(b"e.1.1.1700000000.{}");
+        assert_eq!(sig, format!("v1,{}", B64.encode(m.finalize().into_bytes())));
+        assert_eq!(message_id("x", 3, "p1_a", "entered", "track").len(), 32);
+        assert_ne!(
+            message_id("x", 3, "p1_a", "entered", "track"),
+            message_id("x", 3, "p1_a", "entered", "identify")
+        );
+    }
+}

@@ -32,6 +32,15 @@ use crate::segment::{EvalCtx, Segments};
 use crate::storage::commit::{self, Committed};
 use crate::storage::{Table, base_schema, failpoint};
 
+/// A full version every this many versions (`[live] full_every`, set by `segdb serve`); the
+/// others are stored as their changes against the previous version.
+static FULL_EVERY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(100);
+
+/// Set `[live] full_every` for this process.
+pub fn set_full_every(n: u64) {
+    FULL_EVERY.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
 /// What started a refresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -105,6 +114,9 @@ struct Computed {
     prev_max: u64,
     /// The previous version holds the same members, groups and target.
     unchanged: bool,
+    /// The previous version as stored (not read through the current links): what a version
+    /// stored as changes is stored against.
+    prev_raw: Option<Arc<crate::segment::snapshots::Stored>>,
 }
 
 /// The target members of a stored or computed version: pre-purpose members with the purposes'
@@ -127,8 +139,9 @@ async fn target(
 async fn compute(segments: &Segments, ctx: &EvalCtx, def: &SegmentDef) -> Result<Computed> {
     let history = segments.history(ctx).await?;
     let prev_max = history.max_version(&def.name, &def.generation);
-    let prev = match history.latest(&def.name, &def.generation, None).await? {
-        Some(p) => Some(segments.through_canon(ctx, p).await?),
+    let prev_raw = history.latest(&def.name, &def.generation, None).await?;
+    let prev = match &prev_raw {
+        Some(p) => Some(segments.through_canon(ctx, p.clone()).await?),
         None => None,
     };
     let m = segments.live(ctx, &def.name).await?;
@@ -161,6 +174,7 @@ async fn compute(segments: &Segments, ctx: &EvalCtx, def: &SegmentDef) -> Result
     });
     Ok(Computed {
         unchanged,
+        prev_raw,
         size: now_target.len(),
         entered: (&now_target - &prev_target).len(),
         exited: (&prev_target - &now_target).len(),
@@ -186,6 +200,28 @@ fn row(
 ) -> Result<RecordBatch> {
     let now = chrono::Utc::now().timestamp_micros();
     let n = |v: Option<u64>| Arc::new(Int64Array::from(vec![v.map(|x| x as i64)])) as ArrayRef;
+    // Stored as changes unless this version is due a full bitmap: version 1, every
+    // `full_every`-th, or no previous version right before it.
+    let every = FULL_EVERY.load(std::sync::atomic::Ordering::Relaxed).max(1);
+    let delta = match (c, version) {
+        (Some(c), Some(v)) if v > 1 && (v - 1) % every != 0 => {
+            c.prev_raw.as_ref().filter(|p| p.version + 1 == v).map(|p| {
+                (
+                    p.version,
+                    crate::segment::snapshots::Delta::between(
+                        p,
+                        &c.pre,
+                        &c.holdout,
+                        &c.assigned,
+                        &c.target,
+                    )
+                    .encode(),
+                )
+            })
+        }
+        _ => None,
+    };
+    let full = c.filter(|_| delta.is_none());
     let cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![def.name.clone()])),
         Arc::new(StringArray::from(vec![def.generation.clone()])),
@@ -205,16 +241,20 @@ fn row(
         n(Some(took_ms)),
         Arc::new(StringArray::from(vec![error.map(str::to_string)])),
         Arc::new(BinaryArray::from(vec![
-            c.map(|c| to_bytes(&c.pre)).as_deref(),
+            full.map(|c| to_bytes(&c.pre)).as_deref(),
         ])),
         Arc::new(BinaryArray::from(vec![
-            c.filter(|_| def.holdout_percent.is_some())
+            full.filter(|_| def.holdout_percent.is_some())
                 .map(|c| encode_groups(&c.holdout, &c.assigned))
                 .as_deref(),
         ])),
         Arc::new(StringArray::from(vec![sources.to_string()])),
         Arc::new(BinaryArray::from(vec![
-            c.map(|c| to_bytes(&c.target)).as_deref(),
+            full.map(|c| to_bytes(&c.target)).as_deref(),
+        ])),
+        n(delta.as_ref().map(|d| d.0)),
+        Arc::new(BinaryArray::from(vec![
+            delta.as_ref().map(|d| d.1.as_slice()),
         ])),
     ];
     Ok(RecordBatch::try_new(base_schema(Table::Snapshots), cols)?)
@@ -313,8 +353,8 @@ pub async fn refresh(
     let mut overtaken = false;
     for _ in 0..50 {
         let table = db.load(Table::Snapshots).await?;
-        let rows = crate::storage::read_pinned(db, Table::Snapshots, &table).await?;
-        let h = History::from_batches(&rows)?;
+        let files = crate::storage::files_of(&table, Table::Snapshots)?;
+        let h = segments.history_of_files(&files).await?;
         if h.max_version(&def.name, &def.generation) != c.prev_max {
             overtaken = true;
             break;
@@ -405,6 +445,60 @@ pub async fn refresh_statement(
     outcome_result(&o)
 }
 
+/// Whether a segment keeps holdout groups.
+fn has_holdout(catalog: &crate::segment::catalog::Catalog, name: &str) -> bool {
+    catalog
+        .get(name)
+        .is_some_and(|d| d.holdout_percent.is_some())
+}
+
+/// A one-row history batch rewritten with `stored`'s full bitmaps (no longer as changes).
+fn as_full(
+    row: &RecordBatch,
+    stored: &crate::segment::snapshots::Stored,
+    holdout: bool,
+) -> Result<RecordBatch> {
+    let schema = base_schema(Table::Snapshots);
+    let row = crate::storage::conform(row, &schema)?;
+    let mut cols = row.columns().to_vec();
+    let set = |cols: &mut Vec<ArrayRef>, name: &str, a: ArrayRef| -> Result<()> {
+        let i = schema.index_of(name)?;
+        cols[i] = a;
+        Ok(())
+    };
+    set(
+        &mut cols,
+        "members",
+        Arc::new(BinaryArray::from(vec![Some(
+            to_bytes(&stored.members).as_slice(),
+        )])),
+    )?;
+    let groups = holdout.then(|| encode_groups(&stored.holdout, &stored.assigned));
+    set(
+        &mut cols,
+        "holdout_members",
+        Arc::new(BinaryArray::from(vec![groups.as_deref()])),
+    )?;
+    set(
+        &mut cols,
+        "target_members",
+        Arc::new(BinaryArray::from(vec![Some(
+            to_bytes(&stored.target).as_slice(),
+        )])),
+    )?;
+    set(
+        &mut cols,
+        "base_version",
+        Arc::new(Int64Array::from(vec![None::<i64>])),
+    )?;
+    set(
+        &mut cols,
+        "delta",
+        Arc::new(BinaryArray::from(vec![None::<&[u8]>])),
+    )?;
+    Ok(RecordBatch::try_new(schema, cols)?)
+}
+
 /// VACUUM of the history: rows of dropped segments and replaced generations, and versions
 /// beyond each segment's `KEEP n VERSIONS` (with the failed attempts older than the oldest kept
 /// version), are removed in one commit. Returns how many rows went.
@@ -436,6 +530,7 @@ pub async fn prune(segments: &Segments, ctx: &EvalCtx) -> Result<usize> {
         }
         let mut kept = Vec::new();
         let mut dropped = 0usize;
+        let mut converted = 0usize;
         for b in &batches {
             let col = |n: &str, t: &DataType| crate::storage::snapshot_column(b, n, t);
             let seg = col("segment", &DataType::Utf8)?;
@@ -446,7 +541,9 @@ pub async fn prune(segments: &Segments, ctx: &EvalCtx) -> Result<usize> {
             let ver = ver.as_primitive::<arrow::datatypes::Int64Type>();
             let at = col("refreshed_at", &DataType::Int64)?;
             let at = at.as_primitive::<arrow::datatypes::Int64Type>();
-            let mask: Vec<bool> = (0..b.num_rows())
+            let base = col("base_version", &DataType::Int64)?;
+            let base = base.as_primitive::<arrow::datatypes::Int64Type>();
+            let mut mask: Vec<bool> = (0..b.num_rows())
                 .map(|i| {
                     let key = (seg.value(i).to_string(), generation.value(i).to_string());
                     match floors.get(&key) {
@@ -457,13 +554,32 @@ pub async fn prune(segments: &Segments, ctx: &EvalCtx) -> Result<usize> {
                 })
                 .collect();
             dropped += mask.iter().filter(|k| !**k).count();
+            // The oldest kept version is stored in full (the versions its changes apply to go).
+            for (i, keep) in mask.iter_mut().enumerate() {
+                let key = (seg.value(i).to_string(), generation.value(i).to_string());
+                let at_floor = matches!(floors.get(&key), Some((floor, _)) if ver.is_valid(i) && ver.value(i) as u64 == *floor);
+                if *keep && at_floor && base.is_valid(i) {
+                    let stored = all
+                        .version(&key.0, &key.1, ver.value(i) as u64)?
+                        .ok_or_else(|| {
+                            Error::storage("a kept version could not be read during VACUUM")
+                        })?;
+                    kept.push(as_full(
+                        &b.slice(i, 1),
+                        &stored,
+                        has_holdout(&catalog, &key.0),
+                    )?);
+                    *keep = false;
+                    converted += 1;
+                }
+            }
             let f =
                 arrow::compute::filter_record_batch(b, &arrow::array::BooleanArray::from(mask))?;
             if f.num_rows() > 0 {
                 kept.push(crate::storage::conform(&f, &base_schema(Table::Snapshots))?);
             }
         }
-        if dropped == 0 {
+        if dropped == 0 && converted == 0 {
             return Ok(0);
         }
         if let Committed::Version(_) =

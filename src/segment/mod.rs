@@ -74,6 +74,9 @@ struct Cache {
     consent_derivations: u64,
     /// Snapshot rows by snapshots-table version.
     snapshots: Option<(u64, Arc<snapshots::History>)>,
+    /// The rows of each snapshots-table file read so far, by path (files never change; a live
+    /// segment appends one small file per version, so a new table version reads only those).
+    snapshot_files: HashMap<String, Arc<Vec<arrow::array::RecordBatch>>>,
     /// The canonical map by links version.
     canon: Option<(u64, Arc<stitch::Canon>)>,
     /// The stitched universe by (identity, suppression, links) version.
@@ -508,9 +511,40 @@ impl Segments {
         {
             return Ok(h.clone());
         }
-        let h = Arc::new(snapshots::History::load(&ctx.snap).await?);
+        let files = ctx.snap.files(Table::Snapshots)?;
+        let h = Arc::new(self.history_of_files(&files).await?);
         self.cache().snapshots = Some((v, h.clone()));
         Ok(h)
+    }
+
+    /// The history held by a list of snapshots-table files (files read before come from memory).
+    pub async fn history_of_files(
+        &self,
+        files: &[crate::storage::DataFile],
+    ) -> Result<snapshots::History> {
+        let schema = crate::storage::base_schema(Table::Snapshots);
+        let mut batches = Vec::new();
+        let mut fresh = HashMap::new();
+        for f in files {
+            let cached = self.cache().snapshot_files.get(&f.path).cloned();
+            let rows = match cached {
+                Some(r) => r,
+                None => Arc::new(
+                    crate::storage::read_files(
+                        &self.db,
+                        Table::Snapshots,
+                        std::slice::from_ref(f),
+                        &schema,
+                    )
+                    .await?,
+                ),
+            };
+            batches.extend(rows.iter().cloned());
+            fresh.insert(f.path.clone(), rows);
+        }
+        // Keep only the files of this version (compaction and VACUUM replace files).
+        self.cache().snapshot_files = fresh;
+        snapshots::History::from_batches(&batches)
     }
 
     /// The snapshot a read of materialised segment `def` uses (`None`: evaluate it live —

@@ -38,6 +38,8 @@ pub struct Row {
     pub took_ms: Option<u64>,
     pub error: Option<String>,
     pub sources: Option<String>,
+    /// For a version stored as changes: the version they apply to.
+    pub base_version: Option<u64>,
     /// Index of the row's bitmaps in `History::bitmaps`.
     bitmaps: usize,
 }
@@ -57,11 +59,19 @@ pub struct Stored {
     pub target: RoaringBitmap,
 }
 
+/// The stored bitmap columns of one row: members, groups, target, delta.
+type Bitmaps = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
+
 /// The history of one snapshots-table version.
 #[derive(Debug, Default)]
 pub struct History {
     pub rows: Vec<Row>,
-    bitmaps: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)>,
+    bitmaps: Vec<Bitmaps>,
     decoded: Mutex<HashMap<(String, String, u64), Arc<Stored>>>,
 }
 
@@ -100,6 +110,9 @@ impl History {
             let held = held.as_binary::<i32>();
             let target = column(b, "target_members", &DataType::Binary)?;
             let target = target.as_binary::<i32>();
+            let delta = column(b, "delta", &DataType::Binary)?;
+            let delta = delta.as_binary::<i32>();
+            let base = i("base_version")?;
             let s = |a: &arrow::array::ArrayRef, r: usize| {
                 let a = a.as_string::<i32>();
                 a.is_valid(r).then(|| a.value(r).to_string())
@@ -114,6 +127,7 @@ impl History {
                     members.is_valid(r).then(|| members.value(r).to_vec()),
                     held.is_valid(r).then(|| held.value(r).to_vec()),
                     target.is_valid(r).then(|| target.value(r).to_vec()),
+                    delta.is_valid(r).then(|| delta.value(r).to_vec()),
                 ));
                 h.rows.push(Row {
                     segment,
@@ -130,6 +144,7 @@ impl History {
                     took_ms: n(&took, r).map(|v| v as u64),
                     error: s(&error, r),
                     sources: s(&sources, r),
+                    base_version: n(&base, r).map(|v| v as u64),
                     bitmaps: h.bitmaps.len() - 1,
                 });
             }
@@ -201,32 +216,136 @@ impl History {
                 r.segment
             ))
         };
-        let (m, h, t) = &self.bitmaps[r.bitmaps];
-        let members = match m {
-            Some(b) => from_bytes(b).ok_or_else(damaged)?,
-            None => RoaringBitmap::new(),
+        let (m, h, t, d) = &self.bitmaps[r.bitmaps];
+        let s = match (r.base_version, d) {
+            // A version stored as its changes: replay them on the version they apply to (which
+            // replays its own, back to the nearest full version).
+            (Some(b), Some(d)) => {
+                let base_row = self
+                    .of(&r.segment, &r.generation)
+                    .find(|x| x.version == Some(b) && x.status == "ok")
+                    .ok_or_else(|| {
+                        Error::storage(format!(
+                            "version {v} of segment '{}' is stored as changes to version {b}, which is gone; refresh it again",
+                            r.segment
+                        ))
+                    })?;
+                if b >= v {
+                    return Err(damaged());
+                }
+                let base = self.decode(base_row)?;
+                let delta = Delta::decode(d).ok_or_else(damaged)?;
+                delta.apply(&base, v, r.as_of)
+            }
+            _ => {
+                let members = match m {
+                    Some(b) => from_bytes(b).ok_or_else(damaged)?,
+                    None => RoaringBitmap::new(),
+                };
+                let (holdout, assigned) = match h {
+                    Some(b) => decode_groups(b).ok_or_else(damaged)?,
+                    None => (RoaringBitmap::new(), RoaringBitmap::new()),
+                };
+                let target = match t {
+                    Some(b) => from_bytes(b).ok_or_else(damaged)?,
+                    None => &members - &holdout,
+                };
+                Stored {
+                    version: v,
+                    as_of: r.as_of,
+                    members,
+                    holdout,
+                    assigned,
+                    target,
+                }
+            }
         };
-        let (holdout, assigned) = match h {
-            Some(b) => decode_groups(b).ok_or_else(damaged)?,
-            None => (RoaringBitmap::new(), RoaringBitmap::new()),
-        };
-        let target = match t {
-            Some(b) => from_bytes(b).ok_or_else(damaged)?,
-            None => &members - &holdout,
-        };
-        let s = Arc::new(Stored {
-            version: v,
-            as_of: r.as_of,
-            members,
-            holdout,
-            assigned,
-            target,
-        });
+        let s = Arc::new(s);
         self.decoded
             .lock()
             .expect("not poisoned")
             .insert(key, s.clone());
         Ok(s)
+    }
+
+    /// Bytes of each ok version's stored bitmaps (full or changes), oldest first.
+    pub fn stored_bytes(&self, segment: &str, generation: &str) -> Vec<(u64, bool, usize)> {
+        self.of(segment, generation)
+            .filter_map(|r| {
+                let v = r.version?;
+                let (m, h, t, d) = &self.bitmaps[r.bitmaps];
+                let n = [m, h, t, d]
+                    .iter()
+                    .map(|x| x.as_ref().map_or(0, Vec::len))
+                    .sum();
+                Some((v, r.base_version.is_none(), n))
+            })
+            .collect()
+    }
+}
+
+/// A version stored as its changes against the previous version: what entered and left each
+/// bitmap (members, holdout, assigned, target).
+pub struct Delta {
+    parts: [RoaringBitmap; 8],
+}
+
+impl Delta {
+    /// The changes from `base` to the given bitmaps.
+    pub fn between(
+        base: &Stored,
+        members: &RoaringBitmap,
+        holdout: &RoaringBitmap,
+        assigned: &RoaringBitmap,
+        target: &RoaringBitmap,
+    ) -> Delta {
+        Delta {
+            parts: [
+                members - &base.members,
+                &base.members - members,
+                holdout - &base.holdout,
+                &base.holdout - holdout,
+                assigned - &base.assigned,
+                &base.assigned - assigned,
+                target - &base.target,
+                &base.target - target,
+            ],
+        }
+    }
+
+    /// Each part as a portable bitmap prefixed by its length (u32, little endian).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in &self.parts {
+            let b = crate::bitmap::codec::to_bytes(p);
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Delta> {
+        let mut at = 0usize;
+        let mut parts: [RoaringBitmap; 8] = Default::default();
+        for p in &mut parts {
+            let n = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+            *p = from_bytes(bytes.get(at + 4..at + 4 + n)?)?;
+            at += 4 + n;
+        }
+        (at == bytes.len()).then_some(Delta { parts })
+    }
+
+    fn apply(&self, base: &Stored, version: u64, as_of: i64) -> Stored {
+        let p = &self.parts;
+        let step = |b: &RoaringBitmap, add: &RoaringBitmap, del: &RoaringBitmap| (b - del) | add;
+        Stored {
+            version,
+            as_of,
+            members: step(&base.members, &p[0], &p[1]),
+            holdout: step(&base.holdout, &p[2], &p[3]),
+            assigned: step(&base.assigned, &p[4], &p[5]),
+            target: step(&base.target, &p[6], &p[7]),
+        }
     }
 }
 

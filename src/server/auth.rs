@@ -242,6 +242,7 @@ impl ServerConfig {
     pub fn apply_to(&self, shared: &crate::session::Shared) -> Result<crate::collector::Settings> {
         let settings = self.collector.settings()?;
         *shared.collector_settings.write().expect("not poisoned") = settings.clone();
+        crate::materialize::set_full_every(self.live.settings()?.full_every);
         if let Some(mb) = self.storage.target_file_mb {
             shared
                 .target_file_mb

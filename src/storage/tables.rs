@@ -232,6 +232,10 @@ pub fn base_schema(table: Table) -> SchemaRef {
             // The target group as activated at refresh time (consent as of the refresh): what
             // the next version's entered/exited are counted against.
             bin("target_members"),
+            // Set on a version stored as its changes against `base_version` (the previous one):
+            // `delta` holds them and the three bitmap columns above are NULL. NULL: a full version.
+            int("base_version"),
+            bin("delta"),
         ],
         Table::Traits => vec![
             text("name"),

@@ -722,3 +722,155 @@ fn copy_dir(from: &Path, to: &Path) {
 fn materialized_versions_match_an_independent_oracle() {
     common::run_differential("materialized", 3);
 }
+
+/// The stored history rows: (version, base_version, bytes of the full bitmaps, bytes of the
+/// changes), read straight from the Parquet files under `_segdb/snapshots`.
+fn stored_versions(db: &TestDb, segment: &str) -> Vec<(i64, Option<i64>, usize, usize)> {
+    use arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for f in common::all_files(&db.data.join("_segdb/snapshots")) {
+        // Data files only (a Delta checkpoint is Parquet too).
+        if f.extension().is_none_or(|e| e != "parquet")
+            || f.components().any(|c| c.as_os_str() == "_delta_log")
+        {
+            continue;
+        }
+        let file = std::fs::File::open(&f).unwrap();
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for b in r {
+            let b = b.unwrap();
+            let get = |n: &str| b.column_by_name(n).cloned();
+            let seg = get("segment").unwrap();
+            let seg = seg.as_string::<i32>();
+            let ver = get("version").unwrap();
+            let ver = ver.as_primitive::<arrow::datatypes::Int64Type>();
+            let base = get("base_version");
+            let members = get("members").unwrap();
+            let members = members.as_binary::<i32>();
+            let delta = get("delta");
+            for i in 0..b.num_rows() {
+                if seg.value(i) != segment || ver.is_null(i) {
+                    continue;
+                }
+                let base = base.as_ref().and_then(|a| {
+                    let a = a.as_primitive::<arrow::datatypes::Int64Type>();
+                    a.is_valid(i).then(|| a.value(i))
+                });
+                let d = delta.as_ref().map_or(0, |a| {
+                    let a = a.as_binary::<i32>();
+                    if a.is_valid(i) { a.value(i).len() } else { 0 }
+                });
+                let m = if members.is_valid(i) {
+                    members.value(i).len()
+                } else {
+                    0
+                };
+                out.push((ver.value(i), base, m, d));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Versions cost their changes (DESIGN §15): after version 1 and every `full_every`-th, a version
+/// is stored as what entered and left; every version reads back as computed, before and after
+/// VACUUM, and the oldest version VACUUM keeps is stored in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_stored_as_their_changes_with_periodic_full_bitmaps() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    // 3,000 users (every other ordinal, so that a full bitmap does not compress to runs) active
+    // every day from 1 to 12 January, except that user k skips day k % 97.
+    // Users with odd numbers only view; ordinals follow first appearance, so the members are
+    // every other ordinal.
+    let mut ev = String::from("user_id,event,ts\n");
+    for u in 0..6000 {
+        if u % 2 == 1 {
+            ev.push_str(&format!("user{u},view,2026-01-01T08:00:00Z\n"));
+            continue;
+        }
+        for d in 1..=12 {
+            if u % 97 == d {
+                continue;
+            }
+            ev.push_str(&format!("user{u},visit,2026-01-{d:02}T08:00:00Z\n"));
+        }
+    }
+    let f = db.input("e.csv", &ev);
+    e.ingest(Kind::Events, &[f], &IngestOptions::default())
+        .await
+        .unwrap();
+    segdb::materialize::set_full_every(4);
+    e.sql("SET segdb.as_of = '2026-01-02T12:00:00Z'")
+        .await
+        .unwrap();
+    e.sql("CREATE MATERIALIZED SEGMENT daily KEEP 5 VERSIONS AS DID 'visit' IN THE LAST 1 DAYS")
+        .await
+        .unwrap();
+    for d in 3..=12 {
+        e.sql(&format!(
+            "REFRESH SEGMENT daily AS OF '2026-01-{d:02}T12:00:00Z'"
+        ))
+        .await
+        .unwrap();
+    }
+    // The oracle: who visited in the day before each version's as_of.
+    async fn members_of(e: &segdb::Engine, v: i64) -> Vec<String> {
+        let mut r = rows(
+            e,
+            &format!("SELECT user_id FROM segment_changes('daily', 0, {v}) ORDER BY user_id"),
+        )
+        .await;
+        r.sort();
+        r
+    }
+    let oracle = |d: i64| {
+        let mut want: Vec<String> = (0..6000)
+            .step_by(2)
+            .filter(|u| u % 97 != d)
+            .map(|u| p(&format!("user{u}")))
+            .collect();
+        want.sort();
+        want
+    };
+    for v in 1..=11i64 {
+        // Version v was refreshed at noon of day v + 1: its window holds that day's 08:00 visits.
+        assert_eq!(members_of(&e, v).await, oracle(v + 1), "version {v}");
+    }
+    let stored = stored_versions(&db, "daily");
+    assert_eq!(stored.len(), 11, "{stored:?}");
+    for (v, base, full, changes) in &stored {
+        if (v - 1) % 4 == 0 {
+            assert_eq!(*base, None, "version {v} is due a full bitmap");
+            assert!(*full > 0);
+        } else {
+            assert_eq!(*base, Some(v - 1), "version {v} is stored as changes");
+            assert_eq!(*full, 0);
+            // A few dozen users changed, out of about 3,000 members.
+            assert!(
+                *changes * 4 < stored[0].2,
+                "version {v}: {changes} bytes of changes"
+            );
+        }
+    }
+    e.sql("VACUUM").await.unwrap();
+    let stored = stored_versions(&db, "daily");
+    let kept: Vec<i64> = stored.iter().map(|s| s.0).collect();
+    assert_eq!(kept, vec![7, 8, 9, 10, 11]);
+    assert_eq!(
+        stored[0].1, None,
+        "the oldest kept version is stored in full"
+    );
+    for v in 7..=11i64 {
+        assert_eq!(
+            members_of(&e, v).await,
+            oracle(v + 1),
+            "version {v} after VACUUM"
+        );
+    }
+    segdb::materialize::set_full_every(100);
+}
