@@ -48,6 +48,9 @@ pub enum Error {
     /// Something named does not exist (a user asked about by id).
     #[error("{0}")]
     NotFound(String),
+    /// The command line was used wrongly (flags that do not go together, a missing argument).
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// The message of a DataFusion error. segdb's own errors raised inside a plan (segment
@@ -88,11 +91,12 @@ impl Error {
         ))
     }
 
-    /// The process exit code for this error: 2 for usage errors, 3 for a strict load's
-    /// rejected rows, 1 otherwise.
+    /// The process exit code for this error (DESIGN §19): 2 for a command-line usage error,
+    /// 3 for a strict load's rejected rows, 1 otherwise (a bad statement or value included;
+    /// a panic exits 4).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Invalid(_) => 2,
+            Error::Usage(_) => 2,
             Error::Rejected(_) => 3,
             _ => 1,
         }

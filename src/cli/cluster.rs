@@ -50,7 +50,7 @@ pub async fn executor(global: &GlobalOpts, args: ExecutorArgs) -> Result<i32> {
         Some(p) => p,
         None if args.port == 0 => free_port(&args.bind_host)?,
         None => port.checked_add(1).ok_or_else(|| {
-            crate::Error::invalid("--port 65535 leaves no room for --grpc-port (give it)")
+            crate::Error::Usage("--port 65535 leaves no room for --grpc-port (give it)".into())
         })?,
     };
     let work_dir = args

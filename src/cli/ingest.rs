@@ -8,7 +8,7 @@ use crate::ingest::IngestOptions;
 
 pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
     if args.merge && args.kind != crate::ingest::Kind::Profiles {
-        return Err(Error::invalid(format!(
+        return Err(Error::Usage(format!(
             "--merge applies to profiles loads, not {}",
             args.kind.name()
         )));

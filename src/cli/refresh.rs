@@ -11,8 +11,9 @@ use crate::materialize::{Outcome, Status, Trigger};
 
 pub async fn run(global: &GlobalOpts, args: RefreshArgs) -> Result<i32> {
     if !args.due && args.names.is_empty() {
-        return Err(Error::invalid(
-            "name the segments to refresh, or pass --due to refresh those whose schedule is due",
+        return Err(Error::Usage(
+            "name the segments to refresh, or pass --due to refresh those whose schedule is due"
+                .into(),
         ));
     }
     let config = global.file()?;

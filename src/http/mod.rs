@@ -38,9 +38,35 @@ pub(crate) struct State {
     pub(crate) collector: Arc<Collector>,
     pub(crate) keys: Keys,
     /// Users and tokens, shared with Flight SQL (the profile API's bearer tokens).
-    pub(crate) auth: Arc<crate::server::auth::Authenticator>,
+    pub(crate) auth: Arc<dyn Tokens>,
     /// The profile API's in-memory membership.
     pub(crate) lookup: Arc<crate::materialize::lookup::Lookup>,
+}
+
+/// Why a login or a token was refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// No credentials at all.
+    Missing,
+    /// Wrong, unknown or expired credentials (the message says which, naming no secret).
+    Bad(String),
+    /// Too many failed logins: try again after this long.
+    Throttled(std::time::Duration),
+}
+
+/// Users and bearer tokens, as the server's authenticator keeps them (the same tokens as Flight
+/// SQL's handshake).
+pub trait Tokens: Send + Sync {
+    /// Check `authorization: Basic …` from `address` and issue a token: (token, user, role).
+    fn login(
+        &self,
+        header: Option<&str>,
+        address: &str,
+    ) -> std::result::Result<(String, String, &'static str), Refused>;
+    /// Check `authorization: Bearer …`.
+    fn check(&self, header: Option<&str>) -> std::result::Result<(), Refused>;
+    /// How long a token lives.
+    fn ttl(&self) -> std::time::Duration;
 }
 
 /// The client address of a connection (for login throttling).
@@ -62,7 +88,7 @@ impl Http {
         addr: SocketAddr,
         tls: Option<&(PathBuf, PathBuf)>,
         settings: crate::collector::Settings,
-        auth: Arc<crate::server::auth::Authenticator>,
+        auth: Arc<dyn Tokens>,
     ) -> Result<Http> {
         let tls = match tls {
             Some((cert, key)) => Some(acceptor(cert, key)?),

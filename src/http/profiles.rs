@@ -13,9 +13,8 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Peer, State};
+use super::{Peer, Refused, State};
 use crate::materialize::lookup::View;
-use crate::server::auth::Denied;
 
 /// Ids one batch request may ask for at most.
 const MAX_BATCH: usize = 1_000;
@@ -40,21 +39,25 @@ fn unknown() -> Response {
     error(StatusCode::NOT_FOUND, "unknown profile")
 }
 
-fn denied(d: Denied) -> Response {
+fn denied(d: Refused) -> Response {
     let mut r = error(
-        if matches!(d, Denied::Throttled(_)) {
+        if matches!(d, Refused::Throttled(_)) {
             StatusCode::TOO_MANY_REQUESTS
         } else {
             StatusCode::UNAUTHORIZED
         },
         &match &d {
-            Denied::Missing => {
+            Refused::Missing => {
                 "no credentials: POST /v1/auth/token with Basic user:password, then send Authorization: Bearer <token>".to_string()
             }
-            d => d.to_string(),
+            Refused::Bad(m) => m.clone(),
+            Refused::Throttled(w) => format!(
+                "too many failed logins for this user name from this address; try again in {} s",
+                w.as_secs().max(1)
+            ),
         },
     );
-    if let Denied::Throttled(wait) = d
+    if let Refused::Throttled(wait) = d
         && let Ok(v) = header::HeaderValue::from_str(&wait.as_secs().max(1).to_string())
     {
         r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -70,11 +73,7 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
 
 /// The bearer token of a call (every role may use the profile API).
 fn check(state: &State, headers: &HeaderMap) -> Result<(), Response> {
-    state
-        .auth
-        .check(authorization(headers))
-        .map(|_| ())
-        .map_err(denied)
+    state.auth.check(authorization(headers)).map_err(denied)
 }
 
 fn rfc3339(micros: i64) -> String {
@@ -109,7 +108,7 @@ pub(super) async fn token(
 ) -> Response {
     let header = authorization(&headers).map(str::to_string);
     if header.is_none() {
-        return denied(Denied::Missing);
+        return denied(Refused::Missing);
     }
     let auth = state.auth.clone();
     // The password check is CPU work: off the async workers.
@@ -118,8 +117,8 @@ pub(super) async fn token(
     })
     .await;
     match r {
-        Ok(Ok((token, caller))) => {
-            tracing::info!(target: "segdb::http", user = %caller.user, role = caller.role.name(), "token issued");
+        Ok(Ok((token, user, role))) => {
+            tracing::info!(target: "segdb::http", user = %user, role, "token issued");
             answer(
                 StatusCode::OK,
                 json!({ "token": token, "expires_in": state.auth.ttl().as_secs() }),

@@ -29,13 +29,21 @@ const MAX_AGE: Duration = Duration::from_secs(10);
 /// One materialised segment in a view.
 struct Member {
     name: String,
+    /// (generation, latest version) the target was read from.
+    version: (String, u64),
     /// Target members of the latest version with the segment's purposes and erasure applied.
-    target: RoaringBitmap,
+    target: Arc<RoaringBitmap>,
 }
 
 /// The membership of every materialised segment at one moment.
 pub struct View {
     key: Vec<u64>,
+    /// The versions every target depends on besides its own segment's history (consent,
+    /// suppression, identity, links, the catalog): unchanged, a target whose segment has no new
+    /// version is reused.
+    shared_key: Vec<u64>,
+    /// The versions the traits depend on.
+    traits_key: Vec<u64>,
     built: std::time::Instant,
     /// The moment the view reflects (µs since the epoch).
     pub as_of: i64,
@@ -48,7 +56,7 @@ pub struct View {
     /// Consent holders of extra purposes asked for, derived on first use.
     purposes: Mutex<HashMap<String, Arc<RoaringBitmap>>>,
     /// The traits table and its rows by profile, computed on first use.
-    traits: tokio::sync::OnceCell<Arc<Traits>>,
+    traits: Arc<tokio::sync::OnceCell<Arc<Traits>>>,
 }
 
 /// The computed traits of every profile, by ordinal.
@@ -214,7 +222,8 @@ impl Lookup {
         {
             return Ok(v);
         }
-        let v = Arc::new(build(&self.segments, ctx, key).await?);
+        let prev = self.view.read().expect("not poisoned").clone();
+        let v = Arc::new(build(&self.segments, ctx, key, prev.as_deref()).await?);
         *self.view.write().expect("not poisoned") = Some(v.clone());
         Ok(v)
     }
@@ -236,16 +245,58 @@ impl Lookup {
     }
 }
 
-async fn build(segments: &Segments, ctx: EvalCtx, key: Vec<u64>) -> Result<View> {
+async fn build(
+    segments: &Segments,
+    ctx: EvalCtx,
+    key: Vec<u64>,
+    prev: Option<&View>,
+) -> Result<View> {
+    let versions = |ts: &[Table]| -> Vec<u64> { ts.iter().map(|t| ctx.snap.version(*t)).collect() };
+    let shared_key = versions(&[
+        Table::Segments,
+        Table::Consent,
+        Table::Suppression,
+        Table::Identity,
+        Table::Links,
+    ]);
+    let traits_key = versions(&[
+        Table::Traits,
+        Table::Events,
+        Table::Identity,
+        Table::Suppression,
+        Table::Links,
+    ]);
+    // Within MAX_AGE of the previous build, what did not change is reused.
+    let fresh = prev.filter(|p| p.built.elapsed() < MAX_AGE);
+    let reuse = fresh.filter(|p| p.shared_key == shared_key);
     let catalog = segments.catalog(&ctx).await?;
+    let history = segments.history(&ctx).await?;
     let mut members = Vec::new();
     for def in catalog.segments.values().filter(|d| d.materialized) {
+        let version = (
+            def.generation.clone(),
+            history.max_version(&def.name, &def.generation),
+        );
+        let kept = reuse.and_then(|p| {
+            p.segments
+                .iter()
+                .find(|m| m.name == def.name && m.version == version && version.1 > 0)
+        });
+        if let Some(m) = kept {
+            members.push(Member {
+                name: m.name.clone(),
+                version,
+                target: m.target.clone(),
+            });
+            continue;
+        }
         // A segment whose latest version cannot be read (a definition gone bad before its
         // first snapshot) is left out rather than failing every lookup.
         match segments.members(&ctx, &def.name).await {
             Ok(target) => members.push(Member {
                 name: def.name.clone(),
-                target,
+                version,
+                target: Arc::new(target),
             }),
             Err(e) => {
                 tracing::warn!(target: "segdb::http", segment = %def.name, error = %e, "segment left out of profile lookups")
@@ -257,8 +308,14 @@ async fn build(segments: &Segments, ctx: EvalCtx, key: Vec<u64>) -> Result<View>
     let canon = segments.canonical(&ctx).await?;
     let raw_universe = segments.raw_universe(&ctx).await?;
     let universe = segments.universe(&ctx).await?;
+    let traits = match fresh.filter(|p| p.traits_key == traits_key) {
+        Some(p) => p.traits.clone(),
+        None => Arc::new(tokio::sync::OnceCell::new()),
+    };
     Ok(View {
         key,
+        shared_key,
+        traits_key,
         built: std::time::Instant::now(),
         as_of: ctx.as_of,
         ids,
@@ -267,7 +324,7 @@ async fn build(segments: &Segments, ctx: EvalCtx, key: Vec<u64>) -> Result<View>
         universe,
         segments: members,
         purposes: Mutex::new(HashMap::new()),
-        traits: tokio::sync::OnceCell::new(),
+        traits,
         ctx,
     })
 }

@@ -462,11 +462,6 @@ impl Authenticator {
         }
     }
 
-    /// How long a token lives.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     pub fn is_open(&self) -> bool {
         self.open
     }
@@ -587,6 +582,37 @@ impl Authenticator {
             }
             None => Err(Denied::UnknownToken),
         }
+    }
+}
+
+fn refused(d: Denied) -> crate::http::Refused {
+    match d {
+        Denied::Missing => crate::http::Refused::Missing,
+        Denied::Throttled(w) => crate::http::Refused::Throttled(w),
+        other => crate::http::Refused::Bad(other.to_string()),
+    }
+}
+
+/// The profile API's logins and tokens are Flight SQL's.
+impl crate::http::Tokens for Authenticator {
+    fn login(
+        &self,
+        header: Option<&str>,
+        address: &str,
+    ) -> std::result::Result<(String, String, &'static str), crate::http::Refused> {
+        Authenticator::login(self, header, address)
+            .map(|(token, c)| (token, c.user, c.role.name()))
+            .map_err(refused)
+    }
+
+    fn check(&self, header: Option<&str>) -> std::result::Result<(), crate::http::Refused> {
+        Authenticator::check(self, header)
+            .map(|_| ())
+            .map_err(refused)
+    }
+
+    fn ttl(&self) -> Duration {
+        self.ttl
     }
 }
 

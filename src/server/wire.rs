@@ -141,9 +141,10 @@ pub fn to_status(e: crate::Error) -> Status {
         crate::Error::Denied(m) => Status::permission_denied(m.clone()),
         crate::Error::Timeout(m) => Status::deadline_exceeded(m.clone()),
         crate::Error::NotFound(m) => Status::not_found(m.clone()),
-        crate::Error::Invalid(_) | crate::Error::Ingest(_) | crate::Error::Rejected(_) => {
-            Status::invalid_argument(e.to_string().trim().to_string())
-        }
+        crate::Error::Invalid(_)
+        | crate::Error::Usage(_)
+        | crate::Error::Ingest(_)
+        | crate::Error::Rejected(_) => Status::invalid_argument(e.to_string().trim().to_string()),
         crate::Error::DataFusion(df) => df_status(df),
         _ => Status::internal(e.to_string().trim().to_string()),
     }

@@ -387,7 +387,7 @@ async fn flight_sql_without_users_needs_the_insecure_flag() {
         "--config",
         config.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         common::stderr(&out).contains("segdb user add"),
         "{}",

@@ -470,6 +470,20 @@ async fn live_segment_webhook_and_profile_api() {
         !changes(&recv).iter().any(|(u, _)| *u == pseudo("u5")),
         "a forgotten user was delivered"
     );
+    // Tokens live in the server's memory: log in again. A forgotten id answers exactly as an id
+    // never seen.
+    let lookup = token(&http, &base, "site", LOOKUP_PW).await;
+    let forgotten = segments_of(&http, &base, Some(&lookup), "u5", None).await;
+    let never = segments_of(&http, &base, Some(&lookup), "never-seen-5", None).await;
+    assert_eq!(forgotten, (404, json!({"error": "unknown profile"})));
+    assert_eq!(forgotten, never);
+    let traits = http
+        .get(format!("{base}/v1/profiles/u5/traits"))
+        .bearer_auth(&lookup)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traits.status().as_u16(), 404);
     // Every version was cut once, in order: delivered ones reached the receiver, versions with
     // no change of the target group were recorded as skipped, and no version was left out.
     let runs = sql(
