@@ -50,7 +50,7 @@ LIVE = [
     ("probe", "DID 'live_probe' IN THE LAST 1 DAYS"),
     ("active_7d", "DID ANY EVENT IN THE LAST 7 DAYS"),
     ("buyers_30d", "DID 'purchase' IN THE LAST 30 DAYS OR DID 'live_probe' IN THE LAST 1 DAYS"),
-    ("viewers_3x", "DID 'view' AT LEAST 3 TIMES IN THE LAST 30 DAYS OR DID 'live_probe'"),
+    ("viewers_3x", "DID 'view_item' AT LEAST 3 TIMES IN THE LAST 30 DAYS OR DID 'live_probe'"),
     ("de_active", "PROFILE country = 'DE' AND DID ANY EVENT IN THE LAST 14 DAYS OR DID 'live_probe'"),
     ("cart_no_buy", "DID 'add_to_cart' IN THE LAST 7 DAYS AND NOT DID 'purchase' IN THE LAST 7 DAYS OR DID 'live_probe'"),
     ("recent_1d", "DID ANY EVENT IN THE LAST 1 DAYS"),
@@ -108,6 +108,11 @@ def main():
     for kind in ("profiles", "events"):
         files = sorted(os.path.join(data, f) for f in os.listdir(data) if f.startswith(kind))
         sh([args.segdb, "ingest", kind, *files], env)
+    # The probe event must exist before a definition names it: one, long before every window.
+    seed = os.path.join(work, "seed.csv")
+    with open(seed, "w") as f:
+        f.write("user_id,event,ts\nseed-probe,live_probe,2000-01-01T00:00:00Z\n")
+    sh([args.segdb, "ingest", "events", seed], env)
     import duckdb
     ids = [r[0] for r in duckdb.sql(
         f"SELECT user_id FROM '{data}/profiles*.parquet' USING SAMPLE 100000 ROWS").fetchall()]
