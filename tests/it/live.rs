@@ -553,8 +553,59 @@ async fn live_segment_webhook_and_profile_api() {
     let history = sql(&db, "SELECT status FROM export_history('hook')");
     assert!(history.iter().any(|h| h == "ok"), "{history:?}");
     assert!(history.iter().any(|h| h == "disabled"), "{history:?}");
+    // Bad requests to the profile API are 400s with a reason, never a crash; a looked-up raw
+    // id (a canary) reaches no log line and no stored byte.
+    let lookup = token(&http, &base, "site", LOOKUP_PW).await;
+    let canary = "canary.7f3a@example.com";
+    for body in [
+        "not json".to_string(),
+        "[]".to_string(),
+        json!({"ids": "x"}).to_string(),
+        json!({"id": ""}).to_string(),
+        json!({"id": "a", "ids": ["b"]}).to_string(),
+        json!({"ids": [1.5, null]}).to_string(),
+        json!({}).to_string(),
+    ] {
+        let r = http
+            .post(format!("{base}/v1/profiles/segments"))
+            .bearer_auth(&lookup)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}: {v}"
+        );
+    }
+    assert_eq!(
+        segments_of(&http, &base, Some(&lookup), canary, None)
+            .await
+            .0,
+        404
+    );
+    let r = http
+        .post(format!("{base}/v1/profiles/segments"))
+        .bearer_auth(&lookup)
+        .header("content-type", "application/json")
+        .body(json!({"ids": [canary, "u1"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http
+        .get(format!("{base}/v1/profiles/{}/traits", urlencode(canary)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "traits without a token");
     // No raw id in anything the receiver got, and none in the server's log.
     let log = s.stop();
+    assert!(!log.contains(canary), "a looked-up id was logged");
+    assert!(common::files_containing(&db.data, canary).is_empty());
     let received = std::fs::read_to_string(&recv.record).unwrap();
     for raw in ["u1", "u2", "u3", "u5", "a-9"] {
         assert!(
