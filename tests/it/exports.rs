@@ -344,7 +344,7 @@ async fn analysts_export_only_under_allowed_urls() {
     let allowed = db.dir.path().join("allowed");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
-        "\n[export]\nallowed_urls = [\"{}\"]\n",
+        "\n[export]\nallowed_urls = [\"{}\", \"http://127.0.0.1:9/hooks/\"]\n",
         allowed.display()
     ));
     std::fs::write(&config, text).unwrap();
@@ -367,7 +367,41 @@ async fn analysts_export_only_under_allowed_urls() {
         .to_string();
     assert!(err.contains("allowed_urls"), "{err}");
     assert!(!elsewhere.join("buyers-v1").exists());
+    // Webhooks too: under allowed_urls only, for an analyst.
+    let made = query(
+        &mut analyst,
+        "CREATE EXPORT hook_ok FOR SEGMENT buyers TO 'http://127.0.0.1:9/hooks/a' FORMAT webhook ON REFRESH",
+    )
+    .await;
+    assert_eq!(made[0].num_rows(), 1);
+    let secret =
+        arrow::compute::cast(made[0].column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+    use arrow::array::AsArray;
+    assert!(secret.as_string::<i32>().value(0).starts_with("whsec_"));
+    let err = analyst
+        .execute(
+            "CREATE EXPORT hook_no FOR SEGMENT buyers TO 'http://127.0.0.1:9/other' FORMAT webhook ON REFRESH"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("allowed_urls"), "{err}");
     let mut reader = login(&server.addr, "reader", READER_PW).await;
+    let err = reader
+        .execute(
+            "CREATE EXPORT hook_r FOR SEGMENT buyers TO 'http://127.0.0.1:9/hooks/r' FORMAT webhook ON REFRESH"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.to_lowercase().contains("permission") || err.contains("may not"),
+        "{err}"
+    );
     let err = reader
         .execute(
             format!("EXPORT SEGMENT buyers TO '{}/r'", allowed.display()),
