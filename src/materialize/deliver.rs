@@ -465,15 +465,11 @@ fn cursor(rows: &[Row], export: &str, generation: &str) -> Result<Cursor> {
 
 /// The lowest version each segment's webhook/segment exports still have to deliver (their
 /// current cut, or the version after it): VACUUM keeps it.
-pub async fn floors(segments: &Segments) -> Result<HashMap<String, u64>> {
+pub async fn floors(segments: &Segments, ctx: &EvalCtx) -> Result<HashMap<String, u64>> {
     let t = segments.db().latest(Table::Deliveries).await?;
     let rows = rows_of(&crate::storage::read_pinned(segments.db(), Table::Deliveries, &t).await?)?;
-    let ctx_exports = {
-        let snap = segments.db().pin().await?;
-        export::from_snapshot(&snap).await?
-    };
     let mut out: HashMap<String, u64> = HashMap::new();
-    for e in ctx_exports.values() {
+    for e in export::standing(ctx).await?.values() {
         if !e.spec.format.is_some_and(ExportFormat::is_http) {
             continue;
         }

@@ -797,14 +797,7 @@ fn parse_spec(text: &str) -> Option<ExportSpec> {
 
 /// The standing exports of a snapshot.
 pub async fn standing(ctx: &EvalCtx) -> Result<BTreeMap<String, StandingExport>> {
-    from_snapshot(&ctx.snap).await
-}
-
-/// The standing exports of a pinned snapshot.
-pub(super) async fn from_snapshot(
-    snap: &crate::storage::Snapshot,
-) -> Result<BTreeMap<String, StandingExport>> {
-    from_batches(&snap.read(Table::Exports).await?)
+    from_batches(&ctx.snap.read(Table::Exports).await?)
 }
 
 fn from_batches(batches: &[RecordBatch]) -> Result<BTreeMap<String, StandingExport>> {

@@ -352,7 +352,8 @@ pub async fn refresh(
     let mut committed = false;
     let mut overtaken = false;
     for _ in 0..50 {
-        let table = db.load(Table::Snapshots).await?;
+        // The open handle reads only the log entries since (a live segment commits often).
+        let table = db.latest(Table::Snapshots).await?;
         let files = crate::storage::files_of(&table, Table::Snapshots)?;
         let h = segments.history_of_files(&files).await?;
         if h.max_version(&def.name, &def.generation) != c.prev_max {
@@ -507,7 +508,7 @@ pub async fn prune(segments: &Segments, ctx: &EvalCtx) -> Result<usize> {
     let catalog = segments.catalog(ctx).await?;
     let db = segments.db();
     // Versions a webhook or segment export has yet to deliver stay.
-    let pending = deliver::floors(segments).await?;
+    let pending = deliver::floors(segments, ctx).await?;
     for _ in 0..20 {
         let table = db.load(Table::Snapshots).await?;
         let batches = crate::storage::read_pinned(db, Table::Snapshots, &table).await?;

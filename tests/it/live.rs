@@ -565,6 +565,8 @@ async fn live_segment_webhook_and_profile_api() {
         json!({"id": "a", "ids": ["b"]}).to_string(),
         json!({"ids": [1.5, null]}).to_string(),
         json!({}).to_string(),
+        // Nested deeper than the JSON parser's limit: refused, not a crash.
+        format!("{{\"id\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000)),
     ] {
         let r = http
             .post(format!("{base}/v1/profiles/segments"))
