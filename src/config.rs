@@ -362,6 +362,10 @@ pub struct GenerateArgs {
     /// Mean events per user.
     #[arg(long, default_value_t = 20.0, env = "SEGDB_GEN_EVENTS_PER_USER")]
     pub events_per_user: f64,
+    /// Also write `email` and `phone` profile columns (personal: declare them with
+    /// `ALTER TABLE profiles SET PII` or `ingest --pii` before loading).
+    #[arg(long)]
+    pub contacts: bool,
 }
 
 #[derive(Debug, Args)]

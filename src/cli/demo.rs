@@ -49,42 +49,12 @@ pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
     )
     .value(0);
     if n == 0 {
-        let dir = tempfile_dir()?;
         println!(
             "empty database at {}: generating {} users × the 30 days before today …",
             engine.database().location(),
             args.users
         );
-        let cfg = GenConfig {
-            users: args.users,
-            days: 30,
-            out: dir.clone(),
-            seed: 42,
-            format: GenFormat::Parquet,
-            // Up to today (exclusive): the examples evaluate as of today's midnight, so every
-            // one of them has data behind it whatever the day.
-            end: chrono::Utc::now().date_naive(),
-            events_per_user: 20.0,
-        };
-        let stats = generate(&cfg)?;
-        let opts = IngestOptions {
-            progress: true,
-            ..Default::default()
-        };
-        for (kind, files) in [
-            (Kind::Profiles, stats.profile_files),
-            (Kind::Events, stats.event_files),
-            (Kind::Consent, stats.consent_files),
-        ] {
-            let r = engine.ingest(kind, &files, &opts).await?;
-            println!(
-                "ingested {} rows into {} ({} ms)",
-                r.rows_loaded,
-                kind.name(),
-                r.took_ms
-            );
-        }
-        let _ = std::fs::remove_dir_all(&dir);
+        load(&engine, args.users, true).await?;
     } else {
         println!(
             "database at {} already holds {n} events; running the examples on it",
@@ -113,6 +83,51 @@ pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// What the demo loads into an empty database: `users` generated users with activity in the 30
+/// days before today, their e-mail and phone declared personal (stored only as match keys), and
+/// consent. The README's examples are tested on exactly this.
+pub async fn load(engine: &Engine, users: u64, progress: bool) -> Result<()> {
+    let dir = tempfile_dir()?;
+    let cfg = GenConfig {
+        users,
+        days: 30,
+        out: dir.clone(),
+        seed: 42,
+        format: GenFormat::Parquet,
+        // Up to today (exclusive): the examples evaluate as of today's midnight, so every
+        // one of them has data behind it whatever the day.
+        end: chrono::Utc::now().date_naive(),
+        events_per_user: 20.0,
+        // E-mail and phone, declared personal below, so the activation examples have
+        // match keys to export.
+        contacts: true,
+    };
+    let stats = generate(&cfg)?;
+    engine
+        .sql("ALTER TABLE profiles SET PII (email AS EMAIL, phone AS PHONE 'DE')")
+        .await?;
+    println!("declared profiles.email and profiles.phone personal: stored only as hashes");
+    let opts = IngestOptions {
+        progress,
+        ..Default::default()
+    };
+    for (kind, files) in [
+        (Kind::Profiles, stats.profile_files),
+        (Kind::Events, stats.event_files),
+        (Kind::Consent, stats.consent_files),
+    ] {
+        let r = engine.ingest(kind, &files, &opts).await?;
+        println!(
+            "ingested {} rows into {} ({} ms)",
+            r.rows_loaded,
+            kind.name(),
+            r.took_ms
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

@@ -26,6 +26,8 @@ pub struct GenConfig {
     /// Exclusive end of the activity window (UTC midnight).
     pub end: NaiveDate,
     pub events_per_user: f64,
+    /// Profiles also get `email` and `phone` columns (declare them PII before loading).
+    pub contacts: bool,
 }
 
 impl GenConfig {
@@ -49,6 +51,7 @@ impl GenConfig {
             format: a.format,
             end,
             events_per_user: a.events_per_user,
+            contacts: a.contacts,
         })
     }
 }

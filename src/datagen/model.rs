@@ -127,16 +127,23 @@ fn product_price(p: u32) -> f64 {
     cents as f64 / 100.0
 }
 
-pub(super) fn schemas() -> (SchemaRef, SchemaRef, SchemaRef) {
+/// The three schemas; with `contacts` the profiles also carry `email` and `phone` (personal
+/// columns a load must declare).
+pub(super) fn schemas(contacts: bool) -> (SchemaRef, SchemaRef, SchemaRef) {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let profiles = Schema::new(vec![
+    let mut profile_fields = vec![
         Field::new("user_id", DataType::Utf8, false),
         Field::new("country", DataType::Utf8, true),
         Field::new("device", DataType::Utf8, true),
         Field::new("signup_date", DataType::Date32, true),
         Field::new("age_band", DataType::Utf8, true),
         Field::new("plan", DataType::Utf8, true),
-    ]);
+    ];
+    if contacts {
+        profile_fields.push(Field::new("email", DataType::Utf8, true));
+        profile_fields.push(Field::new("phone", DataType::Utf8, true));
+    }
+    let profiles = Schema::new(profile_fields);
     let events = Schema::new(vec![
         Field::new("user_id", DataType::Utf8, false),
         Field::new("event", DataType::Utf8, false),
@@ -305,7 +312,7 @@ fn tc_string(rng: &mut ChaCha8Rng, country: &str, when_us: i64) -> String {
 }
 
 pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
-    let (p_schema, e_schema, c_schema) = schemas();
+    let (p_schema, e_schema, c_schema) = schemas(cfg.contacts);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let end_us = cfg
         .end
@@ -338,6 +345,8 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
         StringBuilder::new(),
         StringBuilder::new(),
         Date32Builder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
         StringBuilder::new(),
         StringBuilder::new(),
     );
@@ -391,6 +400,13 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
         pb.3.append_value(signup);
         pb.4.append_value(age_band);
         pb.5.append_value(plan);
+        if cfg.contacts {
+            // The raw id is an address already; the phone is a German mobile number made from
+            // the user's number, so no draw of the random stream changes (the other columns are
+            // the same with or without contacts).
+            pb.6.append_value(&raw);
+            pb.7.append_value(format!("0151 {:08}", u % 100_000_000));
+        }
         p_rows += 1;
 
         // Sessions: only on or after the signup day.
@@ -563,6 +579,8 @@ type ProfileBuilders = (
     Date32Builder,
     StringBuilder,
     StringBuilder,
+    StringBuilder,
+    StringBuilder,
 );
 type ConsentBuilders = (
     StringBuilder,
@@ -582,6 +600,11 @@ fn flush_profiles(b: &mut ProfileBuilders, schema: &SchemaRef) -> Result<RecordB
         Arc::new(b.4.finish()),
         Arc::new(b.5.finish()),
     ];
+    let mut cols = cols;
+    if schema.fields().len() == 8 {
+        cols.push(Arc::new(b.6.finish()));
+        cols.push(Arc::new(b.7.finish()));
+    }
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 

@@ -243,6 +243,7 @@ pub async fn loaded_ending(
         format: segdb::config::GenFormat::Parquet,
         end,
         events_per_user,
+        contacts: false,
     })
     .unwrap();
     let e = db.engine().await;

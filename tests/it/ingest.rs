@@ -15,6 +15,7 @@ fn make_data(dir: &std::path::Path, format: GenFormat) -> segdb::datagen::GenSta
         format,
         end: chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
         events_per_user: 12.0,
+        contacts: false,
     })
     .unwrap()
 }
