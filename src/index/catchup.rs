@@ -1,7 +1,8 @@
 //! Catching the event index up with the events table. Between the version an index reflects and
 //! the events version a statement pinned, each commit is one of: an append (its added files are
 //! counted and added), a FORGET's delete (it only removes rows of forgotten users, whom every
-//! evaluation masks anyway: nothing to do), or anything else — a retention delete, a rewrite, a
+//! evaluation masks anyway: nothing to do), a compaction or a widened column (no row changes),
+//! or anything else — a retention delete, a rewrite, a
 //! commit whose log entry was cleaned up — which needs a full recount of the pinned version.
 //! Readers do this in memory and never commit; writers persist it ([`persist`]).
 
@@ -37,8 +38,9 @@ pub async fn plan(db: &Database, from: u64, to: u64) -> Result<Plan> {
         let Some(c) = crate::storage::log::commit(db, Table::Events, v).await? else {
             return Ok(Plan::Rebuild);
         };
-        if c.op.as_deref() == Some("optimize") {
-            // Compaction rewrites files without changing a row.
+        if matches!(c.op.as_deref(), Some("optimize" | "alter_column")) {
+            // Compaction rewrites files without changing a row; a widened column changes no
+            // user, event or time.
             continue;
         }
         if c.removed > 0 {

@@ -365,4 +365,29 @@ pub enum Statement {
         table: String,
         rules: Vec<(String, crate::storage::settings::PiiRule)>,
     },
+    /// `ALTER TABLE t ALTER [COLUMN] c [SET DATA] TYPE ty`: widen a column by rewriting the table.
+    AlterColumnType {
+        table: String,
+        column: String,
+        to: WideType,
+    },
+}
+
+/// What `ALTER … SET DATA TYPE` can widen a column to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WideType {
+    Double,
+    /// DECIMAL(precision, scale).
+    Decimal(u8, i8),
+    Varchar,
+}
+
+impl std::fmt::Display for WideType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WideType::Double => write!(f, "DOUBLE"),
+            WideType::Decimal(p, s) => write!(f, "DECIMAL({p},{s})"),
+            WideType::Varchar => write!(f, "VARCHAR"),
+        }
+    }
 }

@@ -67,6 +67,29 @@ fn optimize_result(done: &[crate::storage::optimize::Compacted]) -> Result<Query
     )
 }
 
+fn altered_result(a: &crate::storage::alter::Altered) -> Result<QueryResult> {
+    use arrow::array::StringArray;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new("column", DataType::Utf8, false),
+        Field::new("from_type", DataType::Utf8, false),
+        Field::new("to_type", DataType::Utf8, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("version", DataType::UInt64, false),
+    ]));
+    result(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec![a.table.name()])) as _,
+            Arc::new(StringArray::from(vec![a.column.as_str()])),
+            Arc::new(StringArray::from(vec![a.from.to_string()])),
+            Arc::new(StringArray::from(vec![a.to.to_string()])),
+            Arc::new(UInt64Array::from(vec![a.rows])),
+            Arc::new(UInt64Array::from(vec![a.version])),
+        ],
+    )
+}
+
 /// Run one segdb statement in the statement context `stmt_ctx`.
 pub(super) async fn execute(
     session: &Session,
@@ -180,6 +203,18 @@ pub(super) async fn execute(
         Statement::SetPii { table, rules } => {
             crate::ingest::pii::declare(&shared.db, table, rules, session.who()).await?;
             Ok(empty())
+        }
+        Statement::AlterColumnType { table, column, to } => {
+            let a = crate::storage::alter::alter_column_type(
+                &shared.db,
+                table,
+                column,
+                *to,
+                session.who(),
+            )
+            .await?;
+            shared.db.forget_handles().await;
+            altered_result(&a)
         }
         Statement::RefreshSegment { name, as_of } => {
             crate::materialize::refresh_statement(segments, &ctx, name, *as_of).await

@@ -265,6 +265,7 @@ pub fn segdb_kind(s: &ast::Statement) -> Kind {
         S::Vacuum
         | S::SetRetention { .. }
         | S::SetPii { .. }
+        | S::AlterColumnType { .. }
         | S::CreateSource { .. }
         | S::RotateSourceKey(_)
         | S::DropSource { .. }

@@ -43,6 +43,14 @@ fn kinds_come_from_the_parse() {
         ("VACUUM", Maintenance),
         ("ALTER TABLE events SET RETENTION 30 DAYS", Maintenance),
         ("ALTER TABLE profiles SET PII (email AS EMAIL)", Maintenance),
+        (
+            "ALTER TABLE events ALTER COLUMN price SET DATA TYPE DOUBLE",
+            Maintenance,
+        ),
+        (
+            "alter table profiles alter age type decimal(5, 1)",
+            Maintenance,
+        ),
         ("CREATE VIEW v AS SELECT 1", Ddl),
         (
             "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/x'",

@@ -53,7 +53,8 @@ async fn the_readme_examples_give_non_empty_answers_on_the_demo_database() {
     let e = db.engine().await;
     let users = 3000;
     segdb::cli::demo::load(&e, users, false).await.unwrap();
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let section = readme
         .split("\n## Examples\n")
         .nth(1)
@@ -79,13 +80,17 @@ async fn the_readme_examples_give_non_empty_answers_on_the_demo_database() {
         let head = stmt.trim_start().to_ascii_uppercase();
         let rows = rows_of(&r);
         println!("{stmt}\n  -> {rows:?}");
-        if head.starts_with("SET") || head.starts_with("ALTER") || head.starts_with("CREATE EXPORT") {
+        if head.starts_with("SET") || head.starts_with("ALTER") || head.starts_with("CREATE EXPORT")
+        {
             continue;
         }
         assert!(!rows.is_empty(), "{stmt}\nreturned no rows");
         if head.starts_with("CREATE") && !head.starts_with("CREATE TRAIT") {
             let size: u64 = rows[0].split('|').nth(1).unwrap().parse().unwrap();
-            assert!(size > 0 && size < users, "{stmt}\nselects {size} of {users} users");
+            assert!(
+                size > 0 && size < users,
+                "{stmt}\nselects {size} of {users} users"
+            );
         }
         if head.starts_with("SELECT SEGMENT_SIZE") {
             for v in rows[0].split('|') {
@@ -111,7 +116,11 @@ async fn the_readme_examples_give_non_empty_answers_on_the_demo_database() {
     // Hashed keys only: no address of the demo's users is in any exported byte.
     for p in &meta {
         let bytes = std::fs::read(p).unwrap();
-        assert!(!bytes.windows(12).any(|w| w == b"@example.com"), "{}", p.display());
+        assert!(
+            !bytes.windows(12).any(|w| w == b"@example.com"),
+            "{}",
+            p.display()
+        );
     }
 }
 

@@ -73,9 +73,148 @@ async fn values_that_do_not_fit_the_stored_type_reject_their_row() {
     assert_eq!(prices, vec!["10", "5", "9", "6"]);
     assert_eq!(stored[2][4], "12.75");
 
-    // Widening is explicit: ALTER TABLE … SET DATA TYPE is the way (until then, refused).
+    // Widening is explicit: ALTER TABLE … SET DATA TYPE (tested below); until then the same rows are refused again.
     let r = load(&e, Kind::Events, &csv).await;
     assert_eq!(r.rejected.len(), 4);
+}
+
+/// `ALTER TABLE … ALTER COLUMN … SET DATA TYPE` widens a column by rewriting the table in one
+/// commit: stored values stay what they were, later loads fit, a widening that would change a
+/// value is refused with nothing changed, and segments read the same before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_data_type_widens_a_column_in_one_commit() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    let first = db.input(
+        "a.csv",
+        "user_id,event,ts,price,qty,sku\n\
+         u1,buy,2026-01-01T10:00:00Z,10,1,100\n\
+         u2,buy,2026-01-02T10:00:00Z,20,2,200\n\
+         u3,view,2026-01-02T11:00:00Z,,3,300\n",
+    );
+    load(&e, Kind::Events, &first).await;
+    let later = db.input(
+        "b.csv",
+        "user_id,event,ts,price,qty,sku\nu4,buy,2026-01-03T00:00:00Z,49.99,1,A-7\n",
+    );
+    assert_eq!(load(&e, Kind::Events, &later).await.rejected.len(), 1);
+    let seg = "CREATE OR REPLACE SEGMENT buyers AS DID 'buy' BETWEEN '2026-01-01' AND '2026-01-05'";
+    let before = rows_of(&e, seg).await;
+
+    // DECIMAL(10,2): the three rows rewritten, values unchanged.
+    let r = rows_of(
+        &e,
+        "ALTER TABLE events ALTER COLUMN price SET DATA TYPE DECIMAL(10, 2)",
+    )
+    .await;
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        &r[0][..5],
+        ["events", "price", "Int64", "Decimal128(10, 2)", "3"],
+        "{r:?}"
+    );
+    let prices = rows_of(&e, "SELECT CAST(price AS VARCHAR) FROM events ORDER BY ts").await;
+    assert_eq!(prices, vec![vec!["10.00"], vec!["20.00"], vec!["NULL"]]);
+    // Now 49.99 fits (the row is still refused for its sku); VARCHAR takes the sku.
+    let r = load(&e, Kind::Events, &later).await;
+    assert_eq!(r.rejected.len(), 1, "{:?}", r.rejected);
+    assert!(r.rejected[0].reason.contains("\"sku\""), "{:?}", r.rejected);
+    let r = rows_of(&e, "ALTER TABLE events ALTER COLUMN sku TYPE VARCHAR").await;
+    assert_eq!(&r[0][2..5], ["Int64", "Utf8", "3"], "{r:?}");
+    let r = load(&e, Kind::Events, &later).await;
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    // 1.005 does not fit DECIMAL(10,2): its row is rejected, 2.5 loads.
+    let odd = db.input(
+        "c.csv",
+        "user_id,event,ts,price\nu5,buy,2026-01-03T00:00:00Z,1.005\nu6,buy,2026-01-03T00:00:00Z,2.5\n",
+    );
+    let r = load(&e, Kind::Events, &odd).await;
+    assert_eq!(
+        r.rejected.iter().map(|b| b.row).collect::<Vec<_>>(),
+        vec![1]
+    );
+    let stored = rows_of(
+        &e,
+        "SELECT CAST(price AS VARCHAR) AS p, sku FROM events WHERE price IS NOT NULL ORDER BY ts, p",
+    )
+    .await;
+    assert_eq!(
+        stored,
+        vec![
+            vec!["10.00", "100"],
+            vec!["20.00", "200"],
+            vec!["2.50", "NULL"],
+            vec!["49.99", "A-7"],
+        ]
+    );
+
+    // A widening that would change a value is refused, and nothing changes.
+    let err = e
+        .sql("ALTER TABLE events ALTER COLUMN price SET DATA TYPE DECIMAL(10, 1)")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("would change as DECIMAL(10,1)") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    let same = rows_of(
+        &e,
+        "SELECT count(*), CAST(sum(price) AS VARCHAR) FROM events",
+    )
+    .await;
+    assert_eq!(same, vec![vec!["5", "82.49"]]);
+    // DOUBLE keeps 49.99 and 2.5.
+    rows_of(
+        &e,
+        "ALTER TABLE events ALTER COLUMN price SET DATA TYPE DOUBLE",
+    )
+    .await;
+    let doubles = rows_of(
+        &e,
+        "SELECT price FROM events WHERE price IS NOT NULL ORDER BY price",
+    )
+    .await;
+    assert_eq!(
+        doubles,
+        vec![vec!["2.5"], vec!["10.0"], vec!["20.0"], vec!["49.99"]]
+    );
+
+    // Refusals: narrowing, fixed columns, unknown columns (with a hint), other tables, types.
+    for (sql, says) in [
+        (
+            "ALTER TABLE events ALTER COLUMN sku SET DATA TYPE DOUBLE",
+            "only widens",
+        ),
+        (
+            "ALTER TABLE events ALTER COLUMN ts SET DATA TYPE VARCHAR",
+            "segdb fills or requires",
+        ),
+        (
+            "ALTER TABLE events ALTER COLUMN prise SET DATA TYPE DOUBLE",
+            "did you mean 'price'",
+        ),
+        (
+            "ALTER TABLE consent ALTER COLUMN purpose SET DATA TYPE VARCHAR",
+            "events and profiles",
+        ),
+        (
+            "ALTER TABLE events ALTER COLUMN qty SET DATA TYPE INT",
+            "expected DOUBLE, DECIMAL(p, s) or VARCHAR",
+        ),
+        (
+            "ALTER TABLE events ALTER COLUMN qty SET DATA TYPE DECIMAL(40, 2)",
+            "precision is 1 to 38",
+        ),
+    ] {
+        let err = e.sql(sql).await.unwrap_err().to_string();
+        assert!(err.contains(says), "{sql}: {err}");
+    }
+
+    // The event index carried over: the segment answers as before, plus the later buyers.
+    let after = rows_of(&e, seg).await;
+    let size = |r: &Vec<Vec<String>>| r[0][1].parse::<u64>().unwrap();
+    assert_eq!(size(&before) + 2, size(&after), "{before:?} {after:?}");
 }
 
 fn rows_of_sync(r: &segdb::QueryResult) -> Vec<Vec<String>> {

@@ -38,7 +38,8 @@ impl Parser<'_> {
                 || kw(1, "EXPORT")
                 || (kw(1, "TABLE")
                     && ((kw(3, "SET") && (kw(4, "PII") || kw(4, "RETENTION")))
-                        || (kw(3, "RESET") && kw(4, "RETENTION"))));
+                        || (kw(3, "RESET") && kw(4, "RETENTION"))
+                        || kw(3, "ALTER")));
         }
         (kw(0, "REFRESH") || kw(0, "EXPORT")) && kw(1, "SEGMENT")
             || kw(0, "FORGET")
@@ -237,6 +238,19 @@ impl Parser<'_> {
             if self.eat_kw("RESET") {
                 self.expect_kw("RETENTION")?;
                 return Ok(Statement::SetRetention { table, days: None });
+            }
+            if self.eat_kw("ALTER") {
+                self.eat_kw("COLUMN");
+                let column = self.name("a column name")?;
+                if self.eat_kw("SET") {
+                    self.expect_kw("DATA")?;
+                }
+                self.expect_kw("TYPE")?;
+                let to = self.wide_type()?;
+                if !self.at_end() {
+                    return Err(self.error_here("expected the end of the statement"));
+                }
+                return Ok(Statement::AlterColumnType { table, column, to });
             }
             self.expect_kw("SET")?;
             if self.eat_kw("RETENTION") {
@@ -764,5 +778,42 @@ impl Parser<'_> {
         }
         self.expect_punct(&Token::RParen, "')'")?;
         Ok(Statement::SetPii { table, rules })
+    }
+
+    /// DOUBLE [PRECISION] | FLOAT8 | DECIMAL(p, s) | NUMERIC(p, s) | VARCHAR | TEXT | STRING.
+    fn wide_type(&mut self) -> Result<WideType, ParseError> {
+        if self.eat_kw("DOUBLE") {
+            self.eat_kw("PRECISION");
+            return Ok(WideType::Double);
+        }
+        if self.eat_kw("FLOAT8") {
+            return Ok(WideType::Double);
+        }
+        if self.eat_kw("VARCHAR") || self.eat_kw("TEXT") || self.eat_kw("STRING") {
+            return Ok(WideType::Varchar);
+        }
+        if self.eat_kw("DECIMAL") || self.eat_kw("NUMERIC") {
+            self.expect_punct(&Token::LParen, "'(' and the precision, e.g. DECIMAL(12, 2)")?;
+            let pos = self.pos_at(self.i);
+            let p = self.number("the precision")?;
+            let s = if self.eat_punct(&Token::Comma) {
+                self.number("the scale")?
+            } else {
+                0
+            };
+            self.expect_punct(&Token::RParen, "')'")?;
+            if !(1..=38).contains(&p) || s > p {
+                return Err(ParseError {
+                    message: format!(
+                        "DECIMAL({p}, {s}) is not a decimal type: the precision is 1 to 38 and the scale at most the precision"
+                    ),
+                    pos,
+                });
+            }
+            return Ok(WideType::Decimal(p as u8, s as i8));
+        }
+        Err(self.error_here(
+            "expected DOUBLE, DECIMAL(p, s) or VARCHAR (SET DATA TYPE widens a column to one of these)",
+        ))
     }
 }
