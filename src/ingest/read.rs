@@ -393,6 +393,30 @@ fn read_csv(
                     bad.push(BadRow::new(file, row, why));
                     continue;
                 }
+                // A quote left open in the last column swallows the following lines into that
+                // field with the right field count. A multi-line value is legal CSV, but one
+                // whose later lines have the shape of a row (as many delimiters as the header)
+                // is a quote left open: reject it and name the lines, never load it as text.
+                if ncol >= 2
+                    && let Some(tail) = rec.get(ncol - 1)
+                    && tail.contains('\n')
+                    && tail
+                        .split('\n')
+                        .skip(1)
+                        .any(|l| l.bytes().filter(|b| *b == delim).count() + 1 >= ncol)
+                {
+                    let first = rec.position().map_or(0, |p| p.line());
+                    let last = rdr.position().line().saturating_sub(1);
+                    bad.push(BadRow::new(
+                        file,
+                        row,
+                        format!(
+                            "has an unclosed quote (\") in its last column: it runs from line {first} to line {last} of the file, so lines {} to {last} were read as part of this row and none of them was loaded",
+                            first + 1
+                        ),
+                    ));
+                    continue;
+                }
                 // Parse into the builders; a value that does not fit poisons the row.
                 let mut ok_cols = 0;
                 for (b, v) in builders.iter_mut().zip(rec.iter()) {

@@ -471,8 +471,8 @@ fn a_missing_database_is_refused_and_nothing_is_created() {
     assert!(!db.dir.path().join("no").exists());
 }
 
-/// An unclosed quote is reported at its own row, naming the lines it swallowed. (A quote left
-/// open in the last column of the last rows still loads as one long value: see the README.)
+/// An unclosed quote is reported at its own row, naming the lines it swallowed, in the last
+/// column too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unclosed_csv_quote_names_the_lines_it_swallows() {
     let db = TestDb::new();
@@ -494,6 +494,28 @@ async fn an_unclosed_csv_quote_names_the_lines_it_swallows() {
         why.contains("unclosed quote") && why.contains("lines 4 to 5"),
         "{why}"
     );
+
+    // Left open in the last column: the field count matches, the swallowed lines have the
+    // shape of rows. Rejected, naming them; a real multi-line note still loads.
+    let f = db.input(
+        "last.csv",
+        "user_id,event,ts,note\n\
+         u5,view,2026-01-02T00:00:00Z,\"two lines,\nof one note\"\n\
+         u6,view,2026-01-02T00:00:00Z,\"never closed\n\
+         u7,view,2026-01-02T00:00:00Z,x\n\
+         u8,view,2026-01-02T00:00:00Z,y\n",
+    );
+    let r = load(&e, Kind::Events, &f).await;
+    assert_eq!(r.rows_loaded, 1, "{:?}", r.rejected);
+    assert_eq!(r.rejected.len(), 1, "{:?}", r.rejected);
+    assert_eq!(r.rejected[0].row, 2);
+    let why = &r.rejected[0].reason;
+    assert!(
+        why.contains("unclosed quote") && why.contains("last column") && why.contains("lines 5 to 6"),
+        "{why}"
+    );
+    let notes = rows_of(&e, "SELECT note FROM events WHERE ts >= '2026-01-02'").await;
+    assert_eq!(notes, vec![vec!["two lines,\nof one note"]]);
 }
 
 /// A purpose nobody's consent names is accepted (consent may arrive later) but said out loud.
