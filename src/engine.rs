@@ -138,6 +138,15 @@ impl Engine {
         self.session.sql(sql).await
     }
 
+    /// Run one query with `params` bound to its `?` (or `$1, $2, …`) placeholders.
+    pub async fn sql_with_params(
+        &self,
+        sql: &str,
+        params: Vec<datafusion::common::ScalarValue>,
+    ) -> Result<QueryResult> {
+        self.session.sql_with_params(sql, params).await
+    }
+
     /// The segment service (library users: evaluate segments directly).
     pub fn segments(&self) -> &Segments {
         &self.shared.segments

@@ -67,6 +67,48 @@ pub fn datafusion_message(e: &datafusion::error::DataFusionError) -> String {
     }
 }
 
+/// The kinds of failure of DESIGN §19's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Invalid input: syntax, a bad value or type.
+    Invalid,
+    NotFound,
+    /// The caller's role may not do this.
+    Denied,
+    /// Cancelled after `segdb.statement_timeout`.
+    Timeout,
+    /// A commit lost to other writers after its retries.
+    Conflict,
+    /// Storage or another dependency could not be reached.
+    Unavailable,
+    /// A bug.
+    Internal,
+}
+
+/// The kind of a DataFusion error (segdb's own errors raised inside a plan keep theirs).
+pub fn datafusion_kind(e: &datafusion::error::DataFusionError) -> ErrorKind {
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::SQL(..)
+        | D::Plan(_)
+        | D::SchemaError(..)
+        | D::NotImplemented(_)
+        | D::Configuration(_) => ErrorKind::Invalid,
+        // EXECUTE of an unknown name.
+        D::Execution(m)
+            if m.starts_with("Prepared statement '") && m.ends_with("' does not exist") =>
+        {
+            ErrorKind::NotFound
+        }
+        D::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(ours) => ours.kind(),
+            None => ErrorKind::Internal,
+        },
+        D::ObjectStore(_) | D::IoError(_) => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    }
+}
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -89,6 +131,25 @@ impl Error {
             "statement cancelled: it ran longer than segdb.statement_timeout ({}); an admin may raise it with SET segdb.statement_timeout = '…'",
             humantime::format_duration(limit)
         ))
+    }
+
+    /// What kind of failure this is (DESIGN §19): every interface (Flight SQL status, Python
+    /// exception class) maps the kind, not the message.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Invalid(_)
+            | Error::Usage(_)
+            | Error::Ingest(_)
+            | Error::Rejected(_)
+            | Error::Keyring(_) => ErrorKind::Invalid,
+            Error::Denied(_) => ErrorKind::Denied,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Storage(_) | Error::Io(_) | Error::Cluster(_) => ErrorKind::Unavailable,
+            Error::Delta(e) if crate::storage::commit::is_conflict(e) => ErrorKind::Conflict,
+            Error::DataFusion(e) => datafusion_kind(e),
+            Error::Delta(_) | Error::Arrow(_) | Error::Parquet(_) => ErrorKind::Internal,
+        }
     }
 
     /// The process exit code for this error (DESIGN §19): 2 for a command-line usage error,

@@ -134,46 +134,33 @@ pub fn number_placeholders(sql: &str) -> String {
         .collect()
 }
 
-/// Map a segdb error to a gRPC status: refusals are PermissionDenied, bad input
-/// InvalidArgument, the rest Internal. Messages keep their lines.
+/// Map a segdb error to a gRPC status by its kind (DESIGN §19: invalid input INVALID_ARGUMENT,
+/// not found NOT_FOUND, a role's refusal PERMISSION_DENIED, a lost commit ABORTED, storage
+/// UNAVAILABLE, a bug INTERNAL). Messages keep their lines.
 pub fn to_status(e: crate::Error) -> Status {
-    match &e {
-        crate::Error::Denied(m) => Status::permission_denied(m.clone()),
-        crate::Error::Timeout(m) => Status::deadline_exceeded(m.clone()),
-        crate::Error::NotFound(m) => Status::not_found(m.clone()),
-        crate::Error::Invalid(_)
-        | crate::Error::Usage(_)
-        | crate::Error::Ingest(_)
-        | crate::Error::Rejected(_) => Status::invalid_argument(e.to_string().trim().to_string()),
-        crate::Error::DataFusion(df) => df_status(df),
-        _ => Status::internal(e.to_string().trim().to_string()),
-    }
+    let kind = e.kind();
+    status_of(kind, e.to_string().trim().to_string())
 }
 
 /// Map a DataFusion error to a gRPC status.
 pub fn df_status(e: &DataFusionError) -> Status {
-    let msg = crate::error::datafusion_message(e).trim().to_string();
-    match e.find_root() {
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(_)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_)
-        | DataFusionError::Configuration(_) => Status::invalid_argument(msg),
-        // DataFusion reports EXECUTE of an unknown name as an execution error; it is the
-        // caller's mistake, not the server's.
-        DataFusionError::Execution(m)
-            if m.starts_with("Prepared statement '") && m.ends_with("' does not exist") =>
-        {
-            Status::invalid_argument(msg)
-        }
-        DataFusionError::External(inner) => match inner.downcast_ref::<crate::Error>() {
-            Some(crate::Error::Invalid(_)) => Status::invalid_argument(msg),
-            Some(crate::Error::Denied(_)) => Status::permission_denied(msg),
-            Some(crate::Error::Timeout(m)) => Status::deadline_exceeded(m.clone()),
-            Some(crate::Error::NotFound(m)) => Status::not_found(m.clone()),
-            _ => Status::internal(msg),
-        },
-        _ => Status::internal(msg),
+    status_of(
+        crate::error::datafusion_kind(e),
+        crate::error::datafusion_message(e).trim().to_string(),
+    )
+}
+
+/// The status of DESIGN §19's table for an error kind.
+fn status_of(kind: crate::error::ErrorKind, msg: String) -> Status {
+    use crate::error::ErrorKind as K;
+    match kind {
+        K::Invalid => Status::invalid_argument(msg),
+        K::NotFound => Status::not_found(msg),
+        K::Denied => Status::permission_denied(msg),
+        K::Timeout => Status::deadline_exceeded(msg),
+        K::Conflict => Status::aborted(msg),
+        K::Unavailable => Status::unavailable(msg),
+        K::Internal => Status::internal(msg),
     }
 }
 
@@ -204,8 +191,14 @@ mod tests {
         );
         assert_eq!(
             to_status(crate::Error::storage("disk gone")).code(),
-            tonic::Code::Internal
+            tonic::Code::Unavailable
         );
+        assert_eq!(
+            to_status(crate::Error::NotFound("no segment 'x'".into())).code(),
+            tonic::Code::NotFound
+        );
+        let e = DataFusionError::Execution("Prepared statement 'q' does not exist".into());
+        assert_eq!(df_status(&e).code(), tonic::Code::NotFound);
     }
 
     #[test]

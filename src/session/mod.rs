@@ -492,6 +492,33 @@ impl Session {
         Ok(last.expect("at least one statement"))
     }
 
+    /// Run one query with `params` bound to its `?` (or `$n`) placeholders, as an admin (the
+    /// library's and the Python package's parameterised statements).
+    pub async fn sql_with_params(
+        &self,
+        sql: &str,
+        params: Vec<datafusion::common::ScalarValue>,
+    ) -> Result<QueryResult> {
+        if params.is_empty() {
+            return self.sql(sql).await;
+        }
+        let numbered = crate::server::wire::number_placeholders(sql);
+        let parsed = self.parse(&numbered)?;
+        let [p] = parsed.as_slice() else {
+            return Err(Error::invalid(format!(
+                "parameters are bound to one statement; this text has {}",
+                parsed.len()
+            )));
+        };
+        within(self.statement_timeout(), async {
+            self.plan(p, Role::Admin, Some(ParamValues::from(params)))
+                .await?
+                .collect()
+                .await
+        })
+        .await
+    }
+
     /// Writes into the base tables (they skip pseudonymisation) and SQL that reads or writes
     /// the keyring file are refused for every role.
     fn refuse_forbidden(&self, plan: &LogicalPlan) -> Result<()> {

@@ -311,7 +311,7 @@ pub async fn read_pinned(
 
 /// The refusal for a place that holds no database, saying how to create one.
 pub fn not_a_database(location: &Location) -> Error {
-    Error::storage(format!(
+    Error::NotFound(format!(
         "{location} is not a segdb database: check --data / SEGDB_DATA, or create one there with `segdb init` (or load data with `segdb ingest`, or run `segdb demo`)"
     ))
 }

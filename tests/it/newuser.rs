@@ -511,7 +511,9 @@ async fn an_unclosed_csv_quote_names_the_lines_it_swallows() {
     assert_eq!(r.rejected[0].row, 2);
     let why = &r.rejected[0].reason;
     assert!(
-        why.contains("unclosed quote") && why.contains("last column") && why.contains("lines 5 to 6"),
+        why.contains("unclosed quote")
+            && why.contains("last column")
+            && why.contains("lines 5 to 6"),
         "{why}"
     );
     let notes = rows_of(&e, "SELECT note FROM events WHERE ts >= '2026-01-02'").await;
