@@ -1,9 +1,11 @@
 //! The HTTP listener of `segdb serve` (`--http`, DESIGN §14): the collector (`/v1/…`,
 //! `/beacon/v1/batch`, `/sourceConfig/`), the profile API (`/v1/auth/token`, `/v1/profiles/…`,
-//! DESIGN §15), `/healthz` and `/metrics`. One accept loop serves plain
+//! DESIGN §15), the web console (`/`, `/assets/…`, `/api/…`, DESIGN §16), `/healthz` and
+//! `/metrics`. One accept loop serves plain
 //! HTTP/1.1 or, with the server's `--tls-cert/--tls-key`, HTTPS.
 
 mod collect;
+pub mod console;
 mod profiles;
 
 use std::net::SocketAddr;
@@ -24,6 +26,9 @@ use crate::error::{Error, Result};
 pub struct HttpConfig {
     /// `host:port` to listen on (`--http` and `SEGDB_HTTP` win).
     pub listen: Option<String>,
+    /// Rows one console `/api/sql` answer carries at most (default 10,000; `truncated` says
+    /// when there were more).
+    pub max_rows: Option<usize>,
 }
 
 /// Open connections at most.
@@ -41,6 +46,8 @@ pub(crate) struct State {
     pub(crate) auth: Arc<dyn Tokens>,
     /// The profile API's in-memory membership.
     pub(crate) lookup: Arc<crate::materialize::lookup::Lookup>,
+    /// The web console's sessions.
+    pub(crate) console: console::Console,
 }
 
 /// Why a login or a token was refused.
@@ -65,6 +72,11 @@ pub trait Tokens: Send + Sync {
     ) -> std::result::Result<(String, String, &'static str), Refused>;
     /// Check `authorization: Bearer …`.
     fn check(&self, header: Option<&str>) -> std::result::Result<(), Refused>;
+    /// The user and role of a live token (the console's session cookie).
+    fn caller(&self, token: &str)
+    -> std::result::Result<(String, crate::statement::Role), Refused>;
+    /// End a token before it expires (a console logout).
+    fn revoke(&self, token: &str);
     /// How long a token lives.
     fn ttl(&self) -> std::time::Duration;
 }
@@ -89,6 +101,7 @@ impl Http {
         tls: Option<&(PathBuf, PathBuf)>,
         settings: crate::collector::Settings,
         auth: Arc<dyn Tokens>,
+        max_rows: usize,
     ) -> Result<Http> {
         let tls = match tls {
             Some((cert, key)) => Some(acceptor(cert, key)?),
@@ -121,6 +134,7 @@ impl Http {
             keys: Keys::new(shared.db.clone(), &shared.keyring),
             auth,
             lookup: lookup.clone(),
+            console: console::Console::new(shared.clone(), max_rows, tls.is_some()),
         });
         Ok(Http {
             listener,
@@ -250,6 +264,12 @@ fn router(state: Arc<State>, settings: &crate::collector::Settings) -> Router {
         .max_age(std::time::Duration::from_secs(600));
     // CORS outermost, so a preflight is answered before routing (and on every path).
     Router::new()
+        .route("/", get(console::index))
+        .route("/assets/{name}", get(console::asset))
+        .route("/api/login", post(console::login))
+        .route("/api/logout", post(console::logout))
+        .route("/api/me", get(console::me))
+        .route("/api/sql", post(console::sql))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(collect::metrics))
         .route("/v1/m", post(collect::metrics_beacon))

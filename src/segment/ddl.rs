@@ -246,6 +246,24 @@ impl Segments {
         })
     }
 
+    /// `segment_size_of('expr')`: how many users an unsaved segment expression selects at
+    /// `ctx`'s `as_of` (the console's editor sizes what it holds), checked as CREATE SEGMENT
+    /// checks a definition. Parse errors carry their position in `src`.
+    pub async fn size_of_expr(&self, ctx: &EvalCtx, src: &str) -> Result<u64> {
+        let expr = super::parser::parse_expr(src).map_err(|e| Error::invalid(e.to_string()))?;
+        refuse_individuals(&expr)?;
+        let catalog = self.catalog(ctx).await?;
+        let universe = self.universe(ctx).await?;
+        let index = self.index(ctx).await?;
+        check_events(&expr, &index)?;
+        let use_index = ctx.opts.use_index.then_some(&*index);
+        let canon = self.canonical(ctx).await?;
+        let mut ev = Evaluator::new(ctx.clone(), self, &catalog, &universe, use_index, canon);
+        let mut members = ev.eval(&expr, false).await?;
+        members &= &*universe;
+        Ok(members.len())
+    }
+
     /// `DROP SEGMENT`: refused while another segment names it with IN SEGMENT.
     pub async fn drop_segment(&self, name: &str, if_exists: bool) -> Result<Option<SegmentDef>> {
         let name = name.to_string();

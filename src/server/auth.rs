@@ -611,6 +611,16 @@ impl crate::http::Tokens for Authenticator {
             .map_err(refused)
     }
 
+    fn caller(&self, token: &str) -> std::result::Result<(String, Role), crate::http::Refused> {
+        Authenticator::check(self, Some(&format!("Bearer {token}")))
+            .map(|c| (c.user, c.role))
+            .map_err(refused)
+    }
+
+    fn revoke(&self, token: &str) {
+        self.tokens.lock().expect("not poisoned").remove(token);
+    }
+
     fn ttl(&self) -> Duration {
         self.ttl
     }

@@ -93,6 +93,7 @@ pub fn sql_info(read_only: bool) -> SqlInfoData {
             "hash_phone",
             "has_consent",
             "segment_size",
+            "segment_size_of",
             "segment_members",
             "segment_overlap",
             "in_segment",

@@ -135,6 +135,10 @@ pub async fn serve(
             opts.tls.as_ref(),
             collector_settings.clone(),
             authenticator.clone(),
+            config
+                .http
+                .max_rows
+                .unwrap_or(crate::http::console::DEFAULT_MAX_ROWS),
         )
         .await?;
         http_addr = Some(http.local_addr()?);

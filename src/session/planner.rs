@@ -80,6 +80,15 @@ async fn evaluate(segments: &Segments, ctx: &EvalCtx, f: &ScalarFunction) -> Res
                 ))))
             })
         }
+        "segment_size_of" => {
+            let src = string_arg(name, "segment expression", &args[0])?;
+            let at = as_of_arg(name, args.get(1))?;
+            let n = segments
+                .size_of_expr(&ctx.at(at), &src)
+                .await
+                .map_err(ext)?;
+            Ok(lit(ScalarValue::UInt64(Some(n))))
+        }
         "in_segment" => {
             let seg = string_arg(name, "segment name", &args[0])?;
             let members = segments.members(ctx, &seg).await.map_err(ext)?;

@@ -920,7 +920,7 @@ async fn acknowledged_messages_survive_kill_9_exactly_once() {
 
 /// `tests/collector/js/setup.sh` → the cached node_modules (`None`: no Node here and
 /// SEGDB_REQUIRE_JS unset).
-fn node_modules() -> Option<String> {
+pub(crate) fn node_modules() -> Option<String> {
     let have_node = Command::new("node").arg("--version").output().is_ok();
     if !have_node {
         assert!(

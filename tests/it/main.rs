@@ -4,6 +4,7 @@ mod cli;
 mod cluster;
 mod collector;
 mod common;
+mod console;
 mod crash;
 mod erasure;
 mod examples;

@@ -36,8 +36,9 @@ use datafusion::logical_expr::{
 use crate::segment::Segments;
 
 /// The scalar functions the planner evaluates (their names).
-pub const PLANNED: [&str; 5] = [
+pub const PLANNED: [&str; 6] = [
     "segment_size",
+    "segment_size_of",
     "segment_bitmap",
     "in_segment",
     "has_consent",
@@ -111,6 +112,7 @@ impl ScalarUDFImpl for Planned {
 pub fn scalars() -> Vec<ScalarUDF> {
     vec![
         segment_size::udf(),
+        segment_size::size_of_udf(),
         segment_bitmap::udf(),
         in_segment::udf(),
         has_consent::udf(),

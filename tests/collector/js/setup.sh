@@ -39,7 +39,8 @@ if [ ! -f "$stamp" ] || [ ! -d "$dir/node_modules" ]; then
     node_modules/@segment/analytics-next/dist/umd/index.js \
     node_modules/@rudderstack/analytics-js/dist/npm/modern/bundled/umd/index.js \
     node_modules/puppeteer-core/package.json \
-    node_modules/@sparticuz/chromium/bin/chromium.br; do
+    node_modules/@sparticuz/chromium/bin/chromium.br \
+    node_modules/axe-core/axe.min.js; do
     [ -e "$tmp/$f" ] || { echo "setup.sh: missing $f after npm ci" >&2; exit 1; }
   done
   touch "$tmp/.segdb-npm-ci-done"
