@@ -85,6 +85,20 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Is `e` a lost race for a Delta version (another writer committed it first)?
+pub fn delta_conflict(e: &deltalake::DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::TransactionError;
+    matches!(
+        e,
+        deltalake::DeltaTableError::VersionAlreadyExists(_)
+            | deltalake::DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+                    | TransactionError::CommitConflict(_)
+            }
+    )
+}
+
 /// The kind of a DataFusion error (segdb's own errors raised inside a plan keep theirs).
 pub fn datafusion_kind(e: &datafusion::error::DataFusionError) -> ErrorKind {
     use datafusion::error::DataFusionError as D;
@@ -146,7 +160,7 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Storage(_) | Error::Io(_) | Error::Cluster(_) => ErrorKind::Unavailable,
-            Error::Delta(e) if crate::storage::commit::is_conflict(e) => ErrorKind::Conflict,
+            Error::Delta(e) if delta_conflict(e) => ErrorKind::Conflict,
             Error::DataFusion(e) => datafusion_kind(e),
             Error::Delta(_) | Error::Arrow(_) | Error::Parquet(_) => ErrorKind::Internal,
         }

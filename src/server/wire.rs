@@ -108,31 +108,7 @@ pub fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
     Ok(b)
 }
 
-/// `?` placeholders (ODBC/JDBC style) become DataFusion's `$1, $2, …`.
-pub fn number_placeholders(sql: &str) -> String {
-    use sqlparser::tokenizer::{Token, Tokenizer};
-    let dialect = sqlparser::dialect::GenericDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
-        return sql.to_string();
-    };
-    if !tokens
-        .iter()
-        .any(|t| matches!(t, Token::Placeholder(p) if p == "?"))
-    {
-        return sql.to_string();
-    }
-    let mut n = 0;
-    tokens
-        .into_iter()
-        .map(|t| match t {
-            Token::Placeholder(p) if p == "?" => {
-                n += 1;
-                format!("${n}")
-            }
-            other => other.to_string(),
-        })
-        .collect()
-}
+pub use crate::statement::number_placeholders;
 
 /// Map a segdb error to a gRPC status by its kind (DESIGN §19: invalid input INVALID_ARGUMENT,
 /// not found NOT_FOUND, a role's refusal PERMISSION_DENIED, a lost commit ABORTED, storage

@@ -12,6 +12,7 @@
 //! 6. has its segment functions evaluated by segdb's planner (`planner`) when it is planned
 //!    physically, with the same snapshot.
 
+pub mod alter;
 pub mod planner;
 pub mod public;
 pub mod rewrite;
@@ -502,7 +503,7 @@ impl Session {
         if params.is_empty() {
             return self.sql(sql).await;
         }
-        let numbered = crate::server::wire::number_placeholders(sql);
+        let numbered = crate::statement::number_placeholders(sql);
         let parsed = self.parse(&numbered)?;
         let [p] = parsed.as_slice() else {
             return Err(Error::invalid(format!(

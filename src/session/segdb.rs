@@ -67,7 +67,7 @@ fn optimize_result(done: &[crate::storage::optimize::Compacted]) -> Result<Query
     )
 }
 
-fn altered_result(a: &crate::storage::alter::Altered) -> Result<QueryResult> {
+fn altered_result(a: &crate::session::alter::Altered) -> Result<QueryResult> {
     use arrow::array::StringArray;
     let schema = Arc::new(Schema::new(vec![
         Field::new("table", DataType::Utf8, false),
@@ -205,7 +205,7 @@ pub(super) async fn execute(
             Ok(empty())
         }
         Statement::AlterColumnType { table, column, to } => {
-            let a = crate::storage::alter::alter_column_type(
+            let a = crate::session::alter::alter_column_type(
                 &shared.db,
                 table,
                 column,

@@ -273,5 +273,31 @@ pub fn segdb_kind(s: &ast::Statement) -> Kind {
     }
 }
 
+/// `?` placeholders (ODBC/JDBC style) become DataFusion's `$1, $2, …`.
+pub fn number_placeholders(sql: &str) -> String {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = sqlparser::dialect::GenericDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return sql.to_string();
+    };
+    if !tokens
+        .iter()
+        .any(|t| matches!(t, Token::Placeholder(p) if p == "?"))
+    {
+        return sql.to_string();
+    }
+    let mut n = 0;
+    tokens
+        .into_iter()
+        .map(|t| match t {
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                format!("${n}")
+            }
+            other => other.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

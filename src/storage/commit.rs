@@ -6,7 +6,7 @@
 
 use arrow::array::RecordBatch;
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt, StructType};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
@@ -34,15 +34,7 @@ impl Committed {
 
 /// Is `e` a lost race for a version (as opposed to a real failure)?
 pub fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
-    matches!(
-        e,
-        deltalake::DeltaTableError::VersionAlreadyExists(_)
-            | deltalake::DeltaTableError::Transaction {
-                source: TransactionError::MaxCommitAttempts(_)
-                    | TransactionError::VersionAlreadyExists(_)
-                    | TransactionError::CommitConflict(_)
-            }
-    )
+    crate::error::delta_conflict(e)
 }
 
 /// Commit metadata: `segdb.op` and any other `segdb.*` keys.

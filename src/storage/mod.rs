@@ -6,7 +6,6 @@
 //! scan DataFusion can ship to a cluster: [`provider`]), and commits at an exact version
 //! ([`commit`]). It knows nothing of SQL statements, segments or ingest formats.
 
-pub mod alter;
 pub mod commit;
 pub(crate) mod location;
 pub mod log;

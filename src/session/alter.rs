@@ -17,10 +17,10 @@ use deltalake::operations::write::{SchemaMode, WriteBuilder};
 use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 
-use super::commit::{is_conflict, op};
-use super::{Database, Table};
 use crate::error::{Error, Result};
 use crate::segment::ast::WideType;
+use crate::storage::commit::{is_conflict, op};
+use crate::storage::{Database, Table};
 
 /// What a widening did.
 #[derive(Debug, Clone)]
@@ -130,8 +130,8 @@ pub async fn alter_column_type(
                 .collect(),
             )?
             .into_inner();
-        super::provider::register_store(db, ctx.runtime_env().as_ref());
-        let files = super::files_of(&pinned, t)?;
+        crate::storage::provider::register_store(db, ctx.runtime_env().as_ref());
+        let files = crate::storage::files_of(&pinned, t)?;
         if files.is_empty() {
             // An empty table: the new type is a schema change alone.
             return Err(Error::invalid(format!(
@@ -243,7 +243,7 @@ pub async fn alter_column_type(
 struct PinnedFiles {
     db: Database,
     table: Table,
-    files: Vec<super::DataFile>,
+    files: Vec<crate::storage::DataFile>,
     schema: arrow::datatypes::SchemaRef,
 }
 
@@ -262,9 +262,9 @@ impl datafusion::catalog::TableProvider for PinnedFiles {
         _filters: &[datafusion::logical_expr::Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        super::provider::scan_files(
+        crate::storage::provider::scan_files(
             state,
-            &super::provider::store_url(&self.db),
+            &crate::storage::provider::store_url(&self.db),
             self.table,
             &self.files,
             &self.schema,
