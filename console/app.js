@@ -569,6 +569,88 @@ function sqlPage() {
   text.focus();
 }
 
+let tailTimer = null;
+
+async function sourcesPage() {
+  const out = el('div', { id: 'sources' });
+  const created = el('div', { id: 'source-created', role: 'status' });
+  const tail = el('div', { id: 'tail' });
+  const rejects = el('div', { id: 'rejects' });
+  const name = el('input', { id: 'source-name', autocomplete: 'off' });
+  const keyNote = (r) => {
+    const k = r.columns.findIndex((x) => x.name === 'write_key');
+    const n = r.columns.findIndex((x) => x.name === 'name');
+    return el('div', { class: 'card' },
+      el('p', {}, 'Write key of ', el('strong', { text: r.rows[0][n] }), ' (shown only now; only its hash is stored):'),
+      el('p', {}, el('code', { id: 'write-key', text: r.rows[0][k] })));
+  };
+  const list = async () => {
+    try {
+      const r = await sql('SHOW SOURCES');
+      const ni = r.columns.findIndex((x) => x.name === 'name');
+      const table = resultTable(r, { label: 'sources' });
+      // A rotate button per source.
+      table.querySelector('thead tr').append(el('th', { scope: 'col', text: 'Key' }));
+      table.querySelectorAll('tbody tr').forEach((tr, i) => {
+        const src = r.rows[i][ni];
+        tr.append(el('td', {}, el('button', {
+          type: 'button', class: 'rotate', 'aria-label': `rotate the write key of ${src}`, text: 'Rotate',
+          onclick: async () => {
+            try {
+              created.replaceChildren(keyNote(await sql(`ALTER SOURCE ${src} ROTATE KEY`)));
+              list();
+            } catch (e) {
+              created.replaceChildren(errorBox(e));
+            }
+          },
+        })));
+      });
+      out.replaceChildren(r.rows.length ? table : el('p', { text: 'No sources yet.' }));
+    } catch (e) {
+      out.replaceChildren(errorBox(e));
+    }
+  };
+  const create = async (ev) => {
+    ev.preventDefault();
+    try {
+      created.replaceChildren(keyNote(await sql(`CREATE SOURCE ${name.value.trim()}`)));
+      name.value = '';
+      list();
+    } catch (e) {
+      created.replaceChildren(errorBox(e));
+    }
+  };
+  const refresh = async () => {
+    if (location.hash !== '#/sources') return clearInterval(tailTimer);
+    try {
+      const ev = await sql(
+        'SELECT received_at, source, event, user_id FROM events WHERE source IS NOT NULL ORDER BY received_at DESC LIMIT 20');
+      tail.replaceChildren(resultTable(ev, { label: 'last events received' }));
+    } catch (e) {
+      tail.replaceChildren(el('p', { class: 'muted', text: 'No collected events yet.' }));
+    }
+    try {
+      const rj = await sql('SELECT * FROM collector_rejects() ORDER BY at DESC LIMIT 20');
+      rejects.replaceChildren(rj.rows.length ? resultTable(rj, { label: 'last rejects' }) : el('p', { text: 'No rejects.' }));
+    } catch (e) {
+      rejects.replaceChildren(errorBox(e));
+    }
+  };
+  page('Sources',
+    el('p', { class: 'muted', text: 'Write keys of the collector (POST /v1/… on this listener), and what arrives: ids pseudonymised, refreshed every 2 s.' }),
+    out,
+    el('form', { id: 'source-form', onsubmit: create },
+      el('label', { for: 'source-name', text: 'New source name' }), name, ' ',
+      el('button', { type: 'submit', text: 'Create source' })),
+    created,
+    el('h2', { text: 'Last events received' }), tail,
+    el('h2', { text: 'Last rejects' }), rejects);
+  await list();
+  await refresh();
+  clearInterval(tailTimer);
+  tailTimer = setInterval(refresh, 2000);
+}
+
 async function route() {
   if (!S.csrf) {
     const r = await fetch('/api/me', { credentials: 'same-origin' });
@@ -580,6 +662,7 @@ async function route() {
   if (h.startsWith('#/segment/')) return segmentPage(decodeURIComponent(h.slice('#/segment/'.length)));
   if (h === '#/editor') return editorPage();
   if (h === '#/sql') return sqlPage();
+  if (h === '#/sources') return sourcesPage();
   return segmentsPage();
 }
 

@@ -307,6 +307,29 @@ async fn console_in_a_real_browser_and_its_api() {
         .await;
     assert_eq!(status, 200);
 
+    // A source and one collected event, for the Sources page's tail.
+    let (_, admin) = c.login("admin", server::ADMIN_PW).await;
+    let (acookie, acsrf) = admin.unwrap();
+    let (status, body) = c
+        .sql(Some(&acookie), Some(&acsrf), None, "CREATE SOURCE web")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let key = body["rows"][0][1].as_str().unwrap().to_string();
+    use base64::Engine as _;
+    let r = c
+        .http
+        .post(format!("{base}/v1/track"))
+        .header(
+            "authorization",
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))),
+        )
+        .header("content-type", "application/json")
+        .body(json!({"userId": "tail.canary@example.com", "event": "Console Tail", "messageId": "console-m1"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
     // The browser.
     let Some(modules) = crate::collector::node_modules() else {
         s.stop();
@@ -318,7 +341,9 @@ async fn console_in_a_real_browser_and_its_api() {
     let summary = node_console(&modules, &base, &shots);
     eprintln!("console: {summary}");
     assert_eq!(summary["ok"], json!(true), "{summary}");
-    for page in ["login", "segments", "editor", "segment", "sql"] {
+    for page in [
+        "login", "segments", "editor", "segment", "lift", "sql", "sources",
+    ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
             "no screenshot of {page}"

@@ -183,9 +183,10 @@ async fn roles_hold_over_flight_sql_and_sessions_are_isolated() {
         assert_eq!(s.code(), tonic::Code::PermissionDenied, "{sql}: {s:?}");
     }
     assert!(!std::path::Path::new("/tmp/segdb-reader-copy.csv").exists());
-    // The refused PREPARE left no statement behind: executing its name is refused as unknown.
+    // The refused PREPARE left no statement behind: executing its name is refused as unknown
+    // (NOT_FOUND, DESIGN §19).
     let s = refused(&mut reader, "EXECUTE p").await;
-    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+    assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
     assert!(s.message().contains("does not exist"), "{s:?}");
     let gone = refused(&mut reader, "SELECT * FROM t").await;
     assert!(gone.message().contains("t"), "{gone:?}");

@@ -215,6 +215,16 @@ if (csv) {
 await axe('sql');
 await shot('sql');
 
+// ---- sources: write keys and the live tail (ids pseudonymised)
+await page.goto(BASE + '/#/sources', { waitUntil: 'load' });
+await page.waitForSelector('table[aria-label="sources"]', { timeout: 30_000 });
+await page.waitForSelector('table[aria-label="last events received"]', { timeout: 30_000 });
+const tailText = await text('table[aria-label="last events received"]');
+check(tailText.includes('Console Tail'), `the tail shows the collected event: ${tailText.slice(0, 200)}`);
+check(!tailText.includes('@'), 'the tail shows pseudonyms, not raw ids');
+await axe('sources');
+await shot('sources');
+
 // ---- log out: the session is gone
 await page.click('#logout');
 await page.waitForSelector('#user', { timeout: 10_000 });
