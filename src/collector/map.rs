@@ -316,19 +316,16 @@ fn context_fields(ctx: Option<&Json>, out: &mut Fields, dropped: &mut Vec<(Reaso
     }
     put("context_channel".into(), text(ctx.get("channel")));
     if let Some(Json::String(ip)) = ctx.get("ip") {
-        let ip: Option<std::net::IpAddr> = ip.trim().parse().ok();
         put(
             "context_country".into(),
-            ip.and_then(iptocc::country_code).map(str::to_string),
+            crate::privacy::enrich::ip_country(ip),
         );
     }
     if let Some(Json::String(ua)) = ctx.get("userAgent") {
-        let known = |s: &str| (s != "UNKNOWN" && !s.is_empty()).then(|| s.to_string());
-        if let Some(r) = woothee::parser::Parser::new().parse(ua) {
-            put("context_browser".into(), known(r.name));
-            put("context_os".into(), known(r.os));
-            put("context_device".into(), known(r.category));
-        }
+        let a = crate::privacy::enrich::user_agent(ua);
+        put("context_browser".into(), a.browser);
+        put("context_os".into(), a.os);
+        put("context_device".into(), a.device);
     }
 }
 

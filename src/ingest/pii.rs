@@ -228,6 +228,42 @@ impl Rules {
                     fields.push(Field::new(format!("{lower}_sha256"), DataType::Utf8, true));
                     cols.push(hashed(&|v| normalize_maid(v)));
                 }
+                PiiRule::IpCountry => {
+                    fields.push(Field::new(format!("{lower}_country"), DataType::Utf8, true));
+                    let countries: arrow::array::StringArray = (0..text.len())
+                        .map(|r| {
+                            text.is_valid(r)
+                                .then(|| crate::privacy::enrich::ip_country(text.value(r)))
+                                .flatten()
+                        })
+                        .collect();
+                    cols.push(Arc::new(countries));
+                }
+                PiiRule::UserAgent => {
+                    let agents: Vec<_> = (0..text.len())
+                        .map(|r| {
+                            text.is_valid(r)
+                                .then(|| crate::privacy::enrich::user_agent(text.value(r)))
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    for (suffix, part) in [("browser", 0), ("os", 1), ("device", 2)] {
+                        fields.push(Field::new(
+                            format!("{lower}_{suffix}"),
+                            DataType::Utf8,
+                            true,
+                        ));
+                        let col: arrow::array::StringArray = agents
+                            .iter()
+                            .map(|a| match part {
+                                0 => a.browser.clone(),
+                                1 => a.os.clone(),
+                                _ => a.device.clone(),
+                            })
+                            .collect();
+                        cols.push(Arc::new(col));
+                    }
+                }
                 PiiRule::Phone(cc) => {
                     let cc = cc.as_deref();
                     fields.push(Field::new(format!("{lower}_sha256"), DataType::Utf8, true));
@@ -255,9 +291,9 @@ impl Rules {
 pub fn parse_arg(s: &str) -> std::result::Result<(String, PiiRule), String> {
     let (c, r) = s
         .split_once('=')
-        .ok_or_else(|| format!("--pii {s}: expected column=EMAIL|PHONE[:CC]|FIRST_NAME|LAST_NAME|ZIP[:CC]|MAID|DROP|KEEP"))?;
+        .ok_or_else(|| format!("--pii {s}: expected column=EMAIL|PHONE[:CC]|FIRST_NAME|LAST_NAME|ZIP[:CC]|MAID|IP_COUNTRY|USER_AGENT|DROP|KEEP"))?;
     let rule = PiiRule::parse(r).ok_or_else(|| {
-        format!("--pii {s}: the rule is EMAIL, PHONE, PHONE:CC (e.g. PHONE:DE), FIRST_NAME, LAST_NAME, ZIP, ZIP:CC (e.g. ZIP:US), MAID, DROP or KEEP")
+        format!("--pii {s}: the rule is EMAIL, PHONE, PHONE:CC (e.g. PHONE:DE), FIRST_NAME, LAST_NAME, ZIP, ZIP:CC (e.g. ZIP:US), MAID, IP_COUNTRY, USER_AGENT, DROP or KEEP")
     })?;
     if c.trim().is_empty() {
         return Err(format!("--pii {s}: no column name"));

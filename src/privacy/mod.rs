@@ -2,6 +2,7 @@
 //! hashing for activation, and the TCF (decoder and encoder), US Privacy and GPP parsers. The SQL functions in `functions/privacy`
 //! are thin wrappers over these.
 
+pub mod enrich;
 pub mod gpp;
 pub mod hashing;
 pub mod keyring;

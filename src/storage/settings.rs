@@ -34,6 +34,12 @@ pub enum PiiRule {
     Zip(Option<String>),
     /// A mobile advertising id: stored only as `<col>_sha256` of it lowercased.
     Maid,
+    /// An IP address: stored only as `<col>_country` (ISO 3166 alpha-2, NULL for private,
+    /// reserved and unknown addresses).
+    IpCountry,
+    /// A user agent: stored only as `<col>_browser`, `<col>_os` and `<col>_device` (`desktop`,
+    /// `mobile`, `bot` or `other`).
+    UserAgent,
 }
 
 impl PiiRule {
@@ -50,6 +56,8 @@ impl PiiRule {
             PiiRule::Zip(None) => "ZIP".into(),
             PiiRule::Zip(Some(c)) => format!("ZIP:{c}"),
             PiiRule::Maid => "MAID".into(),
+            PiiRule::IpCountry => "IP_COUNTRY".into(),
+            PiiRule::UserAgent => "USER_AGENT".into(),
         }
     }
 
@@ -74,6 +82,8 @@ impl PiiRule {
             "FIRST_NAME" if cc.is_none() => Some(PiiRule::FirstName),
             "LAST_NAME" if cc.is_none() => Some(PiiRule::LastName),
             "MAID" if cc.is_none() => Some(PiiRule::Maid),
+            "IP_COUNTRY" if cc.is_none() => Some(PiiRule::IpCountry),
+            "USER_AGENT" if cc.is_none() => Some(PiiRule::UserAgent),
             "ZIP" => match cc {
                 Some(c) if c.len() == 2 && c.chars().all(|x| x.is_ascii_alphabetic()) => {
                     Some(PiiRule::Zip(Some(c)))

@@ -800,3 +800,60 @@ fn profiles_merge_or_replace() {
         stderr(&o)
     );
 }
+
+/// PII actions IP_COUNTRY and USER_AGENT at the door of a file load (DESIGN §17): only the
+/// country and the browser, OS and device class are stored; the raw address and string appear
+/// in no stored byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_and_user_agent_are_enriched_at_the_door_and_never_stored() {
+    let db = TestDb::new();
+    let e = db.engine().await;
+    e.sql("ALTER TABLE events SET PII (ip AS IP_COUNTRY, user_agent AS USER_AGENT)")
+        .await
+        .unwrap();
+    let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 CanaryUA";
+    let f = db.input(
+        "e.csv",
+        &format!(
+            "user_id,event,ts,ip,user_agent\n\
+             u1,view,2026-01-01T00:00:00Z,8.8.8.8,\"{chrome}\"\n\
+             u2,view,2026-01-01T00:00:00Z,192.168.17.33,\"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)\"\n\
+             u3,view,2026-01-01T00:00:00Z,,\n"
+        ),
+    );
+    let r = load(&e, Kind::Events, &f).await;
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    let names: Vec<String> = e
+        .sql("SELECT * FROM events LIMIT 0")
+        .await
+        .unwrap()
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "ip" || n == "user_agent"),
+        "{names:?}"
+    );
+    let got = rows_of(
+        &e,
+        "SELECT ip_country, user_agent_browser, user_agent_os, user_agent_device FROM events \
+         ORDER BY user_id = pseudonymize('u1') DESC, user_id = pseudonymize('u2') DESC",
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![
+            vec!["US", "Chrome", "Windows 10", "desktop"],
+            vec!["NULL", "Googlebot", "NULL", "bot"],
+            vec!["NULL", "NULL", "NULL", "NULL"],
+        ]
+    );
+    for canary in ["192.168.17.33", "8.8.8.8", "CanaryUA"] {
+        assert!(
+            files_containing(&db.data, canary).is_empty(),
+            "{canary} is stored"
+        );
+    }
+}

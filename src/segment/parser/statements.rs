@@ -754,6 +754,10 @@ impl Parser<'_> {
                 PiiRule::LastName
             } else if self.eat_kw("MAID") {
                 PiiRule::Maid
+            } else if self.eat_kw("IP_COUNTRY") {
+                PiiRule::IpCountry
+            } else if self.eat_kw("USER_AGENT") {
+                PiiRule::UserAgent
             } else if self.eat_kw("ZIP") {
                 match self.tok(self.i) {
                     Some(Token::SingleQuotedString(s)) => {
@@ -768,7 +772,7 @@ impl Parser<'_> {
                 }
             } else {
                 return Err(self.error_here(
-                    "expected EMAIL, PHONE, FIRST_NAME, LAST_NAME, ZIP, MAID, DROP or KEEP",
+                    "expected EMAIL, PHONE, FIRST_NAME, LAST_NAME, ZIP, MAID, IP_COUNTRY, USER_AGENT, DROP or KEEP",
                 ));
             };
             rules.push((col, rule));
