@@ -324,12 +324,14 @@ async function segmentPage(name) {
     if (def[c('materialized')]) {
       const snap = await sql(`EXPLAIN SEGMENT ${name}`);
       lines.push(...snap.rows.map((r) => r[0]), '', 'definition, evaluated now:');
+      // The session's own value is put back afterwards (not the default).
+      const before = (await sql('SHOW segdb.materialized')).rows[0];
       await sql("SET segdb.materialized = 'live'");
       try {
         const live = await sql(`EXPLAIN SEGMENT ${name}`);
         lines.push(...live.rows.map((r) => r[0]));
       } finally {
-        await sql('RESET segdb.materialized');
+        await sql(`SET segdb.materialized = ${q(before[before.length - 1])}`);
       }
     } else {
       const ex = await sql(`EXPLAIN SEGMENT ${name}`);
@@ -530,11 +532,15 @@ function editorPage() {
 }
 
 function csvOf(r) {
-  const cell = (v) => {
-    const s = v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  const cell = (v, text) => {
+    let s = v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+    // Text that a spreadsheet would run as a formula (collected data is anyone's) gets a
+    // leading apostrophe; numbers are left as they are.
+    if (text && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
     return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   };
-  return [r.columns.map((c) => cell(c.name)).join(','), ...r.rows.map((row) => row.map(cell).join(','))].join('\n') + '\n';
+  const text = r.columns.map((c) => !isNumType(c.type));
+  return [r.columns.map((c) => cell(c.name, true)).join(','), ...r.rows.map((row) => row.map((v, i) => cell(v, text[i])).join(','))].join('\n') + '\n';
 }
 
 function sqlPage() {

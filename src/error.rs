@@ -51,6 +51,9 @@ pub enum Error {
     /// The command line was used wrongly (flags that do not go together, a missing argument).
     #[error("{0}")]
     Usage(String),
+    /// A commit lost to other writers after its retries; nothing of it is visible.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The message of a DataFusion error. segdb's own errors raised inside a plan (segment
@@ -119,6 +122,20 @@ pub fn datafusion_kind(e: &datafusion::error::DataFusionError) -> ErrorKind {
             None => ErrorKind::Internal,
         },
         D::ObjectStore(_) | D::IoError(_) => ErrorKind::Unavailable,
+        // A value the query computes on is at fault (a cast, a division by zero, an overflow).
+        D::ArrowError(a, _)
+            if matches!(
+                a.as_ref(),
+                arrow::error::ArrowError::CastError(_)
+                    | arrow::error::ArrowError::ParseError(_)
+                    | arrow::error::ArrowError::DivideByZero
+                    | arrow::error::ArrowError::ArithmeticOverflow(_)
+                    | arrow::error::ArrowError::ComputeError(_)
+                    | arrow::error::ArrowError::InvalidArgumentError(_)
+            ) =>
+        {
+            ErrorKind::Invalid
+        }
         _ => ErrorKind::Internal,
     }
 }
@@ -161,6 +178,8 @@ impl Error {
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Storage(_) | Error::Io(_) | Error::Cluster(_) => ErrorKind::Unavailable,
             Error::Delta(e) if delta_conflict(e) => ErrorKind::Conflict,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Delta(deltalake::DeltaTableError::ObjectStore { .. }) => ErrorKind::Unavailable,
             Error::DataFusion(e) => datafusion_kind(e),
             Error::Delta(_) | Error::Arrow(_) | Error::Parquet(_) => ErrorKind::Internal,
         }

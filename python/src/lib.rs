@@ -128,9 +128,14 @@ impl Database {
             .iter()
             .map(scalar)
             .collect::<PyResult<Vec<_>>>()?;
-        let r = py.detach(|| {
-            open.runtime
-                .block_on(async { open.engine.sql_with_params(&sql, values).await })
+        // The handle is dropped inside, without the GIL: if close() ran meanwhile, this is the
+        // last one and dropping it stops the runtime's threads.
+        let r = py.detach(move || {
+            let r = open
+                .runtime
+                .block_on(async { open.engine.sql_with_params(&sql, values).await });
+            drop(open);
+            r
         });
         let r = r.map_err(|e| raise(py, e))?;
         // Plain Arrow types (no views or dictionaries): what every consumer reads.
@@ -177,9 +182,12 @@ impl Database {
             ..Default::default()
         };
         let r = py
-            .detach(|| {
-                open.runtime
-                    .block_on(async { open.engine.ingest(kind, &files, &opts).await })
+            .detach(move || {
+                let r = open
+                    .runtime
+                    .block_on(async { open.engine.ingest(kind, &files, &opts).await });
+                drop(open);
+                r
             })
             .map_err(|e| raise(py, e))?;
         let out = PyDict::new(py);

@@ -791,6 +791,8 @@ enum Col {
     Text(Vec<(usize, String)>),
     /// A timestamp column (from a file load): text that reads as a time.
     Ts(Vec<(usize, i64)>, DataType),
+    /// A DECIMAL(p, s) column (from a file load or a widening): numbers it holds exactly.
+    Decimal(Vec<(usize, i128)>, u8, i8),
     /// A table column of another type: every value is a `type` reject.
     Other(DataType),
 }
@@ -820,6 +822,7 @@ impl<'s> Columns<'s> {
                     t @ DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
                         Col::Ts(Vec::new(), t.clone())
                     }
+                    DataType::Decimal128(p, s) => Col::Decimal(Vec::new(), *p, *s),
                     other => Col::Other(other.clone()),
                 },
                 Err(_) => {
@@ -847,8 +850,21 @@ impl<'s> Columns<'s> {
                 c.push((row, *f as i64))
             }
             (Col::Float(c), Val::Float(f)) => c.push((row, *f)),
-            (Col::Float(c), Val::Int(i)) => c.push((row, *i as f64)),
+            // An integer beyond 2^53 would change as a double: a reject, not a rounding.
+            (Col::Float(c), Val::Int(i))
+                if (*i as f64) as i64 == *i && i.unsigned_abs() <= 1 << 53 =>
+            {
+                c.push((row, *i as f64))
+            }
             (Col::Text(c), Val::Text(s)) => c.push((row, s.clone())),
+            // A text column takes any value as its text (as a file load's does).
+            (Col::Text(c), Val::Int(i)) => c.push((row, i.to_string())),
+            (Col::Text(c), Val::Float(f)) => c.push((row, f.to_string())),
+            (Col::Text(c), Val::Bool(b)) => c.push((row, b.to_string())),
+            (Col::Decimal(c, p, s), v) => match decimal_of(v, *p, *s) {
+                Some(n) => c.push((row, n)),
+                None => return Some(Reason::Type),
+            },
             (Col::Ts(c, _), Val::Text(s)) => match crate::time::parse_micros(s) {
                 Some(t) => c.push((row, t)),
                 None => return Some(Reason::Type),
@@ -894,12 +910,37 @@ impl<'s> Columns<'s> {
                     let a = TimestampMicrosecondArray::from(fill(rows, v)).with_timezone_opt(tz);
                     (t, Arc::new(a))
                 }
+                Col::Decimal(v, p, s) => {
+                    let a = arrow::array::Decimal128Array::from(fill(rows, v))
+                        .with_precision_and_scale(p, s)
+                        .expect("the table's own precision and scale");
+                    (DataType::Decimal128(p, s), Arc::new(a))
+                }
                 Col::Other(t) => (t.clone(), arrow::array::new_null_array(&t, rows)),
             };
             fields.push(Field::new(name, t, true));
             arrays.push(a);
         }
     }
+}
+
+/// A number as the unscaled value of DECIMAL(p, s), when it is held exactly (49.99 in (10,2),
+/// not 1.005); `None` otherwise.
+fn decimal_of(v: &Val, p: u8, s: i8) -> Option<i128> {
+    let limit = 10i128.checked_pow(u32::from(p))?;
+    let n = match v {
+        Val::Int(i) if s >= 0 => i128::from(*i).checked_mul(10i128.checked_pow(s as u32)?)?,
+        Val::Float(f) if f.is_finite() && s >= 0 => {
+            let scale = 10f64.powi(i32::from(s));
+            let n = (f * scale).round();
+            if n.abs() >= 1e37 || n / scale != *f {
+                return None;
+            }
+            n as i128
+        }
+        _ => return None,
+    };
+    (n.abs() < limit).then_some(n)
 }
 
 /// Values at their rows, NULL elsewhere (rows ascend).
@@ -915,6 +956,39 @@ fn fill<T>(rows: usize, v: Vec<(usize, T)>) -> Vec<Option<T>> {
 mod tests {
     use super::*;
 
+    /// Widened columns (ALTER … SET DATA TYPE) keep taking collected values, exactly.
+    #[test]
+    fn widened_columns_take_values_that_fit_them() {
+        let table = Schema::new(vec![
+            Field::new("price", DataType::Decimal128(10, 2), true),
+            Field::new("sku", DataType::Utf8, true),
+            Field::new("score", DataType::Float64, true),
+        ]);
+        let mut c = Columns::new(&table, 10);
+        assert_eq!(c.put(0, "price", &Val::Float(49.99)), None);
+        assert_eq!(c.put(1, "price", &Val::Int(7)), None);
+        assert_eq!(c.put(2, "price", &Val::Float(1.005)), Some(Reason::Type));
+        assert_eq!(c.put(2, "price", &Val::Float(1e12)), Some(Reason::Type));
+        assert_eq!(c.put(0, "sku", &Val::Int(1234)), None);
+        assert_eq!(c.put(1, "sku", &Val::Bool(false)), None);
+        assert_eq!(c.put(0, "score", &Val::Int(1 << 53)), None);
+        assert_eq!(
+            c.put(1, "score", &Val::Int((1 << 53) + 1)),
+            Some(Reason::Type)
+        );
+        let (mut f, mut a) = (Vec::new(), Vec::new());
+        c.finish(3, &mut f, &mut a);
+        use arrow::array::{Array, AsArray};
+        let price = a[0].as_primitive::<arrow::datatypes::Decimal128Type>();
+        assert_eq!(
+            (price.value(0), price.value(1), price.is_null(2)),
+            (4999, 700, true)
+        );
+        assert_eq!(f[0].data_type(), &DataType::Decimal128(10, 2));
+        let sku = a[1].as_string::<i32>();
+        assert_eq!((sku.value(0), sku.value(1)), ("1234", "false"));
+    }
+
     #[test]
     fn columns_type_by_table_then_first_value() {
         let table = Schema::new(vec![
@@ -926,7 +1000,8 @@ mod tests {
         assert_eq!(c.put(0, "qty", &Val::Float(2.0)), None);
         assert_eq!(c.put(1, "qty", &Val::Float(2.5)), Some(Reason::Type));
         assert_eq!(c.put(1, "plan", &Val::Text("pro".into())), None);
-        assert_eq!(c.put(2, "plan", &Val::Int(1)), Some(Reason::Type));
+        assert_eq!(c.put(2, "plan", &Val::Int(1)), None);
+        assert_eq!(c.put(3, "qty", &Val::Bool(true)), Some(Reason::Type));
         // Two table columns + plan + one more = 4; a fifth is over max_columns.
         assert_eq!(c.put(2, "flag", &Val::Bool(true)), None);
         assert_eq!(c.put(2, "extra", &Val::Bool(true)), Some(Reason::Columns));
@@ -942,8 +1017,8 @@ mod tests {
         );
         let plan = a[2].as_string::<i32>();
         assert_eq!(
-            (plan.is_null(0), plan.value(1), plan.is_null(2)),
-            (true, "pro", true)
+            (plan.is_null(0), plan.value(1), plan.value(2)),
+            (true, "pro", "1")
         );
     }
 }

@@ -588,7 +588,7 @@ mod tests {
         assert_eq!(get("context_country"), Some(Val::Text("US".into())));
         assert_eq!(get("context_browser"), Some(Val::Text("Chrome".into())));
         assert_eq!(get("context_os"), Some(Val::Text("Windows 10".into())));
-        assert_eq!(get("context_device"), Some(Val::Text("pc".into())));
+        assert_eq!(get("context_device"), Some(Val::Text("desktop".into())));
         assert!(
             f.0.iter()
                 .all(|(k, _)| !k.contains("search") && !k.contains("ip"))

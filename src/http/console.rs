@@ -158,6 +158,32 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// A POST from a page of another site is refused: browsers send `Origin` with every POST, and
+/// it must name this listener (the `Host` the request came to). Defence in depth beside the
+/// `SameSite=Strict` cookie and the CSRF token; it also stops a login from another site.
+fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+        .unwrap_or("");
+    if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
+        Ok(())
+    } else {
+        Err(api_error(
+            StatusCode::FORBIDDEN,
+            "denied",
+            "a console request from a page of another site is refused",
+        ))
+    }
+}
+
 /// The caller of a console request: (token, user, role), or the refusal to answer.
 fn caller(
     state: &State,
@@ -181,7 +207,15 @@ fn caller(
             ));
         }
     };
+    if role == Role::Lookup {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            "denied",
+            "role lookup may use the profile API only, not the console",
+        ));
+    }
     if post {
+        same_origin(headers)?;
         let sent = headers
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
@@ -213,6 +247,18 @@ pub(super) async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(r) = same_origin(&headers) {
+        return r;
+    }
+    // Without authentication (--insecure-no-auth) anyone is an admin: the console answers only
+    // on loopback then, since this listener is the collector's, often public.
+    if state.auth.is_open() && !peer.0.ip().is_loopback() {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "denied",
+            "the server runs without authentication (--insecure-no-auth): the console is served to loopback only",
+        );
+    }
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -386,7 +432,7 @@ fn cell(a: &dyn arrow::array::Array, i: usize) -> Value {
             let v = arrow::compute::cast(&a.slice(i, 1), &DataType::Int64)
                 .map(|c| c.as_primitive::<Int64Type>().value(0))
                 .unwrap_or(0);
-            if v.abs() > SAFE {
+            if v.unsigned_abs() > SAFE as u64 {
                 Value::String(v.to_string())
             } else {
                 json!(v)
@@ -462,9 +508,33 @@ pub(super) async fn sql(
         Ok(s) => s,
         Err(e) => return error_response(&e),
     };
+    // Planned through the same front door as Flight SQL, then read only up to max_rows + 1
+    // rows: a large result is cut, never held whole in memory.
+    let limit = state.console.max_rows;
     let run = async {
         let p = session.parse_one(&text)?;
-        session.execute(&p, role).await
+        crate::session::within(session.statement_timeout(), async {
+            match session.plan(&p, role, None).await? {
+                crate::session::Planned::Done(r) => Ok(r),
+                crate::session::Planned::Query(df) => {
+                    use futures::StreamExt;
+                    let schema: arrow::datatypes::SchemaRef =
+                        Arc::new(df.schema().as_arrow().clone());
+                    let mut stream = df.execute_stream().await?;
+                    let (mut batches, mut rows) = (Vec::new(), 0usize);
+                    while let Some(b) = stream.next().await {
+                        let b = b?;
+                        rows += b.num_rows();
+                        batches.push(b);
+                        if rows > limit {
+                            break;
+                        }
+                    }
+                    Ok(crate::result::QueryResult { schema, batches })
+                }
+            }
+        })
+        .await
     };
     let result = match run.await {
         Ok(r) => r,

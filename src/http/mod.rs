@@ -77,6 +77,8 @@ pub trait Tokens: Send + Sync {
     -> std::result::Result<(String, crate::statement::Role), Refused>;
     /// End a token before it expires (a console logout).
     fn revoke(&self, token: &str);
+    /// Whether authentication is off (`--insecure-no-auth`).
+    fn is_open(&self) -> bool;
     /// How long a token lives.
     fn ttl(&self) -> std::time::Duration;
 }

@@ -395,16 +395,17 @@ fn read_csv(
                 }
                 // A quote left open in the last column swallows the following lines into that
                 // field with the right field count. A multi-line value is legal CSV, but one
-                // whose later lines have the shape of a row (as many delimiters as the header)
+                // whose later lines have the shape of rows (as many delimiters as the header)
                 // is a quote left open: reject it and name the lines, never load it as text.
-                if ncol >= 2
-                    && let Some(tail) = rec.get(ncol - 1)
-                    && tail.contains('\n')
-                    && tail
-                        .split('\n')
+                // With two columns a single delimiter is too common in prose to tell: two such
+                // lines are needed there.
+                let row_shaped = rec.get(ncol - 1).map_or(0, |tail| {
+                    tail.split('\n')
                         .skip(1)
-                        .any(|l| l.bytes().filter(|b| *b == delim).count() + 1 >= ncol)
-                {
+                        .filter(|l| l.bytes().filter(|b| *b == delim).count() + 1 >= ncol)
+                        .count()
+                });
+                if ncol >= 2 && row_shaped >= if ncol == 2 { 2 } else { 1 } {
                     let first = rec.position().map_or(0, |p| p.line());
                     let last = rdr.position().line().saturating_sub(1);
                     bad.push(BadRow::new(

@@ -621,6 +621,10 @@ impl crate::http::Tokens for Authenticator {
         self.tokens.lock().expect("not poisoned").remove(token);
     }
 
+    fn is_open(&self) -> bool {
+        self.open
+    }
+
     fn ttl(&self) -> Duration {
         self.ttl
     }

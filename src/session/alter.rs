@@ -35,16 +35,6 @@ pub struct Altered {
     pub version: u64,
 }
 
-/// Columns segdb fills or requires: their types are the engine's.
-const FIXED: [&str; 6] = [
-    "user_id",
-    "uid",
-    "event",
-    "ts",
-    "updated_at",
-    "anonymous_id",
-];
-
 /// The arrow type of `to`.
 pub fn arrow_type(to: WideType) -> DataType {
     match to {
@@ -84,7 +74,8 @@ pub async fn alter_column_type(
             )));
         }
     };
-    if FIXED.contains(&column.to_ascii_lowercase().as_str()) {
+    // The columns segdb fills or requires (the collector's included) keep the engine's types.
+    if crate::collector::map::RESERVED.contains(&column.to_ascii_lowercase().as_str()) {
         return Err(Error::invalid(format!(
             "{column} is a column segdb fills or requires; its type cannot change"
         )));
@@ -232,8 +223,8 @@ pub async fn alter_column_type(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::storage(format!(
-        "{} kept changing while it was being rewritten; nothing was changed, run the statement again",
+    Err(Error::Conflict(format!(
+        "{} kept changing while it was being rewritten (loads or the collector committed meanwhile); nothing was changed: run the statement again when loads pause",
         t.name()
     )))
 }

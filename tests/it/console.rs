@@ -195,12 +195,61 @@ async fn console_in_a_real_browser_and_its_api() {
             .0,
         403
     );
+    // Another site's page, even holding the token: its Origin is not this listener.
     assert_eq!(
-        c.sql(Some(&cookie), None, Some("http://evil.example"), "SELECT 1")
-            .await
-            .0,
+        c.sql(
+            Some(&cookie),
+            Some(&csrf),
+            Some("http://evil.example"),
+            "SELECT 1"
+        )
+        .await
+        .0,
         403
     );
+    assert_eq!(
+        c.sql(Some(&cookie), Some(&csrf), Some(&base), "SELECT 1")
+            .await
+            .0,
+        200
+    );
+    let r = c
+        .http
+        .post(format!("{base}/api/login"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("user=analyst&password={ANALYST_PW}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a login from another site's form");
+    // A profile-API token of the lookup role used as the console's cookie: still refused.
+    use base64::Engine as _;
+    let r = c
+        .http
+        .post(format!("{base}/v1/auth/token"))
+        .header(
+            "authorization",
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("lookup:{LOOKUP_PW}"))
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    let tok: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let r = c
+        .http
+        .get(format!("{base}/api/me"))
+        .header(
+            "cookie",
+            format!("segdb_session={}", tok["token"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 
     // Values: integers past 2^53 as strings, timestamps ISO-8601 UTC, binary base64.
     let (status, body) = c
@@ -315,7 +364,6 @@ async fn console_in_a_real_browser_and_its_api() {
         .await;
     assert_eq!(status, 200, "{body}");
     let key = body["rows"][0][1].as_str().unwrap().to_string();
-    use base64::Engine as _;
     let r = c
         .http
         .post(format!("{base}/v1/track"))
