@@ -35,7 +35,7 @@ LAYERS = [
     ["index"],
     ["storage"],
     ["functions"],
-    ["privacy", "bitmap", "limits", "error", "result", "time", "logging"],   # the leaves
+    ["privacy", "bitmap", "limits", "error", "result", "time", "logging", "taxonomy"],   # the leaves
 ]
 
 IDENT = re.compile(r"[A-Za-z_]\w*")

@@ -42,6 +42,7 @@ pub mod server;
 pub mod session;
 pub mod statement;
 pub mod storage;
+pub mod taxonomy;
 pub mod time;
 
 pub use engine::{Config, Engine};

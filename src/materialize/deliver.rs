@@ -388,7 +388,7 @@ pub async fn resume(segments: &Segments, ctx: &EvalCtx, name: &str) -> Result<()
     let all = export::standing(ctx).await?;
     let e = all
         .get(name)
-        .ok_or_else(|| Error::invalid(format!("export '{name}' does not exist")))?;
+        .ok_or_else(|| Error::NotFound(format!("export '{name}' does not exist")))?;
     if !e.spec.format.is_some_and(ExportFormat::is_http) {
         return Err(Error::invalid(format!(
             "export '{name}' writes files; only webhook and segment exports are resumed (a file export runs again at the next refresh)"

@@ -116,7 +116,7 @@ async fn check_common(
     let def = catalog
         .get(&spec.segment)
         .ok_or_else(|| {
-            Error::invalid(format!(
+            Error::NotFound(format!(
                 "segment '{}' does not exist{}",
                 spec.segment,
                 crate::segment::eval::suggest(&spec.segment, catalog.segments.keys())
@@ -1005,7 +1005,7 @@ pub(super) async fn record_delivery(
 pub async fn drop(segments: &Arc<Segments>, name: &str, if_exists: bool) -> Result<QueryResult> {
     update(segments, |all| {
         if all.remove(name).is_none() && !if_exists {
-            return Err(Error::invalid(format!("export '{name}' does not exist")));
+            return Err(Error::NotFound(format!("export '{name}' does not exist")));
         }
         Ok(())
     })
@@ -1087,7 +1087,7 @@ async fn run_standing(segments: &Segments, ctx: &EvalCtx, e: &StandingExport) ->
         let catalog = segments.catalog(ctx).await?;
         let def = catalog
             .get(&e.segment)
-            .ok_or_else(|| Error::invalid(format!("segment '{}' does not exist", e.segment)))?;
+            .ok_or_else(|| Error::NotFound(format!("segment '{}' does not exist", e.segment)))?;
         let h = segments.history(ctx).await?;
         let latest = h.max_version(&def.name, &def.generation);
         if latest == 0 {

@@ -282,7 +282,7 @@ pub async fn refresh(
     let def = catalog
         .get(name)
         .ok_or_else(|| {
-            Error::invalid(format!(
+            Error::NotFound(format!(
                 "segment '{name}' does not exist{}",
                 crate::segment::eval::suggest(name, catalog.segments.keys())
             ))

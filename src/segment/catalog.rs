@@ -89,7 +89,7 @@ impl Catalog {
     /// (with a suggestion when a known name is close).
     pub fn require(&self, name: &str) -> Result<&SegmentDef> {
         self.get(name).ok_or_else(|| {
-            Error::invalid(format!(
+            Error::NotFound(format!(
                 "segment '{name}' does not exist{}",
                 super::eval::suggest(name, self.segments.keys())
             ))

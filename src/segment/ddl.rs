@@ -272,7 +272,7 @@ impl Segments {
                 if if_exists {
                     return Ok(None);
                 }
-                return Err(Error::invalid(format!(
+                return Err(Error::NotFound(format!(
                     "segment '{name}' does not exist{}",
                     suggest(&name, defs.keys())
                 )));
@@ -297,7 +297,7 @@ impl Segments {
         let change = change.clone();
         catalog::update(self.db(), move |defs| {
             let Some(def) = defs.get_mut(&name) else {
-                return Err(Error::invalid(format!(
+                return Err(Error::NotFound(format!(
                     "segment '{name}' does not exist{}",
                     suggest(&name, std::iter::empty())
                 )));

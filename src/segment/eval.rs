@@ -626,7 +626,7 @@ impl<'a> Evaluator<'a> {
             }
             Leaf::InSegment(name, pos) => {
                 if self.catalog.get(name).is_none() {
-                    return Err(Error::invalid(format!(
+                    return Err(Error::NotFound(format!(
                         "IN SEGMENT at {pos}: segment '{name}' does not exist{}",
                         suggest(name, self.catalog.segments.keys())
                     )));

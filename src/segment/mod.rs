@@ -166,7 +166,7 @@ impl Segments {
     pub fn cached_def(&self, name: &str) -> Result<SegmentDef> {
         match self.cache().catalog.as_ref() {
             Some((_, c)) => c.require(name).cloned(),
-            None => Err(Error::invalid(format!("segment '{name}' does not exist"))),
+            None => Err(Error::NotFound(format!("segment '{name}' does not exist"))),
         }
     }
 

@@ -486,7 +486,7 @@ pub async fn drop(
         let before = defs.len();
         defs.retain(|d| d.name != name_owned);
         if defs.len() == before && !if_exists {
-            return Err(Error::invalid(format!(
+            return Err(Error::NotFound(format!(
                 "trait '{name_owned}' does not exist"
             )));
         }

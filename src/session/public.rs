@@ -29,6 +29,58 @@ use crate::privacy::pseudonym::Pseudonymizer;
 use crate::storage::Table;
 use crate::storage::provider::{BaseTable, statement_snapshot};
 
+/// The name of the IAB taxonomies' table (DESIGN §17).
+pub const TAXONOMY: &str = "taxonomy";
+
+/// `taxonomy`: `id, parent, name, path, tier, taxonomy` of both compiled-in IAB taxonomies.
+fn taxonomy_table() -> Result<Arc<dyn TableProvider>> {
+    static TABLE: std::sync::OnceLock<Arc<datafusion::datasource::MemTable>> =
+        std::sync::OnceLock::new();
+    if let Some(t) = TABLE.get() {
+        return Ok(t.clone());
+    }
+    use arrow::array::{Int32Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    let t = crate::taxonomy::taxonomy();
+    let c = &t.categories;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("parent", DataType::Utf8, true),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("tier", DataType::Int32, false),
+        Field::new("taxonomy", DataType::Utf8, false),
+    ]));
+    let batch = arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                c.iter().map(|x| x.id.as_str()),
+            )) as ArrayRef,
+            Arc::new(
+                c.iter()
+                    .map(|x| x.parent.as_deref())
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(StringArray::from_iter_values(
+                c.iter().map(|x| x.name.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                c.iter().map(|x| x.path.as_str()),
+            )),
+            Arc::new(Int32Array::from_iter_values(
+                c.iter().map(|x| i32::from(x.tier)),
+            )),
+            Arc::new(StringArray::from_iter_values(c.iter().map(|x| x.taxonomy))),
+        ],
+    )?;
+    let table = Arc::new(datafusion::datasource::MemTable::try_new(
+        schema,
+        vec![vec![batch]],
+    )?);
+    Ok(TABLE.get_or_init(|| table).clone())
+}
+
 /// The `public` schema provider of one session.
 pub struct PublicSchema {
     pub(super) shared: Arc<Shared>,
@@ -46,6 +98,7 @@ impl SchemaProvider for PublicSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = Table::BASE.iter().map(|t| t.name().to_string()).collect();
         names.push(TRAITS.to_string());
+        names.push(TAXONOMY.to_string());
         names.extend(self.extra.table_names());
         names
     }
@@ -71,6 +124,7 @@ impl SchemaProvider for PublicSchema {
                     segments: self.shared.segments.clone(),
                 })))
             }
+            None if name == TAXONOMY => Ok(Some(taxonomy_table()?)),
             None => self.extra.table(name).await,
         }
     }
@@ -80,7 +134,7 @@ impl SchemaProvider for PublicSchema {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> Result<Option<Arc<dyn TableProvider>>> {
-        if Table::from_name(&name).is_some() || name == TRAITS {
+        if Table::from_name(&name).is_some() || name == TRAITS || name == TAXONOMY {
             return datafusion::common::plan_err!("{name} is a segdb table; it cannot be replaced");
         }
         let schema = table.schema();
@@ -98,14 +152,17 @@ impl SchemaProvider for PublicSchema {
     }
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if Table::from_name(name).is_some() || name == TRAITS {
+        if Table::from_name(name).is_some() || name == TRAITS || name == TAXONOMY {
             return datafusion::common::plan_err!("{name} is a segdb table; it cannot be dropped");
         }
         self.extra.deregister_table(name)
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        Table::from_name(name).is_some() || name == TRAITS || self.extra.table_exist(name)
+        Table::from_name(name).is_some()
+            || name == TRAITS
+            || name == TAXONOMY
+            || self.extra.table_exist(name)
     }
 }
 

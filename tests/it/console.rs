@@ -331,6 +331,26 @@ async fn console_in_a_real_browser_and_its_api() {
         (status, body["error"]["message"].as_str()),
         (404, Some("unknown user"))
     );
+    let (status, body) = c
+        .sql(
+            Some(&cookie),
+            Some(&csrf),
+            None,
+            "SELECT segment_size('api_dee')",
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean 'api_de'"),
+        "{body}"
+    );
     let (_, reader) = c.login("reader", READER_PW).await;
     let (rcookie, rcsrf) = reader.unwrap();
     let (status, body) = c

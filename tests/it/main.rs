@@ -14,6 +14,7 @@ mod frontdoor;
 mod hardening;
 mod identity;
 mod ingest;
+mod interests;
 mod lift;
 mod live;
 mod materialize;

@@ -98,7 +98,7 @@ impl TableFunctionImpl for ExportHistory {
                         out.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?);
                     }
                     if !known && out.is_empty() {
-                        return Err(crate::Error::invalid(format!(
+                        return Err(crate::Error::NotFound(format!(
                             "export '{name}' does not exist (SHOW EXPORTS lists them)"
                         )));
                     }

@@ -53,7 +53,7 @@ pub async fn version_now(
     let catalog = segments.catalog(ctx).await?;
     let def = catalog
         .get(name)
-        .ok_or_else(|| Error::invalid(format!("segment '{name}' does not exist")))?
+        .ok_or_else(|| Error::NotFound(format!("segment '{name}' does not exist")))?
         .clone();
     let h = segments.history(ctx).await?;
     let Some(s) = h.version(&def.name, &def.generation, v)? else {

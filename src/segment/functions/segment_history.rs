@@ -85,7 +85,7 @@ impl TableFunctionImpl for SegmentHistory {
                 Box::pin(async move {
                     let catalog = segments.catalog(&ctx).await?;
                     let Some(def) = catalog.get(&name).cloned() else {
-                        return Err(crate::Error::invalid(format!(
+                        return Err(crate::Error::NotFound(format!(
                             "segment '{name}' does not exist"
                         )));
                     };
