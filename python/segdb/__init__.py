@@ -113,11 +113,12 @@ def _params(parameters):
     return [_param(v) for v in parameters]
 
 
-def connect(database=None, keyring=None, create=False):
+def connect(database=None, keyring=None, create=True):
     """Open the segdb database at ``database`` (a path, ``file://`` or ``s3://bucket/prefix``;
     default ``$SEGDB_DATA`` or ``./segdb-data``) with the keyring file ``keyring`` (default
-    ``$SEGDB_KEYRING`` or ``./segdb.keyring``). A place that holds no database is refused, as
-    by the CLI, unless ``create=True``."""
+    ``$SEGDB_KEYRING`` or ``./segdb.keyring``). As the Rust library (and ``duckdb.connect``) does,
+    a place that holds no database gets a new, empty one (and a new keyring when there is none);
+    ``create=False`` refuses it instead, as the CLI's commands do."""
     if database is None:
         database = _os.environ.get("SEGDB_DATA", "./segdb-data")
     if keyring is None:
@@ -127,7 +128,7 @@ def connect(database=None, keyring=None, create=False):
     except ProgrammingError as e:
         if not create and "is not a segdb database" in str(e):
             raise ProgrammingError(
-                "{} (from Python: segdb.connect(..., create=True))".format(e)
+                "{} (from Python: segdb.connect(...) without create=False creates one)".format(e)
             ) from None
         raise
     return Connection(native)

@@ -40,7 +40,7 @@ def data(tmp_path_factory):
         plines.append("{},{},{}".format(u, rng.choice(["DE", "US", "FR"]), rng.choice(["free", "plus"])))
     profiles = root / "profiles.csv"
     profiles.write_text("\n".join(plines) + "\n")
-    db = segdb.connect(root / "db", keyring=root / "k.keyring", create=True)
+    db = segdb.connect(root / "db", keyring=root / "k.keyring")
     r = db.ingest("profiles", profiles)
     assert r["rows_loaded"] == len(users) and r["rejected"] == []
     r = db.ingest("events", [str(events)])
@@ -53,15 +53,15 @@ def oracle(sql):
     return duckdb.sql(sql).fetchall()
 
 
-def test_connect_refuses_a_place_without_a_database(tmp_path):
-    with pytest.raises(segdb.ProgrammingError, match="is not a segdb database.*create=True"):
-        segdb.connect(tmp_path / "typo", keyring=tmp_path / "k.keyring")
-    assert not (tmp_path / "typo").exists()
-    db = segdb.connect(tmp_path / "new", keyring=tmp_path / "k.keyring", create=True)
+def test_connect_creates_like_the_library_or_refuses_with_create_false(tmp_path):
+    with pytest.raises(segdb.ProgrammingError, match="is not a segdb database.*create=False"):
+        segdb.connect(tmp_path / "typo", keyring=tmp_path / "k.keyring", create=False)
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "k.keyring").exists()
+    db = segdb.connect(tmp_path / "new", keyring=tmp_path / "k.keyring")
     assert db.sql("SELECT count(*) FROM events").fetchall() == [(0,)]
     db.close()
-    # Opened again without create: it exists now.
-    with segdb.connect(tmp_path / "new", keyring=tmp_path / "k.keyring") as again:
+    # Opened again, strictly: it exists now.
+    with segdb.connect(tmp_path / "new", keyring=tmp_path / "k.keyring", create=False) as again:
         assert again.sql("SELECT 1 AS one").fetchall() == [(1,)]
     assert again.closed
 
