@@ -200,6 +200,31 @@ mod relative_tests {
     use super::*;
 
     #[test]
+    fn durations_of_the_config_file() {
+        assert_eq!(duration_micros("100 milliseconds"), Some(100_000));
+        assert_eq!(duration_micros("100ms"), Some(100_000));
+        assert_eq!(duration_micros("1 hour 30 minutes"), Some(5_400_000_000));
+        assert_eq!(duration_micros("24 hours"), Some(86_400_000_000));
+        assert_eq!(duration_micros("soon"), None);
+        assert_eq!(duration_micros("5"), None);
+        assert_eq!(duration_micros(""), None);
+        let ms = std::time::Duration::from_millis(10);
+        assert_eq!(
+            config_duration("live", "tick", "1 second", ms)
+                .unwrap()
+                .as_secs(),
+            1
+        );
+        let err = config_duration("live", "tick", "5 ms", ms)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[live] tick = \"5 ms\" is not a duration of at least 10ms"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn relative_timestamps_and_calendar_months() {
         let t = parse_micros("2026-03-31T10:30:00Z").unwrap();
         assert_eq!(
@@ -231,5 +256,64 @@ mod relative_tests {
             assert_eq!(Ts::parse(bad), None, "{bad}");
         }
         assert_eq!(Ts::parse("-3 Months").unwrap().text(), "-3 months");
+    }
+}
+
+/// A duration such as `'100 milliseconds'`, `'15 minutes'` or `'1 hour 30 minutes'`, in µs.
+pub fn duration_micros(s: &str) -> Option<i64> {
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let mut total: i64 = 0;
+    let mut i = 0;
+    if words.is_empty() {
+        return None;
+    }
+    while i < words.len() {
+        // "100ms" or "100 ms".
+        let w = words[i];
+        let split = w
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(w.len());
+        let (num, mut unit) = w.split_at(split);
+        let n: f64 = num.parse().ok()?;
+        if unit.is_empty() {
+            i += 1;
+            unit = words.get(i)?;
+        }
+        let per: f64 = match unit.to_ascii_lowercase().as_str() {
+            "us" | "microsecond" | "microseconds" => 1.0,
+            "ms" | "millisecond" | "milliseconds" | "millis" => 1e3,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1e6,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60e6,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600e6,
+            "d" | "day" | "days" => 86_400e6,
+            "w" | "week" | "weeks" => 604_800e6,
+            _ => return None,
+        };
+        let v = n * per;
+        if !v.is_finite() || v > 1e17 {
+            return None;
+        }
+        total = total.checked_add(v as i64)?;
+        i += 1;
+    }
+    Some(total)
+}
+
+/// A duration of the config file, `[section] key = "…"` ('100 milliseconds', '15 minutes',
+/// '1 hour 30 minutes'), at least `min`; the error names the key and says how to write one.
+pub fn config_duration(
+    section: &str,
+    key: &str,
+    text: &str,
+    min: std::time::Duration,
+) -> crate::error::Result<std::time::Duration> {
+    match duration_micros(text) {
+        Some(us) if us >= 0 && us as u128 >= min.as_micros() => {
+            Ok(std::time::Duration::from_micros(us as u64))
+        }
+        _ => Err(crate::error::Error::Invalid(format!(
+            "[{section}] {key} = {text:?} is not a duration of at least {}; write it like '100 milliseconds', '15 seconds' or '24 hours'",
+            humantime::format_duration(min)
+        ))),
     }
 }

@@ -74,14 +74,8 @@ impl CollectorConfig {
     /// Check and read the section.
     pub fn settings(&self) -> Result<Settings> {
         let dur = |key: &str, s: &str| -> Result<i64> {
-            let us = duration_micros(s)
-                .ok_or_else(|| Error::invalid(format!("[collector] {key}: {s:?} is not a duration such as '100 milliseconds', '15 minutes' or '24 hours'")))?;
-            if us <= 0 {
-                return Err(Error::invalid(format!(
-                    "[collector] {key} must be longer than zero"
-                )));
-            }
-            Ok(us)
+            crate::time::config_duration("collector", key, s, std::time::Duration::from_micros(1))
+                .map(|d| d.as_micros() as i64)
         };
         let positive = |key: &str, n: usize| -> Result<usize> {
             if n == 0 {
@@ -111,46 +105,6 @@ impl CollectorConfig {
     }
 }
 
-/// A duration such as `'100 milliseconds'`, `'15 minutes'` or `'1 hour 30 minutes'`, in µs.
-pub fn duration_micros(s: &str) -> Option<i64> {
-    let words: Vec<&str> = s.split_whitespace().collect();
-    let mut total: i64 = 0;
-    let mut i = 0;
-    if words.is_empty() {
-        return None;
-    }
-    while i < words.len() {
-        // "100ms" or "100 ms".
-        let w = words[i];
-        let split = w
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(w.len());
-        let (num, mut unit) = w.split_at(split);
-        let n: f64 = num.parse().ok()?;
-        if unit.is_empty() {
-            i += 1;
-            unit = words.get(i)?;
-        }
-        let per: f64 = match unit.to_ascii_lowercase().as_str() {
-            "us" | "microsecond" | "microseconds" => 1.0,
-            "ms" | "millisecond" | "milliseconds" | "millis" => 1e3,
-            "s" | "sec" | "secs" | "second" | "seconds" => 1e6,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60e6,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3600e6,
-            "d" | "day" | "days" => 86_400e6,
-            "w" | "week" | "weeks" => 604_800e6,
-            _ => return None,
-        };
-        let v = n * per;
-        if !v.is_finite() || v > 1e17 {
-            return None;
-        }
-        total = total.checked_add(v as i64)?;
-        i += 1;
-    }
-    Some(total)
-}
-
 impl Default for Settings {
     fn default() -> Self {
         CollectorConfig::default()
@@ -162,17 +116,6 @@ impl Default for Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration_micros("100 milliseconds"), Some(100_000));
-        assert_eq!(duration_micros("100ms"), Some(100_000));
-        assert_eq!(duration_micros("1 hour 30 minutes"), Some(5_400_000_000));
-        assert_eq!(duration_micros("24 hours"), Some(86_400_000_000));
-        assert_eq!(duration_micros("soon"), None);
-        assert_eq!(duration_micros("5"), None);
-        assert_eq!(duration_micros(""), None);
-    }
 
     #[test]
     fn defaults_and_bad_values() {

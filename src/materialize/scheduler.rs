@@ -62,15 +62,9 @@ impl LiveConfig {
     pub fn settings(&self) -> Result<LiveSettings> {
         let d = LiveSettings::default();
         let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration> {
-            match v {
-                None => Ok(default),
-                Some(s) => match crate::collector::duration_micros(s) {
-                    Some(us) if us >= 10_000 => Ok(Duration::from_micros(us as u64)),
-                    _ => Err(crate::Error::invalid(format!(
-                        "[live] {key} = {s:?} is not a duration of at least 10 milliseconds; write it like '1 second' or '1 minute'"
-                    ))),
-                },
-            }
+            v.as_deref().map_or(Ok(default), |s| {
+                crate::time::config_duration("live", key, s, Duration::from_millis(10))
+            })
         };
         let s = LiveSettings {
             min_interval: dur("min_interval", &self.min_interval, d.min_interval)?,

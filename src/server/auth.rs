@@ -171,15 +171,9 @@ impl ExportSection {
     pub fn delivery(&self) -> Result<crate::materialize::deliver::Settings> {
         let d = crate::materialize::deliver::Settings::default();
         let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration> {
-            match v {
-                None => Ok(default),
-                Some(s) => match crate::collector::duration_micros(s) {
-                    Some(us) if us >= 1_000 => Ok(Duration::from_micros(us as u64)),
-                    _ => Err(Error::invalid(format!(
-                        "[export] {key} = {s:?} is not a duration; write it like '15 seconds' or '24 hours'"
-                    ))),
-                },
-            }
+            v.as_deref().map_or(Ok(default), |s| {
+                crate::time::config_duration("export", key, s, Duration::from_millis(1))
+            })
         };
         let batch = self.webhook_batch.unwrap_or(d.batch);
         if batch == 0 || batch > 100_000 {
