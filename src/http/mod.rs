@@ -29,6 +29,9 @@ pub struct HttpConfig {
     /// Rows one console `/api/sql` answer carries at most (default 10,000; `truncated` says
     /// when there were more).
     pub max_rows: Option<usize>,
+    /// Serve the web console (`/`, `/assets/…`, `/api/…`); default true. `false` leaves this
+    /// listener to the collector and the profile API (a public collector endpoint, say).
+    pub console: Option<bool>,
 }
 
 /// Open connections at most.
@@ -103,8 +106,10 @@ impl Http {
         tls: Option<&(PathBuf, PathBuf)>,
         settings: crate::collector::Settings,
         auth: Arc<dyn Tokens>,
-        max_rows: usize,
+        console: &HttpConfig,
     ) -> Result<Http> {
+        let max_rows = console.max_rows.unwrap_or(console::DEFAULT_MAX_ROWS);
+        let with_console = console.console.unwrap_or(true);
         let tls = match tls {
             Some((cert, key)) => Some(acceptor(cert, key)?),
             None => None,
@@ -140,7 +145,7 @@ impl Http {
         });
         Ok(Http {
             listener,
-            router: router(state, &settings),
+            router: router(state, &settings, with_console),
             tls,
             lookup,
         })
@@ -233,7 +238,7 @@ fn acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor> 
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-fn router(state: Arc<State>, settings: &crate::collector::Settings) -> Router {
+fn router(state: Arc<State>, settings: &crate::collector::Settings, with_console: bool) -> Router {
     use axum::http::{HeaderName, Method, header};
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let origins = if settings.cors_origins.iter().any(|o| o == "*") {
@@ -265,13 +270,18 @@ fn router(state: Arc<State>, settings: &crate::collector::Settings) -> Router {
         .expose_headers([header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(600));
     // CORS outermost, so a preflight is answered before routing (and on every path).
-    Router::new()
-        .route("/", get(console::index))
-        .route("/assets/{name}", get(console::asset))
-        .route("/api/login", post(console::login))
-        .route("/api/logout", post(console::logout))
-        .route("/api/me", get(console::me))
-        .route("/api/sql", post(console::sql))
+    let routes = if with_console {
+        Router::new()
+            .route("/", get(console::index))
+            .route("/assets/{name}", get(console::asset))
+            .route("/api/login", post(console::login))
+            .route("/api/logout", post(console::logout))
+            .route("/api/me", get(console::me))
+            .route("/api/sql", post(console::sql))
+    } else {
+        Router::new()
+    };
+    routes
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(collect::metrics))
         .route("/v1/m", post(collect::metrics_beacon))

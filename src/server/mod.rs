@@ -135,10 +135,7 @@ pub async fn serve(
             opts.tls.as_ref(),
             collector_settings.clone(),
             authenticator.clone(),
-            config
-                .http
-                .max_rows
-                .unwrap_or(crate::http::console::DEFAULT_MAX_ROWS),
+            &config.http,
         )
         .await?;
         http_addr = Some(http.local_addr()?);

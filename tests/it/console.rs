@@ -435,3 +435,42 @@ async fn console_in_a_real_browser_and_its_api() {
     );
     assert!(common::files_containing(&db.data, CANARY).is_empty());
 }
+
+/// `[http] console = false` leaves the listener to the collector and the profile API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_can_be_turned_off() {
+    let db = TestDb::with_one_event();
+    let config = server::users(&db);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&config)
+            .unwrap();
+        writeln!(f, "\n[http]\nconsole = false").unwrap();
+    }
+    let s = Server::start(&db, &config, &["--http", "127.0.0.1:0"]);
+    let base = s.http.clone().unwrap();
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{base}/")).send().await.unwrap().status(),
+        404
+    );
+    let r = http
+        .post(format!("{base}/api/login"))
+        .header("content-type", "application/json")
+        .body(json!({"user": "analyst", "password": ANALYST_PW}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    s.stop();
+}
