@@ -96,6 +96,7 @@ pub fn sql_info(read_only: bool) -> SqlInfoData {
             "segment_size_of",
             "segment_members",
             "segment_overlap",
+            "segment_recommendations",
             "in_segment",
             "segment_bitmap",
         ][..],

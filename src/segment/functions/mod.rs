@@ -22,6 +22,7 @@ pub mod segment_history;
 pub mod segment_holdout;
 pub mod segment_members;
 pub mod segment_overlap;
+pub mod segment_recommendations;
 pub mod segment_size;
 
 use std::sync::Arc;
@@ -128,6 +129,10 @@ pub fn table_functions(
         ("segment_members", segment_members::udtf(segments)),
         ("segment_holdout", segment_holdout::udtf(segments)),
         ("segment_overlap", segment_overlap::udtf(segments)),
+        (
+            "segment_recommendations",
+            segment_recommendations::udtf(segments),
+        ),
         ("segment_history", segment_history::udtf(segments)),
         ("segment_changes", segment_changes::udtf(segments)),
         ("export_history", export_history::udtf(segments)),
