@@ -428,6 +428,18 @@ async function segmentPage(name) {
     }
   }
 
+  // What sets the members apart (by lift).
+  try {
+    const rec = await sql(`SELECT feature, in_segment, overall, round(jaccard, 3) AS jaccard, round(lift, 2) AS lift FROM segment_recommendations(${q(name)}, 10)`);
+    parts.push(el('h2', { text: 'What sets its members apart' }),
+      rec.rows.length
+        ? el('div', { id: 'recommendations' }, barChart(rec.rows.map((x) => ({ label: x[0], value: Number(x[4]) })), { title: `Lift of the top features of ${name} (share among members / share among all)`, xLabel: 'lift' }),
+          resultTable(rec, { label: 'recommendations' }))
+        : el('p', { text: 'No feature has 30 members yet.' }));
+  } catch (e) {
+    parts.push(el('h2', { text: 'What sets its members apart' }), errorBox(e));
+  }
+
   // Exports.
   try {
     const ex = await sql('SHOW EXPORTS');

@@ -151,7 +151,7 @@ async fn console_in_a_real_browser_and_its_api() {
             .append(true)
             .open(&config)
             .unwrap();
-        writeln!(f, "\n[http]\nmax_rows = 5").unwrap();
+        writeln!(f, "\n[http]\nmax_rows = 20").unwrap();
     }
     let s = Server::start(&db, &config, &["--http", "127.0.0.1:0"]);
     let base = s.http.clone().unwrap();
@@ -267,7 +267,7 @@ async fn console_in_a_real_browser_and_its_api() {
     );
     assert_eq!(body["columns"][0], json!({"name": "big", "type": "Int64"}));
     assert_eq!(body["truncated"], json!(false));
-    // [http] max_rows = 5: the answer says it was cut.
+    // [http] max_rows = 20: the answer says it was cut.
     let (_, body) = c
         .sql(
             Some(&cookie),
@@ -278,7 +278,7 @@ async fn console_in_a_real_browser_and_its_api() {
         .await;
     assert_eq!(
         (body["rows"].as_array().unwrap().len(), &body["truncated"]),
-        (5, &json!(true))
+        (20, &json!(true))
     );
     // An editor error: its position in the expression.
     let (status, body) = c

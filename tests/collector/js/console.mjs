@@ -175,13 +175,17 @@ await shot('segment');
 // ---- holdout lift: the table and the interval chart, each figure naming its test
 await page.goto(BASE + '/#/segment/promo', { waitUntil: 'load' });
 await page.waitForSelector('#lift-run', { timeout: 30_000 });
-await page.select('#lift-event', 'purchase');
+const chosen = await page.select('#lift-event', 'purchase');
+check(chosen.includes('purchase'), `the lift event can be chosen: ${chosen} of ${await page.$$eval('#lift-event option', (o) => o.map((x) => x.value))}`);
 await page.click('#lift-run');
 await page.waitForSelector('#lift svg', { timeout: 30_000 });
 const liftText = await text('#lift svg');
 check(liftText.includes('95 % interval') && liftText.includes('pooled two-sided z-test'), `the lift chart labels its tests: ${liftText}`);
-const liftRows = await page.$$eval('#lift tbody tr', (r) => r.length);
-check(liftRows === 2, `lift has a target and a holdout row: ${liftRows}`);
+const liftRows = await page.$$eval('#lift tbody tr', (r) => r.map((tr) => [...tr.children].map((c) => c.textContent)));
+check(liftRows.length === 2, `lift has a target and a holdout row: ${liftRows.length}`);
+check(liftRows.length === 2 && Number(liftRows[0][2]) > 0, `the target group converted on purchase: ${JSON.stringify(liftRows)}`);
+const recRows = await page.$$eval('#recommendations tbody tr', (r) => r.length);
+check(recRows >= 1, `the segment page lists what sets its members apart: ${recRows}`);
 await axe('lift');
 await shot('lift');
 
