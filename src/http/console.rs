@@ -417,74 +417,94 @@ fn position(message: &str) -> (Option<u64>, Option<u64>) {
     (None, None)
 }
 
-/// One cell as JSON: integers beyond 2^53 as strings, timestamps ISO-8601 UTC, binary base64.
-fn cell(a: &dyn arrow::array::Array, i: usize) -> Value {
+/// A column's cells as JSON: integers beyond 2^53 as strings, timestamps ISO-8601 UTC, binary
+/// base64.
+fn column_values(a: &dyn arrow::array::Array) -> Vec<Value> {
     use arrow::array::AsArray;
-    use arrow::datatypes::{DataType, Int64Type, UInt64Type};
+    use arrow::datatypes::{
+        DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt64Type,
+    };
     use base64::Engine as _;
-    if a.logical_nulls().is_some_and(|n| n.is_null(i)) {
-        return Value::Null;
-    }
-    const SAFE: i64 = 1 << 53;
+    const SAFE: u64 = 1 << 53;
+    let nulls = a.logical_nulls();
+    let null = |i: usize| nulls.as_ref().is_some_and(|n| n.is_null(i));
+    let n = a.len();
+    // Each column is cast once to the type its JSON form is read from.
+    let cast = |t: &DataType| arrow::compute::cast(a, t).ok();
+    let each = |f: &dyn Fn(usize) -> Value| -> Vec<Value> {
+        (0..n)
+            .map(|i| if null(i) { Value::Null } else { f(i) })
+            .collect()
+    };
     match a.data_type() {
-        DataType::Boolean => Value::Bool(a.as_boolean().value(i)),
+        DataType::Boolean => each(&|i| Value::Bool(a.as_boolean().value(i))),
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-            let v = arrow::compute::cast(&a.slice(i, 1), &DataType::Int64)
-                .map(|c| c.as_primitive::<Int64Type>().value(0))
-                .unwrap_or(0);
-            if v.unsigned_abs() > SAFE as u64 {
-                Value::String(v.to_string())
-            } else {
-                json!(v)
-            }
+            let Some(c) = cast(&DataType::Int64) else {
+                return vec![Value::Null; n];
+            };
+            let c = c.as_primitive::<Int64Type>();
+            each(&|i| {
+                let v = c.value(i);
+                if v.unsigned_abs() > SAFE {
+                    Value::String(v.to_string())
+                } else {
+                    json!(v)
+                }
+            })
         }
         DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-            let v = arrow::compute::cast(&a.slice(i, 1), &DataType::UInt64)
-                .map(|c| c.as_primitive::<UInt64Type>().value(0))
-                .unwrap_or(0);
-            if v > SAFE as u64 {
-                Value::String(v.to_string())
-            } else {
-                json!(v)
-            }
+            let Some(c) = cast(&DataType::UInt64) else {
+                return vec![Value::Null; n];
+            };
+            let c = c.as_primitive::<UInt64Type>();
+            each(&|i| {
+                let v = c.value(i);
+                if v > SAFE {
+                    Value::String(v.to_string())
+                } else {
+                    json!(v)
+                }
+            })
         }
         DataType::Float16 | DataType::Float32 | DataType::Float64 => {
-            let v = arrow::compute::cast(&a.slice(i, 1), &DataType::Float64)
-                .map(|c| c.as_primitive::<arrow::datatypes::Float64Type>().value(0))
-                .unwrap_or(f64::NAN);
-            serde_json::Number::from_f64(v)
-                .map(Value::Number)
-                .unwrap_or_else(|| Value::String(v.to_string()))
+            let Some(c) = cast(&DataType::Float64) else {
+                return vec![Value::Null; n];
+            };
+            let c = c.as_primitive::<Float64Type>();
+            each(&|i| {
+                let v = c.value(i);
+                serde_json::Number::from_f64(v)
+                    .map(Value::Number)
+                    .unwrap_or_else(|| Value::String(v.to_string()))
+            })
         }
         DataType::Binary
         | DataType::LargeBinary
         | DataType::BinaryView
         | DataType::FixedSizeBinary(_) => {
-            let b = arrow::compute::cast(&a.slice(i, 1), &DataType::Binary);
-            match b {
-                Ok(b) => Value::String(
-                    base64::engine::general_purpose::STANDARD.encode(b.as_binary::<i32>().value(0)),
-                ),
-                Err(_) => Value::Null,
-            }
+            let Some(c) = cast(&DataType::Binary) else {
+                return vec![Value::Null; n];
+            };
+            let c = c.as_binary::<i32>();
+            each(&|i| Value::String(base64::engine::general_purpose::STANDARD.encode(c.value(i))))
         }
-        DataType::Timestamp(unit, _) => {
-            let micros = arrow::compute::cast(
-                &a.slice(i, 1),
-                &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+        DataType::Timestamp(..) => {
+            let Some(c) = cast(&DataType::Timestamp(TimeUnit::Microsecond, None)) else {
+                return vec![Value::Null; n];
+            };
+            let c = c.as_primitive::<TimestampMicrosecondType>();
+            each(
+                &|i| match chrono::DateTime::from_timestamp_micros(c.value(i)) {
+                    Some(t) => {
+                        Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                    }
+                    None => Value::Null,
+                },
             )
-            .ok()
-            .map(|c| {
-                c.as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-                    .value(0)
-            });
-            let _ = unit;
-            match micros.and_then(chrono::DateTime::from_timestamp_micros) {
-                Some(t) => Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-                None => Value::Null,
-            }
         }
-        _ => Value::String(arrow::util::display::array_value_to_string(a, i).unwrap_or_default()),
+        _ => each(&|i| {
+            Value::String(arrow::util::display::array_value_to_string(a, i).unwrap_or_default())
+        }),
     }
 }
 
@@ -553,15 +573,26 @@ pub(super) async fn sql(
         .collect();
     let mut rows = Vec::new();
     let mut truncated = false;
-    'batches: for b in &result.batches {
-        for i in 0..b.num_rows() {
-            if rows.len() >= state.console.max_rows {
-                truncated = true;
-                break 'batches;
-            }
+    for b in &result.batches {
+        let room = state.console.max_rows - rows.len();
+        if b.num_rows() > room {
+            truncated = true;
+        }
+        let take = b.num_rows().min(room);
+        let mut cols: Vec<std::vec::IntoIter<Value>> = b
+            .columns()
+            .iter()
+            .map(|c| column_values(c.slice(0, take).as_ref()).into_iter())
+            .collect();
+        for _ in 0..take {
             rows.push(Value::Array(
-                b.columns().iter().map(|c| cell(c.as_ref(), i)).collect(),
+                cols.iter_mut()
+                    .map(|c| c.next().unwrap_or(Value::Null))
+                    .collect(),
             ));
+        }
+        if truncated {
+            break;
         }
     }
     json_answer(

@@ -11,7 +11,7 @@
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs, modulesDir, importFrom } from './lib.mjs';
+import { parseArgs, modulesDir, launchChromium } from './lib.mjs';
 
 const USAGE =
   'usage: node browser.mjs --http http://127.0.0.1:PORT --key WRITE_KEY --prefix PFX --modules NODE_MODULES_DIR [--timeout SECONDS]';
@@ -94,27 +94,7 @@ if (STATIC === collectorUrl.origin) throw new Error('static server and collector
 log(`static server on ${STATIC}, collector ${COLLECTOR}`);
 
 // ---------------------------------------------------------------- browser
-const chromium = (await importFrom(modules, '@sparticuz/chromium')).default;
-const puppeteer = (await importFrom(modules, 'puppeteer-core')).default;
-const exe = await chromium.executablePath();
-const browser = await puppeteer.launch({
-  executablePath: exe,
-  headless: 'shell',
-  args: [
-    '--no-sandbox',
-    '--no-zygote',
-    '--disable-gpu',
-    '--disable-dev-shm-usage',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    // Safety net: anything that is not loopback goes to a dead proxy, so a
-    // misconfigured SDK cannot reach the internet (loopback bypasses proxies).
-    // Such requests still show up below and fail the run.
-    '--proxy-server=http://127.0.0.1:9',
-  ],
-});
+const { browser, executablePath: exe } = await launchChromium(modules);
 // Whatever goes wrong from here on, the browser must not outlive us.
 const killBrowser = () => {
   try {

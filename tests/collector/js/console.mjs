@@ -10,7 +10,7 @@
 // run. Screenshots go to --shots. Prints one JSON summary line; exits 0 on success, 1 on failure.
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs, modulesDir, importFrom } from './lib.mjs';
+import { parseArgs, modulesDir, launchChromium } from './lib.mjs';
 
 const USAGE =
   'usage: node console.mjs --http URL --user NAME --password PW --raw-id ID --shots DIR --modules NODE_MODULES_DIR';
@@ -30,25 +30,8 @@ const check = (cond, msg) => {
   if (!cond) fail(msg);
 };
 
-const chromium = (await importFrom(modules, '@sparticuz/chromium')).default;
-const puppeteer = (await importFrom(modules, 'puppeteer-core')).default;
 const axeSource = fs.readFileSync(path.join(modules, 'axe-core', 'axe.min.js'), 'utf8');
-const browser = await puppeteer.launch({
-  executablePath: await chromium.executablePath(),
-  headless: 'shell',
-  args: [
-    '--no-sandbox',
-    '--no-zygote',
-    '--disable-gpu',
-    '--disable-dev-shm-usage',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    // Anything that is not loopback goes to a dead proxy (and fails the run below).
-    '--proxy-server=http://127.0.0.1:9',
-  ],
-});
+const { browser } = await launchChromium(modules);
 const bail = (why) => {
   fail(`unexpected error: ${why?.stack ?? why}`);
   try {

@@ -1,4 +1,4 @@
-// Helpers shared by node_sdk.mjs and browser.mjs: argument parsing and
+// Helpers shared by node_sdk.mjs, browser.mjs and console.mjs: argument parsing and
 // loading packages from the node_modules directory printed by setup.sh
 // (which lives outside this folder, so bare specifiers would not resolve).
 import { createRequire } from 'node:module';
@@ -70,4 +70,32 @@ export async function importFrom(dir, name) {
   if (!entry && pkg.type === 'module') entry = pkg.module || pkg.main;
   if (!entry) return { default: requireFrom(dir)(name), ...requireFrom(dir)(name) };
   return import(pathToFileURL(path.join(pkgDir, entry)).href);
+}
+
+/**
+ * Headless Chromium from @sparticuz/chromium, driven by puppeteer-core, both loaded from
+ * `modules`. Anything that is not loopback goes to a dead proxy (loopback bypasses proxies), so
+ * nothing under test can reach the internet; such requests still show up to the caller's
+ * request handlers and fail its run. Returns `{ browser, executablePath }`.
+ */
+export async function launchChromium(modules) {
+  const chromium = (await importFrom(modules, '@sparticuz/chromium')).default;
+  const puppeteer = (await importFrom(modules, 'puppeteer-core')).default;
+  const executablePath = await chromium.executablePath();
+  const browser = await puppeteer.launch({
+    executablePath,
+    headless: 'shell',
+    args: [
+      '--no-sandbox',
+      '--no-zygote',
+      '--disable-gpu',
+      '--disable-dev-shm-usage',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--proxy-server=http://127.0.0.1:9',
+    ],
+  });
+  return { browser, executablePath };
 }
