@@ -251,6 +251,48 @@ async fn console_in_a_real_browser_and_its_api() {
         .unwrap();
     assert_eq!(r.status(), 403);
 
+    // Bad requests get their answers and the server stays up.
+    let raw = |path: &str, body: &'static str, with_session: bool| {
+        let mut r = c
+            .http
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body);
+        if with_session {
+            r = r.header("cookie", &cookie).header("x-csrf-token", &csrf);
+        }
+        r.send()
+    };
+    assert_eq!(
+        raw("/api/sql", "not json", true).await.unwrap().status(),
+        400
+    );
+    assert_eq!(
+        raw("/api/sql", "{\"query\": 1}", true)
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(raw("/api/login", "[[[", false).await.unwrap().status(), 400);
+    assert_eq!(
+        c.sql(Some(&cookie), Some(&csrf), None, "SELECT 1; SELECT 2")
+            .await
+            .0,
+        400
+    );
+    let r = c
+        .http
+        .get(format!("{base}/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        c.sql(Some(&cookie), Some(&csrf), None, "SELECT 1").await.0,
+        200
+    );
+
     // Values: integers past 2^53 as strings, timestamps ISO-8601 UTC, binary base64.
     let (status, body) = c
         .sql(
