@@ -167,12 +167,16 @@ class Result:
 
         return pl.from_arrow(self.arrow())
 
-    def fetchall(self):
-        """Every row as a tuple."""
-        t = self.arrow()
+    @staticmethod
+    def fetchall_of(t):
+        """The rows of a pyarrow Table as tuples (by column: names may repeat)."""
         if t.num_columns == 0:
             return []
         return list(zip(*(c.to_pylist() for c in t.columns)))
+
+    def fetchall(self):
+        """Every row as a tuple."""
+        return Result.fetchall_of(self.arrow())
 
     def fetchone(self):
         """The first row as a tuple, or None."""
@@ -201,12 +205,14 @@ class Result:
             for n, ty in zip(self.columns, self.types)
         )
         body = []
-        for row in t.slice(0, limit).to_pylist():
+        # By column, not by dict: two columns may share a name.
+        head_rows = Result.fetchall_of(t.slice(0, limit))
+        for row in head_rows:
             body.append(
                 "<tr>{}</tr>".format(
                     "".join(
                         "<td>{}</td>".format("NULL" if v is None else _html.escape(str(v)))
-                        for v in row.values()
+                        for v in row
                     )
                 )
             )

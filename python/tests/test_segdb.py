@@ -227,6 +227,10 @@ def test_errors_are_classes_of_their_kind(data):
 def test_html_is_escaped(data):
     html = data["db"].sql("SELECT '<script>x</script>' AS \"<b>\"")._repr_html_()
     assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;" in html
+    # Two columns of one name both show.
+    twice = data["db"].sql("SELECT * FROM (SELECT 1 AS a) x CROSS JOIN (SELECT 2 AS a) y")
+    assert twice.fetchall() == [(1, 2)]
+    assert "<td>1</td><td>2</td>" in twice._repr_html_()
 
 
 def test_statements_run_without_the_gil(data):
