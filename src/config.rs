@@ -306,7 +306,7 @@ pub struct IngestArgs {
     /// consent (user_id and tc_string, us_privacy, gpp or purpose + granted) or links
     /// (user_id, linked_id, optional id_type).
     #[arg(value_enum)]
-    pub kind: Kind,
+    pub kind: IngestKind,
     /// Input files (format from the extension unless --format is given).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -328,6 +328,39 @@ pub struct IngestArgs {
     /// keeps its stored value) instead of replacing the stored row whole.
     #[arg(long, env = "SEGDB_INGEST_MERGE")]
     pub merge: bool,
+    /// category_map only: the map (made by CREATE CATEGORY MAP) whose rows the file replaces.
+    #[arg(long)]
+    pub map: Option<String>,
+}
+
+/// What `segdb ingest` loads: a table, or the rows of a category map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IngestKind {
+    /// Events: user_id, event, ts and properties.
+    Events,
+    /// Profiles: user_id and attributes (a later row replaces the stored one).
+    Profiles,
+    /// Consent records: user_id and tc_string, us_privacy, gpp, or purpose + granted.
+    Consent,
+    /// Identity links (`user_id`, `linked_id`, optional `id_type`).
+    Links,
+    /// The rows of a category map (CSV `value`, `category`; with `--map name`), replacing its
+    /// rows.
+    #[value(name = "category_map", alias = "category-map")]
+    CategoryMap,
+}
+
+impl IngestKind {
+    /// The table load it is, `None` for a category map.
+    pub fn data(self) -> Option<Kind> {
+        match self {
+            IngestKind::Events => Some(Kind::Events),
+            IngestKind::Profiles => Some(Kind::Profiles),
+            IngestKind::Consent => Some(Kind::Consent),
+            IngestKind::Links => Some(Kind::Links),
+            IngestKind::CategoryMap => None,
+        }
+    }
 }
 
 /// Output format of the generator.

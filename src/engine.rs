@@ -193,6 +193,13 @@ impl Engine {
         Ok(r)
     }
 
+    /// Replace the rows of category map `map` with those of a CSV file (`value`, `category`);
+    /// returns how many. A bad row refuses the whole file.
+    pub async fn load_category_map(&self, map: &str, file: &std::path::Path) -> Result<usize> {
+        let rows = crate::interests::maps::read_file(file)?;
+        crate::interests::maps::load(&self.shared.db, map, rows).await
+    }
+
     /// After a consent load, derive the cached purposes' holders from the new version now, so the
     /// next statement finds them current.
     async fn after_load(&self, r: &IngestReport) -> Result<()> {

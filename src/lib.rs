@@ -31,6 +31,7 @@ pub mod functions;
 pub mod http;
 pub mod index;
 pub mod ingest;
+pub mod interests;
 pub mod limits;
 pub mod links;
 pub mod logging;

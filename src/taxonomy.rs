@@ -111,6 +111,29 @@ impl Taxonomy {
         Taxonomy { categories, by_id }
     }
 
+    /// A category's position in [`Taxonomy::categories`].
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The positions of the category at `pos` and its ancestors, nearest first.
+    pub fn chain(&self, pos: usize) -> Vec<u32> {
+        let mut out = vec![pos as u32];
+        let mut at = pos;
+        while let Some(p) = self.categories[at]
+            .parent
+            .as_deref()
+            .and_then(|p| self.position(p))
+        {
+            if out.len() > 32 {
+                break;
+            }
+            out.push(p as u32);
+            at = p;
+        }
+        out
+    }
+
     /// A category by its id.
     pub fn get(&self, id: &str) -> Option<&Category> {
         self.by_id.get(id).map(|&i| &self.categories[i])

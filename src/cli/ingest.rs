@@ -1,4 +1,4 @@
-//! `segdb ingest events|profiles|consent|links FILE…`: load, then report what was loaded and which rows
+//! `segdb ingest events|profiles|consent|links|category_map FILE…`: load, then report what was loaded and which rows
 //! were rejected (by file and row number, never by value).
 
 use crate::config::{GlobalOpts, IngestArgs};
@@ -7,10 +7,19 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestOptions;
 
 pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
-    if args.merge && args.kind != crate::ingest::Kind::Profiles {
+    let Some(kind) = args.kind.data() else {
+        return category_map(global, &args).await;
+    };
+    if args.map.is_some() {
+        return Err(Error::Usage(format!(
+            "--map applies to category_map loads, not {}",
+            kind.name()
+        )));
+    }
+    if args.merge && kind != crate::ingest::Kind::Profiles {
         return Err(Error::Usage(format!(
             "--merge applies to profiles loads, not {}",
-            args.kind.name()
+            kind.name()
         )));
     }
     let config = global.file()?;
@@ -28,7 +37,7 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
         max_ids_per_profile: Some(config.identity.max_ids_per_profile),
         merge: args.merge,
     };
-    let report = match engine.ingest(args.kind, &args.files, &opts).await {
+    let report = match engine.ingest(kind, &args.files, &opts).await {
         Ok(r) => r,
         Err(e @ Error::Rejected(_)) => {
             eprintln!("Error: {e}");
@@ -69,5 +78,31 @@ pub async fn run(global: &GlobalOpts, args: IngestArgs) -> Result<i32> {
             );
         }
     }
+    Ok(0)
+}
+
+/// `segdb ingest category_map FILE --map name`: replace the map's rows with the file's
+/// (`value`, `category`); a bad row refuses the whole file and changes nothing.
+async fn category_map(global: &GlobalOpts, args: &IngestArgs) -> Result<i32> {
+    let Some(map) = args.map.as_deref() else {
+        return Err(Error::Usage(
+            "a category_map load names its map: segdb ingest category_map FILE --map NAME (CREATE CATEGORY MAP NAME FROM EVENT PROPERTY col first)".into(),
+        ));
+    };
+    if args.files.len() != 1 {
+        return Err(Error::Usage(
+            "a category_map load takes one file (it replaces the map's rows)".into(),
+        ));
+    }
+    let config = global.file()?;
+    let engine = Engine::open(&global.engine_config_of(&config)?)
+        .await?
+        .with_caller("cli")?;
+    let started = std::time::Instant::now();
+    let n = engine.load_category_map(map, &args.files[0]).await?;
+    println!(
+        "loaded {n} rows into category map {map} in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(0)
 }

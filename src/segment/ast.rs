@@ -131,6 +131,15 @@ pub enum Leaf {
     AllUsers,
     /// `TRAIT predicate`: a predicate over the computed traits (the `traits` table's columns).
     Trait(Sql),
+    /// `INTERESTED IN 'category' [MIN SCORE x] [window]` (DESIGN §17).
+    Interested {
+        /// The category as written (an id, a path or a name).
+        category: String,
+        /// `MIN SCORE x` as written (a non-negative number; kept as text so leaves compare).
+        min_score: Option<String>,
+        window: Option<Window>,
+        pos: Pos,
+    },
 }
 
 /// A segment expression.
@@ -355,6 +364,19 @@ pub enum Statement {
         if_exists: bool,
     },
     ShowSources,
+    /// `CREATE CATEGORY MAP [IF NOT EXISTS] name FROM EVENT PROPERTY col`.
+    CreateCategoryMap {
+        name: String,
+        property: String,
+        if_not_exists: bool,
+    },
+    DropCategoryMap {
+        name: String,
+        if_exists: bool,
+    },
+    ShowCategoryMaps,
+    /// `ALTER DATABASE SET INTERESTS HALF LIFE '7 days'` (`None`: `RESET INTERESTS HALF LIFE`).
+    SetHalfLife(Option<String>),
     /// `OPTIMIZE [table]`: compact small files and write a checkpoint.
     Optimize(Option<String>),
     SetRetention {

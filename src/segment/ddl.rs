@@ -55,10 +55,23 @@ fn embedded_sql(e: &Expr) -> Vec<&str> {
                 out.extend(first.filter.as_ref().map(|f| f.text.as_str()));
                 out.extend(then.filter.as_ref().map(|f| f.text.as_str()));
             }
-            Leaf::InSegment(..) | Leaf::AllUsers => {}
+            Leaf::InSegment(..) | Leaf::AllUsers | Leaf::Interested { .. } => {}
         }
     }
     out
+}
+
+/// Every `INTERESTED IN` names a category of the taxonomy.
+fn check_categories(e: &Expr) -> Result<()> {
+    let mut leaves = Vec::new();
+    walk_leaves(e, &mut leaves);
+    for l in leaves {
+        if let Leaf::Interested { category, pos, .. } = l {
+            crate::interests::resolve(category)
+                .map_err(|e| Error::NotFound(format!("INTERESTED IN at {pos}: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuse individual ids in text that will be stored: a pseudonym literal, or `pseudonymize`,
@@ -181,6 +194,7 @@ impl Segments {
         let universe = self.universe(ctx).await?;
         let index = self.index(ctx).await?;
         check_events(&c.expr, &index)?;
+        check_categories(&c.expr)?;
         if c.holdout_percent.is_some() && c.purposes.is_empty() {
             // Fine: a holdout does not need a purpose; noted for clarity.
         }

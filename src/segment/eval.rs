@@ -166,6 +166,22 @@ pub fn leaf_text(l: &Leaf) -> String {
         Leaf::InSegment(n, _) => format!("IN SEGMENT {n}"),
         Leaf::UsersIn(q) => format!("USERS IN ({})", q.text),
         Leaf::AllUsers => "ALL USERS".into(),
+        Leaf::Interested {
+            category,
+            min_score,
+            window,
+            ..
+        } => {
+            let mut t = format!("INTERESTED IN '{}'", category.replace('\'', "''"));
+            if let Some(m) = min_score {
+                t.push_str(&format!(" MIN SCORE {m}"));
+            }
+            if let Some(w) = window {
+                t.push(' ');
+                t.push_str(&window_text(w));
+            }
+            t
+        }
     }
 }
 
@@ -645,6 +661,65 @@ impl<'a> Evaluator<'a> {
                 } else {
                     (&m.target() & self.universe, format!("segment {name}"))
                 }
+            }
+            Leaf::Interested {
+                category,
+                min_score,
+                window,
+                pos,
+            } => {
+                let cat = crate::interests::resolve(category).map_err(|e| {
+                    Error::NotFound(format!("INTERESTED IN at {pos}: {e}"))
+                })?;
+                let window = window.unwrap_or(Window::Last(
+                    crate::interests::DEFAULT_DAYS as u64,
+                    super::ast::Unit::Day,
+                ));
+                let (lo, hi) = window_bounds(Some(&window), self.ctx.as_of);
+                let lo = lo.unwrap_or(i64::MIN);
+                let idx = self.service.interest_index(&self.ctx).await?;
+                let t = crate::taxonomy::taxonomy();
+                let days = crate::index::timeline::split(Some(lo), hi)
+                    .whole
+                    .map_or(0, |(a, b)| b - a);
+                let parts = crate::index::timeline::split(Some(lo), hi).partial.len();
+                let (bm, how) = match min_score {
+                    None => {
+                        let p = idx.present(cat, lo, hi);
+                        let p = match &self.canon {
+                            Some(c) => c.image(&p),
+                            None => p,
+                        };
+                        (p, "any mapped event")
+                    }
+                    Some(m) => {
+                        let min: f64 = m.parse().unwrap_or(0.0);
+                        let mut bm = RoaringBitmap::new();
+                        for ((u, _), s) in crate::interests::scores(
+                            &idx,
+                            Some(cat),
+                            None,
+                            lo,
+                            hi,
+                            self.ctx.as_of,
+                            self.canon.as_deref(),
+                        ) {
+                            if s >= min {
+                                bm.insert(u);
+                            }
+                        }
+                        (bm, "decayed scores")
+                    }
+                };
+                (
+                    bm & self.universe,
+                    format!(
+                        "interest index: {} ({}), {days} whole days + {parts} partial day(s), {how}, half-life {}",
+                        t.categories[cat as usize].id,
+                        t.categories[cat as usize].path,
+                        crate::interests::duration_text(idx.half_life_us)
+                    ),
+                )
             }
             Leaf::UsersIn(q) => {
                 let df = self

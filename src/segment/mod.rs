@@ -50,6 +50,7 @@ pub struct Segments {
     keyring: Arc<Keyring>,
     cache: Mutex<Cache>,
     traits: Mutex<traits::Cache>,
+    pub(crate) interests: Mutex<crate::interests::Cache>,
 }
 
 impl std::fmt::Debug for Segments {
@@ -116,6 +117,7 @@ impl Segments {
             keyring,
             cache: Mutex::new(Cache::default()),
             traits: Mutex::new(traits::Cache::default()),
+            interests: Mutex::new(crate::interests::Cache::default()),
         }
     }
 

@@ -349,6 +349,7 @@ impl<'a> Parser<'a> {
             || (self.is_kw_at(j, "USERS") && self.is_kw_at(j + 1, "IN"))
             || (self.is_kw_at(j, "ALL") && self.is_kw_at(j + 1, "USERS"))
             || self.is_kw_at(j, "TRAIT")
+            || (self.is_kw_at(j, "INTERESTED") && self.is_kw_at(j + 1, "IN"))
     }
 
     fn is_number_at(&self, j: usize) -> bool {
@@ -612,9 +613,41 @@ impl<'a> Parser<'a> {
         if self.eat_kw("TRAIT") {
             return Ok(Leaf::Trait(self.sql(false, "a predicate over traits")?));
         }
+        if self.is_kw("INTERESTED") && self.is_kw_at(self.i + 1, "IN") {
+            self.i += 2;
+            let category = self.string("a category (an id such as 'content:1', a path or a name)")?;
+            let min_score = if self.eat_kw("MIN") {
+                self.expect_kw("SCORE")?;
+                Some(self.score()?)
+            } else {
+                None
+            };
+            let window = self.window()?;
+            return Ok(Leaf::Interested {
+                category,
+                min_score,
+                window,
+                pos,
+            });
+        }
         Err(self.error_here(
-            "expected PROFILE, DID, TRAIT, IN SEGMENT, USERS IN, ALL USERS, NOT or '('",
+            "expected PROFILE, DID, TRAIT, INTERESTED IN, IN SEGMENT, USERS IN, ALL USERS, NOT or '('",
         ))
+    }
+
+    /// A non-negative decimal number (`MIN SCORE 1.5`), as written.
+    fn score(&mut self) -> Result<String, ParseError> {
+        match self.tok(self.i) {
+            Some(Token::Number(n, _)) => match n.parse::<f64>() {
+                Ok(v) if v.is_finite() && v >= 0.0 => {
+                    let n = n.clone();
+                    self.i += 1;
+                    Ok(n)
+                }
+                _ => Err(self.error_here("MIN SCORE takes a number of at least 0")),
+            },
+            _ => Err(self.error_here("expected a number after MIN SCORE (e.g. MIN SCORE 1.5)")),
+        }
     }
 }
 

@@ -29,6 +29,9 @@ use crate::privacy::pseudonym::Pseudonymizer;
 use crate::storage::Table;
 use crate::storage::provider::{BaseTable, statement_snapshot};
 
+/// The name of the users' interests table (DESIGN §17).
+pub const INTERESTS: &str = "interests";
+
 /// The name of the IAB taxonomies' table (DESIGN §17).
 pub const TAXONOMY: &str = "taxonomy";
 
@@ -99,6 +102,7 @@ impl SchemaProvider for PublicSchema {
         let mut names: Vec<String> = Table::BASE.iter().map(|t| t.name().to_string()).collect();
         names.push(TRAITS.to_string());
         names.push(TAXONOMY.to_string());
+        names.push(INTERESTS.to_string());
         names.extend(self.extra.table_names());
         names
     }
@@ -125,6 +129,17 @@ impl SchemaProvider for PublicSchema {
                 })))
             }
             None if name == TAXONOMY => Ok(Some(taxonomy_table()?)),
+            None if name == INTERESTS => Ok(Some(Arc::new(
+                crate::segment::functions::lazy::LazyTable {
+                    schema: crate::interests::table_schema(),
+                    segments: self.shared.segments.clone(),
+                    produce: Arc::new(|segments, ctx| {
+                        Box::pin(
+                            async move { Ok(vec![crate::interests::table(&segments, &ctx).await?]) },
+                        )
+                    }),
+                },
+            ))),
             None => self.extra.table(name).await,
         }
     }
@@ -134,7 +149,7 @@ impl SchemaProvider for PublicSchema {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> Result<Option<Arc<dyn TableProvider>>> {
-        if Table::from_name(&name).is_some() || name == TRAITS || name == TAXONOMY {
+        if Table::from_name(&name).is_some() || name == TRAITS || name == TAXONOMY || name == INTERESTS {
             return datafusion::common::plan_err!("{name} is a segdb table; it cannot be replaced");
         }
         let schema = table.schema();
@@ -152,7 +167,7 @@ impl SchemaProvider for PublicSchema {
     }
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if Table::from_name(name).is_some() || name == TRAITS || name == TAXONOMY {
+        if Table::from_name(name).is_some() || name == TRAITS || name == TAXONOMY || name == INTERESTS {
             return datafusion::common::plan_err!("{name} is a segdb table; it cannot be dropped");
         }
         self.extra.deregister_table(name)
@@ -162,6 +177,7 @@ impl SchemaProvider for PublicSchema {
         Table::from_name(name).is_some()
             || name == TRAITS
             || name == TAXONOMY
+            || name == INTERESTS
             || self.extra.table_exist(name)
     }
 }

@@ -288,6 +288,27 @@ pub(super) async fn execute(
         Statement::ShowSources => {
             crate::collector::sources::show(&shared.db, &shared.collector).await
         }
+        Statement::CreateCategoryMap {
+            name,
+            property,
+            if_not_exists,
+        } => {
+            crate::interests::maps::create(&shared.db, name, property, *if_not_exists).await?;
+            Ok(empty())
+        }
+        Statement::DropCategoryMap { name, if_exists } => {
+            crate::interests::maps::drop(&shared.db, name, *if_exists).await?;
+            Ok(empty())
+        }
+        Statement::ShowCategoryMaps => {
+            crate::interests::maps::show(&*segments.category_maps(&ctx).await?)
+        }
+        Statement::SetHalfLife(text) => {
+            let mut s = crate::storage::settings::Settings::read(&shared.db).await?;
+            s.interests_half_life = text.clone();
+            s.write(&shared.db).await?;
+            Ok(empty())
+        }
         Statement::Optimize(name) => {
             use crate::storage::optimize;
             let mb = shared

@@ -250,14 +250,17 @@ pub fn segdb_kind(s: &ast::Statement) -> Kind {
         | S::ExplainSegment(_)
         | S::ExplainForUser { .. }
         | S::ShowTraits
-        | S::ShowExports => Kind::Query,
+        | S::ShowExports
+        | S::ShowCategoryMaps => Kind::Query,
         S::ShowSources => Kind::Monitor,
         S::CreateSegment(_)
         | S::DropSegment { .. }
         | S::AlterSegment { .. }
         | S::RefreshSegment { .. }
         | S::CreateTrait(_)
-        | S::DropTrait { .. } => Kind::SegmentDdl,
+        | S::DropTrait { .. }
+        | S::CreateCategoryMap { .. }
+        | S::DropCategoryMap { .. } => Kind::SegmentDdl,
         S::Export(_) | S::CreateExport { .. } | S::DropExport { .. } | S::ResumeExport(_) => {
             Kind::Export
         }
@@ -265,6 +268,7 @@ pub fn segdb_kind(s: &ast::Statement) -> Kind {
         S::Vacuum
         | S::SetRetention { .. }
         | S::SetPii { .. }
+        | S::SetHalfLife(_)
         | S::AlterColumnType { .. }
         | S::CreateSource { .. }
         | S::RotateSourceKey(_)

@@ -1,6 +1,7 @@
 //! `_segdb/settings.json`: database-wide settings that are not tables — event retention
 //! (`ALTER TABLE events SET RETENTION n DAYS`) and the declared personal columns of `events` and
-//! `profiles` (`ALTER TABLE … SET PII (…)`), which every ingest applies at the door. Writers read,
+//! `profiles` (`ALTER TABLE … SET PII (…)`), which every ingest applies at the door, and the
+//! interests' half-life (`ALTER DATABASE SET INTERESTS HALF LIFE '7 days'`). Writers read,
 //! change and write the whole file; it is small and rarely written.
 
 use std::collections::BTreeMap;
@@ -103,7 +104,13 @@ struct File {
     /// table → column → rule text.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pii: BTreeMap<String, BTreeMap<String, String>>,
+    /// The interests' half-life as written (`'7 days'`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interests_half_life: Option<String>,
 }
+
+/// The interests' half-life when none is set: 7 days.
+pub const DEFAULT_HALF_LIFE_US: i64 = 7 * 86_400_000_000;
 
 /// The database settings.
 #[derive(Debug, Clone, Default)]
@@ -111,6 +118,8 @@ pub struct Settings {
     pub events_retention_days: Option<u32>,
     /// table → (lower-case column name → rule), in declaration order of the column names.
     pub pii: BTreeMap<String, BTreeMap<String, PiiRule>>,
+    /// The interests' half-life as written, `None` for the default (7 days).
+    pub interests_half_life: Option<String>,
 }
 
 impl Settings {
@@ -136,9 +145,17 @@ impl Settings {
             }
             pii.insert(table, m);
         }
+        if let Some(h) = &f.interests_half_life
+            && half_life_micros(h).is_none()
+        {
+            return Err(Error::storage(format!(
+                "{PATH}: the interests' half-life {h:?} is not a duration"
+            )));
+        }
         Ok(Settings {
             events_retention_days: f.events_retention_days,
             pii,
+            interests_half_life: f.interests_half_life,
         })
     }
 
@@ -157,6 +174,7 @@ impl Settings {
                     )
                 })
                 .collect(),
+            interests_half_life: self.interests_half_life.clone(),
         };
         let body = serde_json::to_vec_pretty(&f).expect("settings serialise");
         db.store()
@@ -169,10 +187,24 @@ impl Settings {
         Ok(())
     }
 
+    /// The interests' half-life in microseconds.
+    pub fn half_life_us(&self) -> i64 {
+        self.interests_half_life
+            .as_deref()
+            .and_then(half_life_micros)
+            .unwrap_or(DEFAULT_HALF_LIFE_US)
+    }
+
     /// The declared rules of `table`.
     pub fn pii_of(&self, table: &str) -> BTreeMap<String, PiiRule> {
         self.pii.get(table).cloned().unwrap_or_default()
     }
+}
+
+/// A half-life as written (`'7 days'`, `'36 hours'`): at least one minute, at most 10 years.
+pub fn half_life_micros(text: &str) -> Option<i64> {
+    crate::time::duration_micros(text)
+        .filter(|us| (60_000_000..=3650 * 86_400_000_000).contains(us))
 }
 
 #[cfg(test)]

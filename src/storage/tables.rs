@@ -46,6 +46,9 @@ pub enum Table {
     /// `_segdb/deliveries`: webhook and Segment-spec deliveries: the changes each version was cut
     /// into, the cursor after each delivered batch, and disable/fail/resume marks.
     Deliveries,
+    /// `_segdb/category_maps`: category maps (DESIGN §17): one definition row per map (its event
+    /// property) and one row per (value, category) loaded into it.
+    CategoryMaps,
 }
 
 impl Table {
@@ -57,7 +60,7 @@ impl Table {
         Table::Identity,
     ];
     /// The engine's own tables under `_segdb/`.
-    pub const ENGINE: [Table; 12] = [
+    pub const ENGINE: [Table; 13] = [
         Table::Segments,
         Table::EventIndex,
         Table::Suppression,
@@ -70,9 +73,10 @@ impl Table {
         Table::Sources,
         Table::Collected,
         Table::Deliveries,
+        Table::CategoryMaps,
     ];
     /// Every table a statement may read, pinned together by [`super::Snapshot::pin`].
-    pub const READ: [Table; 12] = [
+    pub const READ: [Table; 13] = [
         Table::Events,
         Table::Profiles,
         Table::Consent,
@@ -85,6 +89,7 @@ impl Table {
         Table::Traits,
         Table::Exports,
         Table::ExportRuns,
+        Table::CategoryMaps,
     ];
 
     /// Its SQL name (and, for base tables, its directory under the root).
@@ -106,6 +111,7 @@ impl Table {
             Table::Sources => "sources",
             Table::Collected => "collected",
             Table::Deliveries => "deliveries",
+            Table::CategoryMaps => "category_maps",
         }
     }
 
@@ -125,6 +131,7 @@ impl Table {
             Table::Sources => "_segdb/sources",
             Table::Collected => "_segdb/collected",
             Table::Deliveries => "_segdb/deliveries",
+            Table::CategoryMaps => "_segdb/category_maps",
         }
     }
 
@@ -293,6 +300,14 @@ pub fn base_schema(table: Table) -> SchemaRef {
             bin("entered"),
             bin("exited"),
             text("error"),
+        ],
+        Table::CategoryMaps => vec![
+            text("map"),
+            text("property"),
+            // NULL on a map's definition row.
+            text("value"),
+            text("category"),
+            ts("created_at"),
         ],
     };
     Arc::new(Schema::new(fields))

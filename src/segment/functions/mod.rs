@@ -137,6 +137,7 @@ pub fn table_functions(
         ("segment_changes", segment_changes::udtf(segments)),
         ("export_history", export_history::udtf(segments)),
         ("segment_lift", crate::segment::lift::udtf(segments)),
+        ("interests", crate::interests::functions::udtf(segments)),
     ]
 }
 

@@ -21,19 +21,32 @@ impl Parser<'_> {
             if kw(j, "MATERIALIZED") {
                 j += 1;
             }
-            return kw(j, "SEGMENT") || kw(j, "TRAIT") || kw(j, "EXPORT") || kw(j, "SOURCE");
+            return kw(j, "SEGMENT")
+                || kw(j, "TRAIT")
+                || kw(j, "EXPORT")
+                || kw(j, "SOURCE")
+                || (kw(j, "CATEGORY") && kw(j + 1, "MAP"));
         }
         if kw(0, "DROP") {
-            return kw(1, "SEGMENT") || kw(1, "TRAIT") || kw(1, "EXPORT") || kw(1, "SOURCE");
+            return kw(1, "SEGMENT")
+                || kw(1, "TRAIT")
+                || kw(1, "EXPORT")
+                || kw(1, "SOURCE")
+                || (kw(1, "CATEGORY") && kw(2, "MAP"));
         }
         if kw(0, "SHOW") {
-            return kw(1, "SEGMENTS") || kw(1, "TRAITS") || kw(1, "EXPORTS") || kw(1, "SOURCES");
+            return kw(1, "SEGMENTS")
+                || kw(1, "TRAITS")
+                || kw(1, "EXPORTS")
+                || kw(1, "SOURCES")
+                || (kw(1, "CATEGORY") && kw(2, "MAPS"));
         }
         if kw(0, "DESCRIBE") || kw(0, "EXPLAIN") {
             return kw(1, "SEGMENT");
         }
         if kw(0, "ALTER") {
             return kw(1, "SEGMENT")
+                || kw(1, "DATABASE")
                 || kw(1, "SOURCE")
                 || kw(1, "EXPORT")
                 || (kw(1, "TABLE")
@@ -147,6 +160,27 @@ impl Parser<'_> {
                     comment,
                 });
             }
+            if self.is_kw("CATEGORY") {
+                self.i += 1;
+                self.expect_kw("MAP")?;
+                if or_replace || materialized {
+                    return Err(self.error_at(
+                        0,
+                        "expected CREATE CATEGORY MAP name FROM EVENT PROPERTY column",
+                    ));
+                }
+                let if_not_exists = self.if_not_exists()?;
+                let name = self.name("a category map name")?;
+                self.expect_kw("FROM")?;
+                self.expect_kw("EVENT")?;
+                self.expect_kw("PROPERTY")?;
+                let property = self.name("an event property (a column of events)")?;
+                return Ok(Statement::CreateCategoryMap {
+                    name,
+                    property,
+                    if_not_exists,
+                });
+            }
             if self.eat_kw("EXPORT") {
                 if or_replace || materialized {
                     return Err(self.error_at(0, "expected CREATE EXPORT name FOR SEGMENT …"));
@@ -157,6 +191,12 @@ impl Parser<'_> {
             return self.create_segment(or_replace, materialized);
         }
         if self.eat_kw("DROP") {
+            if self.eat_kw("CATEGORY") {
+                self.expect_kw("MAP")?;
+                let if_exists = self.if_exists()?;
+                let name = self.name("a category map name")?;
+                return Ok(Statement::DropCategoryMap { name, if_exists });
+            }
             if self.eat_kw("SOURCE") {
                 let if_exists = self.if_exists()?;
                 let name = self.name("a source name")?;
@@ -188,6 +228,10 @@ impl Parser<'_> {
             if self.eat_kw("SOURCES") {
                 return Ok(Statement::ShowSources);
             }
+            if self.eat_kw("CATEGORY") {
+                self.expect_kw("MAPS")?;
+                return Ok(Statement::ShowCategoryMaps);
+            }
             self.expect_kw("EXPORTS")?;
             return Ok(Statement::ShowExports);
         }
@@ -206,6 +250,34 @@ impl Parser<'_> {
             return Ok(Statement::ExplainSegment(name));
         }
         if self.eat_kw("ALTER") {
+            if self.eat_kw("DATABASE") {
+                let set = if self.eat_kw("SET") {
+                    true
+                } else if self.eat_kw("RESET") {
+                    false
+                } else {
+                    return Err(self.error_here(
+                        "expected SET INTERESTS HALF LIFE '7 days' or RESET INTERESTS HALF LIFE",
+                    ));
+                };
+                self.expect_kw("INTERESTS")?;
+                self.expect_kw("HALF")?;
+                self.expect_kw("LIFE")?;
+                if !set {
+                    return Ok(Statement::SetHalfLife(None));
+                }
+                let pos = self.pos_at(self.i);
+                let text = self.string("the half-life (e.g. '7 days')")?;
+                if crate::storage::settings::half_life_micros(&text).is_none() {
+                    return Err(ParseError {
+                        message: format!(
+                            "{text:?} is not a half-life: write a duration between one minute and ten years, e.g. '7 days' or '36 hours'"
+                        ),
+                        pos,
+                    });
+                }
+                return Ok(Statement::SetHalfLife(Some(text)));
+            }
             if self.eat_kw("EXPORT") {
                 let name = self.name("an export name")?;
                 if !self.eat_kw("RESUME") {
