@@ -35,6 +35,7 @@ pub mod interests;
 pub mod limits;
 pub mod links;
 pub mod logging;
+pub mod lookalike;
 pub mod materialize;
 pub mod privacy;
 pub mod result;

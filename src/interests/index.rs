@@ -173,9 +173,7 @@ impl InterestIndex {
         }
         for (d, mut rows) in by_day {
             if let Some(old) = self.days.get(&d) {
-                rows.extend(
-                    (0..old.ts.len()).map(|i| (old.ts[i], old.uid[i], old.set[i])),
-                );
+                rows.extend((0..old.ts.len()).map(|i| (old.ts[i], old.uid[i], old.set[i])));
             }
             rows.sort_unstable();
             let day = self.build_day(d, rows);
@@ -210,8 +208,8 @@ impl InterestIndex {
                         }
                     }
                 }
-                agg.present = RoaringBitmap::from_sorted_iter(agg.uids.iter().copied())
-                    .expect("sorted");
+                agg.present =
+                    RoaringBitmap::from_sorted_iter(agg.uids.iter().copied()).expect("sorted");
                 (c, agg)
             })
             .collect();
@@ -388,7 +386,9 @@ pub async fn scan(
         let fields: Vec<arrow::datatypes::Field> = cols
             .iter()
             .enumerate()
-            .map(|(i, c)| arrow::datatypes::Field::new(format!("c{i}"), c.data_type().clone(), true))
+            .map(|(i, c)| {
+                arrow::datatypes::Field::new(format!("c{i}"), c.data_type().clone(), true)
+            })
             .collect();
         out.push(RecordBatch::try_new(
             Arc::new(arrow::datatypes::Schema::new(fields)),

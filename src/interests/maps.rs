@@ -331,7 +331,11 @@ impl Matcher {
             if let Some(p) = value.get(..l)
                 && let Some(c) = self.prefix.get(p)
             {
-                return if l == value.len() { exact.or(Some(*c)) } else { Some(*c) };
+                return if l == value.len() {
+                    exact.or(Some(*c))
+                } else {
+                    Some(*c)
+                };
             }
         }
         exact

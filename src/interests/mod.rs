@@ -235,10 +235,11 @@ pub async fn table(segments: &Segments, ctx: &EvalCtx) -> Result<RecordBatch> {
             .collect();
     let t = taxonomy();
     rows.sort_by(|a, b| {
-        a.0.0
-            .cmp(&b.0.0)
-            .then(b.1.total_cmp(&a.1))
-            .then_with(|| t.categories[a.0.1 as usize].id.cmp(&t.categories[b.0.1 as usize].id))
+        a.0.0.cmp(&b.0.0).then(b.1.total_cmp(&a.1)).then_with(|| {
+            t.categories[a.0.1 as usize]
+                .id
+                .cmp(&t.categories[b.0.1 as usize].id)
+        })
     });
     let pseudo = |u: u32| ids.by_uid.get(u as usize).cloned().flatten();
     Ok(RecordBatch::try_new(
@@ -254,7 +255,8 @@ pub async fn table(segments: &Segments, ctx: &EvalCtx) -> Result<RecordBatch> {
                 rows.iter().map(|((_, c), _)| &t.categories[*c as usize].id),
             )),
             Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|((_, c), _)| &t.categories[*c as usize].name),
+                rows.iter()
+                    .map(|((_, c), _)| &t.categories[*c as usize].name),
             )),
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1))),
         ],

@@ -668,9 +668,8 @@ impl<'a> Evaluator<'a> {
                 window,
                 pos,
             } => {
-                let cat = crate::interests::resolve(category).map_err(|e| {
-                    Error::NotFound(format!("INTERESTED IN at {pos}: {e}"))
-                })?;
+                let cat = crate::interests::resolve(category)
+                    .map_err(|e| Error::NotFound(format!("INTERESTED IN at {pos}: {e}")))?;
                 let window = window.unwrap_or(Window::Last(
                     crate::interests::DEFAULT_DAYS as u64,
                     super::ast::Unit::Day,

@@ -615,7 +615,8 @@ impl<'a> Parser<'a> {
         }
         if self.is_kw("INTERESTED") && self.is_kw_at(self.i + 1, "IN") {
             self.i += 2;
-            let category = self.string("a category (an id such as 'content:1', a path or a name)")?;
+            let category =
+                self.string("a category (an id such as 'content:1', a path or a name)")?;
             let min_score = if self.eat_kw("MIN") {
                 self.expect_kw("SCORE")?;
                 Some(self.score()?)

@@ -129,17 +129,17 @@ impl SchemaProvider for PublicSchema {
                 })))
             }
             None if name == TAXONOMY => Ok(Some(taxonomy_table()?)),
-            None if name == INTERESTS => Ok(Some(Arc::new(
-                crate::segment::functions::lazy::LazyTable {
+            None if name == INTERESTS => {
+                Ok(Some(Arc::new(crate::segment::functions::lazy::LazyTable {
                     schema: crate::interests::table_schema(),
                     segments: self.shared.segments.clone(),
                     produce: Arc::new(|segments, ctx| {
-                        Box::pin(
-                            async move { Ok(vec![crate::interests::table(&segments, &ctx).await?]) },
-                        )
+                        Box::pin(async move {
+                            Ok(vec![crate::interests::table(&segments, &ctx).await?])
+                        })
                     }),
-                },
-            ))),
+                })))
+            }
             None => self.extra.table(name).await,
         }
     }
@@ -149,7 +149,11 @@ impl SchemaProvider for PublicSchema {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> Result<Option<Arc<dyn TableProvider>>> {
-        if Table::from_name(&name).is_some() || name == TRAITS || name == TAXONOMY || name == INTERESTS {
+        if Table::from_name(&name).is_some()
+            || name == TRAITS
+            || name == TAXONOMY
+            || name == INTERESTS
+        {
             return datafusion::common::plan_err!("{name} is a segdb table; it cannot be replaced");
         }
         let schema = table.schema();
@@ -167,7 +171,11 @@ impl SchemaProvider for PublicSchema {
     }
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if Table::from_name(name).is_some() || name == TRAITS || name == TAXONOMY || name == INTERESTS {
+        if Table::from_name(name).is_some()
+            || name == TRAITS
+            || name == TAXONOMY
+            || name == INTERESTS
+        {
             return datafusion::common::plan_err!("{name} is a segdb table; it cannot be dropped");
         }
         self.extra.deregister_table(name)

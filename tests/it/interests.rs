@@ -124,3 +124,203 @@ async fn recommendations_match_plain_sql_counts() {
         .to_string();
     assert!(err.contains("does not exist"), "{err}");
 }
+
+/// The interest differential (tests/differential/interests.py): the `interests` table,
+/// `INTERESTED IN` leaves and `interests(user_id, n)` against DuckDB and the taxonomy TSV, at
+/// midnight and mid-day `as_of`s, after a half-life change, a map reload and a FORGET.
+#[test]
+fn interests_match_the_oracle() {
+    run_differential("interests", 2);
+}
+
+const PRODUCT_MAP: &str = "value,category\nshoes,content:552\napparel,content:552\n\
+electronics,content:596\nhome,Home & Garden\nbeauty,Style & Fashion > Beauty\nsports,content:483\n\
+books,content:42\ntoys,Hobbies & Interests\n";
+
+/// Interests in one process: a map made after the events applies to them; a load of more
+/// events is caught up by the cached index and answers as a fresh process does; EXPLAIN names
+/// the path; recommendations show interests; bad categories, map files and maps are refused
+/// with what was wrong, and a refused file changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interests_follow_loads_and_refuse_bad_input() {
+    let today = chrono::Utc::now().date_naive();
+    let (db, _, _) = loaded_ending(1500, 40, 11, 20.0, today).await;
+    let e = db.engine().await;
+    e.sql("SET segdb.as_of = 'today'").await.unwrap();
+    e.sql("CREATE CATEGORY MAP products FROM EVENT PROPERTY category")
+        .await
+        .unwrap();
+    let map = db.input("map.csv", PRODUCT_MAP);
+    assert_eq!(e.load_category_map("products", &map).await.unwrap(), 8);
+    assert_eq!(
+        rows(&e, "SHOW CATEGORY MAPS").await[0]
+            .split('|')
+            .take(3)
+            .collect::<Vec<_>>(),
+        ["products", "category", "8"]
+    );
+    // Beauty counts for its parent, Style & Fashion, too.
+    let fashion = "SELECT count(DISTINCT user_id) FROM interests WHERE category = 'content:552'";
+    let footwear_or_apparel = format!(
+        "SELECT count(DISTINCT user_id) FROM events WHERE category IN ('shoes', 'apparel', 'beauty') \
+        AND ts >= TIMESTAMP '{today}T00:00:00Z' - INTERVAL '30 days' AND ts < TIMESTAMP '{today}T00:00:00Z'"
+    );
+    let n = count(&e, fashion).await;
+    assert!(n > 100, "{n}");
+    assert_eq!(n, count(&e, &footwear_or_apparel).await);
+    rows(
+        &e,
+        "CREATE SEGMENT fashion AS INTERESTED IN 'Style & Fashion' IN THE LAST 30 DAYS",
+    )
+    .await;
+    assert_eq!(count(&e, "SELECT segment_size('fashion')").await, n);
+    let plan = rows(&e, "EXPLAIN SEGMENT fashion").await.join("\n");
+    assert!(
+        plan.contains("interest index: content:552 (Style & Fashion), 30 whole days"),
+        "{plan}"
+    );
+    // Interests are recommended like events and profile values.
+    let rec = rows(
+        &e,
+        "SELECT feature, in_segment, overall FROM segment_recommendations('fashion', 100) WHERE feature LIKE 'interest:%'",
+    )
+    .await;
+    let tech = count(
+        &e,
+        "SELECT count(DISTINCT user_id) FROM interests WHERE category = 'content:596'",
+    )
+    .await;
+    let tech_fans = count(&e, "SELECT count(DISTINCT user_id) FROM interests WHERE category = 'content:596' AND in_segment('fashion', user_id)").await;
+    assert!(
+        rec.contains(&format!("interest:content:596|{tech_fans}|{tech}")),
+        "{rec:?}"
+    );
+    assert!(
+        !rec.iter().any(|r| r.starts_with("interest:content:552|")),
+        "the definition's own category is left out: {rec:?}"
+    );
+
+    // More events today (a new user and a known one): the same engine catches up.
+    let before = count(&e, "SELECT segment_size('fashion')").await;
+    let now = chrono::Utc::now();
+    let extra = db.input(
+        "more.csv",
+        &format!(
+            "user_id,event,ts,category\nnewbie@example.com,view_item,{t},shoes\nnewbie2@example.com,view_item,{t},toys\n",
+            t = (now - chrono::Duration::minutes(5)).to_rfc3339()
+        ),
+    );
+    e.ingest(
+        segdb::ingest::Kind::Events,
+        &[extra],
+        &segdb::ingest::IngestOptions::default(),
+    )
+    .await
+    .unwrap();
+    e.sql("SET segdb.as_of = 'now'").await.unwrap();
+    let after = count(&e, "SELECT segment_size('fashion')").await;
+    let fresh = db.engine().await;
+    fresh.sql("SET segdb.as_of = 'now'").await.unwrap();
+    // The window moved to now, so compare with a fresh process at the same instant: its own
+    // count must equal the caught-up one (both read the same versions at as_of now).
+    let pin = chrono::Utc::now().to_rfc3339();
+    for x in [&e, &fresh] {
+        x.sql(&format!("SET segdb.as_of = '{pin}'")).await.unwrap();
+    }
+    let (caught_up, rebuilt) = (
+        rows(
+            &e,
+            "SELECT user_id, category, score FROM interests ORDER BY 1, 2",
+        )
+        .await,
+        rows(
+            &fresh,
+            "SELECT user_id, category, score FROM interests ORDER BY 1, 2",
+        )
+        .await,
+    );
+    assert_eq!(caught_up, rebuilt);
+    assert_eq!(after, before + 1, "the new fashion fan counts at once");
+    let newbie = expected_pseudonym("newbie@example.com");
+    assert!(
+        caught_up
+            .iter()
+            .any(|r| r.starts_with(&format!("{newbie}|content:552|")))
+    );
+    assert_eq!(
+        rows(
+            &e,
+            "SELECT category, name FROM interests(pseudonymize('newbie2@example.com'))"
+        )
+        .await,
+        ["content:239|Hobbies & Interests"]
+    );
+
+    // Refusals.
+    let err = e
+        .sql("CREATE SEGMENT x AS INTERESTED IN 'Knitting for cats'")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), segdb::error::ErrorKind::NotFound);
+    assert!(
+        err.to_string()
+            .contains("no category \"Knitting for cats\""),
+        "{err}"
+    );
+    let err = e
+        .sql("CREATE SEGMENT x AS INTERESTED IN 'content:1' MIN SCORE -1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("MIN SCORE"), "{err}");
+    let bad = db.input(
+        "bad.csv",
+        "value,category\nshoes,content:552\nhats,Millinery of Mars\n",
+    );
+    let err = e
+        .load_category_map("products", &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("row 3") && err.contains("Millinery of Mars"),
+        "{err}"
+    );
+    assert_eq!(
+        rows(&e, "SHOW CATEGORY MAPS").await[0].split('|').nth(2),
+        Some("8")
+    );
+    let err = e.load_category_map("nope", &map).await.unwrap_err();
+    assert_eq!(err.kind(), segdb::error::ErrorKind::NotFound);
+    let err = e
+        .sql("CREATE CATEGORY MAP products FROM EVENT PROPERTY category")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already exists"), "{err}");
+    let err = e
+        .sql("ALTER DATABASE SET INTERESTS HALF LIFE 'a fortnight'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a half-life"), "{err}");
+    // The CLI wants the map's name.
+    let o = db.cli(&["ingest", "category_map", map.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--map NAME"), "{}", stderr(&o));
+    let o = db.cli(&[
+        "ingest",
+        "category_map",
+        map.to_str().unwrap(),
+        "--map",
+        "products",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("loaded 8 rows into category map products"));
+    e.sql("DROP CATEGORY MAP products").await.unwrap();
+    assert!(rows(&e, "SHOW CATEGORY MAPS").await.is_empty());
+    assert_eq!(count(&e, "SELECT count(*) FROM interests").await, 0);
+    let err = e.sql("DROP CATEGORY MAP products").await.unwrap_err();
+    assert_eq!(err.kind(), segdb::error::ErrorKind::NotFound);
+    e.sql("DROP CATEGORY MAP IF EXISTS products").await.unwrap();
+}
