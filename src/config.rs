@@ -399,6 +399,13 @@ pub struct GenerateArgs {
     /// `ALTER TABLE profiles SET PII` or `ingest --pii` before loading).
     #[arg(long)]
     pub contacts: bool,
+    /// Plant a latent group of this share of users (0 to 50 %; 0: none): its members lean
+    /// toward electronics and sports products, searches, newsletter signups, the premium plan
+    /// and tablets — each a modest tilt, none decisive. A tenth of them carry `crm_list = 'vip'`
+    /// (a seed list for a look-alike); `latent_group.csv` lists every member (ground truth, not
+    /// for loading).
+    #[arg(long, default_value_t = 0.0)]
+    pub latent_group: f64,
 }
 
 #[derive(Debug, Args)]

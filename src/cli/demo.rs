@@ -103,6 +103,7 @@ pub async fn load(engine: &Engine, users: u64, progress: bool) -> Result<()> {
         // E-mail and phone, declared personal below, so the activation examples have
         // match keys to export.
         contacts: true,
+        latent_group: 0.0,
     };
     let stats = generate(&cfg)?;
     engine

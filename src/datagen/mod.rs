@@ -28,6 +28,8 @@ pub struct GenConfig {
     pub events_per_user: f64,
     /// Profiles also get `email` and `phone` columns (declare them PII before loading).
     pub contacts: bool,
+    /// The share of users (percent) in a planted latent group; 0 plants none.
+    pub latent_group: f64,
 }
 
 impl GenConfig {
@@ -39,6 +41,11 @@ impl GenConfig {
         }
         if a.days == 0 {
             return Err(Error::invalid("--days must be at least 1"));
+        }
+        if !(0.0..=50.0).contains(&a.latent_group) {
+            return Err(Error::invalid(
+                "--latent-group is a percentage between 0 and 50",
+            ));
         }
         if !(a.events_per_user > 0.0 && a.events_per_user < 10_000.0) {
             return Err(Error::invalid("--events-per-user must be positive"));
@@ -52,6 +59,7 @@ impl GenConfig {
             end,
             events_per_user: a.events_per_user,
             contacts: a.contacts,
+            latent_group: a.latent_group,
         })
     }
 }
@@ -66,6 +74,9 @@ pub struct GenStats {
     pub profile_files: Vec<PathBuf>,
     pub event_files: Vec<PathBuf>,
     pub consent_files: Vec<PathBuf>,
+    /// With a latent group: the CSV listing its members' user ids.
+    pub latent_file: Option<PathBuf>,
+    pub latent_members: u64,
 }
 
 /// Write the dataset into `cfg.out`.

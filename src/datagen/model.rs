@@ -129,7 +129,7 @@ fn product_price(p: u32) -> f64 {
 
 /// The three schemas; with `contacts` the profiles also carry `email` and `phone` (personal
 /// columns a load must declare).
-pub(super) fn schemas(contacts: bool) -> (SchemaRef, SchemaRef, SchemaRef) {
+pub(super) fn schemas(contacts: bool, latent: bool) -> (SchemaRef, SchemaRef, SchemaRef) {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let mut profile_fields = vec![
         Field::new("user_id", DataType::Utf8, false),
@@ -142,6 +142,9 @@ pub(super) fn schemas(contacts: bool) -> (SchemaRef, SchemaRef, SchemaRef) {
     if contacts {
         profile_fields.push(Field::new("email", DataType::Utf8, true));
         profile_fields.push(Field::new("phone", DataType::Utf8, true));
+    }
+    if latent {
+        profile_fields.push(Field::new("crm_list", DataType::Utf8, true));
     }
     let profiles = Schema::new(profile_fields);
     let events = Schema::new(vec![
@@ -312,7 +315,13 @@ fn tc_string(rng: &mut ChaCha8Rng, country: &str, when_us: i64) -> String {
 }
 
 pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
-    let (p_schema, e_schema, c_schema) = schemas(cfg.contacts);
+    let latent = cfg.latent_group > 0.0;
+    let (p_schema, e_schema, c_schema) = schemas(cfg.contacts, latent);
+    // The latent group is drawn from a stream of its own, so the other users' data is the same
+    // with or without it; members' behaviour draws from the main stream only for members.
+    let mut latent_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x001a_7e47_9b0c);
+    let mut latent_members: Vec<String> = Vec::new();
+    let mut crm = StringBuilder::new();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let end_us = cfg
         .end
@@ -369,6 +378,17 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
         let last = LAST[rng.random_range(0..LAST.len())];
         let domain = DOMAINS[rng.random_range(0..DOMAINS.len())];
         let raw = format!("{first}.{last}.{u}@{domain}");
+        let member = latent && latent_rng.random::<f64>() * 100.0 < cfg.latent_group;
+        if latent {
+            if member {
+                latent_members.push(raw.clone());
+            }
+            if member && latent_rng.random::<f64>() < 0.1 {
+                crm.append_value("vip");
+            } else {
+                crm.append_null();
+            }
+        }
         let ci = {
             let mut x = rng.random::<f64>();
             let mut idx = COUNTRIES.len() - 1;
@@ -382,12 +402,21 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
             idx
         };
         let (country, _, regime) = COUNTRIES[ci];
-        let device = *pick(&mut rng, DEVICES);
+        let mut device = *pick(&mut rng, DEVICES);
+        if member && device != "tablet" && rng.random::<f64>() < 0.35 {
+            device = "tablet";
+        }
         // Signups over the last three years, more of them recent.
         let age_days = (rng.random::<f64>().powf(1.6) * 1095.0) as i32;
         let signup = end_day - 1 - age_days;
-        let age_band = *pick(&mut rng, AGE_BANDS);
-        let plan = *pick(&mut rng, PLANS);
+        let mut age_band = *pick(&mut rng, AGE_BANDS);
+        if member && rng.random::<f64>() < 0.4 {
+            age_band = "25-34";
+        }
+        let mut plan = *pick(&mut rng, PLANS);
+        if member && plan == "free" && rng.random::<f64>() < 0.3 {
+            plan = "premium";
+        }
         let plan_boost = match plan {
             "premium" => 1.8,
             "plus" => 1.3,
@@ -461,7 +490,7 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
                     let ts = step(&mut rng);
                     ev.push(&raw, "page_view", ts, &session_buf, None, false);
                 }
-                if rng.random::<f64>() < 0.3 {
+                if rng.random::<f64>() < if member { 0.6 } else { 0.3 } {
                     let ts = step(&mut rng);
                     ev.push(&raw, "search", ts, &session_buf, None, false);
                 }
@@ -469,7 +498,15 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
                     // Zipf-like product popularity.
                     let mut viewed = Vec::new();
                     for _ in 0..=geometric(&mut rng, 0.5) {
-                        let p = ((rng.random::<f64>().powf(2.5)) * f64::from(PRODUCTS)) as u32 + 1;
+                        let mut p =
+                            ((rng.random::<f64>().powf(2.5)) * f64::from(PRODUCTS)) as u32 + 1;
+                        if member && rng.random::<f64>() < 0.75 {
+                            // Members lean toward electronics (2) and sports (5).
+                            let want = if rng.random::<f64>() < 0.5 { 2 } else { 5 };
+                            while (p as usize * 7 + 3) % CATEGORIES.len() != want {
+                                p = p % PRODUCTS + 1;
+                            }
+                        }
                         let ts = step(&mut rng);
                         ev.push(&raw, "view_item", ts, &session_buf, Some(p), true);
                         viewed.push(p);
@@ -488,7 +525,7 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
                         }
                     }
                 }
-                if rng.random::<f64>() < 0.015 {
+                if rng.random::<f64>() < if member { 0.15 } else { 0.015 } {
                     let ts = step(&mut rng);
                     ev.push(&raw, "newsletter_signup", ts, &session_buf, None, false);
                 }
@@ -542,7 +579,7 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
 
         if p_rows >= ROWS {
             stats.users += p_rows as u64;
-            profiles.write(&flush_profiles(&mut pb, &p_schema)?)?;
+            profiles.write(&flush_profiles(&mut pb, &mut crm, &p_schema)?)?;
             p_rows = 0;
         }
         if c_rows >= ROWS {
@@ -552,7 +589,18 @@ pub(super) fn run(cfg: &GenConfig) -> Result<GenStats> {
         }
     }
     stats.users += p_rows as u64;
-    profiles.write(&flush_profiles(&mut pb, &p_schema)?)?;
+    profiles.write(&flush_profiles(&mut pb, &mut crm, &p_schema)?)?;
+    if latent {
+        let path = cfg.out.join("latent_group.csv");
+        let mut text = String::from("user_id\n");
+        for m in &latent_members {
+            text.push_str(m);
+            text.push('\n');
+        }
+        std::fs::write(&path, text)?;
+        stats.latent_file = Some(path);
+        stats.latent_members = latent_members.len() as u64;
+    }
     stats.consent += c_rows as u64;
     consent.write(&flush_consent(&mut cb, &c_schema)?)?;
     stats.events += ev.n as u64;
@@ -591,7 +639,11 @@ type ConsentBuilders = (
     TimestampMicrosecondBuilder,
 );
 
-fn flush_profiles(b: &mut ProfileBuilders, schema: &SchemaRef) -> Result<RecordBatch> {
+fn flush_profiles(
+    b: &mut ProfileBuilders,
+    crm: &mut StringBuilder,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let cols: Vec<ArrayRef> = vec![
         Arc::new(b.0.finish()),
         Arc::new(b.1.finish()),
@@ -601,9 +653,12 @@ fn flush_profiles(b: &mut ProfileBuilders, schema: &SchemaRef) -> Result<RecordB
         Arc::new(b.5.finish()),
     ];
     let mut cols = cols;
-    if schema.fields().len() == 8 {
+    if schema.field_with_name("email").is_ok() {
         cols.push(Arc::new(b.6.finish()));
         cols.push(Arc::new(b.7.finish()));
+    }
+    if schema.field_with_name("crm_list").is_ok() {
+        cols.push(Arc::new(crm.finish()));
     }
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }

@@ -131,6 +131,8 @@ pub enum Leaf {
     AllUsers,
     /// `TRAIT predicate`: a predicate over the computed traits (the `traits` table's columns).
     Trait(Sql),
+    /// `LOOKALIKE OF seed …` (DESIGN §17): the whole of a definition, never inside AND/OR.
+    Lookalike(Box<Lookalike>),
     /// `INTERESTED IN 'category' [MIN SCORE x] [window]` (DESIGN §17).
     Interested {
         /// The category as written (an id, a path or a name).
@@ -140,6 +142,27 @@ pub enum Leaf {
         window: Option<Window>,
         pos: Pos,
     },
+}
+
+/// How many users a look-alike takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookalikeSize {
+    /// `SIZE n`.
+    Size(u64),
+    /// `TOP p PERCENT` (of the eligible), as written.
+    TopPercent(String),
+    /// `MIN SCORE s` (a probability in [0, 1]), as written.
+    MinScore(String),
+}
+
+/// `LOOKALIKE OF seed [WITHIN seg_expr] (SIZE n | TOP p PERCENT | MIN SCORE s) [EXCLUDING SEED]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookalike {
+    pub seed: String,
+    pub within: Option<Expr>,
+    pub size: LookalikeSize,
+    pub excluding_seed: bool,
+    pub pos: Pos,
 }
 
 /// A segment expression.

@@ -55,7 +55,8 @@ fn embedded_sql(e: &Expr) -> Vec<&str> {
                 out.extend(first.filter.as_ref().map(|f| f.text.as_str()));
                 out.extend(then.filter.as_ref().map(|f| f.text.as_str()));
             }
-            Leaf::InSegment(..) | Leaf::AllUsers | Leaf::Interested { .. } => {}
+            Leaf::InSegment(..) | Leaf::AllUsers | Leaf::Interested { .. } | Leaf::Lookalike(_) => {
+            }
         }
     }
     out
@@ -233,7 +234,10 @@ impl Segments {
             let use_index = ctx.opts.use_index.then_some(&*index);
             let canon = self.canonical(ctx).await?;
             let mut ev = Evaluator::new(opts_live, self, &next, &universe, use_index, canon);
-            ev.eval(&c.expr, false).await?;
+            if !matches!(&c.expr, Expr::Leaf(Leaf::Lookalike(_))) {
+                // (A look-alike is evaluated as the segment it is: it trains in its context.)
+                ev.eval(&c.expr, false).await?;
+            }
             ev.segment(&def.name).await?.target().len()
         };
         let stored = def.clone();

@@ -166,6 +166,22 @@ pub fn leaf_text(l: &Leaf) -> String {
         Leaf::InSegment(n, _) => format!("IN SEGMENT {n}"),
         Leaf::UsersIn(q) => format!("USERS IN ({})", q.text),
         Leaf::AllUsers => "ALL USERS".into(),
+        Leaf::Lookalike(l) => {
+            let mut t = format!("LOOKALIKE OF {}", l.seed);
+            if let Some(w) = &l.within {
+                t.push_str(&format!(" WITHIN {}", expr_text(w)));
+            }
+            t.push(' ');
+            t.push_str(&match &l.size {
+                LookalikeSize::Size(n) => format!("SIZE {n}"),
+                LookalikeSize::TopPercent(p) => format!("TOP {p} PERCENT"),
+                LookalikeSize::MinScore(s) => format!("MIN SCORE {s}"),
+            });
+            if l.excluding_seed {
+                t.push_str(" EXCLUDING SEED");
+            }
+            t
+        }
         Leaf::Interested {
             category,
             min_score,
@@ -182,6 +198,16 @@ pub fn leaf_text(l: &Leaf) -> String {
             }
             t
         }
+    }
+}
+
+/// An expression as text, every operand of AND/OR/NOT parenthesised.
+pub fn expr_text(e: &Expr) -> String {
+    match e {
+        Expr::Leaf(l) => leaf_text(l),
+        Expr::Not(x) => format!("NOT ({})", expr_text(x)),
+        Expr::And(a, b) => format!("({}) AND ({})", expr_text(a), expr_text(b)),
+        Expr::Or(a, b) => format!("({}) OR ({})", expr_text(a), expr_text(b)),
     }
 }
 
@@ -720,6 +746,10 @@ impl<'a> Evaluator<'a> {
                     ),
                 )
             }
+            Leaf::Lookalike(l) => {
+                header_at = self.explain.as_ref().map(Vec::len);
+                Box::pin(self.lookalike_leaf(l)).await?
+            }
             Leaf::UsersIn(q) => {
                 let df = self
                     .ctx
@@ -765,6 +795,89 @@ impl<'a> Evaluator<'a> {
 }
 
 impl Evaluator<'_> {
+    /// A look-alike (DESIGN §17): the seed's and WITHIN's members, then training or the cached
+    /// model, then the audience (see [`crate::lookalike`]). Apart from [`Evaluator::leaf`], so
+    /// that every other leaf's future stays small.
+    async fn lookalike_leaf(&mut self, l: &Lookalike) -> Result<(RoaringBitmap, String)> {
+        let key = leaf_text(&Leaf::Lookalike(Box::new(l.clone())));
+        let Some(name) = self.ctx.stack.last().cloned() else {
+            return Err(Error::invalid(
+                "a look-alike is a segment of its own: CREATE SEGMENT name AS LOOKALIKE OF seed …",
+            ));
+        };
+        if self.catalog.get(&l.seed).is_none() {
+            return Err(Error::NotFound(format!(
+                "LOOKALIKE OF at {}: segment '{}' does not exist{}",
+                l.pos,
+                l.seed,
+                suggest(&l.seed, self.catalog.segments.keys())
+            )));
+        }
+        self.depth += 1;
+        let seed_def = self.catalog.require(&l.seed)?.clone();
+        let seed = Box::pin(self.segment(&l.seed)).await?.target() & self.universe;
+        let mut eligible = match &l.within {
+            Some(w) => Box::pin(self.eval(w, false)).await? & self.universe,
+            None => self.universe.clone(),
+        };
+        self.depth -= 1;
+        // Only users holding the look-alike's purposes are trained on or scored.
+        let purposes = self
+            .catalog
+            .get(&name)
+            .map(|d| d.purposes().map(<[String]>::to_vec))
+            .transpose()?
+            .unwrap_or_default();
+        let mut seed = seed;
+        for p in &purposes {
+            let holders = self
+                .service
+                .consent_holders(&self.ctx, p, self.ctx.as_of)
+                .await?;
+            eligible &= &*holders;
+            seed &= &*holders;
+        }
+        let reads = crate::lookalike::features::reads(&seed_def.definition);
+        let mut features =
+            crate::lookalike::features::collect(self.service, &self.ctx, &reads).await?;
+        if let Some(c) = &self.canon {
+            for b in features.values_mut() {
+                *b = c.image(b);
+            }
+        }
+        let definition = self
+            .catalog
+            .get(&name)
+            .map_or_else(|| key.clone(), |d| d.definition.clone());
+        let out = crate::lookalike::evaluate(
+            self.service,
+            &self.ctx,
+            crate::lookalike::Inputs {
+                name: &name,
+                definition: &definition,
+                spec: l,
+                seed: &seed,
+                eligible: &eligible,
+                features: &features,
+            },
+        )?;
+        let m = &out.model;
+        let path = format!(
+            "look-alike model {}: {} seed members (20 % held out) against {} sampled users, {} features, AUC {}; scored {} eligible users",
+            if out.trained {
+                "trained now"
+            } else {
+                "cached for these table versions"
+            },
+            m.seed_size,
+            m.sample_size,
+            m.names.len(),
+            m.auc.map_or("n/a".to_string(), |a| format!("{a:.3}")),
+            out.eligible
+        );
+        Ok((out.audience & self.universe, path))
+    }
+
     /// Per-user counts of `event` in `[lo, hi)` from the index: whole days from the per-day
     /// counts, the partial days at either edge from the day timelines. `None` when the
     /// timelines would not fit their memory budget.
@@ -934,9 +1047,15 @@ fn flatten_or<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     }
 }
 
-/// Every leaf of an expression.
+/// Every leaf of an expression (a look-alike's, then those of its WITHIN).
 pub fn walk_leaves<'e>(e: &'e Expr, out: &mut Vec<&'e Leaf>) {
     match e {
+        Expr::Leaf(l @ Leaf::Lookalike(x)) => {
+            out.push(l);
+            if let Some(w) = &x.within {
+                walk_leaves(w, out);
+            }
+        }
         Expr::Leaf(l) => out.push(l),
         Expr::Not(x) => walk_leaves(x, out),
         Expr::And(a, b) | Expr::Or(a, b) => {
@@ -957,6 +1076,7 @@ pub fn dependencies(def: &SegmentDef) -> Vec<String> {
         .into_iter()
         .filter_map(|l| match l {
             Leaf::InSegment(n, _) => Some(n.clone()),
+            Leaf::Lookalike(l) => Some(l.seed.clone()),
             _ => None,
         })
         .collect()

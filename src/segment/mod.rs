@@ -51,6 +51,7 @@ pub struct Segments {
     cache: Mutex<Cache>,
     traits: Mutex<traits::Cache>,
     pub(crate) interests: Mutex<crate::interests::Cache>,
+    pub(crate) lookalikes: Mutex<crate::lookalike::Cache>,
 }
 
 impl std::fmt::Debug for Segments {
@@ -118,6 +119,7 @@ impl Segments {
             cache: Mutex::new(Cache::default()),
             traits: Mutex::new(traits::Cache::default()),
             interests: Mutex::new(crate::interests::Cache::default()),
+            lookalikes: Mutex::new(crate::lookalike::Cache::default()),
         }
     }
 

@@ -53,7 +53,11 @@ pub fn parse_statement(src: &str) -> Result<Statement, ParseError> {
 /// Parse a bare segment expression (what follows `AS`).
 pub fn parse_expr(src: &str) -> Result<Expr, ParseError> {
     let mut p = Parser::new(src)?;
-    let e = p.expr()?;
+    let e = if p.is_kw("LOOKALIKE") {
+        Expr::Leaf(Leaf::Lookalike(Box::new(p.lookalike()?)))
+    } else {
+        p.expr()?
+    };
     p.eat_punct(&Token::SemiColon);
     if !p.at_end() {
         return Err(p.error_here("expected AND, OR or the end of the segment expression"));
@@ -634,6 +638,115 @@ impl<'a> Parser<'a> {
         Err(self.error_here(
             "expected PROFILE, DID, TRAIT, INTERESTED IN, IN SEGMENT, USERS IN, ALL USERS, NOT or '('",
         ))
+    }
+
+    /// `LOOKALIKE OF seed [WITHIN seg_expr] (SIZE n | TOP p PERCENT | MIN SCORE s)
+    /// [EXCLUDING SEED]`.
+    pub(super) fn lookalike(&mut self) -> Result<Lookalike, ParseError> {
+        let pos = self.pos_at(self.i);
+        self.expect_kw("LOOKALIKE")?;
+        self.expect_kw("OF")?;
+        let seed = self.name("the seed segment's name")?;
+        let within = if self.eat_kw("WITHIN") {
+            // The audience clause ends the statement: find it from the end, and read the
+            // expression up to it.
+            let kw = |j: usize, k: &str| self.is_kw_at(j, k);
+            let mut end = self.toks.len();
+            if end > 0 && self.tok(end - 1) == Some(&Token::SemiColon) {
+                end -= 1;
+            }
+            if end >= 2 && kw(end - 2, "EXCLUDING") && kw(end - 1, "SEED") {
+                end -= 2;
+            }
+            let stop = if end >= 2 && kw(end - 2, "SIZE") {
+                end - 2
+            } else if end >= 3
+                && ((kw(end - 3, "TOP") && kw(end - 1, "PERCENT"))
+                    || (kw(end - 3, "MIN") && kw(end - 2, "SCORE")))
+            {
+                end - 3
+            } else {
+                return Err(self.error_here(
+                    "a look-alike ends with its size: SIZE n, TOP p PERCENT or MIN SCORE s, then optionally EXCLUDING SEED",
+                ));
+            };
+            if stop <= self.i {
+                return Err(self.error_here("expected a segment expression after WITHIN"));
+            }
+            let tail = self.toks.split_off(stop);
+            let e = self.expr();
+            let left = self.i < self.toks.len();
+            self.toks.extend(tail);
+            let e = e?;
+            if left {
+                return Err(self.error_here(
+                    "expected AND, OR or the look-alike's size after the WITHIN expression",
+                ));
+            }
+            Some(e)
+        } else {
+            None
+        };
+        let size = if self.eat_kw("SIZE") {
+            let at = self.pos_at(self.i);
+            let n = self.number("the audience size")?;
+            if n == 0 {
+                return Err(ParseError {
+                    message: "SIZE must be at least 1".into(),
+                    pos: at,
+                });
+            }
+            LookalikeSize::Size(n)
+        } else if self.eat_kw("TOP") {
+            let at = self.pos_at(self.i);
+            let p = match self.tok(self.i) {
+                Some(Token::Number(n, _)) => n.clone(),
+                _ => {
+                    return Err(
+                        self.error_here("expected a percentage after TOP (e.g. TOP 5 PERCENT)")
+                    );
+                }
+            };
+            self.i += 1;
+            self.expect_kw("PERCENT")?;
+            if !p.parse::<f64>().is_ok_and(|v| v > 0.0 && v <= 100.0) {
+                return Err(ParseError {
+                    message: format!("TOP {p} PERCENT: the share must be above 0 and at most 100"),
+                    pos: at,
+                });
+            }
+            LookalikeSize::TopPercent(p)
+        } else if self.eat_kw("MIN") {
+            self.expect_kw("SCORE")?;
+            let at = self.pos_at(self.i);
+            let s = self.score()?;
+            if !s.parse::<f64>().is_ok_and(|v| v <= 1.0) {
+                return Err(ParseError {
+                    message: format!(
+                        "MIN SCORE {s}: a look-alike score is a probability between 0 and 1"
+                    ),
+                    pos: at,
+                });
+            }
+            LookalikeSize::MinScore(s)
+        } else {
+            return Err(self.error_here(
+                "expected the look-alike's size: SIZE n, TOP p PERCENT or MIN SCORE s",
+            ));
+        };
+        let excluding_seed = if self.eat_kw("EXCLUDING") {
+            self.expect_kw("SEED")?;
+            true
+        } else {
+            false
+        };
+        Ok(Lookalike {
+            seed,
+            within,
+            size,
+            excluding_seed,
+            pos,
+        })
     }
 
     /// A non-negative decimal number (`MIN SCORE 1.5`), as written.

@@ -99,6 +99,10 @@ pub fn sql_info(read_only: bool) -> SqlInfoData {
             "segment_recommendations",
             "in_segment",
             "segment_bitmap",
+            "interests",
+            "lookalike_score",
+            "lookalike_report",
+            "lookalike_features",
         ][..],
     );
     b.append(

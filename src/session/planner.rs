@@ -97,6 +97,19 @@ async fn evaluate(segments: &Segments, ctx: &EvalCtx, f: &ScalarFunction) -> Res
             Ok(MemberProbe::udf(label, Arc::new(members), ids, canonical)
                 .call(vec![args[1].clone()]))
         }
+        "lookalike_score" => {
+            let seg = string_arg(name, "segment name", &args[0])?;
+            let scores = segments.lookalike_scores(ctx, &seg).await.map_err(ext)?;
+            let ids = segments.identity(ctx).await.map_err(ext)?;
+            let canonical = segments.canonical(ctx).await.map_err(ext)?.map(|c| c.map());
+            Ok(crate::segment::functions::probe::ScoreProbe::udf(
+                label,
+                Arc::new(scores),
+                ids,
+                canonical,
+            )
+            .call(vec![args[1].clone()]))
+        }
         "has_consent" => {
             let purpose = string_arg(name, "purpose", &args[1])?;
             let at = as_of_arg(name, args.get(2))?.unwrap_or(ctx.as_of);

@@ -244,6 +244,7 @@ pub async fn loaded_ending(
         end,
         events_per_user,
         contacts: false,
+        latent_group: 0.0,
     })
     .unwrap();
     let e = db.engine().await;

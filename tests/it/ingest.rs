@@ -16,6 +16,7 @@ fn make_data(dir: &std::path::Path, format: GenFormat) -> segdb::datagen::GenSta
         end: chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
         events_per_user: 12.0,
         contacts: false,
+        latent_group: 0.0,
     })
     .unwrap()
 }

@@ -17,6 +17,7 @@ mod ingest;
 mod interests;
 mod lift;
 mod live;
+mod lookalike;
 mod materialize;
 mod newuser;
 mod privacy;

@@ -37,13 +37,14 @@ use datafusion::logical_expr::{
 use crate::segment::Segments;
 
 /// The scalar functions the planner evaluates (their names).
-pub const PLANNED: [&str; 6] = [
+pub const PLANNED: [&str; 7] = [
     "segment_size",
     "segment_size_of",
     "segment_bitmap",
     "in_segment",
     "has_consent",
     "identity_of",
+    "lookalike_score",
 ];
 
 /// A scalar function evaluated by segdb's planner: it carries the signature, return type and
@@ -118,6 +119,11 @@ pub fn scalars() -> Vec<ScalarUDF> {
         in_segment::udf(),
         has_consent::udf(),
         identity_of::udf(),
+        Planned::udf(
+            "lookalike_score",
+            Signature::any(2, datafusion::logical_expr::Volatility::Volatile),
+            DataType::Float64,
+        ),
     ]
 }
 
@@ -138,6 +144,14 @@ pub fn table_functions(
         ("export_history", export_history::udtf(segments)),
         ("segment_lift", crate::segment::lift::udtf(segments)),
         ("interests", crate::interests::functions::udtf(segments)),
+        (
+            "lookalike_report",
+            crate::lookalike::functions::report_udtf(segments),
+        ),
+        (
+            "lookalike_features",
+            crate::lookalike::functions::features_udtf(segments),
+        ),
     ]
 }
 

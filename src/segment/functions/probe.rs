@@ -204,3 +204,96 @@ impl ScalarUDFImpl for CanonicalLookup {
         crate::functions::map_unary(&args.args[0], |a| self.lookup(a))
     }
 }
+
+/// Each user's score (a stored pseudonym or a `uid`) from a map; users without one give NULL.
+#[derive(Debug)]
+pub struct ScoreProbe {
+    name: String,
+    signature: Signature,
+    scores: Arc<std::collections::HashMap<u32, f64>>,
+    ids: Arc<IdentityMap>,
+    canonical: Option<Arc<Vec<u32>>>,
+}
+
+impl PartialEq for ScoreProbe {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.scores, &o.scores) && self.name == o.name
+    }
+}
+impl Eq for ScoreProbe {}
+impl std::hash::Hash for ScoreProbe {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScoreProbe {
+    pub fn udf(
+        name: String,
+        scores: Arc<std::collections::HashMap<u32, f64>>,
+        ids: Arc<IdentityMap>,
+        canonical: Option<Arc<Vec<u32>>>,
+    ) -> ScalarUDF {
+        ScalarUDF::from(ScoreProbe {
+            name,
+            signature: Signature::any(1, Volatility::Immutable),
+            scores,
+            ids,
+            canonical,
+        })
+    }
+
+    fn score(&self, u: u32) -> Option<f64> {
+        let u = match &self.canonical {
+            Some(c) => c.get(u as usize).copied().unwrap_or(u),
+            None => u,
+        };
+        self.scores.get(&u).copied()
+    }
+
+    fn probe(&self, users: &ArrayRef) -> Result<ArrayRef> {
+        let mut out = arrow::array::Float64Builder::with_capacity(users.len());
+        if matches!(
+            users.data_type(),
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+        ) {
+            let s = arrow::compute::cast(users, &DataType::Utf8)?;
+            let s = s.as_string::<i32>();
+            for i in 0..s.len() {
+                out.append_option(
+                    s.is_valid(i)
+                        .then(|| self.ids.by_pseudonym.get(s.value(i)).copied())
+                        .flatten()
+                        .and_then(|u| self.score(u)),
+                );
+            }
+        } else {
+            let u = arrow::compute::cast(users, &DataType::Int64)?;
+            let u = u.as_primitive::<Int64Type>();
+            for i in 0..u.len() {
+                out.append_option(
+                    u.is_valid(i)
+                        .then(|| u32::try_from(u.value(i)).ok())
+                        .flatten()
+                        .and_then(|u| self.score(u)),
+                );
+            }
+        }
+        Ok(Arc::new(out.finish()))
+    }
+}
+
+impl ScalarUDFImpl for ScoreProbe {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        crate::functions::map_unary(&args.args[0], |a| self.probe(a))
+    }
+}

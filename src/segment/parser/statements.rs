@@ -479,7 +479,11 @@ impl Parser<'_> {
             .get(self.i)
             .map(|t| t.start)
             .unwrap_or(self.src.len());
-        let expr = self.expr()?;
+        let expr = if self.is_kw("LOOKALIKE") {
+            Expr::Leaf(Leaf::Lookalike(Box::new(self.lookalike()?)))
+        } else {
+            self.expr()?
+        };
         let end = self
             .toks
             .get(self.i.saturating_sub(1))
