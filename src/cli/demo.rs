@@ -34,7 +34,16 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "sql/examples/06_campaign_lift.sql",
         include_str!("../../sql/examples/06_campaign_lift.sql"),
     ),
+    (
+        "sql/examples/07_interests_and_lookalikes.sql",
+        include_str!("../../sql/examples/07_interests_and_lookalikes.sql"),
+    ),
 ];
+
+/// The demo's category map: the generated shop's product categories as IAB content categories.
+const PRODUCT_MAP: &str = "value,category\nshoes,Style & Fashion\napparel,Style & Fashion\n\
+electronics,Technology & Computing\nhome,Home & Garden\nbeauty,Style & Fashion > Beauty\n\
+sports,Sports\nbooks,Books and Literature\ntoys,Hobbies & Interests\n";
 
 pub async fn run(global: &GlobalOpts, args: DemoArgs) -> Result<i32> {
     let engine = Engine::open(&crate::engine::Config {
@@ -127,6 +136,13 @@ pub async fn load(engine: &Engine, users: u64, progress: bool) -> Result<()> {
             r.took_ms
         );
     }
+    engine
+        .sql("CREATE CATEGORY MAP products FROM EVENT PROPERTY category")
+        .await?;
+    let map = dir.join("products_map.csv");
+    std::fs::write(&map, PRODUCT_MAP)?;
+    let n = engine.load_category_map("products", &map).await?;
+    println!("mapped the product categories to {n} IAB categories (category map products)");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
