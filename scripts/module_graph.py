@@ -31,6 +31,7 @@ LAYERS = [
     ["materialize", "collector"],
     ["segment"],
     ["ingest"],
+    ["interests", "lookalike"],
     ["erasure", "links"],
     ["index"],
     ["storage"],

@@ -174,10 +174,17 @@ pub async fn drop(db: &Database, name: &str, if_exists: bool) -> Result<()> {
 }
 
 fn not_found(maps: &Maps, name: &str) -> Error {
-    Error::NotFound(format!(
-        "category map '{name}' does not exist{}",
-        crate::segment::eval::suggest(name, maps.maps.keys())
-    ))
+    let known: Vec<&str> = maps.maps.keys().map(String::as_str).collect();
+    Error::NotFound(if known.is_empty() {
+        format!(
+            "category map '{name}' does not exist; there are none yet (CREATE CATEGORY MAP {name} FROM EVENT PROPERTY column)"
+        )
+    } else {
+        format!(
+            "category map '{name}' does not exist (SHOW CATEGORY MAPS lists them: {})",
+            known.join(", ")
+        )
+    })
 }
 
 /// `SHOW CATEGORY MAPS`: `name, property, rows, created_at`.

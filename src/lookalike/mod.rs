@@ -1,4 +1,6 @@
-//! Look-alike audiences (DESIGN §17): `LOOKALIKE OF seed [WITHIN …] (SIZE n | TOP p PERCENT |
+//! Look-alike audiences (DESIGN §17), the model side: training, scoring and picking the
+//! audience over feature bitmaps (`segment::lookalike` evaluates the seed, the eligible users
+//! and the features of a statement's snapshot and keeps the cache on the segment service). `LOOKALIKE OF seed [WITHIN …] (SIZE n | TOP p PERCENT |
 //! MIN SCORE s) [EXCLUDING SEED]`. A model learns what sets the seed's members apart from the
 //! other eligible users over the binary [`features`], then every eligible user is scored.
 //!
@@ -16,8 +18,6 @@
 //!   `recall_at_size`, the share of held-out seed members who score at least the audience's
 //!   lowest score (those inside it, were they eligible — with `EXCLUDING SEED` they never are).
 
-pub mod features;
-pub mod functions;
 pub mod model;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,9 +29,6 @@ use roaring::RoaringBitmap;
 use sha2::Digest;
 
 use crate::error::{Error, Result};
-use crate::segment::ast::{Lookalike, LookalikeSize};
-use crate::segment::{EvalCtx, Segments};
-use crate::storage::Table;
 
 /// The L2 penalty on the mean log-loss.
 pub const LAMBDA: f64 = 1e-3;
@@ -64,13 +61,27 @@ pub struct Cache {
 }
 
 /// (definition, versions of every table a statement reads).
-type Key = (String, Vec<u64>);
+pub type Key = (String, Vec<u64>);
 
-fn key_of(ctx: &EvalCtx, definition: &str) -> Key {
-    (
-        definition.to_string(),
-        Table::READ.iter().map(|t| ctx.snap.version(*t)).collect(),
-    )
+impl Cache {
+    /// The model of `name` trained for `key`, if any.
+    pub fn get(&self, name: &str, key: &Key) -> Option<Arc<Model>> {
+        self.models
+            .get(name)
+            .filter(|(k, _)| k == key)
+            .map(|(_, m)| m.clone())
+    }
+}
+
+/// How many users a look-alike takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Take {
+    /// The top `n`.
+    Size(u64),
+    /// The top `p` percent of the candidates.
+    TopPercent(f64),
+    /// Everyone scoring at least `s`.
+    MinScore(f64),
 }
 
 /// What one evaluation of a look-alike did.
@@ -81,76 +92,8 @@ pub struct Outcome {
     pub eligible: u64,
 }
 
-impl Segments {
-    fn lookalikes(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.lookalikes.lock().expect("not poisoned")
-    }
-
-    /// The model last trained for segment `name` over the statement's versions, if any.
-    pub fn cached_model(&self, ctx: &EvalCtx, name: &str, definition: &str) -> Option<Arc<Model>> {
-        let key = key_of(ctx, definition);
-        self.lookalikes()
-            .models
-            .get(name)
-            .filter(|(k, _)| *k == key)
-            .map(|(_, m)| m.clone())
-    }
-}
-
-impl Segments {
-    /// The model of look-alike segment `name` for the statement's table versions, trained
-    /// first (by evaluating its definition) when none is cached.
-    pub async fn lookalike_model(&self, ctx: &EvalCtx, name: &str) -> Result<Arc<Model>> {
-        let catalog = self.catalog(ctx).await?;
-        let def = catalog.require(name)?.clone();
-        spec_of(name, &def.definition)?;
-        if let Some(m) = self.cached_model(ctx, name, &def.definition) {
-            return Ok(m);
-        }
-        self.live(ctx, name).await?;
-        self.cached_model(ctx, name, &def.definition)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "segment '{name}' was evaluated but left no model; run the statement again"
-                ))
-            })
-    }
-
-    /// `lookalike_score('name', user_id)`: every consenting known user's score (the
-    /// look-alike's purposes), by ordinal (canonical when segments are stitched).
-    pub async fn lookalike_scores(&self, ctx: &EvalCtx, name: &str) -> Result<HashMap<u32, f64>> {
-        let model = self.lookalike_model(ctx, name).await?;
-        let catalog = self.catalog(ctx).await?;
-        let def = catalog.require(name)?.clone();
-        let spec = spec_of(name, &def.definition)?;
-        let seed_def = catalog.require(&spec.seed)?.clone();
-        let mut who = (*self.universe(ctx).await?).clone();
-        for p in def.purposes()? {
-            who &= &*self.consent_holders(ctx, p, ctx.as_of).await?;
-        }
-        let reads = features::reads(&seed_def.definition);
-        let mut feats = features::collect(self, ctx, &reads).await?;
-        if let Some(c) = self.canonical(ctx).await? {
-            for b in feats.values_mut() {
-                *b = c.image(b);
-            }
-        }
-        Ok(scores(&model, &feats, &who))
-    }
-}
-
-/// The look-alike a definition is, or an error naming the segment.
-fn spec_of(name: &str, definition: &str) -> Result<Lookalike> {
-    match crate::segment::parser::parse_expr(definition) {
-        Ok(crate::segment::ast::Expr::Leaf(crate::segment::ast::Leaf::Lookalike(l))) => Ok(*l),
-        _ => Err(Error::invalid(format!(
-            "segment '{name}' is not a look-alike (CREATE SEGMENT {name} AS LOOKALIKE OF seed …)"
-        ))),
-    }
-}
-
-/// Per-user scores: the dense logit of every user in `who`.
-fn scores(
+/// Per-user scores (probabilities) of every user in `who`.
+pub fn scores(
     model: &Model,
     features: &BTreeMap<String, RoaringBitmap>,
     who: &RoaringBitmap,
@@ -259,10 +202,10 @@ fn train(
 
 /// What one look-alike evaluation reads.
 pub struct Inputs<'a> {
-    /// The look-alike segment's name and stored definition.
+    /// The look-alike segment's name (it seeds the samples with the key's versions).
     pub name: &'a str,
-    pub definition: &'a str,
-    pub spec: &'a Lookalike,
+    pub take: Take,
+    pub excluding_seed: bool,
     /// The seed's consenting members among the known users.
     pub seed: &'a RoaringBitmap,
     /// The universe (or WITHIN's members) holding the look-alike's purposes.
@@ -272,23 +215,22 @@ pub struct Inputs<'a> {
 }
 
 /// Evaluate a look-alike: train (or reuse the cached model), score, pick the audience.
-pub fn evaluate(segments: &Segments, ctx: &EvalCtx, i: Inputs<'_>) -> Result<Outcome> {
+pub fn evaluate(cache: &std::sync::Mutex<Cache>, key: Key, i: Inputs<'_>) -> Result<Outcome> {
     let Inputs {
         name,
-        definition,
-        spec,
+        take,
+        excluding_seed,
         seed,
         eligible,
         features,
     } = i;
-    let key = key_of(ctx, definition);
-    let cached = segments.cached_model(ctx, name, definition);
+    let cached = cache.lock().expect("not poisoned").get(name, &key);
     let others = eligible - seed;
     let (mut model, trained) = match cached {
         Some(m) => ((*m).clone(), false),
         None => (train(name, &key, seed, &others, features)?, true),
     };
-    let candidates = if spec.excluding_seed {
+    let candidates = if excluding_seed {
         others
     } else {
         eligible.clone()
@@ -296,16 +238,12 @@ pub fn evaluate(segments: &Segments, ctx: &EvalCtx, i: Inputs<'_>) -> Result<Out
     let s = scores(&model, features, &(&candidates | &model.held_out));
     let mut ranked: Vec<(u32, f64)> = candidates.iter().map(|u| (u, s[&u])).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let take = match &spec.size {
-        LookalikeSize::Size(n) => (*n as usize).min(ranked.len()),
-        LookalikeSize::TopPercent(p) => {
-            let p: f64 = p.parse().unwrap_or(0.0);
+    let take = match take {
+        Take::Size(n) => (n as usize).min(ranked.len()),
+        Take::TopPercent(p) => {
             ((p / 100.0 * ranked.len() as f64).ceil() as usize).min(ranked.len())
         }
-        LookalikeSize::MinScore(m) => {
-            let m: f64 = m.parse().unwrap_or(1.0);
-            ranked.partition_point(|x| x.1 >= m)
-        }
+        Take::MinScore(m) => ranked.partition_point(|x| x.1 >= m),
     };
     let audience: RoaringBitmap = ranked[..take].iter().map(|x| x.0).collect();
     if trained {
@@ -321,8 +259,9 @@ pub fn evaluate(segments: &Segments, ctx: &EvalCtx, i: Inputs<'_>) -> Result<Out
     }
     let model = Arc::new(model);
     if trained {
-        segments
-            .lookalikes()
+        cache
+            .lock()
+            .expect("not poisoned")
             .models
             .insert(name.to_string(), (key, model.clone()));
         tracing::info!(

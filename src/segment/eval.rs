@@ -720,6 +720,8 @@ impl<'a> Evaluator<'a> {
                     Some(m) => {
                         let min: f64 = m.parse().unwrap_or(0.0);
                         let mut bm = RoaringBitmap::new();
+                        let of = self.canon.clone().map(|c| move |u: u32| c.of(u));
+                        let of = of.as_ref().map(|f| f as &dyn Fn(u32) -> u32);
                         for ((u, _), s) in crate::interests::scores(
                             &idx,
                             Some(cat),
@@ -727,7 +729,7 @@ impl<'a> Evaluator<'a> {
                             lo,
                             hi,
                             self.ctx.as_of,
-                            self.canon.as_deref(),
+                            of,
                         ) {
                             if s >= min {
                                 bm.insert(u);
@@ -837,9 +839,8 @@ impl Evaluator<'_> {
             eligible &= &*holders;
             seed &= &*holders;
         }
-        let reads = crate::lookalike::features::reads(&seed_def.definition);
-        let mut features =
-            crate::lookalike::features::collect(self.service, &self.ctx, &reads).await?;
+        let reads = super::features::reads(&seed_def.definition);
+        let mut features = super::features::collect(self.service, &self.ctx, &reads).await?;
         if let Some(c) = &self.canon {
             for b in features.values_mut() {
                 *b = c.image(b);
@@ -850,12 +851,12 @@ impl Evaluator<'_> {
             .get(&name)
             .map_or_else(|| key.clone(), |d| d.definition.clone());
         let out = crate::lookalike::evaluate(
-            self.service,
-            &self.ctx,
+            &self.service.lookalikes,
+            super::lookalike::key_of(&self.ctx, &definition),
             crate::lookalike::Inputs {
                 name: &name,
-                definition: &definition,
-                spec: l,
+                take: super::lookalike::take_of(&l.size),
+                excluding_seed: l.excluding_seed,
                 seed: &seed,
                 eligible: &eligible,
                 features: &features,

@@ -11,8 +11,11 @@ pub mod consent;
 pub mod context;
 pub mod ddl;
 pub mod eval;
+pub mod features;
 pub mod functions;
+pub mod interests;
 pub mod lift;
+pub mod lookalike;
 pub mod options;
 pub mod parser;
 pub mod schedule;
@@ -50,7 +53,7 @@ pub struct Segments {
     keyring: Arc<Keyring>,
     cache: Mutex<Cache>,
     traits: Mutex<traits::Cache>,
-    pub(crate) interests: Mutex<crate::interests::Cache>,
+    pub(crate) interests: Mutex<interests::Cache>,
     pub(crate) lookalikes: Mutex<crate::lookalike::Cache>,
 }
 
@@ -118,7 +121,7 @@ impl Segments {
             keyring,
             cache: Mutex::new(Cache::default()),
             traits: Mutex::new(traits::Cache::default()),
-            interests: Mutex::new(crate::interests::Cache::default()),
+            interests: Mutex::new(interests::Cache::default()),
             lookalikes: Mutex::new(crate::lookalike::Cache::default()),
         }
     }

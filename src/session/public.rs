@@ -131,11 +131,13 @@ impl SchemaProvider for PublicSchema {
             None if name == TAXONOMY => Ok(Some(taxonomy_table()?)),
             None if name == INTERESTS => {
                 Ok(Some(Arc::new(crate::segment::functions::lazy::LazyTable {
-                    schema: crate::interests::table_schema(),
+                    schema: crate::segment::interests::table_schema(),
                     segments: self.shared.segments.clone(),
                     produce: Arc::new(|segments, ctx| {
                         Box::pin(async move {
-                            Ok(vec![crate::interests::table(&segments, &ctx).await?])
+                            Ok(vec![
+                                crate::segment::interests::table(&segments, &ctx).await?,
+                            ])
                         })
                     }),
                 })))

@@ -14,7 +14,9 @@ pub mod export_history;
 pub mod has_consent;
 pub mod identity_of;
 pub mod in_segment;
+pub mod interests;
 pub mod lazy;
+pub mod lookalike;
 pub mod probe;
 pub mod segment_bitmap;
 pub mod segment_changes;
@@ -143,15 +145,9 @@ pub fn table_functions(
         ("segment_changes", segment_changes::udtf(segments)),
         ("export_history", export_history::udtf(segments)),
         ("segment_lift", crate::segment::lift::udtf(segments)),
-        ("interests", crate::interests::functions::udtf(segments)),
-        (
-            "lookalike_report",
-            crate::lookalike::functions::report_udtf(segments),
-        ),
-        (
-            "lookalike_features",
-            crate::lookalike::functions::features_udtf(segments),
-        ),
+        ("interests", interests::udtf(segments)),
+        ("lookalike_report", lookalike::report_udtf(segments)),
+        ("lookalike_features", lookalike::features_udtf(segments)),
     ]
 }
 

@@ -1,5 +1,5 @@
 //! `segment_recommendations('name' [, n])` → table (DESIGN §17): the facts that set a segment's
-//! members apart, by lift. One row per feature of [`crate::lookalike::features`] (events in 30
+//! members apart, by lift. One row per feature of [`crate::segment::features`] (events in 30
 //! and 90 days, interest categories, profile values; minus what the definition reads):
 //! `feature`, `in_segment` (members with it), `overall` (users with it), `jaccard` (in_segment /
 //! the union of both), `lift` (the share of members with it / the share of all users with it);
@@ -68,9 +68,9 @@ impl TableFunctionImpl for SegmentRecommendations {
                     let def = catalog.require(&name)?.clone();
                     let members = segments.members(&ctx, &name).await?;
                     let universe = segments.universe(&ctx).await?;
-                    let reads = crate::lookalike::features::reads(&def.definition);
+                    let reads = crate::segment::features::reads(&def.definition);
                     let features =
-                        crate::lookalike::features::collect(&segments, &ctx, &reads).await?;
+                        crate::segment::features::collect(&segments, &ctx, &reads).await?;
                     // Score: only known users count (the universe), members among them.
                     let all = universe.len();
                     let size = members.len();

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 
+use super::lazy::LazyTable;
+use super::{int_arg, string_arg};
 use crate::segment::Segments;
-use crate::segment::functions::lazy::LazyTable;
-use crate::segment::functions::{int_arg, string_arg};
 
 #[derive(Debug)]
 pub struct Interests {
@@ -41,13 +41,14 @@ impl TableFunctionImpl for Interests {
             return plan_err!("{f}: n must be between 1 and 10000");
         }
         Ok(Arc::new(LazyTable {
-            schema: super::user_schema(),
+            schema: crate::segment::interests::user_schema(),
             segments: self.segments.clone(),
             produce: Arc::new(move |segments, ctx| {
                 let user = user.clone();
                 Box::pin(async move {
                     Ok(vec![
-                        super::of_user(&segments, &ctx, &user, n as usize).await?,
+                        crate::segment::interests::of_user(&segments, &ctx, &user, n as usize)
+                            .await?,
                     ])
                 })
             }),

@@ -14,9 +14,9 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 
+use super::lazy::LazyTable;
+use super::{int_arg, string_arg};
 use crate::segment::Segments;
-use crate::segment::functions::lazy::LazyTable;
-use crate::segment::functions::{int_arg, string_arg};
 
 #[derive(Debug)]
 pub struct Report {
