@@ -136,15 +136,21 @@ pub async fn load(engine: &Engine, users: u64, progress: bool) -> Result<()> {
             r.took_ms
         );
     }
+    let n = map_products(engine, &dir).await?;
+    println!("mapped the product categories to {n} IAB categories (category map products)");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The demo's category map `products` on the events' `category` (the map file is written to
+/// `dir`); returns how many rows it has.
+pub async fn map_products(engine: &Engine, dir: &std::path::Path) -> Result<usize> {
     engine
         .sql("CREATE CATEGORY MAP products FROM EVENT PROPERTY category")
         .await?;
     let map = dir.join("products_map.csv");
     std::fs::write(&map, PRODUCT_MAP)?;
-    let n = engine.load_category_map("products", &map).await?;
-    println!("mapped the product categories to {n} IAB categories (category map products)");
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    engine.load_category_map("products", &map).await
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

@@ -11,6 +11,9 @@ async fn every_example_runs_and_every_segment_is_meaningful() {
     // As `segdb demo` does: the 30 days before today, for examples written relative to today.
     let (db, _, users) = loaded_ending(3000, 30, 42, 20.0, chrono::Utc::now().date_naive()).await;
     let e = db.engine().await;
+    segdb::cli::demo::map_products(&e, db.dir.path())
+        .await
+        .unwrap();
     let mut segments = 0;
     for (name, script) in EXAMPLES {
         for stmt in split_statements(script) {
