@@ -93,8 +93,11 @@ impl Database {
     #[new]
     #[pyo3(signature = (url, keyring, create))]
     fn new(py: Python<'_>, url: String, keyring: PathBuf, create: bool) -> PyResult<Database> {
+        // The binary's stack (reserved, not touched): nested evaluations (a look-alike of a
+        // segment of segments) and DataFusion's planner recurse deeply.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            .thread_stack_size(64 << 20)
             .thread_name("segdb")
             .build()
             .map_err(|e| error(py, "OperationalError", format!("cannot start: {e}")))?;

@@ -7,10 +7,11 @@
 //! - **Training set**: the seed's consenting members (the look-alike's purposes), 20 % of them
 //!   held out; against a sample of the other eligible users (five per seed member, at least
 //!   5,000, at most 100,000; 20 % of it held out too). Both draws are deterministic, seeded by
-//!   the segment's name and the versions of every table the statement read.
+//!   the segment's name and the model key (what training read).
 //! - **Model**: L2-regularised logistic regression ([`model`], λ = 0.001 on the mean log-loss),
-//!   cached by (name, definition, versions): a statement at another `as_of` over the same
-//!   versions reuses the weights and scores the features at its own `as_of`.
+//!   cached by (name, definition, the other segments' definitions, the versions of the tables
+//!   trained on): a statement at another `as_of` over the same data reuses the weights and
+//!   scores the features at its own `as_of`.
 //! - **Audience**: the eligible users (minus the seed with `EXCLUDING SEED`) ranked by score, ties
 //!   by ordinal: the top `n`, the top `p` percent, or those scoring at least `s`. Seed members
 //!   are ranked like everyone else and count toward `n`.
@@ -60,7 +61,7 @@ pub struct Cache {
     models: HashMap<String, (Key, Arc<Model>)>,
 }
 
-/// (definition, versions of every table a statement reads).
+/// (definition, versions of what training read; see `segment::lookalike::key_of`).
 pub type Key = (String, Vec<u64>);
 
 impl Cache {

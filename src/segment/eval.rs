@@ -852,7 +852,7 @@ impl Evaluator<'_> {
             .map_or_else(|| key.clone(), |d| d.definition.clone());
         let out = crate::lookalike::evaluate(
             &self.service.lookalikes,
-            super::lookalike::key_of(&self.ctx, &definition),
+            super::lookalike::key_of(&self.ctx, self.catalog, &name, &definition),
             crate::lookalike::Inputs {
                 name: &name,
                 take: super::lookalike::take_of(&l.size),

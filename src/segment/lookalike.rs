@@ -7,16 +7,50 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::ast::{Expr, Leaf, Lookalike, LookalikeSize};
+use super::catalog::Catalog;
 use super::{EvalCtx, Segments, features};
 use crate::error::{Error, Result};
 use crate::lookalike::{Key, Model, Take, scores};
 use crate::storage::Table;
 
-pub(crate) fn key_of(ctx: &EvalCtx, definition: &str) -> Key {
-    (
-        definition.to_string(),
-        Table::READ.iter().map(|t| ctx.snap.version(*t)).collect(),
-    )
+/// The tables whose rows a look-alike's training reads (the segment catalog is keyed by
+/// content instead, below: creating the look-alike itself commits a catalog version, and must
+/// not make its own model stale).
+const TRAINED_ON: [Table; 9] = [
+    Table::Events,
+    Table::Profiles,
+    Table::Consent,
+    Table::Identity,
+    Table::Suppression,
+    Table::Links,
+    Table::Traits,
+    Table::Snapshots,
+    Table::CategoryMaps,
+];
+
+/// The model key of look-alike `name`: its definition, every other segment's definition and
+/// purposes (the seed and what it reads), and the versions of the tables trained on.
+pub(crate) fn key_of(ctx: &EvalCtx, catalog: &Catalog, name: &str, definition: &str) -> Key {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (n, d) in &catalog.segments {
+        if n != name {
+            h.update(n.as_bytes());
+            h.update([0]);
+            h.update(d.definition.as_bytes());
+            h.update([0]);
+            h.update(format!("{:?}", d.purposes).as_bytes());
+            h.update([0]);
+        }
+    }
+    let digest = h.finalize();
+    let mut versions: Vec<u64> = TRAINED_ON.iter().map(|t| ctx.snap.version(*t)).collect();
+    versions.extend(
+        digest
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))),
+    );
+    (definition.to_string(), versions)
 }
 
 /// The audience clause as the model side takes it.
@@ -34,8 +68,15 @@ impl Segments {
     }
 
     /// The model last trained for segment `name` over the statement's versions, if any.
-    pub fn cached_model(&self, ctx: &EvalCtx, name: &str, definition: &str) -> Option<Arc<Model>> {
-        self.lookalikes().get(name, &key_of(ctx, definition))
+    pub fn cached_model(
+        &self,
+        ctx: &EvalCtx,
+        catalog: &Catalog,
+        name: &str,
+        definition: &str,
+    ) -> Option<Arc<Model>> {
+        self.lookalikes()
+            .get(name, &key_of(ctx, catalog, name, definition))
     }
 }
 
@@ -46,11 +87,11 @@ impl Segments {
         let catalog = self.catalog(ctx).await?;
         let def = catalog.require(name)?.clone();
         spec_of(name, &def.definition)?;
-        if let Some(m) = self.cached_model(ctx, name, &def.definition) {
+        if let Some(m) = self.cached_model(ctx, &catalog, name, &def.definition) {
             return Ok(m);
         }
         self.live(ctx, name).await?;
-        self.cached_model(ctx, name, &def.definition)
+        self.cached_model(ctx, &catalog, name, &def.definition)
             .ok_or_else(|| {
                 Error::invalid(format!(
                     "segment '{name}' was evaluated but left no model; run the statement again"

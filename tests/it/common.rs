@@ -304,3 +304,28 @@ pub fn run_differential(name: &str, seeds: u64) -> bool {
     }
     true
 }
+
+/// Run an async test body as the `segdb` binary runs statements: on a runtime whose threads
+/// (and the one driving it) have a 64 MiB stack. Debug builds need more stack than release for
+/// deeply nested evaluations (a look-alike evaluates its seed inside its own evaluation).
+pub fn on_binary_stack<F, Fut>(body: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    const STACK: usize = 64 << 20;
+    std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(STACK)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(body())
+        })
+        .unwrap()
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}

@@ -59,8 +59,12 @@ fn ids(rows: &[String]) -> HashSet<String> {
     rows.iter().cloned().collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lookalike_recovers_a_planted_group() {
+#[test]
+fn a_lookalike_recovers_a_planted_group() {
+    on_binary_stack(recovers_a_planted_group);
+}
+
+async fn recovers_a_planted_group() {
     let (db, e, truth) = planted(20_000).await;
     e.sql("SET segdb.as_of = 'today'").await.unwrap();
     e.sql("SET segdb.as_of = '-6 hours'").await.unwrap();
@@ -80,6 +84,12 @@ async fn a_lookalike_recovers_a_planted_group() {
     assert!(
         precision > 3.0 * base,
         "precision {precision:.3} at the group's size, base rate {base:.3}"
+    );
+    // Creating it trained the model once: reading it again reuses it.
+    let plan = rows(&e, "EXPLAIN SEGMENT alike").await.join("\n");
+    assert!(
+        plan.contains("model cached for these table versions"),
+        "{plan}"
     );
     let report = rows(&e, "SELECT round(auc, 6), round(recall_at_size, 6), seed_size, sample_size, features FROM lookalike_report('alike')").await;
     let r: Vec<&str> = report[0].split('|').collect();
