@@ -16,8 +16,8 @@
 //!   by ordinal: the top `n`, the top `p` percent, or those scoring at least `s`. Seed members
 //!   are ranked like everyone else and count toward `n`.
 //! - **Report**: AUC of the held-out seed members against the held-out sample;
-//!   `recall_at_size`, the share of held-out seed members who score at least the audience's
-//!   lowest score (those inside it, were they eligible — with `EXCLUDING SEED` they never are).
+//!   `recall_at_size`, the share of held-out seed members inside the audience (0 with
+//!   `EXCLUDING SEED`, which leaves them out). Features need at least 30 users.
 
 pub mod model;
 
@@ -35,6 +35,8 @@ use crate::error::{Error, Result};
 pub const LAMBDA: f64 = 1e-3;
 /// Fewest seed members left for training after the hold-out.
 pub const MIN_TRAIN: usize = 10;
+/// Fewest users a feature needs to be one.
+pub const MIN_USERS: u64 = 30;
 
 /// A trained model and how it did.
 #[derive(Debug, Clone)]
@@ -172,8 +174,14 @@ fn train(
     let held_n = neg.len() / 5;
     let (held_neg, train_neg) = neg.split_at(held_n);
 
-    let names: Vec<String> = features.keys().cloned().collect();
-    let bitmaps: Vec<&RoaringBitmap> = features.values().collect();
+    // A fact fewer than MIN_USERS known users share is not a feature: it would say little, and
+    // `lookalike_features` would show a value held by a handful of people.
+    let kept: Vec<(&String, &RoaringBitmap)> = features
+        .iter()
+        .filter(|(_, b)| b.len() >= MIN_USERS)
+        .collect();
+    let names: Vec<String> = kept.iter().map(|(n, _)| (*n).clone()).collect();
+    let bitmaps: Vec<&RoaringBitmap> = kept.iter().map(|(_, b)| *b).collect();
     let users: Vec<u32> = train_pos.iter().chain(train_neg).copied().collect();
     let y: Vec<bool> = (0..users.len()).map(|i| i < train_pos.len()).collect();
     let rows = rows_of(&users, &bitmaps);
@@ -242,21 +250,17 @@ pub fn evaluate(cache: &std::sync::Mutex<Cache>, key: Key, i: Inputs<'_>) -> Res
     let take = match take {
         Take::Size(n) => (n as usize).min(ranked.len()),
         Take::TopPercent(p) => {
-            ((p / 100.0 * ranked.len() as f64).ceil() as usize).min(ranked.len())
+            // p·n/100 rounded up; the tiny shave keeps an exact product (7 % of 100) from
+            // rounding up past itself through float error (0.07 · 100 = 7.000000000000001).
+            let x = p * ranked.len() as f64 / 100.0;
+            ((x * (1.0 - 1e-12)).ceil() as usize).min(ranked.len())
         }
         Take::MinScore(m) => ranked.partition_point(|x| x.1 >= m),
     };
     let audience: RoaringBitmap = ranked[..take].iter().map(|x| x.0).collect();
-    if trained {
-        let cut = ranked[..take].last().map(|x| x.1);
-        model.recall_at_size = match cut {
-            _ if model.held_out.is_empty() => None,
-            None => Some(0.0),
-            Some(cut) => Some(
-                model.held_out.iter().filter(|u| s[u] >= cut).count() as f64
-                    / model.held_out.len() as f64,
-            ),
-        };
+    if trained && !model.held_out.is_empty() {
+        model.recall_at_size =
+            Some(model.held_out.intersection_len(&audience) as f64 / model.held_out.len() as f64);
     }
     let model = Arc::new(model);
     if trained {
@@ -281,4 +285,60 @@ pub fn evaluate(cache: &std::sync::Mutex<Cache>, key: Key, i: Inputs<'_>) -> Res
         trained,
         eligible: candidates.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 100 users; the 20 seed members and 20 others share a fact, 60 have another.
+    fn world() -> (
+        RoaringBitmap,
+        RoaringBitmap,
+        BTreeMap<String, RoaringBitmap>,
+    ) {
+        let eligible: RoaringBitmap = (0..100).collect();
+        let seed: RoaringBitmap = (0..20).collect();
+        let mut f = BTreeMap::new();
+        f.insert("a".to_string(), (0..40).collect::<RoaringBitmap>());
+        f.insert("b".to_string(), (40..100).collect::<RoaringBitmap>());
+        (eligible, seed, f)
+    }
+
+    fn run(take: Take, excluding_seed: bool) -> Outcome {
+        let (eligible, seed, features) = world();
+        let cache = std::sync::Mutex::new(Cache::default());
+        evaluate(
+            &cache,
+            ("t".into(), vec![1]),
+            Inputs {
+                name: "t",
+                take,
+                excluding_seed,
+                seed: &seed,
+                eligible: &eligible,
+                features: &features,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn audience_sizes_follow_the_clause() {
+        // 7 % of 100 is 7, not 8 (0.07 * 100 is 7.000000000000001 in floats).
+        assert_eq!(run(Take::TopPercent(7.0), false).audience.len(), 7);
+        // 7 % of the 80 outside the seed: 5.6, rounded up.
+        let o = run(Take::TopPercent(7.0), true);
+        assert_eq!(o.audience.len(), 6);
+        assert!(o.audience.iter().all(|u| u >= 20));
+        // The fact the seed shares ranks its holders first: SIZE 40 is exactly them.
+        let o = run(Take::Size(40), false);
+        assert_eq!(o.audience, (0..40).collect::<RoaringBitmap>());
+        // Held-out seed members inside the audience; none with EXCLUDING SEED.
+        assert_eq!(o.model.recall_at_size, Some(1.0));
+        assert_eq!(run(Take::Size(40), true).model.recall_at_size, Some(0.0));
+        let all = run(Take::MinScore(0.0), false);
+        assert_eq!(all.audience.len(), 100);
+        assert_eq!(run(Take::MinScore(1.0), false).audience.len(), 0);
+    }
 }

@@ -77,7 +77,8 @@ pub fn fit(rows: &[Vec<u32>], y: &[bool], d: usize, lambda: f64) -> Fit {
     let mut g_new = vec![0.0; dim];
     for it in 0..MAX_ITER {
         iterations = it + 1;
-        if g.iter().fold(0.0f64, |m, v| m.max(v.abs())) < 1e-6 {
+        // (Written so that a NaN gradient stops too.)
+        if !g.iter().all(|v| v.abs() >= 0.0) || g.iter().all(|v| v.abs() < 1e-6) {
             break;
         }
         // Two-loop recursion: the direction −H·g.
@@ -126,10 +127,14 @@ pub fn fit(rows: &[Vec<u32>], y: &[bool], d: usize, lambda: f64) -> Fit {
                 x_new[j] = x[j] + step * dir[j];
             }
             f_new = loss_grad(rows, y, lambda, &x_new, &mut g_new);
-            if f_new <= f + 1e-4 * step * slope || step < 1e-10 {
+            if (f_new.is_finite() && f_new <= f + 1e-4 * step * slope) || step < 1e-10 {
                 break;
             }
             step *= 0.5;
+        }
+        if !(f_new.is_finite() && f_new <= f) {
+            // No step decreases the loss: this is as good as it gets.
+            break;
         }
         let s: Vec<f64> = (0..dim).map(|j| x_new[j] - x[j]).collect();
         let yv: Vec<f64> = (0..dim).map(|j| g_new[j] - g[j]).collect();

@@ -524,6 +524,13 @@ impl<'a> Evaluator<'a> {
         if matches!(l, Leaf::InSegment(..)) && negated {
             key.push_str(" (before purposes)");
         }
+        if let Leaf::Lookalike(_) = l {
+            // Two look-alikes with one text differ by their purposes and models.
+            key.push_str(&format!(
+                " (segment {})",
+                self.ctx.stack.last().map_or("", String::as_str)
+            ));
+        }
         if let Some(b) = self.memo.get(&key) {
             let b = b.clone();
             self.note(format!("{key}  [shared: computed once]  size {}", b.len()));
@@ -717,6 +724,10 @@ impl<'a> Evaluator<'a> {
                         };
                         (p, "any mapped event")
                     }
+                    Some(m) if m.parse::<f64>().unwrap_or(0.0) <= 0.0 => {
+                        // Every user's score is at least 0.
+                        (self.universe.clone(), "every user scores at least 0")
+                    }
                     Some(m) => {
                         let min: f64 = m.parse().unwrap_or(0.0);
                         let mut bm = RoaringBitmap::new();
@@ -816,8 +827,9 @@ impl Evaluator<'_> {
             )));
         }
         self.depth += 1;
-        let seed_def = self.catalog.require(&l.seed)?.clone();
-        let seed = Box::pin(self.segment(&l.seed)).await?.target() & self.universe;
+        // The seed's members with its purposes, its holdout included (held out of activation,
+        // still members).
+        let seed = Box::pin(self.segment(&l.seed)).await?.post & self.universe;
         let mut eligible = match &l.within {
             Some(w) => Box::pin(self.eval(w, false)).await? & self.universe,
             None => self.universe.clone(),
@@ -839,7 +851,7 @@ impl Evaluator<'_> {
             eligible &= &*holders;
             seed &= &*holders;
         }
-        let reads = super::features::reads(&seed_def.definition);
+        let reads = super::features::reads_of(self.catalog, &l.seed);
         let mut features = super::features::collect(self.service, &self.ctx, &reads).await?;
         if let Some(c) = &self.canon {
             for b in features.values_mut() {
@@ -852,7 +864,15 @@ impl Evaluator<'_> {
             .map_or_else(|| key.clone(), |d| d.definition.clone());
         let out = crate::lookalike::evaluate(
             &self.service.lookalikes,
-            super::lookalike::key_of(&self.ctx, self.catalog, &name, &definition),
+            super::lookalike::key_of(
+                &self.ctx,
+                self.catalog,
+                &name,
+                &definition,
+                crate::storage::settings::Settings::read(self.service.db())
+                    .await?
+                    .half_life_us(),
+            ),
             crate::lookalike::Inputs {
                 name: &name,
                 take: super::lookalike::take_of(&l.size),

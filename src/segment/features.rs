@@ -65,6 +65,26 @@ pub fn reads(definition: &str) -> Reads {
     r
 }
 
+/// What segment `name` reads, through the segments it names with `IN SEGMENT` (and a
+/// look-alike's seed), so that a seed defined as `IN SEGMENT crm` still hides `crm`'s list.
+pub fn reads_of(catalog: &crate::segment::catalog::Catalog, name: &str) -> Reads {
+    let mut out = Reads::default();
+    let mut todo = vec![name.to_string()];
+    let mut seen = HashSet::new();
+    while let Some(n) = todo.pop() {
+        if !seen.insert(n.clone()) {
+            continue;
+        }
+        let Some(def) = catalog.get(&n) else { continue };
+        let r = reads(&def.definition);
+        out.events.extend(r.events);
+        out.profile.extend(r.profile);
+        out.categories.extend(r.categories);
+        todo.extend(crate::segment::eval::dependencies(def));
+    }
+    out
+}
+
 /// Whether `column` appears as a word in any of the predicate texts.
 pub fn mentioned(column: &str, texts: &[String]) -> bool {
     let c = column.to_ascii_lowercase();

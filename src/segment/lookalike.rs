@@ -28,13 +28,24 @@ const TRAINED_ON: [Table; 9] = [
     Table::CategoryMaps,
 ];
 
-/// The model key of look-alike `name`: its definition, every other segment's definition and
-/// purposes (the seed and what it reads), and the versions of the tables trained on.
-pub(crate) fn key_of(ctx: &EvalCtx, catalog: &Catalog, name: &str, definition: &str) -> Key {
+/// The model key of look-alike `name`: its definition and purposes, every other segment's
+/// definition and purposes (the seed and what it reads), the interests' half-life, and the
+/// versions of the tables trained on.
+pub(crate) fn key_of(
+    ctx: &EvalCtx,
+    catalog: &Catalog,
+    name: &str,
+    definition: &str,
+    half_life_us: i64,
+) -> Key {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
+    h.update(half_life_us.to_le_bytes());
     for (n, d) in &catalog.segments {
-        if n != name {
+        if n == name {
+            // Its own definition is the key's text; its purposes decide who is trained on.
+            h.update(format!("{:?}", d.purposes).as_bytes());
+        } else {
             h.update(n.as_bytes());
             h.update([0]);
             h.update(d.definition.as_bytes());
@@ -74,9 +85,10 @@ impl Segments {
         catalog: &Catalog,
         name: &str,
         definition: &str,
+        half_life_us: i64,
     ) -> Option<Arc<Model>> {
         self.lookalikes()
-            .get(name, &key_of(ctx, catalog, name, definition))
+            .get(name, &key_of(ctx, catalog, name, definition, half_life_us))
     }
 }
 
@@ -87,11 +99,14 @@ impl Segments {
         let catalog = self.catalog(ctx).await?;
         let def = catalog.require(name)?.clone();
         spec_of(name, &def.definition)?;
-        if let Some(m) = self.cached_model(ctx, &catalog, name, &def.definition) {
+        let half_life = crate::storage::settings::Settings::read(self.db())
+            .await?
+            .half_life_us();
+        if let Some(m) = self.cached_model(ctx, &catalog, name, &def.definition, half_life) {
             return Ok(m);
         }
         self.live(ctx, name).await?;
-        self.cached_model(ctx, &catalog, name, &def.definition)
+        self.cached_model(ctx, &catalog, name, &def.definition, half_life)
             .ok_or_else(|| {
                 Error::invalid(format!(
                     "segment '{name}' was evaluated but left no model; run the statement again"
@@ -106,12 +121,12 @@ impl Segments {
         let catalog = self.catalog(ctx).await?;
         let def = catalog.require(name)?.clone();
         let spec = spec_of(name, &def.definition)?;
-        let seed_def = catalog.require(&spec.seed)?.clone();
+        catalog.require(&spec.seed)?;
         let mut who = (*self.universe(ctx).await?).clone();
         for p in def.purposes()? {
             who &= &*self.consent_holders(ctx, p, ctx.as_of).await?;
         }
-        let reads = features::reads(&seed_def.definition);
+        let reads = features::reads_of(&catalog, &spec.seed);
         let mut feats = features::collect(self, ctx, &reads).await?;
         if let Some(c) = self.canonical(ctx).await? {
             for b in feats.values_mut() {

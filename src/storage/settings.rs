@@ -201,10 +201,11 @@ impl Settings {
     }
 }
 
-/// A half-life as written (`'7 days'`, `'36 hours'`): at least one minute, at most 10 years.
+/// A half-life as written (`'7 days'`, `'36 hours'`): at least one hour (a day's decay weights,
+/// 2^(hours since midnight / half-life), then stay finite), at most 10 years.
 pub fn half_life_micros(text: &str) -> Option<i64> {
     crate::time::duration_micros(text)
-        .filter(|us| (60_000_000..=3650 * 86_400_000_000).contains(us))
+        .filter(|us| (3_600_000_000..=3650 * 86_400_000_000).contains(us))
 }
 
 #[cfg(test)]

@@ -271,7 +271,7 @@ impl Parser<'_> {
                 if crate::storage::settings::half_life_micros(&text).is_none() {
                     return Err(ParseError {
                         message: format!(
-                            "{text:?} is not a half-life: write a duration between one minute and ten years, e.g. '7 days' or '36 hours'"
+                            "{text:?} is not a half-life: write a duration between one hour and ten years, e.g. '7 days' or '36 hours'"
                         ),
                         pos,
                     });
