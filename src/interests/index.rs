@@ -60,7 +60,23 @@ pub struct InterestIndex {
     sets: Vec<Arc<[u32]>>,
     set_ids: HashMap<Vec<u32>, u32>,
     pub days: BTreeMap<i32, Arc<Day>>,
+    /// Unions of whole days already computed, by (category, first day, end day): a window's
+    /// whole days stay the same from one midnight to the next while `as_of` moves.
+    unions: Unions,
 }
+
+/// Bounded by entries; a clone starts empty (clones are made to be changed).
+#[derive(Debug, Default)]
+struct Unions(std::sync::Mutex<HashMap<(u32, i32, i32), Arc<RoaringBitmap>>>);
+
+impl Clone for Unions {
+    fn clone(&self) -> Unions {
+        Unions::default()
+    }
+}
+
+/// Cached unions kept per index before the cache starts over.
+const UNIONS_KEPT: usize = 4096;
 
 impl InterestIndex {
     /// An empty index for these maps.
@@ -79,6 +95,7 @@ impl InterestIndex {
             sets: Vec::new(),
             set_ids: HashMap::new(),
             days: BTreeMap::new(),
+            unions: Unions::default(),
         }
     }
 
@@ -110,6 +127,8 @@ impl InterestIndex {
     /// Add the mapped rows of events batches (`uid`, `ts` as Int64, then the property columns
     /// named in `props`, any type) and rebuild the days they touch.
     pub fn add_batches(&mut self, batches: &[RecordBatch], props: &[String]) -> Result<()> {
+        // Days change: unions over them are stale.
+        self.unions = Unions::default();
         let t = taxonomy();
         let compiled = self.compiled.clone();
         // Per map, the column index in `props`.
@@ -309,9 +328,28 @@ impl InterestIndex {
         }
         let sp = crate::index::timeline::split(Some(lo), hi);
         if let Some((a, b)) = sp.whole {
-            for (_, day) in self.days.range(a..b) {
-                if let Some(agg) = day.aggs.get(&cat) {
-                    out |= &agg.present;
+            let cached = self
+                .unions
+                .0
+                .lock()
+                .expect("not poisoned")
+                .get(&(cat, a, b))
+                .cloned();
+            match cached {
+                Some(u) => out |= &*u,
+                None => {
+                    let mut u = RoaringBitmap::new();
+                    for (_, day) in self.days.range(a..b) {
+                        if let Some(agg) = day.aggs.get(&cat) {
+                            u |= &agg.present;
+                        }
+                    }
+                    out |= &u;
+                    let mut g = self.unions.0.lock().expect("not poisoned");
+                    if g.len() >= UNIONS_KEPT {
+                        g.clear();
+                    }
+                    g.insert((cat, a, b), Arc::new(u));
                 }
             }
         }
