@@ -26,7 +26,19 @@ fn hostile_statements() -> Vec<(&'static str, String, bool)> {
     let profile_or: Vec<String> = (0..20_000).map(|i| format!("country = 'c{i}'")).collect();
     let unions = vec!["SELECT 1"; 20_000].join(" UNION ALL ");
     let huge_sum = vec!["1"; 900_000].join("+");
+    let within = format!(
+        "CREATE SEGMENT d AS LOOKALIKE OF x WITHIN {}ALL USERS{} SIZE 5",
+        "(".repeat(50_000),
+        ")".repeat(50_000)
+    );
+    let interest_or = vec!["INTERESTED IN 'Sports'"; 20_000].join(" OR ");
     vec![
+        ("50,000 parentheses in a look-alike's WITHIN", within, false),
+        (
+            "20,000-leaf OR of INTERESTED IN",
+            format!("CREATE SEGMENT d AS {interest_or}"),
+            false,
+        ),
         ("5,000-term sum", format!("SELECT {sum}"), false),
         ("900,000-term sum", format!("SELECT {huge_sum}"), false),
         (
