@@ -60,11 +60,26 @@ pub async fn count_files(
     events: &deltalake::DeltaTable,
     files: &[DataFile],
 ) -> Result<Days> {
+    let mut stream = scan_columns(db, events, files, &["uid", "event", "ts"]).await?;
+    let mut c = Collector::default();
+    while let Some(b) = stream.next().await {
+        c.add_batch(&b?)?;
+    }
+    Ok(c.finish())
+}
+
+/// The rows of `files` (of the pinned `events`), only `columns` (which must exist), as a stream.
+pub async fn scan_columns(
+    db: &Database,
+    events: &deltalake::DeltaTable,
+    files: &[DataFile],
+    columns: &[&str],
+) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
     let ctx = datafusion::prelude::SessionContext::new();
     crate::storage::provider::register_store(db, ctx.runtime_env().as_ref());
     let schema =
         crate::storage::provider::with_view_types(&events.snapshot()?.snapshot().arrow_schema());
-    let projection: Vec<usize> = ["uid", "event", "ts"]
+    let projection: Vec<usize> = columns
         .iter()
         .map(|c| schema.index_of(c))
         .collect::<std::result::Result<_, _>>()?;
@@ -79,12 +94,10 @@ pub async fn count_files(
         None,
     )
     .await?;
-    let mut stream = datafusion::physical_plan::execute_stream(exec, ctx.task_ctx())?;
-    let mut c = Collector::default();
-    while let Some(b) = stream.next().await {
-        c.add_batch(&b?)?;
-    }
-    Ok(c.finish())
+    Ok(datafusion::physical_plan::execute_stream(
+        exec,
+        ctx.task_ctx(),
+    )?)
 }
 
 /// Recount a whole pinned events version.

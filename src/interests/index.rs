@@ -240,6 +240,14 @@ impl InterestIndex {
         }
     }
 
+    /// The day holding `[a, b)` (both inside one day) and the positions of its occurrences there.
+    fn occurrences(&self, a: i64, b: i64) -> Option<(&Day, std::ops::Range<usize>)> {
+        let day = self.days.get(&(a.div_euclid(DAY_US) as i32))?;
+        let from = day.ts.partition_point(|t| *t < a);
+        let to = day.ts.partition_point(|t| *t < b);
+        Some((day, from..to.max(from)))
+    }
+
     /// The decay factor of an event at `ts` seen from `as_of`.
     fn decay(&self, as_of: i64, ts: i64) -> f64 {
         (-((as_of - ts) as f64) / self.half_life_us as f64).exp2()
@@ -292,12 +300,10 @@ impl InterestIndex {
             }
         }
         for (a, b) in sp.partial {
-            let Some(day) = self.days.get(&(a.div_euclid(DAY_US) as i32)) else {
+            let Some((day, range)) = self.occurrences(a, b) else {
                 continue;
             };
-            let from = day.ts.partition_point(|t| *t < a);
-            let to = day.ts.partition_point(|t| *t < b);
-            for i in from..to.max(from) {
+            for i in range {
                 let u = day.uid[i];
                 if who.is_some_and(|w| !w.contains(u)) {
                     continue;
@@ -354,12 +360,10 @@ impl InterestIndex {
             }
         }
         for (a, b) in sp.partial {
-            let Some(day) = self.days.get(&(a.div_euclid(DAY_US) as i32)) else {
+            let Some((day, range)) = self.occurrences(a, b) else {
                 continue;
             };
-            let from = day.ts.partition_point(|t| *t < a);
-            let to = day.ts.partition_point(|t| *t < b);
-            for i in from..to.max(from) {
+            for i in range {
                 if self.sets[day.set[i] as usize].binary_search(&cat).is_ok() {
                     out.insert(day.uid[i]);
                 }
@@ -397,24 +401,9 @@ pub async fn scan(
     if files.is_empty() || props.is_empty() {
         return Ok(Vec::new());
     }
-    let ctx = datafusion::prelude::SessionContext::new();
-    crate::storage::provider::register_store(db, ctx.runtime_env().as_ref());
-    let mut projection: Vec<usize> = vec![schema.index_of("uid")?, schema.index_of("ts")?];
-    for p in props.iter() {
-        projection.push(schema.index_of(p)?);
-    }
-    let state = ctx.state();
-    let exec = crate::storage::provider::scan_files(
-        &state,
-        &crate::storage::provider::store_url(db),
-        Table::Events,
-        files,
-        &schema,
-        Some(projection),
-        None,
-    )
-    .await?;
-    let mut stream = datafusion::physical_plan::execute_stream(exec, ctx.task_ctx())?;
+    let mut columns: Vec<&str> = vec!["uid", "ts"];
+    columns.extend(props.iter().map(String::as_str));
+    let mut stream = crate::index::catchup::scan_columns(db, events, files, &columns).await?;
     let mut out = Vec::new();
     while let Some(b) = stream.next().await {
         let b = b?;

@@ -53,49 +53,48 @@ impl MemberProbe {
         })
     }
 
-    fn uid_of(&self, u: u32) -> u32 {
-        match &self.canonical {
-            Some(c) => c.get(u as usize).copied().unwrap_or(u),
-            None => u,
-        }
-    }
-
     fn probe(&self, users: &ArrayRef) -> Result<ArrayRef> {
         let mut out = BooleanBuilder::with_capacity(users.len());
-        if matches!(
-            users.data_type(),
-            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-        ) {
-            let s = arrow::compute::cast(users, &DataType::Utf8)?;
-            let s = s.as_string::<i32>();
-            for i in 0..s.len() {
-                if s.is_null(i) {
-                    out.append_null();
-                } else {
-                    out.append_value(
-                        self.ids
-                            .by_pseudonym
-                            .get(s.value(i))
-                            .is_some_and(|u| self.members.contains(self.uid_of(*u))),
-                    );
-                }
-            }
-        } else {
-            let u = arrow::compute::cast(users, &DataType::Int64)?;
-            let u = u.as_primitive::<Int64Type>();
-            for i in 0..u.len() {
-                if u.is_null(i) {
-                    out.append_null();
-                } else {
-                    out.append_value(
-                        u32::try_from(u.value(i))
-                            .is_ok_and(|v| self.members.contains(self.uid_of(v))),
-                    );
-                }
-            }
-        }
+        each_user(users, &self.ids, self.canonical.as_deref(), |u| {
+            out.append_option(u.map(|u| u.is_some_and(|u| self.members.contains(u))))
+        })?;
         Ok(Arc::new(out.finish()))
     }
+}
+
+/// Visit each user of `users` (stored pseudonyms, or `uid` ordinals of any integer type): `None`
+/// for a NULL, `Some(None)` for an id no known user has, `Some(Some(uid))` otherwise — the
+/// canonical ordinal when `canonical` maps ordinals to profiles.
+fn each_user(
+    users: &ArrayRef,
+    ids: &IdentityMap,
+    canonical: Option<&Vec<u32>>,
+    mut f: impl FnMut(Option<Option<u32>>),
+) -> Result<()> {
+    let canon = |u: u32| {
+        canonical
+            .and_then(|c| c.get(u as usize).copied())
+            .unwrap_or(u)
+    };
+    if matches!(
+        users.data_type(),
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    ) {
+        let s = arrow::compute::cast(users, &DataType::Utf8)?;
+        let s = s.as_string::<i32>();
+        for i in 0..s.len() {
+            f(s.is_valid(i)
+                .then(|| ids.by_pseudonym.get(s.value(i)).map(|u| canon(*u))));
+        }
+    } else {
+        let u = arrow::compute::cast(users, &DataType::Int64)?;
+        let u = u.as_primitive::<Int64Type>();
+        for i in 0..u.len() {
+            f(u.is_valid(i)
+                .then(|| u32::try_from(u.value(i)).ok().map(canon)));
+        }
+    }
+    Ok(())
 }
 
 impl ScalarUDFImpl for MemberProbe {
@@ -243,42 +242,11 @@ impl ScoreProbe {
         })
     }
 
-    fn score(&self, u: u32) -> Option<f64> {
-        let u = match &self.canonical {
-            Some(c) => c.get(u as usize).copied().unwrap_or(u),
-            None => u,
-        };
-        self.scores.get(&u).copied()
-    }
-
     fn probe(&self, users: &ArrayRef) -> Result<ArrayRef> {
         let mut out = arrow::array::Float64Builder::with_capacity(users.len());
-        if matches!(
-            users.data_type(),
-            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-        ) {
-            let s = arrow::compute::cast(users, &DataType::Utf8)?;
-            let s = s.as_string::<i32>();
-            for i in 0..s.len() {
-                out.append_option(
-                    s.is_valid(i)
-                        .then(|| self.ids.by_pseudonym.get(s.value(i)).copied())
-                        .flatten()
-                        .and_then(|u| self.score(u)),
-                );
-            }
-        } else {
-            let u = arrow::compute::cast(users, &DataType::Int64)?;
-            let u = u.as_primitive::<Int64Type>();
-            for i in 0..u.len() {
-                out.append_option(
-                    u.is_valid(i)
-                        .then(|| u32::try_from(u.value(i)).ok())
-                        .flatten()
-                        .and_then(|u| self.score(u)),
-                );
-            }
-        }
+        each_user(users, &self.ids, self.canonical.as_deref(), |u| {
+            out.append_option(u.flatten().and_then(|u| self.scores.get(&u).copied()))
+        })?;
         Ok(Arc::new(out.finish()))
     }
 }
